@@ -1,0 +1,160 @@
+"""Encoding events, the one decode function, and the hash chain's canonical bytes.
+
+Payloads are msgpack (msgspec), which keeps NaN and the infinities exactly; JSON would
+not. Every read path turns stored bytes into events through :func:`decode`:
+
+- fast path: the stored version is the class's current version, so the bytes decode
+  straight into the Struct;
+- otherwise: bytes -> dict -> the upcaster chain -> Struct. A step may split one old
+  event into several current ones, so ``decode`` returns a tuple;
+- a type or version this code does not know (a newer evstore wrote it) decodes to an
+  :class:`~evstore.events.UnknownEvent` instead of failing.
+
+The hash of an event is ``sha256(previous_hash + canonical)``, where ``canonical`` is
+the msgpack array ``[stream_id, stream_version, event_id, type, version, recorded_at,
+payload, metadata]`` (payload and metadata as msgpack bin). The first event's previous
+hash is 32 zero bytes. Anyone with the rows can recompute the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from evstore.events import EVENT_TYPES, Event, UnknownEvent
+
+GENESIS_HASH = bytes(32)
+
+# A step takes the old payload and returns the next version's payload (same type), or a
+# list of (type, version, payload) triples when one old event becomes several.
+Step = Callable[[dict[str, Any]], "dict[str, Any] | list[tuple[str, int, dict[str, Any]]]"]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_any = msgspec.msgpack.Decoder().decode
+_current_decoders: dict[str, tuple[int, Callable[[bytes], Any]]] = {}
+_steps: dict[tuple[str, int], Step] | None = None
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event's payload to the bytes that are stored."""
+    return _encode(event)
+
+
+def encode_metadata(metadata: dict[str, Any]) -> bytes:
+    """Encode an event's metadata to the bytes that are stored."""
+    return _encode(metadata)
+
+
+def decode_metadata(data: bytes) -> dict[str, Any]:
+    """Decode stored metadata bytes."""
+    return _decode_any(data)
+
+
+def canonical_bytes(
+    stream_id: str,
+    stream_version: int,
+    event_id: str,
+    type_name: str,
+    version: int,
+    recorded_at: int,
+    payload: bytes,
+    metadata: bytes,
+) -> bytes:
+    """The bytes the hash chain covers for one event."""
+    return _encode(
+        (stream_id, stream_version, event_id, type_name, version, recorded_at, payload, metadata)
+    )
+
+
+def chain_hash(previous: bytes, canonical: bytes) -> bytes:
+    """The hash of an event: sha256 over the previous hash plus its canonical bytes."""
+    return hashlib.sha256(previous + canonical).digest()
+
+
+def decode(type_name: str, version: int, payload: bytes) -> tuple[Event | UnknownEvent, ...]:
+    """Turn one stored event into current events. Every read path calls this."""
+    current = _current_decoders.get(type_name)
+    if current is None:
+        current = _register_decoder(type_name)
+    if current[0] == version:
+        return (current[1](payload),)
+    return _decode_through_chain(type_name, version, payload)
+
+
+def _register_decoder(type_name: str) -> tuple[int, Callable[[bytes], Any]]:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        return (-1, _decode_any)
+    entry = (cls.version, msgspec.msgpack.Decoder(cls).decode)
+    _current_decoders[type_name] = entry
+    return entry
+
+
+def _decode_through_chain(
+    type_name: str, version: int, payload: bytes
+) -> tuple[Event | UnknownEvent, ...]:
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None or version > cls.version or version < 1:
+        return (UnknownEvent(type_name, version, payload),)
+    upcast = upcast_payload(type_name, version, _decode_any(payload))
+    if upcast is None:
+        return (UnknownEvent(type_name, version, payload),)
+    return tuple(msgspec.convert(data, EVENT_TYPES[name]) for name, data in upcast)
+
+
+def upcast_payload(
+    type_name: str, version: int, data: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]] | None:
+    """Walk the chain from (type, version) to current; ``None`` where a step is missing."""
+    steps = upcaster_steps()
+    pending = [(type_name, version, data)]
+    done: list[tuple[str, dict[str, Any]]] = []
+    while pending:
+        name, ver, payload = pending.pop(0)
+        cls = EVENT_TYPES.get(name)
+        if cls is None:
+            return None
+        if ver == cls.version:
+            done.append((name, payload))
+            continue
+        step = steps.get((name, ver))
+        if step is None:
+            return None
+        result = step(payload)
+        if isinstance(result, dict):
+            pending.insert(0, (name, ver + 1, result))
+        else:
+            pending[0:0] = result
+    return done
+
+
+def upcaster_steps() -> dict[tuple[str, int], Step]:
+    """Every registered step, keyed by (type name, version it converts from)."""
+    global _steps
+    if _steps is None:
+        from evstore.registry import UPCASTER_PACKAGES
+
+        _steps = {}
+        for package in UPCASTER_PACKAGES:
+            _steps.update(importlib.import_module(package).STEPS)
+    return _steps
+
+
+def upcaster(type_name: str, from_version: int) -> Callable[[Step], Step]:
+    """Mark a function as the step converting ``type_name`` from ``from_version``."""
+
+    def mark(func: Step) -> Step:
+        func.__evstore_step__ = (type_name, from_version)  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+def now_ms() -> int:
+    """Milliseconds since the epoch, as MLflow records times."""
+    return time.time_ns() // 1_000_000

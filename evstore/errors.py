@@ -1,0 +1,111 @@
+"""The exceptions evstore raises.
+
+Every error a user can cause is an ``EvstoreError``; the CLI prints its message on one
+line and exits non-zero, and the server answers it in MLflow's error shape using
+``error_code`` and ``http_status``.
+
+    EvstoreError
+    ├── StoreError                  the store file or server cannot be used as asked
+    │   ├── StoreFormatError        written by a newer evstore, or not an evstore store
+    │   └── AppendOnlyViolation     something tried to update or delete an event
+    ├── ConcurrencyError            another writer appended to the stream first
+    ├── EventIdConflict             a batch reuses some stored event ids but not all
+    ├── InvalidParameterValue       bad input: a key, a value, a status, a filter
+    │   └── FilterParseError        a search filter that does not parse (with a caret)
+    ├── ResourceDoesNotExist        no such run, experiment, artifact or event
+    ├── ResourceAlreadyExists       an experiment name that is taken
+    ├── InvalidState                e.g. logging to a deleted run
+    ├── StaleProjectionError        a read model built at another version: run rebuild
+    └── ProjectionError             a projection handler failed on an event
+"""
+
+from __future__ import annotations
+
+
+class EvstoreError(Exception):
+    """Root of every error evstore raises on purpose."""
+
+    error_code = "INTERNAL_ERROR"
+    http_status = 500
+
+
+class StoreError(EvstoreError):
+    """The store cannot be opened or used as asked."""
+
+
+class StoreFormatError(StoreError):
+    """The store was written by a newer evstore, or is not an evstore store."""
+
+    error_code = "INVALID_STATE"
+    http_status = 400
+
+
+class AppendOnlyViolation(StoreError):
+    """Something tried to update or delete a stored event."""
+
+    error_code = "INVALID_STATE"
+    http_status = 400
+
+
+class ConcurrencyError(EvstoreError):
+    """The stream was not at the expected version: another writer got there first."""
+
+    error_code = "INVALID_STATE"
+    http_status = 409
+
+
+class EventIdConflict(EvstoreError):
+    """A batch reuses event ids of stored events, but not all of them."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
+    http_status = 400
+
+
+class InvalidParameterValue(EvstoreError):
+    """The caller passed a value evstore cannot accept."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
+    http_status = 400
+
+
+class FilterParseError(InvalidParameterValue):
+    """A search filter that does not parse; the message points at the position."""
+
+    def __init__(self, message: str, text: str = "", position: int = 0):
+        self.text = text
+        self.position = position
+        if text:
+            message = f"{message}\n  {text}\n  {' ' * position}^"
+        super().__init__(message)
+
+
+class ResourceDoesNotExist(EvstoreError):
+    """The run, experiment, artifact or event asked for is not there."""
+
+    error_code = "RESOURCE_DOES_NOT_EXIST"
+    http_status = 404
+
+
+class ResourceAlreadyExists(EvstoreError):
+    """The name or id is already taken."""
+
+    error_code = "RESOURCE_ALREADY_EXISTS"
+    http_status = 400
+
+
+class InvalidState(EvstoreError):
+    """The resource is in a state that forbids the operation."""
+
+    error_code = "INVALID_STATE"
+    http_status = 400
+
+
+class StaleProjectionError(EvstoreError):
+    """A read model in the store was built at another version than the code's."""
+
+    error_code = "INVALID_STATE"
+    http_status = 503
+
+
+class ProjectionError(EvstoreError):
+    """A projection handler failed; names the event's position and type."""

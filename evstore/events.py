@@ -1,0 +1,138 @@
+"""The tracking domain as versioned events.
+
+Every event type is a frozen msgspec Struct named subject + past-tense verb. The class
+name is the stored type name and never changes; the class always describes the newest
+version of the event and carries that number in ``version``. Older shapes live only as
+dicts inside ``upcasters/``.
+
+Experiment events carry their ``experiment_id``. Run events belong to the run's stream,
+whose id is the run id, so they do not repeat it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event; subclasses register themselves by class name."""
+
+    version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        EVENT_TYPES[cls.__name__] = cls
+
+
+class UnknownEvent(msgspec.Struct, frozen=True):
+    """An event whose type or version this code does not know: a newer evstore wrote it."""
+
+    type: str
+    version: int
+    payload: bytes
+
+
+# --- experiments -------------------------------------------------------------------
+
+
+class ExperimentCreated(Event, frozen=True):
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_time: int
+    tags: dict[str, str] = {}
+
+
+class ExperimentRenamed(Event, frozen=True):
+    experiment_id: str
+    name: str
+
+
+class ExperimentTagSet(Event, frozen=True):
+    experiment_id: str
+    key: str
+    value: str
+
+
+class ExperimentTagDeleted(Event, frozen=True):
+    experiment_id: str
+    key: str
+
+
+class ExperimentDeleted(Event, frozen=True):
+    experiment_id: str
+    deleted_time: int
+
+
+class ExperimentRestored(Event, frozen=True):
+    experiment_id: str
+    restored_time: int
+
+
+# --- runs --------------------------------------------------------------------------
+
+
+class RunStarted(Event, frozen=True):
+    experiment_id: str
+    run_name: str
+    user_id: str
+    start_time: int
+    parent_run_id: str | None = None
+    artifact_uri: str = ""
+    status: str = "RUNNING"
+    tags: dict[str, str] = {}
+
+
+class ParamsLogged(Event, frozen=True):
+    params: dict[str, str]
+
+
+class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
+    """One metric value; stored as a compact array ``[key, value, step, timestamp]``."""
+
+    key: str
+    value: float
+    step: int
+    timestamp: int
+
+
+class MetricsLogged(Event, frozen=True):
+    points: list[MetricPoint]
+
+
+class TagSet(Event, frozen=True):
+    key: str
+    value: str
+
+
+class TagDeleted(Event, frozen=True):
+    key: str
+
+
+class ArtifactRecorded(Event, frozen=True):
+    path: str
+    size: int
+    sha256: str
+
+
+class RunStatusChanged(Event, frozen=True):
+    status: str
+    end_time: int | None = None
+
+
+class RunRenamed(Event, frozen=True):
+    run_name: str
+
+
+class RunDeleted(Event, frozen=True):
+    deleted_time: int
+
+
+class RunRestored(Event, frozen=True):
+    restored_time: int

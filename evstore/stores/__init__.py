@@ -1,0 +1,51 @@
+"""Event store backends behind one contract, chosen by URI."""
+
+from __future__ import annotations
+
+import os
+
+from evstore.errors import InvalidParameterValue
+from evstore.stores.base import ANY, NO_STREAM, EventStore, RawEvent, RecordedEvent
+
+DEFAULT_URI = "./evstore.db"
+
+__all__ = [
+    "ANY",
+    "DEFAULT_URI",
+    "NO_STREAM",
+    "EventStore",
+    "RawEvent",
+    "RecordedEvent",
+    "open_log",
+    "sqlite_path",
+]
+
+
+def sqlite_path(uri: str | os.PathLike[str]) -> str:
+    """The file path named by a plain path, ``sqlite:///path`` or ``file:path``."""
+    text = os.fspath(uri)
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///") :]
+    elif text.startswith("sqlite://"):
+        raise InvalidParameterValue(f"use sqlite:///path (three slashes), not {text!r}")
+    elif text.startswith("file:"):
+        text = text[len("file:") :]
+    elif "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise InvalidParameterValue(
+            f"unsupported store URI scheme {scheme!r}: use a path or sqlite:///path"
+        )
+    if not text:
+        raise InvalidParameterValue("the store path is empty")
+    return text
+
+
+def open_log(uri: str | os.PathLike[str] = DEFAULT_URI, *, durability: str = "normal") -> EventStore:
+    """Open (creating if needed) the event log at ``uri``."""
+    from evstore.stores.sqlite import SQLiteEventStore
+
+    path = sqlite_path(uri)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InvalidParameterValue(f"cannot create a store in {parent}: no such directory")
+    return SQLiteEventStore(path, durability=durability)

@@ -1,0 +1,138 @@
+"""What every event store backend provides: the log contract.
+
+A backend stores events in one append-only table, assigns positions inside the write
+transaction, keeps stream versions contiguous, chains hashes, and runs the inline
+projection hook in the same transaction as the append. ``tests/test_log_contract.py``
+runs the same suite against every backend.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import msgspec
+
+from evstore import codec
+from evstore.events import Event, UnknownEvent
+
+ANY = None  # expected_version: append whatever the stream's version is
+NO_STREAM = 0  # expected_version: the stream must not exist yet
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """A stored event as read back, decoded through the one decode function."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    type: str
+    version: int
+    recorded_at: int
+    metadata_bytes: bytes
+    event: Event | UnknownEvent
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The event's metadata: user, host, evstore version, correlation ids."""
+        return codec.decode_metadata(self.metadata_bytes)
+
+
+class RawEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """A stored row as it is on disk, for verification and export."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event_id: str
+    type: str
+    version: int
+    recorded_at: int
+    payload: bytes
+    metadata: bytes
+    hash: bytes
+
+
+def default_metadata() -> dict[str, Any]:
+    """The metadata every event carries unless the caller overrides it."""
+    from evstore import __version__
+
+    return {
+        "user": os.environ.get("EVSTORE_USER") or _login(),
+        "host": socket.gethostname(),
+        "evstore_version": __version__,
+    }
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name on this machine (e.g. a bare container uid)
+        return "unknown"
+
+
+#: Called inside the append transaction with the backend's connection and the new events.
+AppendHook = Callable[[Any, Sequence[RecordedEvent]], None]
+
+
+class EventStore(ABC):
+    """The event log: append, read a stream, read everything, head, raw rows."""
+
+    uri: str
+    append_hooks: list[AppendHook]
+
+    @abstractmethod
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = ANY,
+        event_ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """Append events to a stream in one transaction; returns their positions."""
+
+    @abstractmethod
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """Every event of one stream after ``after_version``, in order."""
+
+    @abstractmethod
+    def read_all(
+        self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None
+    ) -> Iterator[RecordedEvent]:
+        """Every event after ``after_position``, streamed in batches."""
+
+    @abstractmethod
+    def read_raw(
+        self, after_position: int = 0, batch_size: int = 5000
+    ) -> Iterator[list[RawEvent]]:
+        """Stored rows as they are on disk, in position order, in batches."""
+
+    @abstractmethod
+    def head_position(self) -> int:
+        """The position of the newest event, 0 for an empty store."""
+
+    @abstractmethod
+    def stream_version(self, stream_id: str) -> int:
+        """The version of a stream, 0 when it has no events."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """One write transaction; appends inside it join it. Yields the connection."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,368 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Every write runs in ``BEGIN IMMEDIATE``, so the position and stream version an append
+reads are the ones it writes under. Positions are the table's INTEGER PRIMARY KEY, so
+SQLite assigns them inside that transaction. Triggers refuse any UPDATE or DELETE on
+``events``.
+
+Durability: ``normal`` (the default) is WAL with ``synchronous=NORMAL``: a committed
+append survives a crash of the process; the last commits may be lost on power loss.
+``full`` is WAL with ``synchronous=FULL``: a committed append survives power loss too.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from evstore import codec
+from evstore.errors import (
+    ConcurrencyError,
+    EventIdConflict,
+    InvalidParameterValue,
+    StoreError,
+    StoreFormatError,
+)
+from evstore.events import Event
+from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, default_metadata
+
+DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+
+_COLUMNS = "position, stream_id, stream_version, event_id, type, version, recorded_at"
+_SELECT_EVENTS = f"SELECT {_COLUMNS}, payload, metadata FROM events"
+_SELECT_RAW = f"SELECT {_COLUMNS}, payload, metadata, hash FROM events"
+_INSERT = (
+    "INSERT INTO events (stream_id, stream_version, event_id, type, version, recorded_at,"
+    " payload, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# One round trip for everything an append must know: the stream's version, and the
+# head's position and hash (the last link of the chain).
+_APPEND_STATE = (
+    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = ?),"
+    " (SELECT max(position) FROM events),"
+    " (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
+)
+
+
+def _format_1(db: Any) -> None:
+    """The first layout: the events table, its indexes, append-only triggers, meta."""
+    db.execute(
+        """
+        CREATE TABLE events (
+            position INTEGER PRIMARY KEY,
+            stream_id TEXT NOT NULL,
+            stream_version INTEGER NOT NULL,
+            event_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            recorded_at INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            metadata BLOB NOT NULL,
+            hash BLOB NOT NULL,
+            UNIQUE (stream_id, stream_version)
+        )
+        """
+    )
+    db.execute("CREATE INDEX events_by_type ON events (type, position)")
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"""
+            CREATE TRIGGER events_refuse_{action.lower()} BEFORE {action} ON events
+            BEGIN
+                SELECT RAISE(ABORT, 'evstore: the event log is append-only; {action} refused');
+            END
+            """
+        )
+    db.execute("CREATE TABLE evstore_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        "INSERT INTO evstore_meta VALUES ('created_at', ?), ('store_id', ?)",
+        [str(codec.now_ms()), os.urandom(16).hex()],
+    )
+
+
+#: The storage layout's history. The store's format version is the number applied;
+#: a new layout is a new function appended here, never an edit of an old one.
+FORMAT_MIGRATIONS = (_format_1,)
+FORMAT_VERSION = len(FORMAT_MIGRATIONS)
+
+
+class SQLiteEventStore(EventStore):
+    """The event log in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal") -> None:
+        if durability not in DURABILITY:
+            raise InvalidParameterValue(
+                f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}"
+            )
+        self.path = os.fspath(path)
+        self.uri = f"sqlite:///{self.path}"
+        self.durability = durability
+        self.append_hooks = []
+        self._lock = threading.RLock()
+        self._owner: int | None = None
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
+            self._conn.execute("PRAGMA cache_size = -65536")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreFormatError(f"{self.path} is not an evstore store: {e}") from e
+
+    # --- format -----------------------------------------------------------------
+
+    def format_version(self) -> int:
+        """The storage layout version recorded in the file."""
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        found = self.format_version()
+        if found == FORMAT_VERSION:
+            return
+        if found > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{self.path} has storage format {found}, written by a newer evstore;"
+                f" this evstore reads formats up to {FORMAT_VERSION}. Upgrade evstore."
+            )
+        if found == 0 and self._has_foreign_tables():
+            raise StoreFormatError(f"{self.path} is a SQLite file but not an evstore store")
+        # sqlite-utils is imported only here: opening an up-to-date store stays cheap.
+        from sqlite_utils import Database
+        from sqlite_utils.migrations import Migrations
+
+        migrations = Migrations("evstore.format")
+        for number, step in enumerate(FORMAT_MIGRATIONS, start=1):
+
+            def apply(db: Any, step: Any = step, number: int = number) -> None:
+                step(db)
+                db.execute(f"PRAGMA user_version = {number}")
+
+            migrations(name=f"format_{number}")(apply)
+        # All pending steps commit together; a second process opening the same new
+        # file waits on the lock and then finds nothing pending.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrations.apply(Database(self._conn))
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _has_foreign_tables(self) -> bool:
+        rows = self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND name NOT IN ('_sqlite_migrations')"
+        ).fetchall()
+        return bool(rows)
+
+    # --- writes -----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; appends inside it join it."""
+        if self._owner == threading.get_ident():
+            yield self._conn
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._owner = threading.get_ident()
+            try:
+                yield self._conn
+            except BaseException:
+                self._owner = None
+                self._conn.execute("ROLLBACK")
+                raise
+            self._owner = None
+            self._conn.execute("COMMIT")
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = ANY,
+        event_ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[int]:
+        """Append events to one stream in one transaction; returns their positions."""
+        if not events:
+            return []
+        if event_ids is not None and len(event_ids) != len(events):
+            raise InvalidParameterValue("event_ids must name one id per event")
+        with self.transaction() as conn:
+            return self._append_locked(
+                conn, stream_id, events, expected_version, event_ids, metadata
+            )
+
+    def _append_locked(
+        self,
+        conn: sqlite3.Connection,
+        stream_id: str,
+        events: Sequence[Event],
+        expected_version: int | None,
+        event_ids: Sequence[str] | None,
+        metadata: dict[str, Any] | None,
+    ) -> list[int]:
+        if event_ids is None:
+            # Random 128-bit ids, made in one call: uuid4() per event costs more than
+            # the rest of a batched append.
+            blob = os.urandom(16 * len(events)).hex()
+            event_ids = [blob[i : i + 32] for i in range(0, len(blob), 32)]
+        else:
+            stored = self._stored_positions(conn, event_ids)
+            if stored is not None:
+                return stored
+        version, head, previous = conn.execute(_APPEND_STATE, (stream_id,)).fetchone()
+        version = version or 0
+        if expected_version is not None and expected_version != version:
+            raise ConcurrencyError(
+                f"stream {stream_id} is at version {version}, expected {expected_version}:"
+                " another writer appended first"
+            )
+        head = head or 0
+        previous = previous or codec.GENESIS_HASH
+        meta = codec.encode_metadata({**default_metadata(), **(metadata or {})})
+        recorded_at = codec.now_ms()
+        encode, canonical_bytes, chain_hash = codec.encode, codec.canonical_bytes, codec.chain_hash
+        rows = []
+        for offset, event in enumerate(events, start=1):
+            type_name = type(event).__name__
+            payload = encode(event)
+            event_id = event_ids[offset - 1]
+            canonical = canonical_bytes(
+                stream_id, version + offset, event_id, type_name, event.version,
+                recorded_at, payload, meta,
+            )  # fmt: skip
+            previous = chain_hash(previous, canonical)
+            rows.append(
+                (stream_id, version + offset, event_id, type_name, event.version,
+                 recorded_at, payload, meta, previous)
+            )  # fmt: skip
+        try:
+            if len(rows) == 1:
+                conn.execute(_INSERT, rows[0])
+            else:
+                conn.executemany(_INSERT, rows)
+        except sqlite3.IntegrityError as e:
+            raise ConcurrencyError(f"append to {stream_id} conflicted: {e}") from e
+        positions = list(range(head + 1, head + 1 + len(rows)))
+        if self.append_hooks:
+            recorded = [
+                RecordedEvent(pos, stream_id, row[1], row[2], row[3], row[4], recorded_at, meta, ev)
+                for pos, row, ev in zip(positions, rows, events)
+            ]
+            for hook in self.append_hooks:
+                hook(conn, recorded)
+        return positions
+
+    def _stored_positions(
+        self, conn: sqlite3.Connection, event_ids: Sequence[str]
+    ) -> list[int] | None:
+        """Positions of a batch already stored (a retried write), or None if it is new."""
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                conn.execute(
+                    f"SELECT event_id, position FROM events WHERE event_id IN ({marks})", chunk
+                ).fetchall()
+            )
+        if not found:
+            return None
+        if len(found) != len(set(event_ids)):
+            raise EventIdConflict(
+                f"{len(found)} of {len(event_ids)} event ids in this batch are already stored;"
+                " a retried write must resend the whole batch with the same ids"
+            )
+        return [found[event_id] for event_id in event_ids]
+
+    # --- reads ------------------------------------------------------------------
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """Every event of one stream after ``after_version``, in order."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"{_SELECT_EVENTS} WHERE stream_id = ? AND stream_version > ?"
+                " ORDER BY stream_version",
+                (stream_id, after_version),
+            ).fetchall()
+        return list(_decode_rows(rows))
+
+    def read_all(
+        self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None
+    ) -> Iterator[RecordedEvent]:
+        """Every event after ``after_position`` (up to ``until_position``), in batches."""
+        for rows in self._batches(_SELECT_EVENTS, after_position, batch_size, until_position):
+            yield from _decode_rows(rows)
+
+    def read_raw(
+        self, after_position: int = 0, batch_size: int = 5000
+    ) -> Iterator[list[RawEvent]]:
+        """Stored rows as they are on disk, in position order, in batches."""
+        for rows in self._batches(_SELECT_RAW, after_position, batch_size, None):
+            yield [RawEvent(*row) for row in rows]
+
+    def _batches(
+        self, select: str, after: int, batch_size: int, until: int | None
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        bound = "" if until is None else f" AND position <= {int(until)}"
+        sql = f"{select} WHERE position > ?{bound} ORDER BY position LIMIT ?"
+        while True:
+            with self._lock:
+                rows = self._conn.execute(sql, (after, batch_size)).fetchall()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
+    def head_position(self) -> int:
+        """The position of the newest event, 0 for an empty store."""
+        with self._lock:
+            return self._conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+
+    def stream_version(self, stream_id: str) -> int:
+        """The version of a stream, 0 when it has no events."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?",
+                (stream_id,),
+            ).fetchone()
+        return row[0]
+
+    def meta(self) -> dict[str, str]:
+        """The store's own facts: when it was created, its id."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT key, value FROM evstore_meta").fetchall())
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query against the store's tables (projections, events)."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The underlying connection, for projections and the tracking layer."""
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        try:
+            self._conn.close()
+        except sqlite3.Error as e:  # pragma: no cover - closing a broken file
+            raise StoreError(str(e)) from e
+
+
+def _decode_rows(rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
+    decode = codec.decode
+    for position, stream_id, stream_version, event_id, type_name, version, at, payload, meta in rows:
+        for event in decode(type_name, version, payload):
+            yield RecordedEvent(
+                position, stream_id, stream_version, event_id, type_name, version, at, meta, event
+            )
