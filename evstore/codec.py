@@ -158,3 +158,9 @@ def upcaster(type_name: str, from_version: int) -> Callable[[Step], Step]:
 def now_ms() -> int:
     """Milliseconds since the epoch, as MLflow records times."""
     return time.time_ns() // 1_000_000
+
+
+def schema_fingerprint(cls: type[Event]) -> str:
+    """A sha256 of the event class's msgspec JSON schema: changes when its shape does."""
+    schema = msgspec.json.encode(msgspec.json.schema(cls), order="sorted")
+    return hashlib.sha256(schema).hexdigest()
