@@ -94,15 +94,26 @@ class ParamsLogged(Event, frozen=True):
 
 
 class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
-    """One metric value; stored as a compact array ``[key, value, step, timestamp]``."""
+    """One metric value, stored as a compact array.
+
+    ``model_id``, ``dataset_name`` and ``dataset_digest`` say what the value measured, as
+    MLflow 3 records for metrics of logged models and evaluation datasets.
+    """
 
     key: str
     value: float
     step: int
     timestamp: int
+    model_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
 
 
 class MetricsLogged(Event, frozen=True):
+    """A batch of metric points. v2: points carry model and dataset context."""
+
+    version: ClassVar[int] = 2
+
     points: list[MetricPoint]
 
 

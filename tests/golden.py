@@ -50,7 +50,7 @@ CONTENT: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
         "start_time": T0 + 30, "parent_run_id": RUN_A,
         "artifact_uri": "evstore-artifacts/1/" + RUN_B,
         "tags": {"mlflow.parentRunId": RUN_A, "mlflow.runName": "child"}})]),
-    (RUN_B, [("MetricsLogged", {"points": [["acc", 0.9, 5, T0 + 31]]})]),
+    (RUN_B, [("MetricsLogged", {"points": [["acc", 0.9, 5, T0 + 31, "m-7f3a", "eval", "d41d8cd9"]]})]),
     (RUN_B, [("RunStatusChanged", {"status": "FAILED", "end_time": T0 + 32})]),
     (RUN_A, [("RunStatusChanged", {"status": "FINISHED", "end_time": T0 + 40})]),
     ("experiment-1", [("ExperimentRenamed", {"experiment_id": "1", "name": "golden-renamed"})]),
@@ -138,7 +138,7 @@ def write_events(root: str) -> None:
     samples: dict[str, dict[str, Any]] = {}
     for _, events in CONTENT:
         for name, fields in events:
-            samples.setdefault(name, fields)
+            samples[name] = fields  # the last sample of each type
     for name, cls in EVENT_TYPES.items():
         path = os.path.join(root, name, f"v{cls.version}.json")
         if os.path.exists(path) or name not in samples:
