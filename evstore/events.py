@@ -79,6 +79,10 @@ class ExperimentRestored(Event, frozen=True):
 
 
 class RunStarted(Event, frozen=True):
+    """A run began. v2: initial tags are separate TagSet events appended with it."""
+
+    version: ClassVar[int] = 2
+
     experiment_id: str
     run_name: str
     user_id: str
@@ -86,7 +90,6 @@ class RunStarted(Event, frozen=True):
     parent_run_id: str | None = None
     artifact_uri: str = ""
     status: str = "RUNNING"
-    tags: dict[str, str] = {}
 
 
 class ParamsLogged(Event, frozen=True):

@@ -108,6 +108,12 @@ EXPECTED: dict[str, Any] = {
 }  # fmt: skip
 
 
+def _field_names(cls: type) -> set[str]:
+    import msgspec
+
+    return {field.name for field in msgspec.structs.fields(cls)}
+
+
 def write_store(folder: str) -> None:
     """Write CONTENT as a store with today's event classes, plus expected.json."""
     import msgspec
@@ -119,7 +125,15 @@ def write_store(folder: str) -> None:
     log = open_log(os.path.join(folder, "store.db"))
     counter = 0
     for stream, events in CONTENT:
-        built = [msgspec.convert(fields, EVENT_TYPES[name]) for name, fields in events]
+        built = []
+        for name, fields in events:
+            if name == "RunStarted" and "tags" not in _field_names(EVENT_TYPES[name]):
+                tags = fields.get("tags", {})
+                fields = {k: v for k, v in fields.items() if k != "tags"}
+                built.append(msgspec.convert(fields, EVENT_TYPES[name]))
+                built += [EVENT_TYPES["TagSet"](key=k, value=v) for k, v in tags.items()]
+            else:
+                built.append(msgspec.convert(fields, EVENT_TYPES[name]))
         ids = [f"golden-{counter + i:04d}" for i in range(len(built))]
         counter += len(built)
         log.append(stream, built, event_ids=ids, metadata={"user": "golden", "host": "golden"})
@@ -143,7 +157,8 @@ def write_events(root: str) -> None:
         path = os.path.join(root, name, f"v{cls.version}.json")
         if os.path.exists(path) or name not in samples:
             continue
-        payload = codec.encode(msgspec.convert(samples[name], cls))
+        fields = {k: v for k, v in samples[name].items() if k in _field_names(cls)}
+        payload = codec.encode(msgspec.convert(fields, cls))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(
