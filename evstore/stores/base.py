@@ -120,6 +120,14 @@ class EventStore(ABC):
         """The position of the newest event, 0 for an empty store."""
 
     @abstractmethod
+    def head_hash(self) -> str:
+        """The hex hash of the newest event: the value that pins the whole history."""
+
+    @abstractmethod
+    def count_by_type(self) -> dict[tuple[str, int], int]:
+        """How many events of each stored (type, version)."""
+
+    @abstractmethod
     def stream_version(self, stream_id: str) -> int:
         """The version of a stream, 0 when it has no events."""
 

@@ -327,6 +327,22 @@ class SQLiteEventStore(EventStore):
         with self._lock:
             return self._conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
 
+    def head_hash(self) -> str:
+        """The hex hash of the newest event: the value that pins the whole history."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
+        return (row[0] if row else codec.GENESIS_HASH).hex()
+
+    def count_by_type(self) -> dict[tuple[str, int], int]:
+        """How many events of each stored (type, version)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT type, version, count(*) FROM events GROUP BY type, version"
+            ).fetchall()
+        return {(name, version): count for name, version, count in rows}
+
     def stream_version(self, stream_id: str) -> int:
         """The version of a stream, 0 when it has no events."""
         with self._lock:

@@ -1,0 +1,116 @@
+"""Read-only views of a store for people: facts, event listings, the schema registry."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from evstore import codec
+from evstore.events import EVENT_TYPES, UnknownEvent
+from evstore.integrity import is_known
+from evstore.stores.base import EventStore, RecordedEvent
+
+
+def store_info(store: EventStore) -> dict[str, Any]:
+    """Counts, head position and hash, storage format and versions."""
+    from evstore import __version__
+
+    counts = store.count_by_type()
+    facts: dict[str, Any] = {
+        "store": store.uri,
+        "events": sum(counts.values()),
+        "head_position": store.head_position(),
+        "head_hash": store.head_hash(),
+        "unknown_events": sum(n for (t, v), n in counts.items() if not is_known(t, v)),
+        "evstore_version": __version__,
+    }
+    format_version = getattr(store, "format_version", None)
+    if format_version is not None:
+        from evstore.stores.sqlite import FORMAT_VERSION
+
+        facts["storage_format"] = f"{format_version()} (this evstore writes {FORMAT_VERSION})"
+    facts["events_by_type"] = {f"{t} v{v}": n for (t, v), n in sorted(counts.items())}
+    return facts
+
+
+def event_to_dict(recorded: RecordedEvent) -> dict[str, Any]:
+    """One event as plain JSON-safe data (NaN and infinities as strings)."""
+    event = recorded.event
+    if isinstance(event, UnknownEvent):
+        data: Any = {"unknown": True, "payload_hex": event.payload.hex()}
+        type_name = event.type
+    else:
+        data = _json_safe(msgspec.to_builtins(event))
+        type_name = type(event).__name__
+    meta = recorded.metadata
+    return {
+        "position": recorded.position,
+        "stream_id": recorded.stream_id,
+        "stream_version": recorded.stream_version,
+        "event_id": recorded.event_id,
+        "type": type_name,
+        "version": recorded.version,
+        "recorded_at": recorded.recorded_at,
+        "user": meta.get("user"),
+        "metadata": _json_safe(meta),
+        "data": data,
+    }
+
+
+def event_lines(
+    store: EventStore,
+    *,
+    stream: str | None = None,
+    types: list[str] | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Events as dicts, filtered by stream and (decoded) type, at most ``limit``."""
+    source = store.read_stream(stream) if stream else store.read_all(after_position=after)
+    wanted = set(types or ())
+    lines = []
+    for recorded in source:
+        if recorded.position <= after:
+            continue
+        line = event_to_dict(recorded)
+        if wanted and line["type"] not in wanted:
+            continue
+        lines.append(line)
+        if len(lines) >= limit:
+            break
+    return lines
+
+
+def schema_table() -> list[dict[str, Any]]:
+    """Every event type with its current version, fingerprint and upcaster chain."""
+    steps = codec.upcaster_steps()
+    rows = []
+    for name, cls in sorted(EVENT_TYPES.items()):
+        chain = [
+            {"from": version, "to": version + 1, "name": steps[(name, version)].__name__}
+            for version in range(1, cls.version)
+            if (name, version) in steps
+        ]
+        rows.append(
+            {
+                "type": name,
+                "version": cls.version,
+                "fingerprint": codec.schema_fingerprint(cls),
+                "chain": chain,
+            }
+        )
+    return rows
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
