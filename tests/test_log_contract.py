@@ -1,0 +1,390 @@
+"""The log contract: every backend passes these tests unchanged (through the ``log`` fixture).
+
+Only the ``EventStore`` API is used here; nothing in this file knows which database is
+behind the store. Backend-specific checks (triggers, crash recovery, several processes on
+one file) live in their own modules.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import types
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import evstore
+from evstore.codec import now_ms
+from evstore.errors import ConcurrencyError, EventIdConflict, InvalidParameterValue
+from evstore.events import Event, MetricPoint, MetricsLogged, RunRenamed, TagSet
+from evstore.stores import ANY, NO_STREAM, EventStore, RecordedEvent, open_log
+
+
+def tags(*keys: str) -> list[Event]:
+    """One TagSet event per key, valued ``v-<key>``."""
+    return [TagSet(key=key, value=f"v-{key}") for key in keys]
+
+
+def ids(count: int) -> list[str]:
+    """Fresh writer-supplied event ids."""
+    return [str(uuid.uuid4()) for _ in range(count)]
+
+
+def positions_of(log: EventStore) -> list[int]:
+    """Every stored position, in the order read_all yields them."""
+    return [recorded.position for recorded in log.read_all()]
+
+
+# --- an empty store ------------------------------------------------------------------
+
+
+def test_empty_store(log: EventStore) -> None:
+    assert log.head_position() == 0
+    assert list(log.read_all()) == []
+    assert log.read_stream("run-1") == []
+    assert log.stream_version("run-1") == 0
+
+
+def test_appending_no_events_stores_nothing(log: EventStore) -> None:
+    assert log.append("run-1", []) == []
+    assert log.head_position() == 0
+    assert log.stream_version("run-1") == 0
+
+
+# --- positions and stream versions ------------------------------------------------------
+
+
+def test_append_returns_contiguous_positions(log: EventStore) -> None:
+    assert log.append("run-1", tags("a", "b", "c")) == [1, 2, 3]
+    assert log.append("run-2", tags("d")) == [4]
+    assert log.append("run-1", tags("e", "f")) == [5, 6]
+    assert log.head_position() == 6
+    assert positions_of(log) == [1, 2, 3, 4, 5, 6]
+
+
+def test_stream_versions_are_contiguous_from_one(log: EventStore) -> None:
+    # Interleave two streams so global positions and stream versions diverge.
+    log.append("run-1", tags("a", "b"))
+    log.append("run-2", tags("c"))
+    log.append("run-1", tags("d"))
+    log.append("run-2", tags("e", "f"))
+    assert [r.stream_version for r in log.read_stream("run-1")] == [1, 2, 3]
+    assert [r.position for r in log.read_stream("run-1")] == [1, 2, 4]
+    assert [r.stream_version for r in log.read_stream("run-2")] == [1, 2, 3]
+    assert [r.position for r in log.read_stream("run-2")] == [3, 5, 6]
+    assert log.stream_version("run-1") == 3
+    assert log.stream_version("run-2") == 3
+
+
+def test_recorded_event_carries_the_envelope(log: EventStore) -> None:
+    before = now_ms()
+    event = RunRenamed(run_name="renamed ✓")
+    [position] = log.append("run-1", [event], event_ids=["evt-1"])
+    after = now_ms()
+    [recorded] = log.read_stream("run-1")
+    assert isinstance(recorded, RecordedEvent)
+    assert recorded.position == position
+    assert recorded.stream_id == "run-1"
+    assert recorded.stream_version == 1
+    assert recorded.event_id == "evt-1"
+    assert recorded.type == "RunRenamed"
+    assert recorded.version == RunRenamed.version
+    assert before <= recorded.recorded_at <= after
+    assert recorded.event == event
+
+
+def test_generated_event_ids_are_unique(log: EventStore) -> None:
+    log.append("run-1", tags(*"abcdefgh"))
+    log.append("run-2", tags(*"ijkl"))
+    event_ids = [r.event_id for r in log.read_all()]
+    assert all(event_ids)
+    assert len(set(event_ids)) == 12
+
+
+def test_a_reopened_store_has_every_event(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b"))
+    log.append("run-2", tags("c"))
+    with open_log(log.uri) as again:
+        assert again.head_position() == 3
+        assert [r.event for r in again.read_stream("run-1")] == tags("a", "b")
+        assert again.append("run-2", tags("d"), expected_version=1) == [4]
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(batches=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 5)), min_size=1, max_size=12))
+def test_any_interleaving_keeps_positions_and_versions_contiguous(
+    log: EventStore, batches: list[tuple[int, int]]
+) -> None:
+    # The store outlives the examples, so each example writes to streams of its own.
+    prefix = uuid.uuid4().hex
+    start = log.head_position()
+    expected_head = start
+    for stream, size in batches:
+        positions = log.append(f"{prefix}-{stream}", tags(*(str(i) for i in range(size))))
+        assert positions == list(range(expected_head + 1, expected_head + size + 1))
+        expected_head += size
+    assert log.head_position() == expected_head
+    assert [r.position for r in log.read_all(after_position=start)] == list(
+        range(start + 1, expected_head + 1)
+    )
+    for stream in {stream for stream, _ in batches}:
+        versions = [r.stream_version for r in log.read_stream(f"{prefix}-{stream}")]
+        assert versions == list(range(1, len(versions) + 1))
+
+
+# --- expected_version --------------------------------------------------------------------
+
+
+def test_expected_version_that_matches_appends(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b"))
+    assert log.append("run-1", tags("c"), expected_version=2) == [3]
+    assert log.stream_version("run-1") == 3
+
+
+@pytest.mark.parametrize("expected", [1, 3, 10])
+def test_expected_version_mismatch_raises_and_stores_nothing(
+    log: EventStore, expected: int
+) -> None:
+    log.append("run-1", tags("a", "b"))
+    with pytest.raises(ConcurrencyError, match="run-1"):
+        log.append("run-1", tags("c", "d"), expected_version=expected)
+    assert log.head_position() == 2
+    assert log.stream_version("run-1") == 2
+    assert [r.event for r in log.read_stream("run-1")] == tags("a", "b")
+
+
+def test_a_second_writer_with_a_stale_version_loses(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    with open_log(log.uri) as other:
+        # Both writers read version 1; the second to append must fail.
+        assert other.append("run-1", tags("b"), expected_version=1) == [2]
+    with pytest.raises(ConcurrencyError):
+        log.append("run-1", tags("c"), expected_version=1)
+    assert log.head_position() == 2
+
+
+def test_no_stream_appends_to_a_new_stream(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    assert log.append("run-2", tags("b", "c"), expected_version=NO_STREAM) == [2, 3]
+    assert [r.stream_version for r in log.read_stream("run-2")] == [1, 2]
+
+
+def test_no_stream_refuses_an_existing_stream(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    with pytest.raises(ConcurrencyError):
+        log.append("run-1", tags("b"), expected_version=NO_STREAM)
+    assert log.head_position() == 1
+
+
+def test_any_appends_whatever_the_version(log: EventStore) -> None:
+    assert log.append("run-1", tags("a"), expected_version=ANY) == [1]
+    assert log.append("run-1", tags("b"), expected_version=ANY) == [2]
+    assert log.stream_version("run-1") == 2
+
+
+# --- event ids: retried writes ---------------------------------------------------------------
+
+
+def test_reappending_the_same_event_ids_returns_the_original_positions(log: EventStore) -> None:
+    log.append("run-0", tags("x"))
+    batch_ids = ids(3)
+    batch = tags("a", "b", "c")
+    first = log.append("run-1", batch, expected_version=NO_STREAM, event_ids=batch_ids)
+    log.append("run-2", tags("y"))
+    # A retry of the same write (same ids, same expected version) is not stored again,
+    # and does not fail even though the stream has moved on.
+    again = log.append("run-1", batch, expected_version=NO_STREAM, event_ids=batch_ids)
+    assert again == first == [2, 3, 4]
+    assert log.head_position() == 5
+    assert log.stream_version("run-1") == 3
+    assert [r.event_id for r in log.read_stream("run-1")] == batch_ids
+
+
+def test_reappending_one_event_id_returns_its_position(log: EventStore) -> None:
+    [event_id] = ids(1)
+    [position] = log.append("run-1", tags("a"), event_ids=[event_id])
+    assert log.append("run-1", tags("a"), event_ids=[event_id]) == [position]
+    assert log.head_position() == 1
+
+
+def test_a_batch_reusing_some_event_ids_raises_and_stores_nothing(log: EventStore) -> None:
+    stored_ids = ids(2)
+    log.append("run-1", tags("a", "b"), event_ids=stored_ids)
+    [new_id] = ids(1)
+    with pytest.raises(EventIdConflict):
+        log.append("run-1", tags("b", "c"), event_ids=[stored_ids[1], new_id])
+    assert log.head_position() == 2
+    assert new_id not in {r.event_id for r in log.read_all()}
+
+
+def test_event_ids_must_match_the_events(log: EventStore) -> None:
+    with pytest.raises(InvalidParameterValue):
+        log.append("run-1", tags("a", "b"), event_ids=ids(1))
+    assert log.head_position() == 0
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def test_read_stream_after_version(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b", "c", "d"))
+    assert [r.event for r in log.read_stream("run-1", after_version=2)] == tags("c", "d")
+    assert [r.stream_version for r in log.read_stream("run-1", after_version=2)] == [3, 4]
+    assert log.read_stream("run-1", after_version=4) == []
+    assert log.read_stream("run-1", after_version=0) == log.read_stream("run-1")
+
+
+def test_read_all_streams_across_several_batches(log: EventStore) -> None:
+    for key in "abcdefg":
+        log.append(f"run-{key}", tags(key))
+    stream = log.read_all(batch_size=2)
+    # A generator reads lazily: nothing is fetched before the first next().
+    assert isinstance(stream, types.GeneratorType)
+    first = next(stream)
+    assert first.position == 1
+    rest = list(stream)
+    assert [r.position for r in rest] == [2, 3, 4, 5, 6, 7]
+    assert [r.event for r in [first, *rest]] == tags(*"abcdefg")
+
+
+def test_read_all_after_position(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b", "c", "d", "e"))
+    assert [r.position for r in log.read_all(after_position=3)] == [4, 5]
+    assert [r.position for r in log.read_all(after_position=3, batch_size=1)] == [4, 5]
+    assert list(log.read_all(after_position=5)) == []
+
+
+def test_read_all_until_position(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b", "c", "d", "e"))
+    assert [r.position for r in log.read_all(until_position=3)] == [1, 2, 3]
+    assert [r.position for r in log.read_all(after_position=1, until_position=3, batch_size=1)] == [
+        2,
+        3,
+    ]
+    assert list(log.read_all(after_position=3, until_position=3)) == []
+
+
+def test_read_all_until_position_ignores_appends_made_while_reading(log: EventStore) -> None:
+    log.append("run-1", tags("a", "b", "c", "d"))
+    head = log.head_position()
+    seen = []
+    for recorded in log.read_all(batch_size=1, until_position=head):
+        seen.append(recorded.position)
+        log.append("run-2", tags(f"late-{recorded.position}"))
+    assert seen == [1, 2, 3, 4]
+    assert log.head_position() == 8
+
+
+def test_head_position_follows_appends(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    assert log.head_position() == 1
+    log.append("run-2", tags("b", "c"))
+    assert log.head_position() == 3
+
+
+def test_special_floats_and_unicode_survive_the_store(log: EventStore) -> None:
+    points = [
+        MetricPoint(key="loss", value=math.nan, step=0, timestamp=1),
+        MetricPoint(key="größe ∂", value=math.inf, step=1, timestamp=2),
+        MetricPoint(key="", value=-math.inf, step=2, timestamp=3),
+        MetricPoint(key="zero", value=-0.0, step=-1, timestamp=0),
+    ]
+    log.append("run-1", [MetricsLogged(points=points)])
+    [recorded] = log.read_stream("run-1")
+    assert isinstance(recorded.event, MetricsLogged)
+    stored = recorded.event.points
+    assert math.isnan(stored[0].value)
+    assert stored[1:3] == points[1:3]
+    assert stored[3].key == "zero" and math.copysign(1.0, stored[3].value) == -1.0
+
+
+# --- metadata --------------------------------------------------------------------------------
+
+
+def test_metadata_records_user_host_and_version(
+    log: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVSTORE_USER", "alice")
+    log.append("run-1", tags("a"))
+    [recorded] = log.read_stream("run-1")
+    assert recorded.metadata["user"] == "alice"
+    assert recorded.metadata["host"] == socket.gethostname()
+    assert recorded.metadata["evstore_version"] == evstore.__version__
+
+
+def test_correlation_and_causation_ids_round_trip(log: EventStore) -> None:
+    metadata = {"correlation_id": "req-42", "causation_id": "evt-41"}
+    log.append("run-1", tags("a", "b"), metadata=metadata)
+    log.append("run-1", tags("c"))
+    first, second, third = log.read_stream("run-1")
+    for recorded in (first, second, *log.read_all(until_position=2)):
+        assert recorded.metadata["correlation_id"] == "req-42"
+        assert recorded.metadata["causation_id"] == "evt-41"
+        assert {"user", "host", "evstore_version"} <= recorded.metadata.keys()
+    assert "correlation_id" not in third.metadata
+
+
+# --- append hooks and transactions --------------------------------------------------------------
+
+
+def test_append_hooks_see_the_recorded_events(log: EventStore) -> None:
+    seen: list[RecordedEvent] = []
+
+    def hook(connection: Any, recorded: Sequence[RecordedEvent]) -> None:
+        seen.extend(recorded)
+
+    log.append_hooks.append(hook)
+    positions = log.append("run-1", tags("a", "b"), metadata={"correlation_id": "c-1"})
+    assert [r.position for r in seen] == positions
+    assert [r.stream_version for r in seen] == [1, 2]
+    assert [r.event for r in seen] == tags("a", "b")
+    assert [r.event_id for r in seen] == [r.event_id for r in log.read_stream("run-1")]
+    assert all(r.metadata["correlation_id"] == "c-1" for r in seen)
+
+
+def test_a_failing_append_hook_rolls_the_append_back(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    calls: list[int] = []
+
+    def first_hook(connection: Any, recorded: Sequence[RecordedEvent]) -> None:
+        calls.append(len(recorded))
+
+    def failing_hook(connection: Any, recorded: Sequence[RecordedEvent]) -> None:
+        raise RuntimeError("projection broke")
+
+    log.append_hooks.extend([first_hook, failing_hook])
+    with pytest.raises(RuntimeError, match="projection broke"):
+        log.append("run-1", tags("b", "c"))
+    # The hooks ran (so the rows were inserted), yet nothing is stored.
+    assert calls == [2]
+    assert log.head_position() == 1
+    assert log.stream_version("run-1") == 1
+    # The positions were not used up: the next append takes them.
+    log.append_hooks.clear()
+    assert log.append("run-1", tags("b"), expected_version=1) == [2]
+
+
+def test_appends_in_one_transaction_commit_together(log: EventStore) -> None:
+    with log.transaction():
+        log.append("run-1", tags("a"))
+        log.append("run-2", tags("b"))
+    assert positions_of(log) == [1, 2]
+
+
+def test_a_failing_transaction_rolls_back_every_append(log: EventStore) -> None:
+    log.append("run-1", tags("a"))
+    with pytest.raises(RuntimeError), log.transaction():
+        log.append("run-1", tags("b"))
+        log.append("run-2", tags("c"))
+        raise RuntimeError("abort")
+    assert positions_of(log) == [1]
+    assert log.stream_version("run-2") == 0

@@ -1,0 +1,338 @@
+"""Append-only is enforced by the database, and edits made behind its back are found.
+
+The attacker here has the SQLite file and the ``sqlite3`` module: first they try plain
+UPDATE and DELETE (the triggers refuse), then they drop the triggers and edit rows
+directly, and ``verify`` must name the first position that no longer holds and why.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evstore.codec import encode, encode_metadata
+from evstore.events import MetricPoint, MetricsLogged, ParamsLogged, RunRenamed, TagSet
+from evstore.integrity import VerifyReport, verify
+from evstore.stores import open_log
+
+EVENTS = 12
+TAMPERED = 5  # the position the edits below hit: in the middle of the chain
+
+
+def fill(path: Path) -> None:
+    """A small store: two streams interleaved, several event types."""
+    with open_log(path) as log:
+        for step in range(EVENTS // 2):
+            point = MetricPoint(key="loss", value=1.0 / (step + 1), step=step, timestamp=step)
+            log.append("run-a", [MetricsLogged(points=[point])])
+            log.append("run-b", [TagSet(key=f"k{step}", value="v")])
+
+
+def verify_file(path: Path) -> VerifyReport:
+    """Open the store at ``path`` and verify it."""
+    with open_log(path) as log:
+        return verify(log)
+
+
+@pytest.fixture
+def store(db_path: Path) -> Path:
+    """A filled store, verified as intact."""
+    fill(db_path)
+    assert verify_file(db_path).ok
+    return db_path
+
+
+@pytest.fixture
+def attacker(store: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection to the store, in autocommit mode."""
+    connection = sqlite3.connect(store, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def drop_triggers(connection: sqlite3.Connection) -> None:
+    """Remove the append-only triggers, as someone with write access to the file can."""
+    names = connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+    ).fetchall()
+    assert names, "the store has no triggers to drop"
+    for (name,) in names:
+        connection.execute(f"DROP TRIGGER {name}")
+
+
+def column(connection: sqlite3.Connection, name: str, position: int = TAMPERED) -> object:
+    """One stored column of one event."""
+    return connection.execute(
+        f"SELECT {name} FROM events WHERE position = ?", (position,)
+    ).fetchone()[0]
+
+
+# --- the triggers refuse ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE events SET payload = x'00' WHERE position = 5",
+        "UPDATE events SET hash = hash",
+        "UPDATE events SET stream_id = 'other' WHERE stream_id = 'run-a'",
+        "UPDATE OR REPLACE events SET position = 1 WHERE position = 2",
+    ],
+)
+def test_update_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) -> None:
+    before = verify_file(store)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only; UPDATE refused"):
+        attacker.execute(sql)
+    assert verify_file(store) == before
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["DELETE FROM events WHERE position = 5", "DELETE FROM events"],
+)
+def test_delete_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) -> None:
+    before = verify_file(store)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only; DELETE refused"):
+        attacker.execute(sql)
+    assert verify_file(store) == before
+
+
+def test_the_store_own_connection_is_refused_too(store: Path) -> None:
+    with open_log(store) as log:
+        connection = log.connection  # type: ignore[attr-defined]
+        with pytest.raises(sqlite3.IntegrityError, match="UPDATE refused"):
+            connection.execute("UPDATE events SET recorded_at = 0")
+        with pytest.raises(sqlite3.IntegrityError, match="DELETE refused"):
+            connection.execute("DELETE FROM events WHERE position = 1")
+        assert verify(log).ok
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="INSERT OR REPLACE deletes the conflicting row without firing the DELETE"
+    " trigger (recursive_triggers is off), so the triggers do not refuse it yet",
+)
+def test_insert_or_replace_is_refused(store: Path, attacker: sqlite3.Connection) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        attacker.execute(
+            "INSERT OR REPLACE INTO events SELECT * FROM events WHERE position = 5"
+        )
+
+
+def test_insert_or_replace_behind_the_triggers_is_found(
+    store: Path, attacker: sqlite3.Connection
+) -> None:
+    # REPLACE slips past the triggers today; the chain still gives it away.
+    forged = encode(TagSet(key="k2", value="forged"))
+    row = attacker.execute("SELECT * FROM events WHERE position = ?", (TAMPERED + 1,)).fetchone()
+    attacker.execute(
+        "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*row[:7], forged, *row[8:]),
+    )
+    assert column(attacker, "payload", TAMPERED + 1) == forged
+    report = verify_file(store)
+    assert not report.ok
+    assert report.first_bad_position == TAMPERED + 1
+    assert "hash mismatch" in (report.reason or "")
+
+
+# --- edits behind the triggers' back are found by verify ---------------------------------------
+
+
+def forge_metric_value(connection: sqlite3.Connection) -> None:
+    """Rewrite a logged metric value as well-formed msgpack: the realistic forgery."""
+    connection.execute(
+        "UPDATE events SET payload = ? WHERE position = ?",
+        (encode(MetricsLogged(points=[MetricPoint("loss", 0.99, 2, 2)])), TAMPERED),
+    )
+
+
+def flip_a_payload_byte(connection: sqlite3.Connection) -> None:
+    payload = bytearray(column(connection, "payload"))  # type: ignore[arg-type]
+    payload[-1] ^= 0x01
+    connection.execute(
+        "UPDATE events SET payload = ? WHERE position = ?", (bytes(payload), TAMPERED)
+    )
+
+
+def change_the_user(connection: sqlite3.Connection) -> None:
+    metadata = msgspec.msgpack.decode(column(connection, "metadata"))  # type: ignore[arg-type]
+    metadata["user"] = "mallory"
+    connection.execute(
+        "UPDATE events SET metadata = ? WHERE position = ?", (encode_metadata(metadata), TAMPERED)
+    )
+
+
+def replace_the_hash(connection: sqlite3.Connection) -> None:
+    connection.execute("UPDATE events SET hash = ? WHERE position = ?", (bytes(32), TAMPERED))
+
+
+def backdate(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        "UPDATE events SET recorded_at = recorded_at - 86400000 WHERE position = ?", (TAMPERED,)
+    )
+
+
+def change_the_type(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        "UPDATE events SET type = 'RunRenamed', payload = ? WHERE position = ?",
+        (encode(RunRenamed(run_name="x")), TAMPERED),
+    )
+
+
+def move_to_another_stream(connection: sqlite3.Connection) -> None:
+    # As the first event of a new stream, its stream version still looks right.
+    connection.execute(
+        "UPDATE events SET stream_id = 'run-z', stream_version = 1 WHERE position = ?",
+        (TAMPERED,),
+    )
+
+
+def swap_two_payloads(connection: sqlite3.Connection) -> None:
+    first, second = column(connection, "payload"), column(connection, "payload", TAMPERED + 2)
+    connection.execute("UPDATE events SET payload = ? WHERE position = ?", (second, TAMPERED))
+    connection.execute("UPDATE events SET payload = ? WHERE position = ?", (first, TAMPERED + 2))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        forge_metric_value,
+        flip_a_payload_byte,
+        change_the_user,
+        replace_the_hash,
+        backdate,
+        change_the_type,
+        move_to_another_stream,
+        swap_two_payloads,
+    ],
+)
+def test_an_edited_event_is_found(
+    store: Path, attacker: sqlite3.Connection, edit: Callable[[sqlite3.Connection], None]
+) -> None:
+    drop_triggers(attacker)
+    edit(attacker)
+    report = verify_file(store)
+    assert not report.ok
+    assert report.first_bad_position == TAMPERED
+    assert report.events == TAMPERED - 1
+    assert report.reason
+
+
+def test_a_forged_metric_is_readable_until_verify_finds_it(
+    store: Path, attacker: sqlite3.Connection
+) -> None:
+    drop_triggers(attacker)
+    forge_metric_value(attacker)
+    with open_log(store) as log:
+        # The forgery decodes fine: only the chain shows it was not written by evstore.
+        [forged] = [r for r in log.read_all() if r.position == TAMPERED]
+        assert isinstance(forged.event, MetricsLogged)
+        assert math.isclose(forged.event.points[0].value, 0.99)
+        report = verify(log)
+    assert (report.first_bad_position, report.reason) == (
+        TAMPERED,
+        "hash mismatch: the event or one before it was altered",
+    )
+
+
+def test_a_deleted_middle_event_is_found(store: Path, attacker: sqlite3.Connection) -> None:
+    drop_triggers(attacker)
+    attacker.execute("DELETE FROM events WHERE position = ?", (TAMPERED,))
+    report = verify_file(store)
+    assert not report.ok
+    assert report.first_bad_position == TAMPERED + 1
+    assert "missing" in (report.reason or "")
+
+
+def test_a_renumbered_stream_version_is_found(store: Path, attacker: sqlite3.Connection) -> None:
+    drop_triggers(attacker)
+    attacker.execute(
+        "UPDATE events SET stream_version = stream_version + 10 WHERE position = ?", (TAMPERED,)
+    )
+    report = verify_file(store)
+    assert report.first_bad_position == TAMPERED
+    assert "jumps" in (report.reason or "")
+
+
+def test_removing_the_newest_event_shows_only_in_the_head_hash(
+    store: Path, attacker: sqlite3.Connection
+) -> None:
+    # Removing the newest events leaves a valid chain: the guarantee is that the head
+    # hash (and count) verify reports no longer match one recorded earlier.
+    before = verify_file(store)
+    drop_triggers(attacker)
+    attacker.execute("DELETE FROM events WHERE position = ?", (EVENTS,))
+    after = verify_file(store)
+    assert after.ok
+    assert (after.events, after.head_hash) != (before.events, before.head_hash)
+
+
+# --- any single edit to any event, found at that event ----------------------------------------
+
+EDITABLE = [
+    "stream_id", "event_id", "type", "version", "recorded_at", "payload", "metadata", "hash",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A filled store, copied afresh for every hypothesis example."""
+    path = tmp_path_factory.mktemp("template") / "evstore.db"
+    fill(path)
+    with open_log(path) as log:
+        log.append("run-c", [ParamsLogged(params={"lr": "0.1", "": "ünïcode"})])
+    return path
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    position=st.integers(1, EVENTS + 1),
+    name=st.sampled_from(EDITABLE),
+    change=st.integers(1, 255),
+    where=st.integers(0, 1_000),
+)
+def test_any_single_edit_is_found_at_its_position(
+    template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    position: int,
+    name: str,
+    change: int,
+    where: int,
+) -> None:
+    copy = tmp_path_factory.mktemp("tampered") / "evstore.db"
+    with closing(sqlite3.connect(template)) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    with closing(sqlite3.connect(copy, isolation_level=None)) as connection:
+        drop_triggers(connection)
+        edited = one_change(column(connection, name, position), change, where)
+        connection.execute(f"UPDATE events SET {name} = ? WHERE position = ?", (edited, position))
+    report = verify_file(copy)
+    assert not report.ok
+    assert report.first_bad_position == position
+
+
+def one_change(value: object, change: int, where: int) -> object:
+    """Shift an integer, flip bits in one byte of a blob, or change one character of a text."""
+    if isinstance(value, int):
+        return value + change
+    if isinstance(value, bytes):
+        data = bytearray(value)
+        data[where % len(data)] ^= change
+        return bytes(data)
+    assert isinstance(value, str) and value
+    index = where % len(value)
+    replacement = chr((ord(value[index]) + change) % 0x2000 + 0x20)
+    if replacement == value[index]:
+        replacement = chr(ord(replacement) + 1)
+    return value[:index] + replacement + value[index + 1 :]
