@@ -159,5 +159,169 @@ def schema(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     )
 
 
+def _client(store: str) -> Any:
+    from evstore.client import Client
+
+    return Client(store)
+
+
+def _timestamp(ms: int | None) -> str:
+    from datetime import datetime, timezone
+
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def experiments(
+    store: Store = DEFAULT_STORE,
+    all_: Annotated[bool, typer.Option("--all", help="Include deleted experiments.")] = False,
+) -> None:
+    """List experiments.
+
+    Example: evstore experiments --all
+    """
+    from evstore.entities import ViewType
+
+    found = _client(store).search_experiments(ViewType.ALL if all_ else ViewType.ACTIVE_ONLY)
+    _table(
+        ["experiment_id", "name", "lifecycle_stage", "created", "tags"],
+        [[e.experiment_id, e.name, e.lifecycle_stage, _timestamp(e.creation_time),
+          json.dumps(e.tags, ensure_ascii=False) if e.tags else ""] for e in found],
+    )  # fmt: skip
+
+
+@app.command()
+def runs(
+    store: Store = DEFAULT_STORE,
+    experiment: Annotated[list[str] | None, typer.Option(help="Experiment id or name.")] = None,
+    filter_: Annotated[str, typer.Option("--filter", help="MLflow filter string.")] = "",
+    order_by: Annotated[list[str] | None, typer.Option(help="e.g. 'metrics.acc DESC'.")] = None,
+    max_: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 100,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """Search runs with MLflow's filter grammar (plus OR and parentheses).
+
+    Example: evstore runs --experiment sweep --filter "metrics.acc > 0.9 and params.lr = '0.01'"
+    """
+    from evstore.entities import ViewType
+
+    client = _client(store)
+    ids = [_experiment_id(client, e) for e in experiment] if experiment else [
+        e.experiment_id for e in client.search_experiments(ViewType.ALL)]  # fmt: skip
+    found = client.search_runs(ids, filter_, ViewType.ACTIVE_ONLY, max_, order_by)
+    if fmt == "json":
+        for run in found:
+            typer.echo(json.dumps(_json_safe(run.to_dictionary()), ensure_ascii=False))
+    elif fmt == "csv":
+        import csv
+
+        from evstore.export import runs_table
+
+        table = runs_table(list(found))
+        writer = csv.writer(sys.stdout)
+        writer.writerow(table.column_names)
+        writer.writerows(zip(*(table.column(c).to_pylist() for c in table.column_names)))
+    elif fmt == "table":
+        _table(
+            ["run_id", "experiment", "name", "status", "started", "metrics", "params"],
+            [[r.info.run_id, r.info.experiment_id, r.info.run_name, r.info.status,
+              _timestamp(r.info.start_time),
+              " ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items())),
+              " ".join(f"{k}={v}" for k, v in sorted(r.data.params.items()))] for r in found],
+        )  # fmt: skip
+    else:
+        raise EvstoreError(f"unknown format {fmt!r}: use table, json or csv")
+
+
+def _experiment_id(client: Any, id_or_name: str) -> str:
+    found = client.get_experiment_by_name(id_or_name)
+    return found.experiment_id if found is not None else client.get_experiment(id_or_name).experiment_id
+
+
+def _json_safe(value: Any) -> Any:
+    from evstore.inspect import _json_safe as safe
+
+    return safe(value)
+
+
+@app.command()
+def show(
+    run_id: str,
+    store: Store = DEFAULT_STORE,
+    as_of: Annotated[str | None, typer.Option(help="A position, or an ISO date/time.")] = None,
+) -> None:
+    """One run: info, params, latest metrics, tags (optionally as of an earlier point).
+
+    Example: evstore show 3f1c0a... --as-of 2026-11-26T10:00:00
+    """
+    client = _client(store)
+    run = client.get_run(run_id, as_of=_parse_as_of(as_of)) if as_of else client.get_run(run_id)
+    typer.echo(json.dumps(_json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
+
+
+def _parse_as_of(text: str) -> Any:
+    from datetime import datetime
+
+    if text.isdigit():
+        return int(text)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as e:
+        raise EvstoreError(f"--as-of takes a position or an ISO date/time, not {text!r}") from e
+
+
+@app.command()
+def history(run_id: str, store: Store = DEFAULT_STORE) -> None:
+    """A run's audit trail: every event with position, time, type, user and change.
+
+    Example: evstore history 3f1c0a...
+    """
+    from evstore.history import run_history
+
+    rows = run_history(_client(store).store, run_id)
+    _table(
+        ["position", "recorded", "type", "user", "change"],
+        [[r["position"], _timestamp(r["recorded_at"]), r["type"], r["user"], r["change"]] for r in rows],
+    )
+
+
+@app.command()
+def export(
+    what: Annotated[str, typer.Argument(help="runs or metrics")],
+    out: Annotated[str, typer.Argument(help="Output file.")],
+    store: Store = DEFAULT_STORE,
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or arrow.")] = "parquet",
+    filter_: Annotated[str, typer.Option("--filter", help="MLflow filter string.")] = "",
+) -> None:
+    """Export runs or metric points through pyarrow, streamed in batches.
+
+    Example: evstore export metrics metrics.parquet --filter "params.optimizer = 'adam'"
+    """
+    from evstore.export import export as export_rows
+
+    rows = export_rows(_client(store), what, out, fmt, filter_)
+    typer.echo(f"wrote {rows} rows to {out}")
+
+
+@app.command()
+def demo(store: Store = DEFAULT_STORE) -> None:
+    """Log the seed example and a small sweep, then show runs, an audit trail and verify.
+
+    Example: evstore demo --store demo.db
+    """
+    from evstore.demo import run_demo
+
+    seed_run_id = run_demo(store)
+    typer.echo("\n== runs (evstore runs) ==")
+    runs(store=store, experiment=None, filter_="", order_by=["attributes.start_time ASC"],
+         max_=100, fmt="table")  # fmt: skip
+    typer.echo(f"\n== audit trail of the seed run (evstore history {seed_run_id}) ==")
+    history(seed_run_id, store=store)
+    typer.echo("\n== evstore verify ==")
+    verify(store=store)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

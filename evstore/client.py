@@ -1,0 +1,643 @@
+"""``evstore.Client``: MlflowClient's names, signatures and return shapes over the log.
+
+Every write checks the current state and appends its events inside one write
+transaction, so a failed write changes nothing and two writers cannot both pass a
+check. Reads come from the projections, which the same transaction keeps current.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from evstore import codec, reads
+from evstore.artifacts import ArtifactRepository, logical_path
+from evstore.entities import (
+    Experiment,
+    FileInfo,
+    LifecycleStage,
+    Metric,
+    Param,
+    PagedList,
+    Run,
+    RunTag,
+    ViewType,
+)
+from evstore.errors import (
+    InvalidParameterValue,
+    InvalidState,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+)
+from evstore.events import (
+    RUN_STATUSES,
+    ArtifactRecorded,
+    Event,
+    ExperimentCreated,
+    ExperimentDeleted,
+    ExperimentRenamed,
+    ExperimentRestored,
+    ExperimentTagSet,
+    MetricPoint,
+    MetricsLogged,
+    ParamsLogged,
+    RunDeleted,
+    RunRenamed,
+    RunRestored,
+    RunStarted,
+    RunStatusChanged,
+    TagDeleted,
+    TagSet,
+)
+from evstore.stores import NO_STREAM, sqlite_path
+from evstore.validation import (
+    param_value,
+    tag_value,
+    validate_batch_limits,
+    validate_key,
+    validate_metric,
+)
+
+RUN_NAME_TAG = "mlflow.runName"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+USER_TAG = "mlflow.user"
+DEFAULT_EXPERIMENT_ID = "0"
+
+_stores: dict[str, Any] = {}
+
+
+def experiment_stream(experiment_id: str) -> str:
+    """The stream id of an experiment's events."""
+    return f"experiment-{experiment_id}"
+
+
+def open_tracking_store(uri: str) -> Any:
+    """The store at ``uri`` with its projections attached (a ProjectionRunner; ``.store``
+    is the log). One per file per process, shared by the fluent API and every Client."""
+    from evstore.projection import attach
+    from evstore.stores import open_log
+
+    path = os.path.abspath(sqlite_path(uri))
+    runner = _stores.get(path)
+    if runner is None:
+        store = open_log(path)
+        try:
+            runner = attach(store)
+        except BaseException:
+            store.close()
+            raise
+        _stores[path] = runner
+    return runner
+
+
+def _event_ids(key: str | None, count: int) -> list[str] | None:
+    """Ids derived from a caller's idempotency key, so a retried write is stored once."""
+    if key is None:
+        return None
+    return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{i}").hex for i in range(count)]
+
+
+class Client:
+    """A tracking client for one store, mirroring ``mlflow.MlflowClient``."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        from evstore import fluent
+
+        self.tracking_uri = tracking_uri or fluent.get_tracking_uri()
+        self._runner = open_tracking_store(self.tracking_uri)
+        self._store = self._runner.store
+        path = sqlite_path(self.tracking_uri)
+        self.artifact_root = os.environ.get("EVSTORE_ARTIFACT_ROOT") or os.path.join(
+            os.path.dirname(os.path.abspath(path)), "evstore-artifacts"
+        )
+        self._artifacts = ArtifactRepository(self.artifact_root)
+        self._ensure_default_experiment()
+
+    @property
+    def store(self) -> Any:
+        """The underlying event store (for history, verify and export)."""
+        return self._store
+
+    def _read(self) -> Any:
+        """The connection, once the read models are known to be current."""
+        self._runner.check_fresh()
+        return self._store.connection
+
+    def _ensure_default_experiment(self) -> None:
+        conn = self._read()
+        if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
+            return
+        with self._store.transaction() as conn:
+            if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
+                return
+            self._append_experiment_created(DEFAULT_EXPERIMENT_ID, "Default", None, {})
+
+    # --- experiments --------------------------------------------------------------
+
+    def create_experiment(
+        self,
+        name: str,
+        artifact_location: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> str:
+        """Create an experiment; returns its id. Names are unique."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidParameterValue("Invalid experiment name: the name must be a non-empty string")
+        clean_tags = {validate_key("tag", k): tag_value(k, v) for k, v in (tags or {}).items()}
+        with self._store.transaction() as conn:
+            if reads.experiment_by_name(conn, name) is not None:
+                raise ResourceAlreadyExists(f"Experiment(name={name}) already exists.")
+            experiment_id = reads.next_experiment_id(conn)
+            self._append_experiment_created(experiment_id, name, artifact_location, clean_tags)
+        return experiment_id
+
+    def _append_experiment_created(
+        self, experiment_id: str, name: str, location: str | None, tags: dict[str, str]
+    ) -> None:
+        event = ExperimentCreated(
+            experiment_id=experiment_id,
+            name=name,
+            artifact_location=location or posixpath.join(self.artifact_root, experiment_id),
+            creation_time=codec.now_ms(),
+            tags=tags,
+        )
+        self._store.append(experiment_stream(experiment_id), [event], expected_version=NO_STREAM)
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """One experiment; raises ResourceDoesNotExist when there is none."""
+        found = reads.experiment_by_id(self._read(), str(experiment_id))
+        if found is None:
+            raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
+        return found
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        """One experiment by name, or None."""
+        return reads.experiment_by_name(self._read(), name)
+
+    def search_experiments(
+        self,
+        view_type: int = ViewType.ACTIVE_ONLY,
+        max_results: int | None = None,
+        filter_string: str | None = None,
+        order_by: list[str] | None = None,
+        page_token: str | None = None,
+    ) -> PagedList:
+        """Experiments in the given view, newest first. Filters: ``name`` =, !=, LIKE, ILIKE."""
+        stages = _stages(view_type)
+        found = reads.experiments(self._read(), stages)
+        if filter_string:
+            found = [e for e in found if _experiment_matches(e, filter_string)]
+        if order_by:
+            for clause in reversed(order_by):
+                field, _, direction = clause.strip().partition(" ")
+                found.sort(
+                    key=lambda e: getattr(e, field.split(".")[-1]) or 0,
+                    reverse=direction.strip().upper() == "DESC",
+                )
+        start = int(page_token or 0)
+        end = len(found) if max_results is None else start + max_results
+        token = str(end) if end < len(found) else None
+        return PagedList(found[start:end], token)
+
+    def _experiment_for_write(self, conn: Any, experiment_id: str) -> Experiment:
+        found = reads.experiment_by_id(conn, str(experiment_id))
+        if found is None:
+            raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
+        return found
+
+    def rename_experiment(self, experiment_id: str, new_name: str) -> None:
+        """Give an experiment a new, unused name."""
+        if not isinstance(new_name, str) or not new_name.strip():
+            raise InvalidParameterValue("Invalid experiment name: the name must be a non-empty string")
+        with self._store.transaction() as conn:
+            experiment = self._experiment_for_write(conn, experiment_id)
+            if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+                raise InvalidState("Cannot rename a non-active experiment.")
+            other = reads.experiment_by_name(conn, new_name)
+            if other is not None and other.experiment_id != experiment.experiment_id:
+                raise ResourceAlreadyExists(f"Experiment(name={new_name}) already exists.")
+            self._store.append(
+                experiment_stream(experiment.experiment_id),
+                [ExperimentRenamed(experiment_id=experiment.experiment_id, name=new_name)],
+            )
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Mark an experiment deleted (soft; restore_experiment undoes it)."""
+        self._experiment_lifecycle(experiment_id, LifecycleStage.ACTIVE, ExperimentDeleted)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        """Make a deleted experiment active again."""
+        self._experiment_lifecycle(experiment_id, LifecycleStage.DELETED, ExperimentRestored)
+
+    def _experiment_lifecycle(self, experiment_id: str, required: str, event_type: type) -> None:
+        with self._store.transaction() as conn:
+            experiment = self._experiment_for_write(conn, experiment_id)
+            if experiment.lifecycle_stage != required:
+                raise InvalidState(
+                    f"Experiment {experiment_id} is {experiment.lifecycle_stage}; expected {required}."
+                )
+            self._store.append(
+                experiment_stream(experiment.experiment_id),
+                [event_type(experiment.experiment_id, codec.now_ms())],
+            )
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
+        """Set a tag on an experiment."""
+        validate_key("tag", key)
+        with self._store.transaction() as conn:
+            experiment = self._experiment_for_write(conn, experiment_id)
+            self._store.append(
+                experiment_stream(experiment.experiment_id),
+                [ExperimentTagSet(experiment_id=experiment.experiment_id, key=key,
+                                  value=tag_value(key, value))],
+            )  # fmt: skip
+
+    # --- runs ---------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        start_time: int | None = None,
+        tags: dict[str, Any] | Iterable[RunTag] | None = None,
+        run_name: str | None = None,
+        *,
+        run_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Run:
+        """Start a run in an experiment; returns it (status RUNNING)."""
+        tag_dict = _tag_dict(tags)
+        run_name = run_name or tag_dict.get(RUN_NAME_TAG) or _random_run_name()
+        tag_dict[RUN_NAME_TAG] = run_name
+        run_id = run_id or uuid.uuid4().hex
+        with self._store.transaction() as conn:
+            experiment = self._experiment_for_write(conn, str(experiment_id))
+            if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+                raise InvalidState(
+                    f"Could not create run under non-active experiment with id {experiment_id}."
+                )
+            started = RunStarted(
+                experiment_id=experiment.experiment_id,
+                run_name=run_name,
+                user_id=user_id or tag_dict.get(USER_TAG) or _user(),
+                start_time=codec.now_ms() if start_time is None else int(start_time),
+                parent_run_id=tag_dict.get(PARENT_RUN_TAG),
+                artifact_uri=posixpath.join(experiment.artifact_location, run_id, "artifacts"),
+            )
+            events: list[Event] = [started]
+            events += [TagSet(key=k, value=v) for k, v in tag_dict.items()]
+            self._store.append(run_id, events, expected_version=NO_STREAM)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str, as_of: int | datetime | None = None) -> Run:
+        """A run with its params, latest metrics and tags; ``as_of`` reads it back in time."""
+        if as_of is not None:
+            from evstore.history import run_as_of
+
+            return run_as_of(self._store, run_id, as_of)
+        found = reads.load_runs(self._read(), [run_id])
+        if not found:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        return found[0]
+
+    def _active_run(self, conn: Any, run_id: str) -> None:
+        state = reads.run_state(conn, run_id)
+        if state is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        if state[1] != LifecycleStage.ACTIVE:
+            raise InvalidState(
+                f"The run {run_id} must be in the 'active' state. Current state is {state[1]}."
+            )
+
+    def _run_write(self, run_id: str, events: Sequence[Event], key: str | None = None) -> None:
+        with self._store.transaction() as conn:
+            self._active_run(conn, run_id)
+            self._store.append(run_id, events, event_ids=_event_ids(key, len(events)))
+
+    def set_terminated(
+        self, run_id: str, status: str | None = None, end_time: int | None = None,
+        *, idempotency_key: str | None = None,
+    ) -> None:  # fmt: skip
+        """End a run with a status (FINISHED by default) and an end time."""
+        status = status or "FINISHED"
+        if status not in RUN_STATUSES:
+            raise InvalidParameterValue(
+                f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
+            )
+        end = codec.now_ms() if end_time is None else int(end_time)
+        self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key)
+
+    def update_run(
+        self, run_id: str, status: str | None = None, name: str | None = None,
+        end_time: int | None = None, *, idempotency_key: str | None = None,
+    ) -> None:  # fmt: skip
+        """Change a run's status and/or name, as MLflow's update_run."""
+        events: list[Event] = []
+        if status is not None:
+            if status not in RUN_STATUSES:
+                raise InvalidParameterValue(
+                    f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
+                )
+            events.append(RunStatusChanged(status=status, end_time=end_time))
+        if name:
+            events.append(RunRenamed(run_name=name))
+        if events:
+            self._run_write(run_id, events, idempotency_key)
+
+    def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (soft; restore_run undoes it)."""
+        with self._store.transaction() as conn:
+            state = reads.run_state(conn, run_id)
+            if state is None:
+                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            if state[1] == LifecycleStage.ACTIVE:
+                self._store.append(run_id, [RunDeleted(deleted_time=codec.now_ms())])
+
+    def restore_run(self, run_id: str) -> None:
+        """Make a deleted run active again."""
+        with self._store.transaction() as conn:
+            state = reads.run_state(conn, run_id)
+            if state is None:
+                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            if state[1] == LifecycleStage.DELETED:
+                self._store.append(run_id, [RunRestored(restored_time=codec.now_ms())])
+
+    # --- logging ------------------------------------------------------------------
+
+    def log_param(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> Any:
+        """Log one param. Re-logging the same value is fine; a different one is refused."""
+        self.log_batch(run_id, params=[Param(key, param_value(value))])
+        return value
+
+    def log_metric(
+        self,
+        run_id: str,
+        key: str,
+        value: float,
+        timestamp: int | None = None,
+        step: int | None = None,
+        synchronous: bool | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Log one metric point (step 0 and now when not given)."""
+        key, value, timestamp, step = validate_metric(
+            key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
+        )
+        point = MetricPoint(key, value, step, timestamp)
+        self._run_write(run_id, [MetricsLogged(points=[point])], idempotency_key)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+        synchronous: bool | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Log metrics, params and tags in one atomic write, within MLflow's limits."""
+        validate_batch_limits(len(metrics), len(params), len(tags))
+        points = [
+            MetricPoint(*_point(validate_metric(m.key, m.value, m.timestamp, m.step)))
+            for m in metrics
+        ]
+        new_params: dict[str, str] = {}
+        for param in params:
+            key, value = validate_key("param", param.key), param_value(param.value)
+            if new_params.get(key, value) != value:
+                raise InvalidParameterValue(
+                    f"Duplicate parameter keys have been submitted: '{key}' with values"
+                    f" '{new_params[key]}' and '{value}'."
+                )
+            new_params[key] = value
+        tag_events = [TagSet(key=validate_key("tag", t.key), value=tag_value(t.key, t.value)) for t in tags]
+        with self._store.transaction() as conn:
+            self._active_run(conn, run_id)
+            stored = reads.params_of(conn, run_id, list(new_params))
+            for key, old in stored.items():
+                if old != new_params[key]:
+                    raise InvalidParameterValue(
+                        f"Changing param values is not allowed. Param with key='{key}' was already"
+                        f" logged with value='{old}' for run ID='{run_id}'. Attempted logging new"
+                        f" value '{new_params[key]}'."
+                    )
+            events: list[Event] = []
+            fresh = {k: v for k, v in new_params.items() if k not in stored}
+            if fresh:
+                events.append(ParamsLogged(params=fresh))
+            if points:
+                events.append(MetricsLogged(points=points))
+            events += tag_events
+            if events:
+                self._store.append(
+                    run_id, events, event_ids=_event_ids(idempotency_key, len(events))
+                )
+
+    def set_tag(
+        self, run_id: str, key: str, value: Any, synchronous: bool | None = None,
+        *, idempotency_key: str | None = None,
+    ) -> None:  # fmt: skip
+        """Set one tag on a run."""
+        validate_key("tag", key)
+        self._run_write(run_id, [TagSet(key=key, value=tag_value(key, value))], idempotency_key)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Delete a tag from a run; the tag must exist."""
+        with self._store.transaction() as conn:
+            self._active_run(conn, run_id)
+            if not reads.has_tag(conn, run_id, key):
+                raise ResourceDoesNotExist(f"No tag with name: {key} in run with id {run_id}")
+            self._store.append(run_id, [TagDeleted(key=key)])
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every point of a metric, in the order logged."""
+        conn = self._read()
+        if reads.run_state(conn, run_id) is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        return reads.metric_history(conn, run_id, key)
+
+    # --- artifacts ----------------------------------------------------------------
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        """Store one file under the run's artifacts (content-addressed)."""
+        if not os.path.isfile(local_path):
+            if os.path.isdir(local_path):
+                return self.log_artifacts(
+                    run_id, local_path, posixpath.join(artifact_path or "", os.path.basename(local_path))
+                )
+            raise InvalidParameterValue(f"No such file to log as an artifact: {local_path}")
+        name = os.path.basename(local_path)
+        self._record_artifacts(run_id, [(local_path, _join(artifact_path, name))])
+        return None
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
+        """Store every file under a directory, keeping its relative layout."""
+        if not os.path.isdir(local_dir):
+            raise InvalidParameterValue(f"No such directory to log as artifacts: {local_dir}")
+        files = []
+        for root, _dirs, names in os.walk(local_dir):
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                relative = os.path.relpath(full, local_dir).replace(os.sep, "/")
+                files.append((full, _join(artifact_path, relative)))
+        self._record_artifacts(run_id, files)
+
+    def _record_artifacts(self, run_id: str, files: list[tuple[str, str]]) -> None:
+        self.get_run(run_id)  # fail before copying bytes for an unknown run
+        events: list[Event] = []
+        for local, logical in files:
+            size, sha = self._artifacts.put_file(local)
+            events.append(ArtifactRecorded(path=logical_path(logical), size=size, sha256=sha))
+        if events:
+            self._run_write(run_id, events)
+
+    def record_artifact_bytes(self, run_id: str, path: str, source: Any) -> None:
+        """Store bytes from a stream under a logical path (the server's upload)."""
+        logical = logical_path(path)
+        size, sha = self._artifacts.put_stream(source)
+        self._run_write(run_id, [ArtifactRecorded(path=logical, size=size, sha256=sha)])
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
+        """Files and directories directly under ``path`` in a run's artifacts."""
+        conn = self._read()
+        if reads.run_state(conn, run_id) is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        return reads.list_artifacts(reads.artifact_entries(conn, run_id), path)
+
+    def artifact_digest(self, run_id: str, path: str) -> tuple[int, str]:
+        """(size, sha256) of one recorded artifact file."""
+        entries = reads.artifact_entries(self._read(), run_id)
+        if path not in entries:
+            raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
+        return entries[path]
+
+    def read_artifact(self, run_id: str, path: str) -> bytes:
+        """The bytes of one artifact file, checked against its sha256."""
+        return self._artifacts.open_checked(self.artifact_digest(run_id, path)[1])
+
+    def download_artifacts(self, run_id: str, path: str = "", dst_path: str | None = None) -> str:
+        """Copy a file or directory of a run's artifacts locally; returns the local path."""
+        import tempfile
+
+        conn = self._read()
+        if reads.run_state(conn, run_id) is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        entries = reads.artifact_entries(conn, run_id)
+        dst = dst_path or tempfile.mkdtemp(prefix="evstore-artifacts-")
+        path = path.strip("/")
+        if path in entries:
+            target = os.path.join(dst, path)
+            self._artifacts.copy_out(entries[path][1], target)
+            return target
+        prefix = path + "/" if path else ""
+        chosen = {p: v for p, v in entries.items() if p.startswith(prefix)}
+        if not chosen:
+            raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
+        for logical, (_size, sha) in chosen.items():
+            self._artifacts.copy_out(sha, os.path.join(dst, logical))
+        return os.path.join(dst, path) if path else dst
+
+    # --- search -------------------------------------------------------------------
+
+    def search_runs(
+        self,
+        experiment_ids: str | list[str],
+        filter_string: str = "",
+        run_view_type: int = ViewType.ACTIVE_ONLY,
+        max_results: int = 1000,
+        order_by: list[str] | None = None,
+        page_token: str | None = None,
+    ) -> PagedList:
+        """Runs matching MLflow's filter grammar (plus OR and parentheses), ordered, paged."""
+        from evstore.search import search_run_ids
+
+        if isinstance(experiment_ids, str):
+            experiment_ids = [experiment_ids]
+        conn = self._read()
+        run_ids, token = search_run_ids(
+            conn,
+            filter_string or "",
+            experiment_ids=[str(e) for e in experiment_ids],
+            run_view_type=run_view_type,
+            order_by=order_by,
+            max_results=max_results,
+            page_token=page_token,
+        )
+        return PagedList(reads.load_runs(conn, run_ids), token)
+
+
+def _point(values: tuple[str, float, int, int]) -> tuple[str, float, int, int]:
+    key, value, timestamp, step = values
+    return key, value, step, timestamp
+
+
+def _join(prefix: str | None, name: str) -> str:
+    return posixpath.join(prefix.strip("/"), name) if prefix and prefix.strip("/") else name
+
+
+def _tag_dict(tags: dict[str, Any] | Iterable[RunTag] | None) -> dict[str, str]:
+    if tags is None:
+        return {}
+    items = tags.items() if isinstance(tags, dict) else ((t.key, t.value) for t in tags)
+    return {validate_key("tag", k): tag_value(k, v) for k, v in items}
+
+
+def _stages(view_type: int | str) -> list[str]:
+    if isinstance(view_type, str):
+        view_type = ViewType.from_string(view_type)
+    return {
+        ViewType.ACTIVE_ONLY: [LifecycleStage.ACTIVE],
+        ViewType.DELETED_ONLY: [LifecycleStage.DELETED],
+        ViewType.ALL: [LifecycleStage.ACTIVE, LifecycleStage.DELETED],
+    }[view_type]
+
+
+def _experiment_matches(experiment: Experiment, filter_string: str) -> bool:
+    """A small filter for experiments: ``name`` or ``tags.<key>`` with =, !=, LIKE, ILIKE."""
+    import re
+
+    match = re.fullmatch(
+        r"\s*(?:attributes\.)?(name|tags\.`?[^`=!<> ]+`?)\s*(=|!=|LIKE|ILIKE)\s*'(.*)'\s*",
+        filter_string,
+        flags=re.IGNORECASE,
+    )
+    if not match:
+        raise InvalidParameterValue(
+            f"Unsupported experiment filter {filter_string!r}: use name or tags.<key> with"
+            " =, !=, LIKE or ILIKE and a quoted value"
+        )
+    field, op, value = match.groups()
+    if field.lower() == "name":
+        actual: str | None = experiment.name
+    else:
+        actual = experiment.tags.get(field[5:].strip("`"))
+    if actual is None:
+        return False
+    op = op.upper()
+    if op in ("=", "!="):
+        return (actual == value) == (op == "=")
+    pattern = "^" + re.escape(value).replace("%", ".*").replace("_", ".") + "$"
+    return re.match(pattern, actual, flags=re.IGNORECASE if op == "ILIKE" else 0) is not None
+
+
+_ADJECTIVES = ("amber", "bold", "calm", "deft", "eager", "fair", "glad", "keen", "lucid", "merry",
+               "nimble", "proud", "quiet", "rapid", "sly", "tidy", "vivid", "wise")
+_NOUNS = ("ant", "bear", "crane", "deer", "eel", "fish", "goat", "hawk", "ibis", "jay", "koi",
+          "lynx", "mole", "newt", "owl", "puma", "quail", "ram", "seal", "toad", "wolf")  # fmt: skip
+
+
+def _random_run_name() -> str:
+    """A name like MLflow's: adjective-noun-number."""
+    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(1, 999)}"
+
+
+def _user() -> str:
+    from evstore.stores.base import default_metadata
+
+    return str(default_metadata()["user"])

@@ -1,0 +1,138 @@
+"""What the tracking API returns, in MLflow's shapes and field orders.
+
+``Metric(key, value, timestamp, step)``, ``Param(key, value)`` and ``RunTag(key, value)``
+take MLflow's positional order, so ``log_batch`` code moves over unchanged. Ids are
+strings (run ids 32 hex characters, experiment ids decimal); times are integer ms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ViewType:
+    """Which lifecycle stages a search returns, as MLflow numbers them."""
+
+    ACTIVE_ONLY = 1
+    DELETED_ONLY = 2
+    ALL = 3
+
+    @classmethod
+    def from_string(cls, value: str) -> int:
+        """MLflow's names for the view types."""
+        return {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3}[value.upper()]
+
+
+class RunStatus:
+    """The run statuses MLflow knows."""
+
+    RUNNING = "RUNNING"
+    SCHEDULED = "SCHEDULED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class LifecycleStage:
+    """Soft-delete state of runs and experiments."""
+
+    ACTIVE = "active"
+    DELETED = "deleted"
+
+
+class Metric(msgspec.Struct, frozen=True, gc=False):
+    """One metric point."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int = 0
+
+
+class Param(msgspec.Struct, frozen=True, gc=False):
+    """One param."""
+
+    key: str
+    value: str
+
+
+class RunTag(msgspec.Struct, frozen=True, gc=False):
+    """One run tag."""
+
+    key: str
+    value: str
+
+
+class ExperimentTag(msgspec.Struct, frozen=True, gc=False):
+    """One experiment tag."""
+
+    key: str
+    value: str
+
+
+class Experiment(msgspec.Struct, frozen=True):
+    """An experiment: a named group of runs."""
+
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: str
+    tags: dict[str, str]
+    creation_time: int | None = None
+    last_update_time: int | None = None
+
+
+class RunInfo(msgspec.Struct, frozen=True):
+    """A run's attributes."""
+
+    run_id: str
+    experiment_id: str
+    run_name: str
+    user_id: str
+    status: str
+    start_time: int
+    end_time: int | None
+    lifecycle_stage: str
+    artifact_uri: str
+
+    @property
+    def run_uuid(self) -> str:
+        """MLflow's older name for ``run_id``."""
+        return self.run_id
+
+
+class RunData(msgspec.Struct, frozen=True):
+    """A run's params, latest metrics and tags, as dicts."""
+
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+class Run(msgspec.Struct, frozen=True):
+    """A run: ``.info`` and ``.data``."""
+
+    info: RunInfo
+    data: RunData
+
+    def to_dictionary(self) -> dict[str, Any]:
+        """The run as plain data, as MLflow's ``Run.to_dictionary``."""
+        return msgspec.to_builtins(self)
+
+
+class FileInfo(msgspec.Struct, frozen=True):
+    """An artifact listing entry; ``file_size`` is None for directories."""
+
+    path: str
+    is_dir: bool
+    file_size: int | None
+
+
+class PagedList(list):  # type: ignore[type-arg]
+    """A page of results with the token for the next page (None on the last)."""
+
+    def __init__(self, items: Any, token: str | None) -> None:
+        super().__init__(items)
+        self.token = token

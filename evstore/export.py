@@ -1,0 +1,124 @@
+"""Tables of runs and metrics through pyarrow: search_runs' result and `evstore export`.
+
+pyarrow is imported inside these functions, never when ``evstore`` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from evstore.entities import Run
+
+NAN = float("nan")
+INFO_COLUMNS = (
+    "run_id", "experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
+    "lifecycle_stage", "artifact_uri",
+)  # fmt: skip
+
+
+def runs_table(runs: list[Run]) -> Any:
+    """One row per run: info columns, then params.*, metrics.* (latest) and tags.*."""
+    import pyarrow as pa
+
+    columns: dict[str, list[Any]] = {name: [getattr(r.info, name) for r in runs] for name in INFO_COLUMNS}
+    for prefix, attr in (("metrics", "metrics"), ("params", "params"), ("tags", "tags")):
+        keys = sorted({k for r in runs for k in getattr(r.data, attr)})
+        for key in keys:
+            columns[f"{prefix}.{key}"] = [getattr(r.data, attr).get(key) for r in runs]
+    schema = pa.schema(
+        [
+            pa.field(name, pa.int64() if name in ("start_time", "end_time")
+                     else pa.float64() if name.startswith("metrics.") else pa.string())
+            for name in columns
+        ]
+    )  # fmt: skip
+    return pa.table(columns, schema=schema)
+
+
+def _metric_batches(conn: Any, run_ids: list[str], batch_size: int) -> Iterator[Any]:
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
+         ("step", pa.int64()), ("timestamp", pa.int64())]
+    )  # fmt: skip
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        cursor = conn.execute(
+            "SELECT run_id, key, value, step, timestamp FROM metrics"
+            f" WHERE run_id IN ({marks}) ORDER BY run_id, key, position, seq",
+            chunk,
+        )
+        while rows := cursor.fetchmany(batch_size):
+            cols = list(zip(*rows))
+            # SQLite stores NaN as NULL; the projections never store NULL otherwise.
+            cols[2] = tuple(NAN if v is None else v for v in cols[2])
+            yield pa.record_batch([pa.array(c) for c in cols], schema=schema)
+
+
+def write_table_batches(batches: Iterable[Any], out: str, fmt: str, schema: Any) -> int:
+    """Write record batches to parquet, csv or arrow, streaming; returns rows written."""
+    import pyarrow as pa
+
+    rows = 0
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(out, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        with pcsv.CSVWriter(out, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    elif fmt == "arrow":
+        with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    else:
+        from evstore.errors import InvalidParameterValue
+
+        raise InvalidParameterValue(f"unknown export format {fmt!r}: use parquet, csv or arrow")
+    return rows
+
+
+def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
+           experiment_ids: list[str] | None = None, batch_size: int = 50_000) -> int:  # fmt: skip
+    """Export runs or metric points matching a filter; returns rows written."""
+    from evstore.entities import ViewType
+    from evstore.errors import InvalidParameterValue
+
+    if what not in ("runs", "metrics"):
+        raise InvalidParameterValue(f"export runs or metrics, not {what!r}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise InvalidParameterValue(f"cannot write {out}: no such directory")
+    ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(ids, filter_string, ViewType.ALL, 50000, None, token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    if what == "runs":
+        table = runs_table(runs)
+        return write_table_batches(table.to_batches(batch_size), out, fmt, table.schema)
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
+         ("step", pa.int64()), ("timestamp", pa.int64())]
+    )  # fmt: skip
+    conn = client.store.connection
+    return write_table_batches(
+        _metric_batches(conn, [r.info.run_id for r in runs], batch_size), out, fmt, schema
+    )

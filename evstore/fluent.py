@@ -1,0 +1,355 @@
+"""MLflow's fluent API (``import evstore as mlflow``): module-level runs and logging."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+from evstore import codec
+from evstore.entities import Metric, Param, Run, RunTag, ViewType
+from evstore.errors import InvalidParameterValue
+from evstore.stores import DEFAULT_URI
+
+_state = threading.local()
+_tracking_uri: str | None = None
+_clients: dict[str, Any] = {}
+
+
+def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
+    """Choose the store: a path, ``sqlite:///path``, or ``http://host:port`` of a server."""
+    global _tracking_uri
+    _tracking_uri = os.fspath(uri)
+
+
+def get_tracking_uri() -> str:
+    """The store in use: set_tracking_uri, else $EVSTORE_TRACKING_URI, else ./evstore.db."""
+    return _tracking_uri or os.environ.get("EVSTORE_TRACKING_URI") or DEFAULT_URI
+
+
+def _client() -> Any:
+    uri = get_tracking_uri()
+    client = _clients.get(uri)
+    if client is None:
+        if uri.startswith(("http://", "https://")):
+            from evstore.remote import RemoteClient
+
+            client = RemoteClient(uri)
+        else:
+            from evstore.client import Client
+
+            client = Client(uri)
+        _clients[uri] = client
+    return client
+
+
+def _runs() -> list[ActiveRun]:
+    stack = getattr(_state, "runs", None)
+    if stack is None:
+        stack = _state.runs = []
+    return stack
+
+
+class ActiveRun:
+    """The run ``start_run`` began; a context manager that ends it by how the block ends."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def info(self) -> Any:
+        """The run's info as it was when started."""
+        return self._run.info
+
+    @property
+    def data(self) -> Any:
+        """The run's data as it was when started."""
+        return self._run.data
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        end_run(status)
+
+
+def set_experiment(experiment_name: str | None = None, experiment_id: str | None = None) -> Any:
+    """Make an experiment the active one, creating it by name if missing."""
+    client = _client()
+    if experiment_id is not None:
+        experiment = client.get_experiment(experiment_id)
+    elif experiment_name:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            client.create_experiment(experiment_name)
+            experiment = client.get_experiment_by_name(experiment_name)
+    else:
+        raise InvalidParameterValue("Must specify exactly one of experiment_name or experiment_id")
+    if experiment.lifecycle_stage != "active":
+        raise InvalidParameterValue(
+            f"Cannot set a deleted experiment {experiment.name!r} as the active experiment."
+            " You can restore the experiment, or permanently delete it to create a new one."
+        )
+    _state.experiment_id = experiment.experiment_id
+    return experiment
+
+
+def _experiment_id() -> str:
+    explicit = getattr(_state, "experiment_id", None)
+    if explicit is not None:
+        return explicit
+    return os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("EVSTORE_EXPERIMENT_ID") or "0"
+
+
+def start_run(
+    run_id: str | None = None,
+    experiment_id: str | None = None,
+    run_name: str | None = None,
+    nested: bool = False,
+    tags: dict[str, Any] | None = None,
+    description: str | None = None,
+    parent_run_id: str | None = None,
+) -> ActiveRun:
+    """Start (or resume, with ``run_id``) a run; use it in a ``with`` block."""
+    client = _client()
+    stack = _runs()
+    if stack and not nested:
+        raise InvalidParameterValue(
+            f"Run with UUID {stack[-1].info.run_id} is already active. To start a nested run,"
+            " call start_run with nested=True"
+        )
+    if run_id is not None:
+        run = client.get_run(run_id)
+        if run.info.lifecycle_stage != "active":
+            raise InvalidParameterValue(f"Cannot start run with ID {run_id} because it is deleted")
+        if run.info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
+        active = ActiveRun(client.get_run(run_id))
+    else:
+        run_tags: dict[str, Any] = {
+            "mlflow.user": _user_name(),
+            "mlflow.source.name": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "<console>",
+            "mlflow.source.type": "LOCAL",
+        }
+        parent = parent_run_id or (stack[-1].info.run_id if stack and nested else None)
+        if parent:
+            run_tags["mlflow.parentRunId"] = parent
+        if description:
+            run_tags["mlflow.note.content"] = description
+        run_tags.update(tags or {})
+        active = ActiveRun(
+            client.create_run(experiment_id or _experiment_id(), tags=run_tags, run_name=run_name)
+        )
+    stack.append(active)
+    return active
+
+
+def active_run() -> ActiveRun | None:
+    """The innermost run started here and not yet ended, or None."""
+    stack = _runs()
+    return stack[-1] if stack else None
+
+
+def last_active_run() -> Run | None:
+    """The run most recently active here."""
+    stack = _runs()
+    if stack:
+        return _client().get_run(stack[-1].info.run_id)
+    last = getattr(_state, "last_run_id", None)
+    return _client().get_run(last) if last else None
+
+
+def end_run(status: str = "FINISHED") -> None:
+    """End the active run with a status."""
+    stack = _runs()
+    if not stack:
+        return
+    run = stack.pop()
+    _state.last_run_id = run.info.run_id
+    _client().set_terminated(run.info.run_id, status)
+
+
+def _active_id() -> str:
+    stack = _runs()
+    if stack:
+        return stack[-1].info.run_id
+    return start_run().info.run_id
+
+
+def log_param(key: str, value: Any, synchronous: bool | None = None) -> Any:
+    """Log a param on the active run."""
+    return _client().log_param(_active_id(), key, value)
+
+
+def log_params(params: dict[str, Any], synchronous: bool | None = None) -> None:
+    """Log several params in one write."""
+    _client().log_batch(_active_id(), params=[Param(k, str(v)) for k, v in params.items()])
+
+
+def log_metric(
+    key: str,
+    value: float,
+    step: int | None = None,
+    synchronous: bool | None = None,
+    timestamp: int | None = None,
+    run_id: str | None = None,
+    **_context: Any,
+) -> None:
+    """Log a metric point on the active run."""
+    _client().log_metric(run_id or _active_id(), key, value, timestamp, step)
+
+
+def log_metrics(
+    metrics: dict[str, float],
+    step: int | None = None,
+    synchronous: bool | None = None,
+    run_id: str | None = None,
+    timestamp: int | None = None,
+    **_context: Any,
+) -> None:
+    """Log several metrics at one step and time, in one write."""
+    ts = codec.now_ms() if timestamp is None else timestamp
+    batch = [Metric(k, v, ts, step or 0) for k, v in metrics.items()]
+    _client().log_batch(run_id or _active_id(), metrics=batch)
+
+
+def set_tag(key: str, value: Any, synchronous: bool | None = None) -> None:
+    """Set a tag on the active run."""
+    _client().set_tag(_active_id(), key, value)
+
+
+def set_tags(tags: dict[str, Any], synchronous: bool | None = None) -> None:
+    """Set several tags in one write."""
+    _client().log_batch(_active_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def delete_tag(key: str) -> None:
+    """Delete a tag from the active run."""
+    _client().delete_tag(_active_id(), key)
+
+
+def log_artifact(local_path: str, artifact_path: str | None = None, run_id: str | None = None) -> None:
+    """Store a file under the active run's artifacts."""
+    _client().log_artifact(run_id or _active_id(), local_path, artifact_path)
+
+
+def log_artifacts(local_dir: str, artifact_path: str | None = None, run_id: str | None = None) -> None:
+    """Store a directory's files under the active run's artifacts."""
+    _client().log_artifacts(run_id or _active_id(), local_dir, artifact_path)
+
+
+def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
+    """Store a string as an artifact file."""
+    import io
+
+    _client().record_artifact_bytes(run_id or _active_id(), artifact_file, io.BytesIO(text.encode()))
+
+
+def log_dict(dictionary: dict[str, Any], artifact_file: str, run_id: str | None = None) -> None:
+    """Store a dict as a JSON artifact file."""
+    import json
+
+    log_text(json.dumps(dictionary, indent=2), artifact_file, run_id)
+
+
+def get_run(run_id: str, as_of: Any = None) -> Run:
+    """A run by id (``as_of`` a position or datetime reads it back in time)."""
+    return _client().get_run(run_id, as_of=as_of) if as_of is not None else _client().get_run(run_id)
+
+
+def get_experiment(experiment_id: str) -> Any:
+    """An experiment by id."""
+    return _client().get_experiment(experiment_id)
+
+
+def get_experiment_by_name(name: str) -> Any:
+    """An experiment by name, or None."""
+    return _client().get_experiment_by_name(name)
+
+
+def create_experiment(name: str, artifact_location: str | None = None, tags: dict[str, Any] | None = None) -> str:
+    """Create an experiment; returns its id."""
+    return _client().create_experiment(name, artifact_location, tags)
+
+
+def delete_experiment(experiment_id: str) -> None:
+    """Mark an experiment deleted."""
+    _client().delete_experiment(experiment_id)
+
+
+def delete_run(run_id: str) -> None:
+    """Mark a run deleted."""
+    _client().delete_run(run_id)
+
+
+def search_experiments(
+    view_type: int = ViewType.ACTIVE_ONLY,
+    max_results: int | None = None,
+    filter_string: str | None = None,
+    order_by: list[str] | None = None,
+) -> list[Any]:
+    """Experiments in a view, newest first."""
+    return list(_client().search_experiments(view_type, max_results, filter_string, order_by))
+
+
+def get_metric_history(run_id: str, key: str) -> list[Metric]:
+    """Every point of a metric of a run."""
+    return _client().get_metric_history(run_id, key)
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[Any]:
+    """Artifact entries of a run under a path."""
+    return _client().list_artifacts(run_id, path)
+
+
+def download_artifacts(run_id: str, artifact_path: str = "", dst_path: str | None = None) -> str:
+    """Copy a run's artifact file or directory locally; returns the local path."""
+    return _client().download_artifacts(run_id, artifact_path, dst_path)
+
+
+def search_runs(
+    experiment_ids: list[str] | None = None,
+    filter_string: str = "",
+    run_view_type: int = ViewType.ACTIVE_ONLY,
+    max_results: int = 100000,
+    order_by: list[str] | None = None,
+    search_all_experiments: bool = False,
+    experiment_names: list[str] | None = None,
+) -> Any:
+    """Runs as a ``pyarrow.Table``: run info, ``params.*``, ``metrics.*`` and ``tags.*``."""
+    from evstore.export import runs_table
+
+    client = _client()
+    if experiment_names:
+        found = [client.get_experiment_by_name(n) for n in experiment_names]
+        experiment_ids = [e.experiment_id for e in found if e is not None]
+    if not experiment_ids:
+        if search_all_experiments:
+            experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
+        else:
+            experiment_ids = [_experiment_id()]
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string, run_view_type,
+            min(max_results - len(runs), 50000), order_by, token,
+        )  # fmt: skip
+        runs.extend(page)
+        token = page.token
+        if not token or len(runs) >= max_results:
+            break
+    return runs_table(runs)
+
+
+def _user_name() -> str:
+    from evstore.stores.base import default_metadata
+
+    return str(default_metadata()["user"])

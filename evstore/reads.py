@@ -1,0 +1,185 @@
+"""Reading the tracking projections into MLflow-shaped entities, in bulk.
+
+Every function takes a DB-API connection to a store whose projections are fresh.
+Several runs load with one query per table, never one query per run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from evstore.entities import Experiment, FileInfo, Metric, Run, RunData, RunInfo
+
+NAN = float("nan")
+
+_RUN_COLUMNS = (
+    "run_id, experiment_id, run_name, user_id, status, start_time, end_time,"
+    " lifecycle_stage, artifact_uri"
+)
+_EXPERIMENT_COLUMNS = (
+    "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
+)
+
+
+def _chunks(ids: Sequence[str], size: int = 900) -> list[Sequence[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _in(
+    conn: Any, sql: str, ids: Sequence[str], leading: tuple[Any, ...] = ()
+) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        rows.extend(conn.execute(sql.format(marks=marks), (*leading, *chunk)).fetchall())
+    return rows
+
+
+def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
+    """Runs with their params, latest metrics and tags, in the order of ``run_ids``."""
+    if not run_ids:
+        return []
+    infos = {
+        row[0]: RunInfo(*row)
+        for row in _in(conn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({{marks}})", run_ids)
+    }
+    params: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
+    metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in infos}
+    tags: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
+    for run_id, key, value in _in(
+        conn, "SELECT run_id, key, value FROM params WHERE run_id IN ({marks})", run_ids
+    ):
+        params[run_id][key] = value
+    for run_id, key, value in _in(
+        conn, "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})", run_ids
+    ):
+        metrics[run_id][key] = NAN if value is None else value
+    for run_id, key, value in _in(
+        conn, "SELECT run_id, key, value FROM tags WHERE run_id IN ({marks})", run_ids
+    ):
+        tags[run_id][key] = value
+    return [
+        Run(infos[run_id], RunData(params[run_id], metrics[run_id], tags[run_id]))
+        for run_id in run_ids
+        if run_id in infos
+    ]
+
+
+def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
+    """(experiment_id, lifecycle_stage) of a run, or None when there is no such run."""
+    return conn.execute(
+        "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+
+
+def metric_history(conn: Any, run_id: str, key: str) -> list[Metric]:
+    """Every point of one metric of one run, in logging order."""
+    rows = conn.execute(
+        "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
+        " ORDER BY position, seq",
+        (run_id, key),
+    ).fetchall()
+    return [Metric(key, NAN if value is None else value, ts, step) for value, ts, step in rows]
+
+
+def _experiments(conn: Any, where: str, params: Sequence[Any]) -> list[Experiment]:
+    rows = conn.execute(
+        f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments {where}", tuple(params)
+    ).fetchall()
+    if not rows:
+        return []
+    tags: dict[str, dict[str, str]] = {row[0]: {} for row in rows}
+    for experiment_id, key, value in _in(
+        conn,
+        "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ({marks})",
+        list(tags),
+    ):
+        tags[experiment_id][key] = value
+    return [
+        Experiment(
+            experiment_id=row[0],
+            name=row[1],
+            artifact_location=row[2],
+            lifecycle_stage=row[3],
+            tags=tags[row[0]],
+            creation_time=row[4],
+            last_update_time=row[5],
+        )
+        for row in rows
+    ]
+
+
+def experiment_by_id(conn: Any, experiment_id: str) -> Experiment | None:
+    """One experiment, or None."""
+    found = _experiments(conn, "WHERE experiment_id = ?", [experiment_id])
+    return found[0] if found else None
+
+
+def experiment_by_name(conn: Any, name: str) -> Experiment | None:
+    """One experiment by its name, or None."""
+    found = _experiments(conn, "WHERE name = ?", [name])
+    return found[0] if found else None
+
+
+def experiments(conn: Any, stages: Sequence[str]) -> list[Experiment]:
+    """Every experiment in the given lifecycle stages, newest first (as MLflow orders)."""
+    marks = ",".join("?" * len(stages))
+    return _experiments(
+        conn,
+        f"WHERE lifecycle_stage IN ({marks}) ORDER BY creation_time DESC, experiment_id ASC",
+        stages,
+    )
+
+
+def next_experiment_id(conn: Any) -> str:
+    """The next decimal experiment id, as MLflow's SQL store counts them."""
+    row = conn.execute(
+        "SELECT coalesce(max(CAST(experiment_id AS INTEGER)), -1) FROM experiments"
+    ).fetchone()
+    return str(row[0] + 1)
+
+
+def param_value(conn: Any, run_id: str, key: str) -> str | None:
+    """The stored value of one param, or None."""
+    row = conn.execute(
+        "SELECT value FROM params WHERE run_id = ? AND key = ?", (run_id, key)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def params_of(conn: Any, run_id: str, keys: Sequence[str]) -> dict[str, str]:
+    """The stored values of some params of one run."""
+    sql = "SELECT key, value FROM params WHERE run_id = ? AND key IN ({marks})"
+    return dict(_in(conn, sql, keys, (run_id,))) if keys else {}
+
+
+def has_tag(conn: Any, run_id: str, key: str) -> bool:
+    """Whether a run has a tag."""
+    return conn.execute(
+        "SELECT 1 FROM tags WHERE run_id = ? AND key = ?", (run_id, key)
+    ).fetchone() is not None
+
+
+def artifact_entries(conn: Any, run_id: str) -> dict[str, tuple[int, str]]:
+    """Every recorded artifact of a run: logical path -> (size, sha256)."""
+    rows = conn.execute(
+        "SELECT path, size, sha256 FROM artifacts WHERE run_id = ?", (run_id,)
+    ).fetchall()
+    return {path: (size, sha) for path, size, sha in rows}
+
+
+def list_artifacts(entries: dict[str, tuple[int, str]], path: str | None) -> list[FileInfo]:
+    """Files and directories directly under ``path``, as MLflow lists them."""
+    prefix = "" if not path else path.rstrip("/") + "/"
+    found: dict[str, FileInfo] = {}
+    for logical, (size, _sha) in entries.items():
+        if not logical.startswith(prefix):
+            continue
+        rest = logical[len(prefix) :]
+        head, sep, _tail = rest.partition("/")
+        if sep:
+            found.setdefault(prefix + head, FileInfo(prefix + head, True, None))
+        else:
+            found[logical] = FileInfo(logical, False, size)
+    return sorted(found.values(), key=lambda info: info.path)

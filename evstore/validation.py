@@ -1,0 +1,100 @@
+"""MLflow's input rules, with errors that say what was wrong."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import posixpath
+import re
+from typing import Any
+
+from evstore.errors import InvalidParameterValue
+
+# MLflow's rule: alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
+_KEY = re.compile(r"^[/\w.\- :]*$")
+MAX_KEY_LENGTH = 250
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+
+
+def validate_key(kind: str, key: Any) -> str:
+    """A param, metric or tag key as MLflow accepts it."""
+    if not isinstance(key, str) or not key:
+        raise InvalidParameterValue(f"Invalid {kind} name: {key!r}. Names must be non-empty strings.")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidParameterValue(
+            f"{kind.capitalize()} name '{key[:40]}...' is {len(key)} characters long;"
+            f" the limit is {MAX_KEY_LENGTH}."
+        )
+    if not _KEY.match(key):
+        raise InvalidParameterValue(
+            f"Invalid {kind} name: '{key}'. Names may only contain alphanumerics, underscores (_),"
+            " dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)."
+        )
+    if posixpath.normpath(key) != key.rstrip("/") or key.startswith("/") or ".." in key.split("/"):
+        raise InvalidParameterValue(
+            f"Invalid {kind} name: '{key}'. Names may not be absolute paths or contain '..'"
+            " or empty path segments."
+        )
+    return key
+
+
+def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
+    """A metric point as MLflow accepts it: numeric value, integer timestamp and step."""
+    validate_key("metric", key)
+    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+        raise InvalidParameterValue(
+            f"Got invalid value {value!r} for metric '{key}' (timestamp={timestamp}):"
+            " the value must be a number."
+        )
+    for name, number in (("timestamp", timestamp), ("step", step)):
+        if isinstance(number, bool) or not isinstance(number, numbers.Integral):
+            raise InvalidParameterValue(
+                f"Got invalid {name} {number!r} for metric '{key}': it must be an integer."
+            )
+    try:
+        as_float = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidParameterValue(f"Got invalid value {value!r} for metric '{key}'") from e
+    return key, as_float, int(timestamp), int(step)  # type: ignore[call-overload]
+
+
+def param_value(value: Any) -> str:
+    """MLflow stores every param value as its string form; evstore keeps all of it."""
+    return value if isinstance(value, str) else str(value)
+
+
+def tag_value(key: str, value: Any) -> str:
+    """MLflow stores tag values as strings."""
+    if value is None:
+        raise InvalidParameterValue(f"Tag '{key}' has no value")
+    return value if isinstance(value, str) else str(value)
+
+
+def validate_batch_limits(metrics: int, params: int, tags: int) -> None:
+    """MLflow's limits on one log_batch call."""
+    for what, count, limit in (
+        ("metrics", metrics, MAX_METRICS_PER_BATCH),
+        ("params", params, MAX_PARAMS_PER_BATCH),
+        ("tags", tags, MAX_TAGS_PER_BATCH),
+    ):
+        if count > limit:
+            raise InvalidParameterValue(
+                f"A batch logging request can contain at most {limit} {what}. Got {count} {what}."
+                " Please split up the request into batches of at most {limit} {what}.".replace(
+                    "{limit}", str(limit)
+                ).replace("{what}", what)
+            )
+    total = metrics + params + tags
+    if total > MAX_ENTITIES_PER_BATCH:
+        raise InvalidParameterValue(
+            f"A batch logging request can contain at most {MAX_ENTITIES_PER_BATCH} metrics, params"
+            f" and tags in total. Got {total}."
+        )
+
+
+def is_nan(value: float) -> bool:
+    """NaN test that accepts any float."""
+    return math.isnan(value)
