@@ -1,0 +1,635 @@
+"""The Client contract: every MlflowClient method evstore mirrors, with its return shapes and errors.
+
+Each test opens a real store file in ``tmp_path`` through ``evstore.Client``. Writes that
+must be refused are checked twice: the error, and that the log's head did not move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import evstore
+from evstore import (
+    Client,
+    InvalidParameterValue,
+    InvalidState,
+    Metric,
+    Param,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+    RunTag,
+    ViewType,
+)
+from evstore import client as client_module
+from evstore import fluent
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    """A Client over a fresh store file; the cached store is closed afterwards."""
+    fluent._state.__dict__.clear()
+    yield Client(str(tmp_path / "evstore.db"))
+    _close_stores(tmp_path)
+
+
+def _close_stores(tmp_path: Path) -> None:
+    """Close and forget the stores the Client cached for files under ``tmp_path``."""
+    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
+        runner = client_module._stores.pop(path)
+        runner.detach()
+        runner.store.close()
+
+
+@pytest.fixture
+def run_id(client: Client) -> str:
+    """A RUNNING run in a fresh experiment."""
+    experiment_id = client.create_experiment("exp")
+    return client.create_run(experiment_id).info.run_id
+
+
+def head(client: Client) -> int:
+    """The log's head position: unchanged means nothing was stored."""
+    return client.store.head_position()
+
+
+# --- ids, times and entity shapes ----------------------------------------------------------
+
+
+def test_entities_take_mlflows_positional_order() -> None:
+    metric = Metric("loss", 0.5, 1700000000000, 3)
+    assert (metric.key, metric.value, metric.timestamp, metric.step) == ("loss", 0.5, 1700000000000, 3)
+    assert (Param("lr", "0.1").key, Param("lr", "0.1").value) == ("lr", "0.1")
+    assert (RunTag("team", "a").key, RunTag("team", "a").value) == ("team", "a")
+    assert evstore.MlflowClient is Client
+
+
+def test_ids_are_strings_and_times_are_int_ms(client: Client) -> None:
+    experiment_id = client.create_experiment("exp")
+    assert isinstance(experiment_id, str) and experiment_id.isdecimal()
+    run = client.create_run(experiment_id, run_name="r")
+    assert RUN_ID.match(run.info.run_id)
+    assert run.info.experiment_id == experiment_id
+    assert isinstance(run.info.start_time, int) and run.info.start_time > 1_600_000_000_000
+    assert run.info.end_time is None
+    client.set_terminated(run.info.run_id)
+    ended = client.get_run(run.info.run_id).info
+    assert isinstance(ended.end_time, int) and ended.end_time >= ended.start_time
+    experiment = client.get_experiment(experiment_id)
+    assert isinstance(experiment.creation_time, int) and experiment.creation_time > 1_600_000_000_000
+
+
+# --- experiments ------------------------------------------------------------------------
+
+
+def test_default_experiment_exists(client: Client) -> None:
+    default = client.get_experiment("0")
+    assert default.name == "Default"
+    assert default.lifecycle_stage == "active"
+
+
+def test_create_and_get_experiment(client: Client) -> None:
+    experiment_id = client.create_experiment("exp", tags={"team": "vision", "n": 3})
+    assert experiment_id == "1"  # decimal, counting from the Default experiment's 0
+    assert client.create_experiment("exp2") == "2"
+    experiment = client.get_experiment(experiment_id)
+    assert experiment.experiment_id == "1"
+    assert experiment.name == "exp"
+    assert experiment.lifecycle_stage == "active"
+    assert experiment.tags == {"team": "vision", "n": "3"}
+    assert client.get_experiment_by_name("exp") == experiment
+    assert client.get_experiment_by_name("no such") is None
+
+
+def test_create_experiment_errors(client: Client) -> None:
+    client.create_experiment("exp")
+    before = head(client)
+    with pytest.raises(ResourceAlreadyExists, match="exp"):
+        client.create_experiment("exp")
+    with pytest.raises(InvalidParameterValue, match="name"):
+        client.create_experiment("")
+    with pytest.raises(InvalidParameterValue, match="bad key"):
+        client.create_experiment("other", tags={"bad key!": "x"})
+    assert head(client) == before
+    with pytest.raises(ResourceDoesNotExist, match="42"):
+        client.get_experiment("42")
+
+
+def test_search_experiments_views_and_order(client: Client) -> None:
+    first = client.create_experiment("first")
+    second = client.create_experiment("second")
+    client.delete_experiment(first)
+    active = [e.experiment_id for e in client.search_experiments()]
+    assert first not in active and second in active and "0" in active
+    assert active.index(second) < active.index("0")  # newest first, as MLflow
+    assert [e.experiment_id for e in client.search_experiments(ViewType.DELETED_ONLY)] == [first]
+    every = {e.experiment_id for e in client.search_experiments(ViewType.ALL)}
+    assert every == {"0", first, second}
+    named = client.search_experiments(ViewType.ALL, filter_string="name LIKE 'sec%'")
+    assert [e.name for e in named] == ["second"]
+    page = client.search_experiments(ViewType.ALL, max_results=2)
+    assert len(page) == 2 and page.token
+    rest = client.search_experiments(ViewType.ALL, max_results=2, page_token=page.token)
+    assert {e.experiment_id for e in [*page, *rest]} == every
+
+
+def test_rename_experiment(client: Client) -> None:
+    experiment_id = client.create_experiment("old")
+    client.create_experiment("taken")
+    client.rename_experiment(experiment_id, "new")
+    assert client.get_experiment(experiment_id).name == "new"
+    assert client.get_experiment_by_name("old") is None
+    assert client.get_experiment_by_name("new").experiment_id == experiment_id  # type: ignore[union-attr]
+    before = head(client)
+    with pytest.raises(ResourceAlreadyExists, match="taken"):
+        client.rename_experiment(experiment_id, "taken")
+    with pytest.raises(InvalidParameterValue):
+        client.rename_experiment(experiment_id, " ")
+    with pytest.raises(ResourceDoesNotExist):
+        client.rename_experiment("99", "x")
+    client.delete_experiment(experiment_id)
+    before = head(client)
+    with pytest.raises(InvalidState):
+        client.rename_experiment(experiment_id, "again")
+    assert head(client) == before
+
+
+def test_delete_and_restore_experiment(client: Client) -> None:
+    experiment_id = client.create_experiment("exp")
+    client.delete_experiment(experiment_id)
+    assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
+    with pytest.raises(InvalidState):
+        client.delete_experiment(experiment_id)
+    with pytest.raises(InvalidState, match="non-active experiment"):
+        client.create_run(experiment_id)
+    client.restore_experiment(experiment_id)
+    assert client.get_experiment(experiment_id).lifecycle_stage == "active"
+    with pytest.raises(InvalidState):
+        client.restore_experiment(experiment_id)
+    with pytest.raises(ResourceDoesNotExist):
+        client.delete_experiment("77")
+    with pytest.raises(ResourceDoesNotExist):
+        client.restore_experiment("77")
+
+
+def test_set_experiment_tag(client: Client) -> None:
+    experiment_id = client.create_experiment("exp")
+    client.set_experiment_tag(experiment_id, "owner", "ana")
+    client.set_experiment_tag(experiment_id, "owner", "bo")
+    client.set_experiment_tag(experiment_id, "count", 5)
+    assert client.get_experiment(experiment_id).tags == {"owner": "bo", "count": "5"}
+    with pytest.raises(ResourceDoesNotExist):
+        client.set_experiment_tag("77", "owner", "x")
+    with pytest.raises(InvalidParameterValue, match="bad\\|key"):
+        client.set_experiment_tag(experiment_id, "bad|key", "x")
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+def test_create_and_get_run(client: Client) -> None:
+    experiment_id = client.create_experiment("exp")
+    run = client.create_run(
+        experiment_id, tags={"team": "a", "size": 3}, run_name="first", start_time=1_700_000_000_000
+    )
+    info = run.info
+    assert info.run_name == "first"
+    assert info.status == "RUNNING"
+    assert info.lifecycle_stage == "active"
+    assert info.start_time == 1_700_000_000_000
+    assert info.user_id
+    assert info.artifact_uri.endswith(f"{info.run_id}/artifacts")
+    assert run.data.tags["team"] == "a" and run.data.tags["size"] == "3"
+    assert run.data.tags["mlflow.runName"] == "first"
+    assert run.data.params == {} and run.data.metrics == {}
+    assert client.get_run(info.run_id) == run
+    unnamed = client.create_run(experiment_id, tags=[RunTag("k", "v")])
+    assert unnamed.info.run_name and unnamed.data.tags["k"] == "v"
+
+
+def test_create_run_errors(client: Client) -> None:
+    before = head(client)
+    with pytest.raises(ResourceDoesNotExist):
+        client.create_run("55")
+    with pytest.raises(InvalidParameterValue, match="bad\\*tag"):
+        client.create_run("0", tags={"bad*tag": "v"})
+    assert head(client) == before
+    with pytest.raises(ResourceDoesNotExist, match="nope"):
+        client.get_run("nope")
+
+
+def test_set_terminated(client: Client, run_id: str) -> None:
+    client.set_terminated(run_id, "FAILED", end_time=1_700_000_000_123)
+    info = client.get_run(run_id).info
+    assert (info.status, info.end_time) == ("FAILED", 1_700_000_000_123)
+    client.set_terminated(run_id)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="DONE"):
+        client.set_terminated(run_id, "DONE")
+    assert head(client) == before
+    with pytest.raises(ResourceDoesNotExist):
+        client.set_terminated("0" * 32)
+
+
+def test_delete_and_restore_run(client: Client, run_id: str) -> None:
+    experiment_id = client.get_run(run_id).info.experiment_id
+    client.delete_run(run_id)
+    assert client.get_run(run_id).info.lifecycle_stage == "deleted"
+    assert [r.info.run_id for r in client.search_runs([experiment_id])] == []
+    deleted = client.search_runs([experiment_id], run_view_type=ViewType.DELETED_ONLY)
+    assert [r.info.run_id for r in deleted] == [run_id]
+    client.restore_run(run_id)
+    assert client.get_run(run_id).info.lifecycle_stage == "active"
+    assert [r.info.run_id for r in client.search_runs([experiment_id])] == [run_id]
+    with pytest.raises(ResourceDoesNotExist):
+        client.delete_run("f" * 32)
+    with pytest.raises(ResourceDoesNotExist):
+        client.restore_run("f" * 32)
+
+
+def test_logging_to_a_deleted_run_is_refused(client: Client, run_id: str) -> None:
+    client.delete_run(run_id)
+    before = head(client)
+    writes = [
+        lambda: client.log_param(run_id, "p", "1"),
+        lambda: client.log_metric(run_id, "m", 1.0),
+        lambda: client.log_batch(run_id, metrics=[Metric("m", 1.0, 1, 0)]),
+        lambda: client.set_tag(run_id, "t", "v"),
+        lambda: client.set_terminated(run_id),
+    ]
+    for write in writes:
+        with pytest.raises(InvalidState, match="active"):
+            write()
+    assert head(client) == before
+
+
+# --- params -----------------------------------------------------------------------------
+
+
+def test_log_param_same_value_is_fine_different_is_refused(client: Client, run_id: str) -> None:
+    assert client.log_param(run_id, "lr", 0.01) == 0.01
+    client.log_param(run_id, "lr", "0.01")  # the same string form: fine, and stored once
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="lr") as caught:
+        client.log_param(run_id, "lr", 0.02)
+    assert "0.01" in str(caught.value) and "0.02" in str(caught.value)
+    assert head(client) == before
+    assert client.get_run(run_id).data.params == {"lr": "0.01"}
+
+
+def test_param_values_over_6000_chars_are_stored_whole(client: Client, run_id: str) -> None:
+    long_value = "x" * 6000 + "y" * 4000 + "é"
+    client.log_param(run_id, "long", long_value)
+    assert client.get_run(run_id).data.params["long"] == long_value
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "non-empty"),
+        ("a" * 251, "limit is 250"),
+        ("bad!key", "may only contain"),
+        ("../escape", "'\\.\\.'"),
+        ("/absolute", "absolute"),
+        ("a//b", "empty path segments"),
+    ],
+)
+def test_key_validation_errors_say_what_was_wrong(
+    client: Client, run_id: str, key: str, reason: str
+) -> None:
+    before = head(client)
+    for write in (
+        lambda: client.log_param(run_id, key, "v"),
+        lambda: client.log_metric(run_id, key, 1.0),
+        lambda: client.set_tag(run_id, key, "v"),
+    ):
+        with pytest.raises(InvalidParameterValue, match=reason):
+            write()
+    assert head(client) == before
+
+
+def test_mlflow_key_characters_are_accepted(client: Client, run_id: str) -> None:
+    key = "a-b_c.d e:f/g"
+    client.log_param(run_id, key, 1)
+    client.log_metric(run_id, key, 1.0)
+    client.set_tag(run_id, key, "v")
+    data = client.get_run(run_id).data
+    assert (data.params[key], data.metrics[key], data.tags[key]) == ("1", 1.0, "v")
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+def test_log_metric_and_latest_value(client: Client, run_id: str) -> None:
+    client.log_metric(run_id, "acc", 0.5, timestamp=1000, step=1)
+    client.log_metric(run_id, "acc", 0.9, timestamp=900, step=2)  # greater step wins
+    client.log_metric(run_id, "acc", 0.1, timestamp=2000, step=0)
+    assert client.get_run(run_id).data.metrics == {"acc": 0.9}
+    client.log_metric(run_id, "loss", 3)  # step 0, timestamp now
+    (point,) = client.get_metric_history(run_id, "loss")
+    assert (point.key, point.value, point.step) == ("loss", 3.0, 0)
+    assert isinstance(point.timestamp, int) and point.timestamp > 1_600_000_000_000
+
+
+def test_log_metric_errors(client: Client, run_id: str) -> None:
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="must be a number"):
+        client.log_metric(run_id, "m", "high")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterValue, match="timestamp"):
+        client.log_metric(run_id, "m", 1.0, timestamp=1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterValue, match="step"):
+        client.log_metric(run_id, "m", 1.0, step="3")  # type: ignore[arg-type]
+    with pytest.raises(ResourceDoesNotExist):
+        client.log_metric("a" * 32, "m", 1.0)
+    assert head(client) == before
+
+
+def test_metric_history_keeps_order_nan_and_inf(client: Client, run_id: str) -> None:
+    values = [1.0, math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]
+    for step, value in enumerate(values):
+        client.log_metric(run_id, "m", value, timestamp=10_000 - step, step=step)
+    client.log_batch(run_id, metrics=[Metric("m", 7.0, 1, 0), Metric("m", math.nan, 2, 9)])
+    history = client.get_metric_history(run_id, "m")
+    assert [p.step for p in history] == [*range(len(values)), 0, 9]  # the order logged
+    assert [p.timestamp for p in history][-2:] == [1, 2]
+    got = [p.value for p in history]
+    assert math.isnan(got[1]) and math.isnan(got[-1])
+    assert got[2] == math.inf and got[3] == -math.inf
+    assert [got[0], *got[4:7], got[7]] == [1.0, -0.0, 1e308, 5e-324, 7.0]
+    assert client.get_metric_history(run_id, "other") == []
+    with pytest.raises(ResourceDoesNotExist):
+        client.get_metric_history("b" * 32, "m")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=20))
+def test_metric_values_round_trip(client: Client, values: list[float]) -> None:
+    run_id = client.create_run("0").info.run_id
+    client.log_batch(run_id, metrics=[Metric("v", v, i, i) for i, v in enumerate(values)])
+    got = [p.value for p in client.get_metric_history(run_id, "v")]
+    assert len(got) == len(values)
+    for expected, actual in zip(values, got):
+        assert (math.isnan(expected) and math.isnan(actual)) or actual == expected
+
+
+# --- log_batch --------------------------------------------------------------------------
+
+
+def test_log_batch_stores_everything(client: Client, run_id: str) -> None:
+    client.log_batch(
+        run_id,
+        metrics=[Metric("loss", 1.0, 100, 0), Metric("loss", 0.5, 200, 1)],
+        params=[Param("lr", "0.1"), Param("opt", "adam")],
+        tags=[RunTag("team", "a")],
+    )
+    data = client.get_run(run_id).data
+    assert data.params == {"lr": "0.1", "opt": "adam"}
+    assert data.metrics == {"loss": 0.5}
+    assert data.tags["team"] == "a"
+    assert [(m.value, m.timestamp, m.step) for m in client.get_metric_history(run_id, "loss")] == [
+        (1.0, 100, 0),
+        (0.5, 200, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        {"metrics": [Metric("ok", 1.0, 1, 0), Metric("bad key!", 2.0, 1, 0)]},
+        {"metrics": [Metric("ok", 1.0, 1, 0), Metric("m", "x", 1, 0)]},  # type: ignore[arg-type]
+        {"metrics": [Metric("ok", 1.0, 1, 0)], "params": [Param("p", "1"), Param("p", "2")]},
+        {"metrics": [Metric("ok", 1.0, 1, 0)], "params": [Param("lr", "0.2")]},  # lr is 0.1
+        {"params": [Param("fine", "1")], "tags": [RunTag("../t", "v")]},
+    ],
+    ids=["bad-metric-key", "bad-metric-value", "duplicate-param", "changed-param", "bad-tag"],
+)
+def test_log_batch_with_one_bad_item_stores_nothing(
+    client: Client, run_id: str, batch: dict[str, list[object]]
+) -> None:
+    client.log_param(run_id, "lr", "0.1")
+    before_run = client.get_run(run_id)
+    before = head(client)
+    with pytest.raises(InvalidParameterValue):
+        client.log_batch(run_id, **batch)  # type: ignore[arg-type]
+    assert head(client) == before
+    assert client.get_run(run_id) == before_run
+    assert client.get_metric_history(run_id, "ok") == []
+
+
+def test_log_batch_limits(client: Client, run_id: str) -> None:
+    metrics = [Metric("m", float(i), i, i) for i in range(1000)]
+    client.log_batch(run_id, metrics=metrics)  # exactly the limit is fine
+    assert len(client.get_metric_history(run_id, "m")) == 1000
+    before = head(client)
+    too_many = [
+        ({"metrics": [*metrics, Metric("m", 1.0, 1, 1)]}, "at most 1000 metrics"),
+        ({"params": [Param(f"p{i}", "v") for i in range(101)]}, "at most 100 params"),
+        ({"tags": [RunTag(f"t{i}", "v") for i in range(101)]}, "at most 100 tags"),
+        (
+            {"metrics": metrics[:950], "params": [Param(f"p{i}", "v") for i in range(51)]},
+            "in total",
+        ),
+    ]
+    for batch, message in too_many:
+        with pytest.raises(InvalidParameterValue, match=message):
+            client.log_batch(run_id, **batch)  # type: ignore[arg-type]
+    assert head(client) == before
+
+
+def test_log_batch_empty_is_a_no_op(client: Client, run_id: str) -> None:
+    before = head(client)
+    client.log_batch(run_id)
+    assert head(client) == before
+
+
+# --- tags -------------------------------------------------------------------------------
+
+
+def test_set_and_delete_tag(client: Client, run_id: str) -> None:
+    client.set_tag(run_id, "stage", "dev")
+    client.set_tag(run_id, "stage", "prod")
+    client.set_tag(run_id, "n", 7)
+    tags = client.get_run(run_id).data.tags
+    assert (tags["stage"], tags["n"]) == ("prod", "7")
+    client.delete_tag(run_id, "stage")
+    assert "stage" not in client.get_run(run_id).data.tags
+    before = head(client)
+    with pytest.raises(ResourceDoesNotExist, match="stage"):
+        client.delete_tag(run_id, "stage")
+    with pytest.raises(ResourceDoesNotExist, match="never"):
+        client.delete_tag(run_id, "never")
+    with pytest.raises(ResourceDoesNotExist):
+        client.set_tag("c" * 32, "k", "v")
+    assert head(client) == before
+
+
+# --- artifacts --------------------------------------------------------------------------
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_log_artifact_list_and_download(client: Client, run_id: str, tmp_path: Path) -> None:
+    source = _write(tmp_path / "in" / "config.txt", b"lr=0.01\n")
+    client.log_artifact(run_id, str(source))
+    client.log_artifact(run_id, str(source), artifact_path="configs/v1")
+    listing = client.list_artifacts(run_id)
+    assert [(f.path, f.is_dir, f.file_size) for f in listing] == [
+        ("config.txt", False, 8),
+        ("configs", True, None),
+    ]
+    assert [(f.path, f.is_dir) for f in client.list_artifacts(run_id, "configs")] == [
+        ("configs/v1", True)
+    ]
+    assert [(f.path, f.file_size) for f in client.list_artifacts(run_id, "configs/v1")] == [
+        ("configs/v1/config.txt", 8)
+    ]
+    out = client.download_artifacts(run_id, "configs/v1/config.txt", str(tmp_path / "out"))
+    assert out == str(tmp_path / "out" / "configs" / "v1" / "config.txt")
+    assert Path(out).read_bytes() == b"lr=0.01\n"
+
+
+def test_log_artifacts_keeps_nested_layout(client: Client, run_id: str, tmp_path: Path) -> None:
+    tree = {
+        "model/weights.bin": bytes(range(256)) * 10,
+        "model/meta/info.json": b'{"a": 1}',
+        "readme.md": b"# hi\n",
+        "empty.txt": b"",
+    }
+    for name, data in tree.items():
+        _write(tmp_path / "src" / name, data)
+    client.log_artifacts(run_id, str(tmp_path / "src"), artifact_path="outputs")
+    top = client.list_artifacts(run_id, "outputs")
+    assert [(f.path, f.is_dir, f.file_size) for f in top] == [
+        ("outputs/empty.txt", False, 0),
+        ("outputs/model", True, None),
+        ("outputs/readme.md", False, 5),
+    ]
+    model = client.list_artifacts(run_id, "outputs/model")
+    assert [(f.path, f.is_dir, f.file_size) for f in model] == [
+        ("outputs/model/meta", True, None),
+        ("outputs/model/weights.bin", False, 2560),
+    ]
+    # a directory downloads with its layout; every file's bytes and sha256 match
+    local = client.download_artifacts(run_id, "outputs", str(tmp_path / "dst"))
+    assert local == str(tmp_path / "dst" / "outputs")
+    for name, data in tree.items():
+        copied = (Path(local) / name).read_bytes()
+        assert hashlib.sha256(copied).hexdigest() == hashlib.sha256(data).hexdigest()
+    # the whole run downloads into a fresh directory when dst_path is not given
+    everything = client.download_artifacts(run_id)
+    assert (Path(everything) / "outputs" / "model" / "weights.bin").read_bytes() == tree["model/weights.bin"]
+
+
+def test_artifacts_are_content_addressed(client: Client, run_id: str, tmp_path: Path) -> None:
+    data = b"same bytes"
+    _write(tmp_path / "a.txt", data)
+    _write(tmp_path / "b.txt", data)
+    client.log_artifact(run_id, str(tmp_path / "a.txt"))
+    client.log_artifact(run_id, str(tmp_path / "b.txt"))
+    sha = hashlib.sha256(data).hexdigest()
+    objects = [p for p in Path(client.artifact_root, "objects").rglob("*") if p.is_file()]
+    assert [p.name for p in objects] == [sha]
+    assert client.artifact_digest(run_id, "a.txt") == (len(data), sha)
+
+
+def test_tampered_artifact_bytes_are_refused_on_download(
+    client: Client, run_id: str, tmp_path: Path
+) -> None:
+    _write(tmp_path / "model.bin", b"the real weights")
+    client.log_artifact(run_id, str(tmp_path / "model.bin"))
+    sha = hashlib.sha256(b"the real weights").hexdigest()
+    stored = Path(client.artifact_root, "objects", sha[:2], sha)
+    stored.write_bytes(b"the fake weights")
+    with pytest.raises(InvalidState, match="corrupt"):
+        client.download_artifacts(run_id, "model.bin", str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "model.bin").exists()
+    with pytest.raises(InvalidState, match="corrupt"):
+        client.read_artifact(run_id, "model.bin")
+    stored.unlink()
+    with pytest.raises(InvalidState, match="missing"):
+        client.download_artifacts(run_id, "model.bin", str(tmp_path / "out"))
+
+
+def test_artifact_errors(client: Client, run_id: str, tmp_path: Path) -> None:
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="No such file"):
+        client.log_artifact(run_id, str(tmp_path / "missing.txt"))
+    with pytest.raises(InvalidParameterValue, match="No such directory"):
+        client.log_artifacts(run_id, str(tmp_path / "missing"))
+    _write(tmp_path / "f.txt", b"x")
+    with pytest.raises(InvalidParameterValue, match="'\\.\\.'"):
+        client.log_artifact(run_id, str(tmp_path / "f.txt"), artifact_path="../up")
+    with pytest.raises(ResourceDoesNotExist):
+        client.log_artifact("d" * 32, str(tmp_path / "f.txt"))
+    assert head(client) == before
+    with pytest.raises(ResourceDoesNotExist, match="nothing.txt"):
+        client.download_artifacts(run_id, "nothing.txt", str(tmp_path / "out"))
+    with pytest.raises(ResourceDoesNotExist):
+        client.list_artifacts("d" * 32)
+    client.delete_run(run_id)
+    with pytest.raises(InvalidState):
+        client.log_artifact(run_id, str(tmp_path / "f.txt"))
+
+
+# --- search_runs ------------------------------------------------------------------------
+
+
+def test_search_runs_filters_orders_and_pages(client: Client) -> None:
+    experiment_id = client.create_experiment("sweep")
+    other = client.create_experiment("other")
+    ids = {}
+    for index, lr in enumerate(["0.1", "0.01", "0.001"]):
+        run = client.create_run(experiment_id, run_name=f"lr-{lr}", start_time=1000 + index)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("acc", 0.5 + index / 10, 1, 0)],
+            params=[Param("lr", lr)],
+            tags=[RunTag("kind", "sweep")],
+        )
+        ids[lr] = run.info.run_id
+    client.create_run(other)
+    found = client.search_runs([experiment_id], "metrics.acc > 0.55 and params.lr != '0.001'")
+    assert [r.info.run_id for r in found] == [ids["0.01"]]
+    assert found[0].data.params == {"lr": "0.01"} and found[0].data.metrics == {"acc": 0.6}
+    ordered = client.search_runs(experiment_id, order_by=["metrics.acc DESC"])
+    assert [r.info.run_id for r in ordered] == [ids["0.001"], ids["0.01"], ids["0.1"]]
+    newest_first = client.search_runs([experiment_id])
+    assert [r.info.run_id for r in newest_first] == [ids["0.001"], ids["0.01"], ids["0.1"]]
+    first = client.search_runs([experiment_id], max_results=2, order_by=["params.lr ASC"])
+    assert len(first) == 2 and first.token
+    rest = client.search_runs([experiment_id], max_results=2, order_by=["params.lr ASC"],
+                              page_token=first.token)  # fmt: skip
+    assert rest.token is None
+    assert [r.data.params["lr"] for r in [*first, *rest]] == ["0.001", "0.01", "0.1"]
+    assert len(client.search_runs([experiment_id, other])) == 4
+
+
+def test_search_runs_bad_filter_says_where(client: Client) -> None:
+    with pytest.raises(InvalidParameterValue) as caught:
+        client.search_runs(["0"], "metrics.acc >> 1")
+    assert "^" in str(caught.value)
+
+
+# --- one store per file, shared by clients ------------------------------------------------
+
+
+def test_two_clients_on_one_file_see_each_other(client: Client, tmp_path: Path) -> None:
+    other = Client(f"sqlite:///{tmp_path / 'evstore.db'}")
+    experiment_id = other.create_experiment("shared")
+    assert client.get_experiment_by_name("shared").experiment_id == experiment_id  # type: ignore[union-attr]
+    assert os.path.exists(tmp_path / "evstore.db")
