@@ -129,9 +129,11 @@ def test_search_experiments_views_and_order(client: Client) -> None:
     first = client.create_experiment("first")
     second = client.create_experiment("second")
     client.delete_experiment(first)
-    active = [e.experiment_id for e in client.search_experiments()]
-    assert first not in active and second in active and "0" in active
-    assert active.index(second) < active.index("0")  # newest first, as MLflow
+    listed = client.search_experiments()
+    active = [e.experiment_id for e in listed]
+    assert sorted(active) == ["0", second]
+    # newest first, then by id, as MLflow orders them
+    assert listed == sorted(listed, key=lambda e: (-(e.creation_time or 0), e.experiment_id))
     assert [e.experiment_id for e in client.search_experiments(ViewType.DELETED_ONLY)] == [first]
     every = {e.experiment_id for e in client.search_experiments(ViewType.ALL)}
     assert every == {"0", first, second}
