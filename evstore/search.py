@@ -1,0 +1,740 @@
+"""MLflow's search filter, parsed by hand and compiled to parameterized SQL over the runs.
+
+The grammar is MLflow's ``filter_string`` plus ``OR`` and parentheses (keywords in any
+case; AND binds tighter than OR)::
+
+    filter  := [or_expr]
+    or_expr := and_expr (OR and_expr)*
+    and_expr:= primary (AND primary)*
+    primary := "(" or_expr ")" | clause
+    clause  := ident ("=" | "!=" | ">" | ">=" | "<" | "<=" | LIKE | ILIKE) value
+             | ident IS [NOT] NULL | ident [NOT] IN "(" string ("," string)* [","] ")"
+    ident   := [entity "."] key        entity: metric(s) param(s) parameter(s) tag(s)
+                                               attribute(s) attr run; none = attribute
+    key     := bare | `backticked` | "double" | 'single'   (bare: letters, digits, _ . - / :)
+    value   := 'single' | "double" | number    (a quote inside is doubled: 'it''s')
+
+Semantics, following MLflow's SQL store unless said otherwise:
+
+* A clause on a param, tag or metric the run lacks is false (``!=`` too); ``IS NULL`` is
+  true exactly when the run lacks the key. A NaN metric (stored as NULL) satisfies only
+  ``!=``. Clauses are always true or false, never NULL, so OR and AND need no care.
+* ``LIKE`` is case-sensitive and compiles to ``GLOB`` with the pattern translated, so it
+  needs no connection state (``PRAGMA case_sensitive_like`` is per connection).
+  ``ILIKE`` folds case per character over all of Unicode (SQLite's ``lower()`` and
+  ``LIKE`` only know ASCII) through ``evstore_ilike``, a function that
+  ``register_search_functions`` adds to the connection.
+* In a LIKE/ILIKE pattern ``%`` matches any run of characters, ``_`` exactly one, and a
+  backslash makes the next character literal (``'50\\%'``), as on MLflow over PostgreSQL
+  or MySQL. MLflow over SQLite and its file store have no escape at all: there a
+  backslash is literal. A trailing lone backslash is literal here.
+* Beyond MLflow: OR, parentheses, the ``lifecycle_stage`` attribute, case-insensitive
+  entity prefixes, doubled quotes inside values (MLflow keeps both quotes), a leading
+  ``+`` on numbers.
+
+Order: each ``order_by`` key puts runs lacking the value last (for metrics: values, then
+NaN, then missing), then ``start_time DESC`` (unless ordered by it) and ``run_id``.
+Paging: ``max_results`` in 1..50,000 (or None for all) and MLflow's opaque page token,
+base64 JSON of the offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Union
+
+from evstore.errors import FilterParseError, InvalidParameterValue
+
+METRIC, PARAM, TAG, ATTRIBUTE = "metric", "param", "tag", "attribute"
+ENTITY_ALIASES: dict[str, str] = {
+    "metric": METRIC, "metrics": METRIC,
+    "param": PARAM, "params": PARAM, "parameter": PARAM, "parameters": PARAM,
+    "tag": TAG, "tags": TAG,
+    "attribute": ATTRIBUTE, "attributes": ATTRIBUTE, "attr": ATTRIBUTE, "run": ATTRIBUTE,
+}  # fmt: skip
+STRING_ATTRIBUTES = frozenset(
+    {"run_id", "run_name", "status", "user_id", "artifact_uri", "lifecycle_stage"}
+)
+NUMERIC_ATTRIBUTES = frozenset({"start_time", "end_time"})
+ATTRIBUTE_ALIASES: dict[str, str] = {
+    "created": "start_time", "Created": "start_time",
+    "run name": "run_name", "Run name": "run_name", "Run Name": "run_name",
+}  # fmt: skip
+LIST_ATTRIBUTES = frozenset({"run_id"})
+MAX_RESULTS_LIMIT = 50_000
+VIEW_TYPES: dict[str, tuple[str, ...]] = {
+    "ACTIVE_ONLY": ("active",), "DELETED_ONLY": ("deleted",), "ALL": ("active", "deleted"),
+}  # fmt: skip
+
+_COMPARISONS = frozenset({"=", "!=", ">", ">=", "<", "<="})
+_STRING_OPS = frozenset({"=", "!=", "LIKE", "ILIKE"})
+_NULL_OPS = frozenset({"IS NULL", "IS NOT NULL"})
+_ALLOWED_OPS: dict[str, frozenset[str]] = {
+    METRIC: _COMPARISONS,
+    PARAM: _STRING_OPS | _NULL_OPS,
+    TAG: _STRING_OPS | _NULL_OPS,
+}
+_KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "ASC", "DESC"})
+_MAX_DEPTH = 50
+_MAX_CLAUSES = 1000
+_BARE = re.compile(r"[\w.\-/:]+")
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s*")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_KEY_HINT = "a key such as metrics.acc, params.lr, tags.`my tag` or attributes.status"
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One comparison; ``op`` is upper-case, ``position`` is where its key starts."""
+
+    entity: str
+    key: str
+    op: str
+    value: float | int | str | tuple[str, ...] | None
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    """Two or more expressions joined by ``op``, AND or OR."""
+
+    op: str
+    items: tuple[Expr, ...]
+
+
+Expr = Union[Clause, BoolOp]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    """One ``order_by`` entry."""
+
+    entity: str
+    key: str
+    ascending: bool
+
+
+class _Parser:
+    """Recursive descent over the text itself; each method consumes from ``self.pos``."""
+
+    def __init__(self, text: str, what: str) -> None:
+        self.text, self.what, self.pos, self.depth, self.clauses = text, what, 0, 0, 0
+        self.backslash_quote = False  # a quoted text ended in \' : the user meant an escape
+
+    def fail(self, message: str, position: int | None = None) -> FilterParseError:
+        position = self.pos if position is None else position
+        # Show control characters as spaces so the caret stays under the right column.
+        shown = "".join(" " if ch < " " or "\x7f" <= ch < "\xa0" else ch for ch in self.text)
+        error = FilterParseError(f"Invalid {self.what}: {message}", shown, position)
+        error.text = self.text
+        return error
+
+    def reject_surrogates(self) -> None:
+        try:
+            self.text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise self.fail("a lone surrogate is not text", e.start) from None
+
+    def skip_space(self) -> None:
+        self.pos = _SPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
+
+    def at_end(self) -> bool:
+        self.skip_space()
+        return self.pos >= len(self.text)
+
+    def found(self) -> str:
+        if self.pos >= len(self.text):
+            return "the end of the text"
+        word = _WORD.match(self.text, self.pos)
+        return repr(word.group() if word else self.text[self.pos])
+
+    def keyword(self, *expected: str) -> str | None:
+        """Consume and return the (upper-cased) keyword if the next word is one of these."""
+        self.skip_space()
+        word = _WORD.match(self.text, self.pos)
+        if word and word.group().isascii() and word.group().upper() in expected:
+            self.pos = word.end()
+            return word.group().upper()
+        return None
+
+    def hint(self) -> str:
+        if not self.backslash_quote:
+            return ""
+        return (
+            " (a backslash does not escape a quote: double it, as in 'it''s', "
+            "or quote with the other kind)"
+        )
+
+    def expect(self, char: str, message: str) -> None:
+        self.skip_space()
+        if not self.text.startswith(char, self.pos):
+            raise self.fail(f"{message}, found {self.found()}")
+        self.pos += 1
+
+    # --- boolean structure -------------------------------------------------------
+
+    def parse_or(self) -> Expr:
+        items = [self.parse_and()]
+        while self.keyword("OR"):
+            items.append(self.parse_and())
+        return items[0] if len(items) == 1 else BoolOp("OR", tuple(items))
+
+    def parse_and(self) -> Expr:
+        items = [self.parse_primary()]
+        while self.keyword("AND"):
+            items.append(self.parse_primary())
+        return items[0] if len(items) == 1 else BoolOp("AND", tuple(items))
+
+    def parse_primary(self) -> Expr:
+        self.skip_space()
+        if not self.text.startswith("(", self.pos):
+            return self.parse_clause()
+        opening = self.pos
+        self.depth += 1
+        if self.depth > _MAX_DEPTH:
+            raise self.fail(f"parentheses nested deeper than {_MAX_DEPTH}")
+        self.pos += 1
+        expr = self.parse_or()
+        self.skip_space()
+        if not self.text.startswith(")", self.pos):
+            raise self.fail(
+                f"expected AND, OR or ')' closing the '(' at {opening}, "
+                f"found {self.found()}{self.hint()}"
+            )
+        self.pos += 1
+        self.depth -= 1
+        return expr
+
+    # --- one clause --------------------------------------------------------------
+
+    def quoted(self) -> str:
+        """A quoted string at ``self.pos``; the quote character doubled stands for itself."""
+        quote, start = self.text[self.pos], self.pos
+        parts, i = [], start + 1
+        while True:
+            end = self.text.find(quote, i)
+            if end < 0:
+                raise self.fail(f"unterminated {quote}-quoted text starting here", start)
+            parts.append(self.text[i:end])
+            if self.text.startswith(quote, end + 1):
+                parts.append(quote)
+                i = end + 2
+                continue
+            self.pos = end + 1
+            self.backslash_quote = self.text[end - 1] == "\\"
+            return "".join(parts)
+
+    def key_after_prefix(self, prefix: str) -> str:
+        if self.pos < len(self.text) and self.text[self.pos] in "`\"'":
+            return self.quoted()
+        bare = _BARE.match(self.text, self.pos)
+        if bare is None:
+            raise self.fail(f"expected a key after '{prefix}.', found {self.found()}")
+        self.pos = bare.end()
+        return bare.group()
+
+    def identifier(self, attributes: Iterable[str]) -> tuple[str, str, int]:
+        """Parse ``[entity.]key``; return (entity, key, position of the key)."""
+        self.skip_space()
+        start = self.pos
+        prefix: str | None = None
+        if self.pos < len(self.text) and self.text[self.pos] in "`\"":
+            key, key_at = self.quoted(), start
+            if self.text.startswith(".", self.pos):
+                self.pos += 1
+                prefix, key = key, ""
+        else:
+            bare = _BARE.match(self.text, self.pos)
+            if bare is None or bare.group().upper() in _KEYWORDS:
+                raise self.fail(f"expected {_KEY_HINT}, found {self.found()}")
+            self.pos = bare.end()
+            head, dot, rest = bare.group().partition(".")
+            key, key_at = (rest, start + len(head) + 1) if dot else (head, start)
+            prefix = head if dot else None
+        entity = ATTRIBUTE
+        if prefix is not None:
+            found = ENTITY_ALIASES.get(prefix.lower()) if prefix.isascii() else None
+            if found is None:
+                raise self.fail(
+                    f"unknown entity {prefix!r}: expected metrics., params., tags. or "
+                    "attributes. (or an alias: metric, param, parameter, tag, attr, run)",
+                    start,
+                )
+            entity = found
+            if not key:
+                key_at = self.pos
+                key = self.key_after_prefix(prefix)
+        if key == "":
+            raise self.fail("the key is empty", key_at)
+        if entity == ATTRIBUTE:
+            key = ATTRIBUTE_ALIASES.get(key, key)
+            if key not in attributes:
+                raise self.fail(
+                    f"unknown attribute {key!r}: expected one of {', '.join(sorted(attributes))}",
+                    key_at,
+                )
+        return entity, key, key_at
+
+    def operator(self, entity: str, key: str) -> str:
+        self.skip_space()
+        at = self.pos
+        for symbol in (">=", "<=", "!=", "<>", "==", "=", "<", ">"):
+            if self.text.startswith(symbol, at):
+                self.pos += len(symbol)
+                op = symbol
+                break
+        else:
+            word = self.keyword("LIKE", "ILIKE", "IN", "IS", "NOT")
+            if word == "IS":
+                op = "IS NOT NULL" if self.keyword("NOT") else "IS NULL"
+                if not self.keyword("NULL"):
+                    raise self.fail(f"expected NULL after {op[:-5]}, found {self.found()}")
+            elif word == "NOT":
+                if not self.keyword("IN"):
+                    raise self.fail(f"expected IN after NOT, found {self.found()}")
+                op = "NOT IN"
+            elif word is None:
+                raise self.fail(
+                    f"expected an operator ({' '.join(sorted(_allowed_ops(entity, key)))}), "
+                    f"found {self.found()}"
+                )
+            else:
+                op = word
+        if op in ("<>", "=="):
+            raise self.fail(f"unknown operator {op!r}: use {'!=' if op == '<>' else '='}", at)
+        allowed = _allowed_ops(entity, key)
+        if op not in allowed:
+            raise self.fail(
+                f"operator {op} cannot be used on {_describe(entity, key)}; "
+                f"expected one of: {', '.join(sorted(allowed))}",
+                at,
+            )
+        return op
+
+    def string_list(self) -> tuple[str, ...]:
+        self.expect("(", "expected '(' starting a list of quoted strings")
+        items: list[str] = []
+        while True:
+            self.skip_space()
+            if items and self.text.startswith(")", self.pos):
+                break
+            if self.pos >= len(self.text) or self.text[self.pos] not in "'\"":
+                raise self.fail(f"expected a quoted string in the list, found {self.found()}")
+            items.append(self.quoted())
+            self.skip_space()
+            if not self.text.startswith(",", self.pos):
+                break
+            self.pos += 1
+        self.expect(")", "expected ',' or ')' in the list")
+        return tuple(items)
+
+    def value(self, entity: str, key: str) -> float | int | str:
+        self.skip_space()
+        at = self.pos
+        numeric = entity == METRIC or (entity == ATTRIBUTE and key in NUMERIC_ATTRIBUTES)
+        if self.pos < len(self.text) and self.text[self.pos] in "'\"":
+            text = self.quoted()
+            if numeric:
+                raise self.fail(f"{_describe(entity, key)} compares with a number, not a string", at)
+            return text
+        number = _NUMBER.match(self.text, self.pos)
+        if number is None or _WORD.match(self.text, number.end()) or self.text.startswith(
+            ".", number.end()
+        ):
+            kind = "a number" if numeric else "a quoted string such as 'value'"
+            raise self.fail(f"expected {kind}, found {self.found()}")
+        if not numeric:
+            raise self.fail(
+                f"{_describe(entity, key)} compares with a quoted string such as "
+                f"'{number.group()}', not a number",
+                at,
+            )
+        self.pos = number.end()
+        return _to_number(number.group(), as_float=entity == METRIC)
+
+    def parse_clause(self) -> Clause:
+        self.clauses += 1
+        if self.clauses > _MAX_CLAUSES:
+            self.skip_space()
+            raise self.fail(
+                f"more than {_MAX_CLAUSES} clauses (SQLite slows down past that); "
+                "for a long list of runs use run_id IN (...)"
+            )
+        entity, key, key_at = self.identifier(STRING_ATTRIBUTES | NUMERIC_ATTRIBUTES)
+        op = self.operator(entity, key)
+        value: float | int | str | tuple[str, ...] | None = None
+        if op in ("IN", "NOT IN"):
+            value = self.string_list()
+        elif op not in _NULL_OPS:
+            value = self.value(entity, key)
+        return Clause(entity, key, op, value, key_at)
+
+
+def _allowed_ops(entity: str, key: str) -> frozenset[str]:
+    if entity != ATTRIBUTE:
+        return _ALLOWED_OPS[entity]
+    if key in NUMERIC_ATTRIBUTES:
+        return _COMPARISONS
+    return _STRING_OPS | {"IN", "NOT IN"} if key in LIST_ATTRIBUTES else _STRING_OPS
+
+
+def _describe(entity: str, key: str) -> str:
+    return f"{entity} {key!r}"
+
+
+def _to_number(text: str, as_float: bool) -> float | int:
+    if as_float or not text.lstrip("+-").isdigit() or len(text) > 18:
+        return float(text)  # huge literals become inf, which SQLite compares fine
+    return int(text)
+
+
+def parse_filter(filter_string: str | None) -> Expr | None:
+    """Parse an MLflow-style filter; None when it is empty; FilterParseError if bad."""
+    if filter_string is None:
+        return None
+    if not isinstance(filter_string, str):
+        raise InvalidParameterValue(f"filter_string must be a string, not {filter_string!r}")
+    parser = _Parser(filter_string, "filter")
+    parser.reject_surrogates()
+    if parser.at_end():
+        return None
+    expr = parser.parse_or()
+    if not parser.at_end():
+        found = parser.found()
+        if found == "')'":
+            raise parser.fail("this ')' closes no '('")
+        raise parser.fail(
+            f"expected AND, OR or the end of the filter, found {found}{parser.hint()}"
+        )
+    return expr
+
+
+def parse_order_by(order_by: Sequence[str] | str | None) -> list[OrderKey]:
+    """Parse ``order_by`` entries like ``metrics.acc DESC``; duplicates are an error."""
+    if order_by is None:
+        return []
+    if isinstance(order_by, str):
+        order_by = [order_by]
+    keys: list[OrderKey] = []
+    seen: set[tuple[str, str]] = set()
+    for entry in order_by:
+        if not isinstance(entry, str):
+            raise InvalidParameterValue(f"order_by entries must be strings, not {entry!r}")
+        parser = _Parser(entry, "order_by clause")
+        parser.reject_surrogates()
+        entity, key, _ = parser.identifier(STRING_ATTRIBUTES | NUMERIC_ATTRIBUTES)
+        direction = parser.keyword("ASC", "DESC")
+        if not parser.at_end():
+            raise parser.fail(f"expected ASC, DESC or the end, found {parser.found()}")
+        if (entity, key) in seen:
+            raise InvalidParameterValue(f"order_by names {entity} {key!r} twice: {order_by}")
+        seen.add((entity, key))
+        keys.append(OrderKey(entity, key, direction != "DESC"))
+    return keys
+
+
+# --- LIKE patterns -------------------------------------------------------------------
+
+_ANY, _ONE = object(), object()
+_GLOB_SPECIAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+_GLOB_MAX_BYTES = 40_000  # SQLite refuses LIKE/GLOB patterns over 50,000 bytes
+
+
+def _like_items(pattern: str) -> list[object]:
+    """Split a LIKE pattern into literal characters, _ONE and _ANY (backslash escapes)."""
+    items: list[object] = []
+    chars = iter(pattern)
+    for ch in chars:
+        if ch == "\\":
+            items.append(next(chars, "\\"))
+        else:
+            items.append(_ANY if ch == "%" else _ONE if ch == "_" else ch)
+    return items
+
+
+def like_to_glob(pattern: str) -> str:
+    """Translate a LIKE pattern (``%``, ``_``, backslash escapes) to an SQLite GLOB."""
+    return "".join(
+        "*" if it is _ANY else "?" if it is _ONE else _GLOB_SPECIAL.get(it, it)  # type: ignore[call-overload]
+        for it in _like_items(pattern)
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def like_matcher(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
+    """A matcher for a LIKE pattern; ILIKE folds case per character over all of Unicode.
+
+    Linear-time: the pattern splits at each ``%`` into fixed-length chunks, the first
+    anchored at the start, the last at the end, the rest found leftmost in between.
+    """
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    chunks: list[list[object]] = [[]]
+    for item in _like_items(pattern):
+        if item is _ANY:
+            chunks.append([])
+        else:
+            chunks[-1].append(item)
+    compiled = [
+        (re.compile("".join("." if it is _ONE else re.escape(it) for it in c), flags), len(c))  # type: ignore[arg-type]
+        for c in chunks
+    ]
+
+    def match(value: str) -> bool:
+        if len(compiled) == 1:
+            return compiled[0][0].fullmatch(value) is not None
+        (first, first_len), (last, last_len) = compiled[0], compiled[-1]
+        tail = len(value) - last_len
+        if tail < first_len or not first.match(value) or not last.match(value, tail):
+            return False
+        pos = first_len
+        for chunk, _length in compiled[1:-1]:
+            found = chunk.search(value, pos, tail)
+            if found is None:
+                return False
+            pos = found.end()
+        return True
+
+    return match
+
+
+def _sql_like(value: Any, pattern: Any) -> int | None:
+    if value is None or pattern is None:
+        return None
+    return int(like_matcher(str(pattern), False)(str(value)))
+
+
+def _sql_ilike(value: Any, pattern: Any) -> int | None:
+    if value is None or pattern is None:
+        return None
+    return int(like_matcher(str(pattern), True)(str(value)))
+
+
+def register_search_functions(connection: sqlite3.Connection) -> None:
+    """Add evstore_like/evstore_ilike to a connection; compiled searches may call them."""
+    connection.create_function("evstore_like", 2, _sql_like, deterministic=True)
+    connection.create_function("evstore_ilike", 2, _sql_ilike, deterministic=True)
+
+
+# --- compiling -----------------------------------------------------------------------
+
+_ENTITY_TABLES = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}
+_SHORT_LIST = 50
+
+
+class CompiledSearch(NamedTuple):
+    """Parameterized SQL selecting the page's run ids (one more row than the page)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    offset: int
+    max_results: int | None
+
+    def page(self, run_ids: Sequence[str]) -> tuple[list[str], str | None]:
+        """Trim the fetched ids to the page; return them and the next page token."""
+        if self.max_results is None or len(run_ids) <= self.max_results:
+            return list(run_ids), None
+        return list(run_ids[: self.max_results]), create_page_token(
+            self.offset + self.max_results
+        )
+
+
+def _string_test(column: str, op: str, value: Any, params: list[Any]) -> str:
+    """SQL testing ``column`` with a string operator; appends its parameters."""
+    if op in ("IN", "NOT IN"):
+        return f"{column} {op} {_in_list(value, params)}"
+    if op == "ILIKE":
+        params.append(value)
+        return f"evstore_ilike({column}, ?)"
+    if op == "LIKE":
+        glob = like_to_glob(value)
+        if "\x00" in value or len(glob.encode("utf-8")) > _GLOB_MAX_BYTES:
+            params.append(value)
+            return f"evstore_like({column}, ?)"
+        params.append(glob)
+        return f"{column} GLOB ?"
+    params.append(value)
+    return f"{column} {op} ?"
+
+
+def _in_list(values: Sequence[str], params: list[Any]) -> str:
+    """``(?, ?)`` for a short list; a long one binds once as JSON, whatever its length."""
+    if len(values) <= _SHORT_LIST:
+        params.extend(values)
+        return f"({', '.join('?' * len(values))})"
+    params.append(json.dumps(list(values)))
+    return "(SELECT value FROM json_each(?))"
+
+
+def _compile_clause(clause: Clause, params: list[Any]) -> str:
+    if clause.entity == ATTRIBUTE:
+        column = f"r.{clause.key}"  # the key is one of the fixed attribute names
+        if clause.key in NUMERIC_ATTRIBUTES:
+            params.append(clause.value)
+            return f"{column} {clause.op} ?"
+        return _string_test(column, clause.op, clause.value, params)
+    table = _ENTITY_TABLES[clause.entity]
+    params.append(clause.key)
+    exists = f"EXISTS (SELECT 1 FROM {table} e WHERE e.run_id = r.run_id AND e.key = ?"
+    if clause.op == "IS NULL":
+        return f"NOT {exists})"
+    if clause.op == "IS NOT NULL":
+        return f"{exists})"
+    if clause.entity == METRIC:
+        params.append(clause.value)
+        if clause.op == "!=":  # NaN is stored as NULL and differs from every number
+            return f"{exists} AND (e.value IS NULL OR e.value != ?))"
+        return f"{exists} AND e.value {clause.op} ?)"
+    return f"{exists} AND {_string_test('e.value', clause.op, clause.value, params)})"
+
+
+def _compile_expr(expr: Expr, params: list[Any]) -> str:
+    if isinstance(expr, Clause):
+        return _compile_clause(expr, params)
+    return _join(expr.op, expr.items, params)
+
+
+def _join(op: str, items: Sequence[Expr], params: list[Any]) -> str:
+    # Split in halves so a long flat OR chain stays shallow in SQLite's expression tree.
+    if len(items) == 1:
+        return _compile_expr(items[0], params)
+    middle = len(items) // 2
+    left = _join(op, items[:middle], params)
+    return f"({left} {op} {_join(op, items[middle:], params)})"
+
+
+def _compile_order(keys: list[OrderKey], joins: list[str], params: list[Any]) -> list[str]:
+    terms: list[str] = []
+    for i, key in enumerate(keys):
+        direction = "" if key.ascending else " DESC"
+        if key.entity == ATTRIBUTE:
+            terms += [f"r.{key.key} IS NULL", f"r.{key.key}{direction}"]
+            continue
+        alias = f"o{i}"
+        joins.append(
+            f"LEFT JOIN {_ENTITY_TABLES[key.entity]} {alias} "
+            f"ON {alias}.run_id = r.run_id AND {alias}.key = ?"
+        )
+        params.append(key.key)
+        if key.entity == METRIC:  # values first, then NaN (stored NULL), then missing
+            terms.append(
+                f"CASE WHEN {alias}.run_id IS NULL THEN 2 "
+                f"WHEN {alias}.value IS NULL THEN 1 ELSE 0 END"
+            )
+        else:
+            terms.append(f"{alias}.run_id IS NULL")
+        terms.append(f"{alias}.value{direction}")
+    if not any(k.entity == ATTRIBUTE and k.key == "start_time" for k in keys):
+        terms.append("r.start_time DESC")
+    terms.append("r.run_id")
+    return terms
+
+
+def view_type_stages(run_view_type: str | int) -> tuple[str, ...]:
+    """The lifecycle stages a view type selects: ACTIVE_ONLY/DELETED_ONLY/ALL or 1/2/3."""
+    if isinstance(run_view_type, int) and not isinstance(run_view_type, bool):
+        names = {1: "ACTIVE_ONLY", 2: "DELETED_ONLY", 3: "ALL"}
+        run_view_type = names.get(run_view_type, str(run_view_type))
+    if isinstance(run_view_type, str) and run_view_type.upper() in VIEW_TYPES:
+        return VIEW_TYPES[run_view_type.upper()]
+    raise InvalidParameterValue(
+        f"run_view_type must be ACTIVE_ONLY, DELETED_ONLY or ALL (or 1, 2, 3), "
+        f"not {run_view_type!r}"
+    )
+
+
+def validate_max_results(max_results: int | None) -> None:
+    """MLflow's bounds: a positive integer up to 50,000, or None for every run."""
+    if max_results is None:
+        return
+    if not isinstance(max_results, int) or isinstance(max_results, bool):
+        raise InvalidParameterValue(f"max_results must be an integer, not {max_results!r}")
+    if not 1 <= max_results <= MAX_RESULTS_LIMIT:
+        raise InvalidParameterValue(
+            f"Invalid value {max_results} for parameter 'max_results': it must be a "
+            f"positive integer of at most {MAX_RESULTS_LIMIT}"
+        )
+
+
+def create_page_token(offset: int) -> str:
+    """MLflow's opaque page token: base64 of JSON holding the offset."""
+    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def parse_page_token(page_token: str | bytes | None) -> int:
+    """The offset a page token stands for; 0 for no token."""
+    if not page_token:
+        return 0
+    try:
+        decoded = json.loads(base64.b64decode(page_token, validate=True))
+        offset = decoded["offset"]
+    except (binascii.Error, ValueError, TypeError, KeyError) as e:
+        raise InvalidParameterValue(f"Invalid page token {page_token!r}") from e
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidParameterValue(f"Invalid page token {page_token!r}")
+    return offset
+
+
+def compile_search(
+    filter_string: str | None,
+    *,
+    experiment_ids: Iterable[str | int] | str | int,
+    run_view_type: str | int = "ACTIVE_ONLY",
+    order_by: Sequence[str] | str | None = None,
+    max_results: int | None = 1000,
+    page_token: str | bytes | None = None,
+) -> CompiledSearch:
+    """Compile a search to SQL selecting run ids in order; values only ever bind."""
+    expr = parse_filter(filter_string)
+    keys = parse_order_by(order_by)
+    stages = view_type_stages(run_view_type)
+    validate_max_results(max_results)
+    offset = parse_page_token(page_token)
+    ids = [experiment_ids] if isinstance(experiment_ids, (str, int)) else experiment_ids
+    ids = list(ids) if isinstance(ids, Iterable) else [None]
+    if not all(isinstance(e, (str, int)) and not isinstance(e, bool) for e in ids):
+        raise InvalidParameterValue(
+            f"experiment_ids must be a list of experiment ids, not {experiment_ids!r}"
+        )
+    experiments = [str(e) for e in ids]
+
+    params: list[Any] = []
+    joins: list[str] = []
+    order = _compile_order(keys, joins, params)
+    where = [
+        f"r.experiment_id IN {_in_list(experiments, params)}",
+        f"r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
+    ]
+    params += stages
+    if expr is not None:
+        where.append(_compile_expr(expr, params))
+    params += [-1 if max_results is None else max_results + 1, offset]
+    sql = (
+        "SELECT r.run_id FROM runs r "
+        + "".join(j + " " for j in joins)
+        + "WHERE "
+        + " AND ".join(where)
+        + " ORDER BY "
+        + ", ".join(order)
+        + " LIMIT ? OFFSET ?"
+    )
+    return CompiledSearch(sql, tuple(params), offset, max_results)
+
+
+def search_run_ids(
+    connection: sqlite3.Connection,
+    filter_string: str | None,
+    **options: Any,
+) -> tuple[list[str], str | None]:
+    """Run ``compile_search`` on a connection: the page's run ids and the next token."""
+    compiled = compile_search(filter_string, **options)
+    register_search_functions(connection)
+    rows = connection.execute(compiled.sql, compiled.params).fetchall()
+    return compiled.page([row[0] for row in rows])

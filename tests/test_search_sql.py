@@ -1,0 +1,534 @@
+"""Compiled searches over a prepared store: which runs each filter selects, in what order.
+
+TODO(projections): the store is built with plain DDL copied from the brief's canonical
+tables. When ``projections`` can apply events, build it through the real API instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evstore.errors import FilterParseError, InvalidParameterValue
+from evstore.search import (
+    MAX_RESULTS_LIMIT,
+    compile_search,
+    create_page_token,
+    parse_page_token,
+    register_search_functions,
+    search_run_ids,
+)
+
+DDL = """
+CREATE TABLE runs(run_id TEXT PRIMARY KEY, experiment_id TEXT, run_name TEXT, user_id TEXT,
+  status TEXT, start_time INT, end_time INT NULL, lifecycle_stage TEXT,
+  parent_run_id TEXT NULL, artifact_uri TEXT, deleted_time INT NULL);
+CREATE TABLE params(run_id, key, value, PRIMARY KEY(run_id, key));
+CREATE TABLE tags(run_id, key, value, PRIMARY KEY(run_id, key));
+CREATE TABLE latest_metrics(run_id, key, value REAL, step INT, timestamp INT,
+  PRIMARY KEY(run_id, key));
+"""
+
+NAN, INF = float("nan"), float("inf")
+EVIL = "'; DROP TABLE runs; --"
+
+
+@dataclass
+class Run:
+    """One run of the prepared store, in the shape the reference evaluator reads."""
+
+    name: str
+    experiment_id: str = "1"
+    user_id: str = "alice"
+    status: str = "FINISHED"
+    start_time: int = 1000
+    end_time: int | None = None
+    lifecycle_stage: str = "active"
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.md5(self.name.encode()).hexdigest()
+
+    def attribute(self, key: str) -> str | int | None:
+        if key == "run_id":
+            return self.run_id
+        if key == "run_name":
+            return self.name
+        if key == "artifact_uri":
+            return f"s3://bucket/{self.name}/artifacts"
+        return getattr(self, key)  # type: ignore[no-any-return]
+
+
+RUNS = [
+    Run("alpha", user_id="alice", status="FINISHED", start_time=1000, end_time=2000,
+        params={"lr": "0.01", "model": "resnet", "batch size": "32", "note": "it's",
+                "path": "C:\\dir\\file"},
+        metrics={"acc": 0.9, "loss": 0.1, "val/loss": 0.2},
+        tags={"team": "vision", "mlflow.note": "50% done", "quote": 'say "hi"'}),
+    Run("beta", user_id="bob", status="FAILED", start_time=2000,
+        params={"lr": "0.1", "model": "ResNet", "batch size": "64", "note": "50%"},
+        metrics={"acc": NAN, "loss": INF},
+        tags={"team": "nlp", "uni": "Ünïcödé", "quote": "it's"}),
+    Run("gamma", user_id="alice", status="RUNNING", start_time=3000,
+        params={"lr": "0.001", "model": "res_net", "note": "50 percent"},
+        metrics={"acc": 0.5, "loss": -INF},
+        tags={"team": "Vision", "a/b": "x", "uni": "ünïcödé"}),
+    Run("delta", status="FINISHED", start_time=4000, end_time=5000, lifecycle_stage="deleted",
+        params={"lr": "0.01", "model": "resnet"}, metrics={"acc": 0.95}, tags={"team": "vision"}),
+    Run("epsilon", experiment_id="2", user_id="carol", start_time=5000, end_time=6000,
+        params={"lr": "0.01", "model": "resnet"}, metrics={"acc": 0.99}),
+    Run("ζήτα", user_id="straße", start_time=1000, end_time=1500,
+        params={"model": "RESNET%", "drop": "%_x", "path": "a/b/c"},
+        tags={"x y": "ok", "mlflow.note": "50 done"}),
+    Run("evil", user_id="mallory", status="KILLED", start_time=500, end_time=600,
+        params={"model": EVIL, "note": 'he said "no"'}, metrics={"acc": 0.0, "big": 1e300}),
+]  # fmt: skip
+BY_ID = {run.run_id: run for run in RUNS}
+#: alpha and ζήτα start at the same time; MLflow then orders by run_id.
+TIE = [run.name for run in sorted((RUNS[0], RUNS[5]), key=lambda run: run.run_id)]
+
+
+def build_store(path: Path, runs: list[Run]) -> sqlite3.Connection:
+    """Write the runs into the canonical tables of a fresh SQLite file."""
+    conn = sqlite3.connect(path)
+    conn.executescript(DDL)
+    for run in runs:
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL)",
+            [run.run_id, run.experiment_id, run.name, run.user_id, run.status, run.start_time,
+             run.end_time, run.lifecycle_stage, run.attribute("artifact_uri")],
+        )  # fmt: skip
+        conn.executemany("INSERT INTO params VALUES (?, ?, ?)",
+                         [(run.run_id, k, v) for k, v in run.params.items()])  # fmt: skip
+        conn.executemany("INSERT INTO tags VALUES (?, ?, ?)",
+                         [(run.run_id, k, v) for k, v in run.tags.items()])  # fmt: skip
+        conn.executemany("INSERT INTO latest_metrics VALUES (?, ?, ?, 0, 0)",
+                         [(run.run_id, k, v) for k, v in run.metrics.items()])  # fmt: skip
+    conn.commit()
+    return conn
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    conn = build_store(tmp_path_factory.mktemp("search") / "evstore.db", RUNS)
+    yield conn
+    conn.close()
+
+
+def names(conn: sqlite3.Connection, filter_string: str | None, **options: object) -> list[str]:
+    options.setdefault("experiment_ids", ["1"])
+    options.setdefault("max_results", None)
+    ids, token = search_run_ids(conn, filter_string, **options)
+    assert token is None
+    return [BY_ID[run_id].name for run_id in ids]
+
+
+# --- which runs each filter selects --------------------------------------------------
+
+ACTIVE_1 = {"alpha", "beta", "gamma", "ζήτα", "evil"}
+FILTERS = [
+    ("", ACTIVE_1),
+    ("params.lr = '0.01'", {"alpha"}),
+    ("params.lr != '0.01'", {"beta", "gamma"}),  # runs lacking lr are not "!="
+    ("params.model LIKE 'res%'", {"alpha", "gamma"}),
+    ("params.model ILIKE 'res%'", {"alpha", "beta", "gamma", "ζήτα"}),
+    ("params.model LIKE 'res_net'", {"gamma"}),
+    ("params.model LIKE 'res\\_net'", {"gamma"}),
+    ("params.model ILIKE 'RES_NET'", {"gamma"}),
+    ("params.model ILIKE 'res_et'", {"alpha", "beta"}),
+    ("params.model ILIKE '%\\%'", {"ζήτα"}),
+    ("params.model LIKE 'RESNET%'", {"ζήτα"}),
+    ("params.model LIKE 'RESNET\\%'", {"ζήτα"}),
+    ("params.drop LIKE '\\%\\_x'", {"ζήτα"}),
+    ("params.drop LIKE '%\\_%'", {"ζήτα"}),
+    ("params.note LIKE '50\\%'", {"beta"}),
+    ("params.note LIKE '50%'", {"beta", "gamma"}),
+    ("params.note LIKE '%'", {"alpha", "beta", "gamma", "evil"}),
+    ("params.path LIKE 'C:\\\\dir\\\\%'", {"alpha"}),
+    ("params.path = 'C:\\dir\\file'", {"alpha"}),
+    ("params.path LIKE '%/b/%'", {"ζήτα"}),
+    ("params.path LIKE 'a*'", set()),  # GLOB's own wildcards are literal here
+    ("params.note = 'it''s'", {"alpha"}),
+    ("params.note = \"it's\"", {"alpha"}),
+    ("params.note = 'he said \"no\"'", {"evil"}),
+    ("params.note = \"he said \"\"no\"\"\"", {"evil"}),
+    ("tags.quote = 'say \"hi\"'", {"alpha"}),
+    ("tags.quote LIKE '%''%'", {"beta"}),
+    ("params.`batch size` = '32'", {"alpha"}),
+    ("params.\"batch size\" IS NOT NULL", {"alpha", "beta"}),
+    ("params.`batch size` IS NULL", {"gamma", "ζήτα", "evil"}),
+    ("tags.`a/b` = 'x'", {"gamma"}),
+    ("tags.a/b = 'x'", {"gamma"}),
+    ("tags.`x y` = 'ok'", {"ζήτα"}),
+    ("tags.`mlflow.note` LIKE '50\\% %'", {"alpha"}),
+    ("tags.`mlflow.note` LIKE '50%'", {"alpha", "ζήτα"}),
+    ("tags.team = 'vision'", {"alpha"}),
+    ("tags.team ILIKE 'VISION'", {"alpha", "gamma"}),
+    ("tags.team IS NULL", {"ζήτα", "evil"}),
+    ("tags.uni = 'Ünïcödé'", {"beta"}),
+    ("tags.uni LIKE 'ü%'", {"gamma"}),
+    ("tags.uni ILIKE 'ÜNÏCÖDÉ'", {"beta", "gamma"}),
+    ("tags.uni ILIKE '_nïcödé'", {"beta", "gamma"}),
+    ("user_id ILIKE 'STRASSE'", set()),  # per-character folding, like ILIKE in PostgreSQL
+    ("user_id ILIKE 'STRAẞE'", {"ζήτα"}),
+    ("attributes.run_name = 'ζήτα'", {"ζήτα"}),
+    ("run_name ILIKE 'ΖΉΤΑ'", {"ζήτα"}),
+    ("`Run Name` LIKE '_lpha'", {"alpha"}),
+    ("metrics.acc > 0.5", {"alpha"}),
+    ("metrics.acc >= 0.5", {"alpha", "gamma"}),
+    ("metrics.acc < 0.6", {"gamma", "evil"}),
+    ("metrics.acc = 0", {"evil"}),
+    ("metrics.acc = 0.0", {"evil"}),
+    ("metrics.acc != 0.9", {"beta", "gamma", "evil"}),  # NaN differs from everything
+    ("metrics.acc <= 1e9", {"alpha", "gamma", "evil"}),  # NaN compares false otherwise
+    ("metrics.loss > 1e300", {"beta"}),
+    ("metrics.loss = 1e999", {"beta"}),
+    ("metrics.loss < -1e300", {"gamma"}),
+    ("metrics.loss != 1e999", {"alpha", "gamma"}),
+    ("metrics.big > 1E299", {"evil"}),
+    ("metrics.`val/loss` < 1", {"alpha"}),
+    ("metrics.missing > 0 OR metrics.missing <= 0", set()),
+    ("attributes.status = 'FINISHED'", {"alpha", "ζήτα"}),
+    ("status != 'FINISHED'", {"beta", "gamma", "evil"}),
+    ("status LIKE 'f%'", set()),
+    ("status ILIKE 'f%'", {"alpha", "beta", "ζήτα"}),
+    ("attributes.user_id = 'alice'", {"alpha", "gamma"}),
+    ("attributes.artifact_uri LIKE 's3://bucket/alpha/%'", {"alpha"}),
+    ("attributes.start_time > 1000", {"beta", "gamma"}),
+    ("created <= 1000", {"alpha", "ζήτα", "evil"}),
+    ("attributes.end_time < 1600", {"ζήτα", "evil"}),
+    ("end_time >= 0", {"alpha", "ζήτα", "evil"}),  # a running run has no end_time
+    ("lifecycle_stage = 'active'", ACTIVE_1),
+    (f"attributes.run_id = '{RUNS[0].run_id}'", {"alpha"}),
+    (f"run_id IN ('{RUNS[0].run_id}', '{RUNS[1].run_id}', 'nope')", {"alpha", "beta"}),
+    (f"run_id NOT IN ('{RUNS[0].run_id}')", ACTIVE_1 - {"alpha"}),
+    ("params.lr = '0.01' OR params.lr = '0.1'", {"alpha", "beta"}),
+    ("params.lr = '0.01' OR params.lr = '0.1' AND tags.team = 'vision'", {"alpha"}),
+    ("(params.lr = '0.01' OR params.lr = '0.1') AND tags.team = 'nlp'", {"beta"}),
+    ("tags.team IS NULL OR metrics.acc < 0.6 AND status = 'RUNNING'", {"ζήτα", "evil", "gamma"}),
+    ("(tags.team IS NULL OR metrics.acc < 0.6) AND status = 'RUNNING'", {"gamma"}),
+    ("metrics.acc > 0.8 and params.model like 'res%'", {"alpha"}),
+    ("METRICS.acc > 0.8 AnD (PARAMS.model = 'x' oR param.lr = '0.01')", {"alpha"}),
+    (f"params.model = '{EVIL.replace(chr(39), chr(39) * 2)}'", {"evil"}),
+    ("params.model = \"" + EVIL + "\"", {"evil"}),
+    ("params.`'; DROP TABLE runs; --` IS NULL", ACTIVE_1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("filter_string", "expected"), FILTERS)
+def test_filter_selects(store: sqlite3.Connection, filter_string: str, expected: set[str]) -> None:
+    assert set(names(store, filter_string)) == expected
+
+
+def test_malicious_values_stay_values(store: sqlite3.Connection) -> None:
+    compiled = compile_search(
+        f"params.model = \"{EVIL}\" OR tags.`{EVIL}` LIKE '{EVIL.replace(chr(39), chr(39) * 2)}'",
+        experiment_ids=["1'; DROP TABLE runs; --"],
+        order_by=[f"params.`{EVIL}` DESC"],
+    )
+    assert "DROP" not in compiled.sql
+    assert compiled.params.count(EVIL) >= 2
+    search_run_ids(store, f'params.model = "{EVIL}"', experiment_ids=["1"])
+    assert store.execute("SELECT count(*) FROM runs").fetchone()[0] == len(RUNS)
+
+
+def test_sql_text_holds_no_value_or_key() -> None:
+    marker = "zq9marker"
+    compiled = compile_search(
+        f"params.{marker}1 = '{marker}2' AND metrics.`{marker}3` > 7 AND tags.{marker}4 "
+        f"ILIKE '{marker}5' AND run_id IN ('{marker}6') AND run_name LIKE '{marker}7%'",
+        experiment_ids=[marker],
+        order_by=[f"tags.{marker}8"],
+    )
+    assert marker not in compiled.sql
+    assert sum(marker in str(p) for p in compiled.params) == 9
+
+
+# --- lifecycle and experiments -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [("ACTIVE_ONLY", ACTIVE_1), (1, ACTIVE_1), ("deleted_only", {"delta"}), (2, {"delta"}),
+     ("ALL", ACTIVE_1 | {"delta"}), (3, ACTIVE_1 | {"delta"})],
+)  # fmt: skip
+def test_run_view_type(store: sqlite3.Connection, view: str | int, expected: set[str]) -> None:
+    assert set(names(store, None, run_view_type=view)) == expected
+
+
+def test_deleted_runs_are_filtered_too(store: sqlite3.Connection) -> None:
+    assert names(store, "metrics.acc > 0.92", run_view_type="ALL") == ["delta"]
+    assert names(store, "metrics.acc > 0.92") == []
+
+
+@pytest.mark.parametrize("view", ["ACTIVE", 0, 4, True, None])
+def test_bad_view_type(view: object) -> None:
+    with pytest.raises(InvalidParameterValue, match="run_view_type"):
+        compile_search(None, experiment_ids=["1"], run_view_type=view)  # type: ignore[arg-type]
+
+
+def test_experiment_ids(store: sqlite3.Connection) -> None:
+    assert names(store, "params.lr = '0.01'", experiment_ids=["1", "2"]) == ["epsilon", "alpha"]
+    assert names(store, None, experiment_ids=[2]) == ["epsilon"]
+    assert names(store, None, experiment_ids="2") == ["epsilon"]
+    assert names(store, None, experiment_ids=[]) == []
+    assert names(store, None, experiment_ids=["404"]) == []
+
+
+# --- order -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("order_by", "expected"),
+    [
+        # MLflow's default: start_time DESC, then run_id (alpha and ζήτα tie on start_time).
+        (None, ["gamma", "beta", *TIE, "evil"]),
+        # Values, then NaN, then runs without the metric; ASC or DESC alike.
+        (["metrics.acc DESC"], ["alpha", "gamma", "evil", "beta", "ζήτα"]),
+        (["metrics.acc"], ["evil", "gamma", "alpha", "beta", "ζήτα"]),
+        (["metrics.loss ASC"], ["gamma", "alpha", "beta", "ζήτα", "evil"]),
+        (["params.lr DESC"], ["beta", "alpha", "gamma", "ζήτα", "evil"]),
+        (["params.`batch size`", "attributes.start_time"], ["alpha", "beta", "evil", "ζήτα", "gamma"]),
+        (["tags.team", "metrics.acc DESC"], ["gamma", "beta", "alpha", "evil", "ζήτα"]),
+        (["attributes.end_time DESC", "run_name"], ["alpha", "ζήτα", "evil", "beta", "gamma"]),
+        (["status", "created DESC"], ["beta", *TIE, "evil", "gamma"]),
+        (["user_id DESC", "metrics.acc"], ["ζήτα", "evil", "beta", "gamma", "alpha"]),
+        (["`Run Name`"], ["alpha", "beta", "evil", "gamma", "ζήτα"]),
+    ],
+)  # fmt: skip
+def test_order_by(store: sqlite3.Connection, order_by: list[str] | None, expected: list[str]) -> None:
+    assert names(store, None, order_by=order_by) == expected
+
+
+# --- paging ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sqlite3.Connection]:
+    # 230 runs with many ties on start_time and on the metric, some lacking it.
+    runs = [
+        Run(f"run{i}", experiment_id="9", start_time=1000 + i % 7,
+            metrics={} if i % 5 == 0 else {"m": float(i % 11)},
+            params={"p": str(i % 3)}, lifecycle_stage="deleted" if i % 13 == 0 else "active")
+        for i in range(230)
+    ]  # fmt: skip
+    conn = build_store(tmp_path_factory.mktemp("paging") / "evstore.db", runs)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 50, 212, 1000])
+@pytest.mark.parametrize(
+    ("filter_string", "order_by"),
+    [(None, None), ("params.p != '1'", ["metrics.m DESC"]), ("metrics.m >= 0", ["params.p", "metrics.m"])],
+)  # fmt: skip
+def test_paging_walks_every_run_once(
+    many: sqlite3.Connection, page_size: int, filter_string: str | None, order_by: list[str] | None
+) -> None:
+    options = {"experiment_ids": ["9"], "order_by": order_by}
+    everything, token = search_run_ids(many, filter_string, max_results=None, **options)
+    assert token is None and len(everything) > 50
+    walked: list[str] = []
+    token = None
+    for _ in range(1000):
+        page, token = search_run_ids(
+            many, filter_string, max_results=page_size, page_token=token, **options
+        )
+        assert len(page) <= page_size
+        walked += page
+        if token is None:
+            break
+        assert isinstance(token, str)
+    assert walked == everything
+    assert len(set(walked)) == len(walked)
+
+
+def test_last_full_page_has_no_token(many: sqlite3.Connection) -> None:
+    everything, _ = search_run_ids(many, None, experiment_ids=["9"], max_results=None)
+    page, token = search_run_ids(many, None, experiment_ids=["9"], max_results=len(everything))
+    assert page == everything and token is None
+    page, token = search_run_ids(many, None, experiment_ids=["9"], max_results=len(everything) - 1)
+    assert token is not None and parse_page_token(token) == len(everything) - 1
+
+
+def test_page_tokens() -> None:
+    assert parse_page_token(create_page_token(40)) == 40
+    assert parse_page_token(create_page_token(40).encode()) == 40
+    assert parse_page_token(None) == 0 and parse_page_token("") == 0
+    for bad in ["nope!", "bm9wZQ==", create_page_token(-1), "eyJvZmZzZXQiOiAiMSJ9", "W10="]:
+        with pytest.raises(InvalidParameterValue, match="page token"):
+            parse_page_token(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, MAX_RESULTS_LIMIT + 1, 1.5, "10", True])
+def test_max_results_bounds(bad: object) -> None:
+    with pytest.raises(InvalidParameterValue, match="max_results"):
+        compile_search(None, experiment_ids=["1"], max_results=bad)  # type: ignore[arg-type]
+
+
+def test_max_results_limits(store: sqlite3.Connection) -> None:
+    compile_search(None, experiment_ids=["1"], max_results=MAX_RESULTS_LIMIT)
+    ids, token = search_run_ids(store, None, experiment_ids=["1"], max_results=2)
+    assert len(ids) == 2 and token is not None
+
+
+def test_bad_filter_and_order_by_raise_before_sql() -> None:
+    with pytest.raises(FilterParseError):
+        compile_search("metrics.m >", experiment_ids=["1"])
+    with pytest.raises(FilterParseError):
+        compile_search(None, experiment_ids=["1"], order_by=["metrics.m SIDEWAYS"])
+
+
+def test_compiled_sql_runs_on_a_plain_connection_without_ilike(tmp_path: Path) -> None:
+    # LIKE needs no registered function; only ILIKE does.
+    conn = build_store(tmp_path / "plain.db", RUNS)
+    compiled = compile_search("params.model LIKE 'res%'", experiment_ids=["1"])
+    rows = conn.execute(compiled.sql, compiled.params).fetchall()
+    assert {BY_ID[r[0]].name for r in rows} == {"alpha", "gamma"}
+    compiled = compile_search("params.model ILIKE 'res%'", experiment_ids=["1"])
+    with pytest.raises(sqlite3.OperationalError, match="evstore_ilike"):
+        conn.execute(compiled.sql, compiled.params)
+    register_search_functions(conn)
+    assert len(conn.execute(compiled.sql, compiled.params).fetchall()) == 4
+    conn.close()
+
+
+def test_long_or_chains_and_long_patterns_compile_to_working_sql(store: sqlite3.Connection) -> None:
+    chain = " OR ".join(f"params.lr = '{i}'" for i in range(999)) + " OR params.lr = '0.1'"
+    assert names(store, chain) == ["beta"]
+    long_pattern = "%" + "x" * 60_000 + "%"  # over SQLite's own GLOB pattern limit
+    assert names(store, f"params.model LIKE '{long_pattern}' OR metrics.acc = 0") == ["evil"]
+    assert names(store, "params.model LIKE 'res\x00%' OR params.lr = '0.1'") == ["beta"]
+
+
+# --- the compiled SQL agrees with a reference evaluator on generated filters ----------
+
+
+def _like(value: str, pattern: str, flags: int) -> bool:
+    parts, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            parts.append(re.escape(pattern[i + 1] if i + 1 < len(pattern) else "\\"))
+            i += 2
+            continue
+        parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(parts), value, flags | re.DOTALL) is not None
+
+
+_COMPARE = {
+    "=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    "LIKE": lambda a, b: _like(a, b, 0), "ILIKE": lambda a, b: _like(a, b, re.IGNORECASE),
+}  # fmt: skip
+
+
+def _reference(run: Run, entity: str, key: str, op: str, value: object) -> bool:
+    """MLflow's semantics, written out plainly per run."""
+    if entity == "attributes":
+        actual = run.attribute(key)
+        if op in ("IN", "NOT IN"):
+            return (actual in value) == (op == "IN")  # type: ignore[operator]
+        return actual is not None and _COMPARE[op](actual, value)
+    table = {"metrics": run.metrics, "params": run.params, "tags": run.tags}[entity]
+    if op in ("IS NULL", "IS NOT NULL"):
+        return (key in table) == (op == "IS NOT NULL")
+    if key not in table:
+        return False
+    actual = table[key]
+    if isinstance(actual, float) and math.isnan(actual):
+        return op == "!="
+    return bool(_COMPARE[op](actual, value))
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+_texts = st.sampled_from(
+    ["0.01", "0.1", "resnet", "res%", "%net", "RES_NET", "res\\_net", "50\\%", "%''%", "it's",
+     "vision", "VISION", "ünïcödé", "%ö%", "alice", "FINISHED", "%", "_", "", "C:\\\\dir%"]
+)  # fmt: skip
+_numbers = st.sampled_from([-1e999, -1.0, 0.0, 0.1, 0.5, 0.9, 1.0, 1e300, 1e999])
+
+
+@st.composite
+def generated_clause(draw: st.DrawFn) -> tuple[str, tuple[str, str, str, object]]:
+    kind = draw(st.sampled_from(["metrics", "params", "tags", "string", "numeric", "in"]))
+    if kind == "metrics":
+        key = draw(st.sampled_from(["acc", "loss", "big", "val/loss", "nope"]))
+        op = draw(st.sampled_from(["=", "!=", ">", ">=", "<", "<="]))
+        number = draw(_numbers)
+        return f"metrics.`{key}` {op} {number!r}".replace("inf", "1e999"), (kind, key, op, number)
+    if kind in ("params", "tags"):
+        key = draw(st.sampled_from(["lr", "model", "note", "team", "uni", "batch size", "nope"]))
+        op = draw(st.sampled_from(["=", "!=", "LIKE", "ILIKE", "IS NULL", "IS NOT NULL"]))
+        if op.startswith("IS"):
+            return f"{kind}.`{key}` {op}", (kind, key, op, None)
+        text = draw(_texts)
+        return f"{kind}.`{key}` {op} {_quote(text)}", (kind, key, op, text)
+    if kind == "string":
+        key = draw(st.sampled_from(["run_name", "user_id", "status", "artifact_uri"]))
+        op = draw(st.sampled_from(["=", "!=", "LIKE", "ILIKE"]))
+        text = draw(_texts)
+        return f"attributes.{key} {op} {_quote(text)}", ("attributes", key, op, text)
+    if kind == "numeric":
+        key = draw(st.sampled_from(["start_time", "end_time"]))
+        op = draw(st.sampled_from(["=", "!=", ">", ">=", "<", "<="]))
+        number = draw(st.sampled_from([500, 1000, 1500, 2000, 3000]))
+        return f"attributes.{key} {op} {number}", ("attributes", key, op, number)
+    op = draw(st.sampled_from(["IN", "NOT IN"]))
+    ids = tuple(draw(st.lists(st.sampled_from([r.run_id for r in RUNS] + ["x"]), min_size=1)))
+    return f"run_id {op} ({', '.join(map(_quote, ids))})", ("attributes", "run_id", op, ids)
+
+
+def _tree(draw: st.DrawFn, depth: int) -> tuple[str, object]:
+    if depth == 0 or draw(st.booleans()):
+        return draw(generated_clause())
+    op = draw(st.sampled_from(["AND", "OR"]))
+    items = [_tree(draw, depth - 1) for _ in range(draw(st.integers(2, 3)))]
+    return "(" + f" {op} ".join(text for text, _ in items) + ")", (op, [t for _, t in items])
+
+
+def _evaluate(run: Run, tree: object) -> bool:
+    if tree[0] in ("AND", "OR"):  # type: ignore[index]
+        results = [_evaluate(run, item) for item in tree[1]]  # type: ignore[index]
+        return all(results) if tree[0] == "AND" else any(results)  # type: ignore[index]
+    return _reference(run, *tree)  # type: ignore[misc]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_sql_agrees_with_reference_evaluator(store: sqlite3.Connection, data: st.DataObject) -> None:
+    text, tree = data.draw(st.composite(lambda draw: _tree(draw, 3))())
+    expected = {r.name for r in RUNS if r.experiment_id == "1" and r.lifecycle_stage == "active"
+                and _evaluate(r, tree)}  # fmt: skip
+    assert set(names(store, text)) == expected, text
+
+
+def test_long_in_lists_bind_once(store: sqlite3.Connection) -> None:
+    ids = [f"{i:032x}" for i in range(40_000)] + [RUNS[1].run_id]
+    listed = ", ".join(map(_quote, ids))
+    assert names(store, f"run_id IN ({listed})") == ["beta"]
+    assert set(names(store, f"run_id NOT IN ({listed})")) == ACTIVE_1 - {"beta"}
+    many_experiments = ["1"] + [f"x{i}" for i in range(100)]
+    assert names(store, None, experiment_ids=many_experiments) == names(store, None)
+
+
+@pytest.mark.parametrize("bad", [None, [None], [1.5], [True], 3.0])
+def test_bad_experiment_ids(bad: object) -> None:
+    with pytest.raises(InvalidParameterValue, match="experiment_ids"):
+        compile_search(None, experiment_ids=bad)  # type: ignore[arg-type]
