@@ -90,11 +90,12 @@ def fold_run(run_id: str, events: list[RecordedEvent]) -> Run:
 
 
 def _newer(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
-    """MLflow's latest-metric rule: greater (step, timestamp, value); NaN counts as lowest."""
+    """MLflow's latest-metric rule: greater (step, timestamp, value), NaN compared as 0 (as
+    MLflow stores it and the latest_metrics read model compares it); the first of equals stays."""
     def key(t: tuple[int, int, float]) -> tuple[int, int, float]:
-        return (t[0], t[1], -math.inf if math.isnan(t[2]) else t[2])
+        return (t[0], t[1], 0.0 if math.isnan(t[2]) else t[2])
 
-    return key(a) >= key(b)
+    return key(a) > key(b)
 
 
 def describe(event: Any) -> str:
