@@ -1,0 +1,167 @@
+"""Benchmark: `evstore rebuild` against the plain read-and-decode rate of the same rows.
+
+Builds a store of N events (default 1,000,000) with a realistic mix: experiments, many
+runs, each with tags, a batch of params, per-step metric points (1 to 4 keys a step),
+artifacts and an end status. Then, in the same run:
+
+- times ``rebuild`` of every read model (events/s);
+- times a plain ``SELECT`` of the same rows plus ``evstore.codec.decode`` per row;
+- prints the ratio (target: rebuild >= 40% of the plain rate);
+- measures the peak memory (ru_maxrss) of a rebuild in a fresh process over a log of
+  N/4 and of N events: a bounded rebuild does not grow with the log.
+
+    python benchmarks/bench_rebuild.py              # 1,000,000 events
+    python benchmarks/bench_rebuild.py --events 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+from evstore import codec
+from evstore.events import (
+    ArtifactRecorded,
+    Event,
+    ExperimentCreated,
+    MetricPoint,
+    MetricsLogged,
+    ParamsLogged,
+    RunStarted,
+    RunStatusChanged,
+    TagSet,
+)
+from evstore.projection import rebuild
+from evstore.stores import open_log
+
+STEPS_PER_RUN = 200
+EXPERIMENTS = 20
+METRIC_KEYS = ("loss", "accuracy", "val_loss", "learning_rate")
+
+
+def run_events(rng: random.Random, experiment_id: str, index: int, t0: int) -> list[Event]:
+    """One run's history: start, tags, params, per-step metrics, artifacts, end."""
+    events: list[Event] = [
+        RunStarted(experiment_id=experiment_id, run_name=f"run-{index}", user_id="bench",
+                   start_time=t0, artifact_uri=f"evstore-artifacts/{index}"),
+        TagSet(key="mlflow.user", value="bench"),
+        TagSet(key="mlflow.source.name", value="train.py"),
+        TagSet(key="mlflow.runName", value=f"run-{index}"),
+        TagSet(key="team", value=rng.choice(["vision", "nlp", "speech"])),
+        ParamsLogged(params={f"p{k}": str(rng.random()) for k in range(10)}),
+    ]  # fmt: skip
+    for step in range(STEPS_PER_RUN):
+        keys = METRIC_KEYS[: rng.randint(1, 4)]
+        events.append(
+            MetricsLogged(points=[MetricPoint(k, rng.random(), step, t0 + step) for k in keys])
+        )
+    events += [
+        ArtifactRecorded(path="model.pkl", size=1234, sha256="ab" * 32),
+        ArtifactRecorded(path="plots/loss.png", size=99, sha256="cd" * 32),
+        RunStatusChanged(status="FINISHED", end_time=t0 + STEPS_PER_RUN),
+    ]
+    return events
+
+
+def build_store(path: str, total: int) -> int:
+    """Append about ``total`` events in per-run batches (no projections attached)."""
+    rng = random.Random(42)
+    store = open_log(path)
+    count = 0
+    for e in range(EXPERIMENTS):
+        store.append(
+            f"experiment-{e}",
+            [ExperimentCreated(experiment_id=str(e), name=f"exp-{e}",
+                               artifact_location=f"a/{e}", creation_time=codec.now_ms())],
+        )  # fmt: skip
+        count += 1
+    index = 0
+    while count < total:
+        events = run_events(rng, str(index % EXPERIMENTS), index, 1_700_000_000_000 + index)
+        events = events[: total - count]
+        store.append(os.urandom(16).hex(), events)
+        count += len(events)
+        index += 1
+    store.close()
+    return count
+
+
+def plain_read_decode(path: str) -> tuple[int, float]:
+    """SELECT every row and decode each payload: the floor any replay pays."""
+    conn = sqlite3.connect(path)
+    decode = codec.decode
+    started = time.perf_counter()
+    cursor = conn.execute(
+        "SELECT position, stream_id, stream_version, event_id, type, version, recorded_at,"
+        " payload, metadata FROM events ORDER BY position"
+    )
+    count = 0
+    while rows := cursor.fetchmany(5000):
+        for row in rows:
+            decode(row[4], row[5], row[7])
+        count += len(rows)
+    seconds = time.perf_counter() - started
+    conn.close()
+    return count, seconds
+
+
+def time_rebuild(path: str) -> tuple[int, float]:
+    """Rebuild every read model; returns events replayed and seconds."""
+    store = open_log(path)
+    try:
+        summary = rebuild(store)
+    finally:
+        store.close()
+    return summary.events, summary.seconds
+
+
+def child_peak_rss(path: str) -> int:
+    """Peak resident memory (KiB) of a fresh process that rebuilds the store at ``path``."""
+    code = (
+        "import resource, sys; from evstore.projection import rebuild;"
+        " from evstore.stores import open_log; s = open_log(sys.argv[1]); rebuild(s);"
+        " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, path], check=True, capture_output=True, text=True
+    )
+    return int(out.stdout.strip())
+
+
+def main() -> None:
+    """Build, time, compare, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--skip-memory", action="store_true", help="skip the N/4 vs N check")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench.db")
+        started = time.perf_counter()
+        total = build_store(path, args.events)
+        print(f"built a store of {total:,} events in {time.perf_counter() - started:.1f} s")
+        read_count, read_seconds = plain_read_decode(path)
+        events, seconds = time_rebuild(path)
+        plain_rate, rebuild_rate = read_count / read_seconds, events / seconds
+        print(f"{'workload':34} {'events':>10} {'seconds':>8} {'events/s':>10}")
+        print(f"{'plain SELECT + codec.decode':34} {read_count:>10,} {read_seconds:>8.2f} {plain_rate:>10,.0f}")
+        print(f"{'rebuild (all read models)':34} {events:>10,} {seconds:>8.2f} {rebuild_rate:>10,.0f}")
+        print(f"ratio rebuild / plain read+decode: {rebuild_rate / plain_rate:.0%} (target >= 40%)")
+        if args.skip_memory:
+            return
+        small_path = os.path.join(tmp, "small.db")
+        build_store(small_path, args.events // 4)
+        small, big = child_peak_rss(small_path), child_peak_rss(path)
+        print(
+            f"peak RSS of a rebuild: {small / 1024:.0f} MiB at {args.events // 4:,} events,"
+            f" {big / 1024:.0f} MiB at {args.events:,} events (x{big / small:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

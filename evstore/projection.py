@@ -1,0 +1,666 @@
+"""Read models: kept inline with every append, fed by ``subscribe``, rebuilt blue/green.
+
+A read model (``ReadModel``) declares a name, a version, its tables as DDL templates
+(``{runs}`` stands for the table's name, so the same DDL builds a shadow copy), named
+SQL statements over those tables, and one handler per event type. A handler never runs
+SQL: it adds rows to a statement (``out.add("upsert", row)``) and the runner executes
+consecutive rows of one statement with ``executemany``, table by table, in order. A
+statement may have a *compactor*: a function that shrinks a run of its rows to fewer
+rows with the same effect (e.g. keep only the greatest point per metric).
+
+Lifecycle of a read model in a store (``projection_state`` holds its version and
+checkpoint, the last position applied):
+
+- **inline**: ``attach(store)`` installs a hook that applies each append's events, and
+  moves the checkpoints, inside the append's transaction. A read model whose recorded
+  version differs from the code's is *stale*: appends go on, it is not updated and its
+  checkpoint stays behind; ``check_fresh`` raises ``StaleProjectionError`` for it.
+- **new**: a read model never built in this store is built when the store is opened if
+  the log holds at most ``BUILD_ON_OPEN_LIMIT`` events (always true of a new store);
+  on a bigger log it waits for ``evstore rebuild`` (or ``auto_rebuild=True``).
+- **rebuild**: shadow tables ``<table>__b<token>`` are filled from the log on a second
+  connection without the write lock, then the tail is applied and the tables swapped
+  under it, in one transaction. Shadow tables are never read; a killed rebuild leaves
+  the old tables serving and its leftovers are dropped by the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sqlite3
+import string
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from evstore import codec
+from evstore.errors import InvalidParameterValue, ProjectionError, StaleProjectionError, StoreError
+from evstore.events import Event, UnknownEvent
+from evstore.stores.base import EventStore, RecordedEvent
+
+#: A read model never built in a store is built on open when the log is at most this long.
+BUILD_ON_OPEN_LIMIT = 20_000
+
+_STATE_DDL = (
+    "CREATE TABLE IF NOT EXISTS projection_state (name TEXT PRIMARY KEY,"
+    " version INTEGER NOT NULL, checkpoint INTEGER NOT NULL,"
+    " table_suffix TEXT NOT NULL, built_at INTEGER NOT NULL)"
+)
+_SET_STATE = "INSERT OR REPLACE INTO projection_state VALUES (?, ?, ?, ?, ?)"
+_SHADOW_MARK = "__b"
+
+Handler = Callable[[RecordedEvent, "Ops"], None]
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ReadModel:
+    """A read model: name, version, tables (DDL templates), statements, handlers."""
+
+    name: str
+    version: int
+    tables: dict[str, tuple[str, ...]]
+    statements: dict[str, str]
+    handlers: dict[type[Event], Handler] = field(default_factory=dict)
+    compactors: dict[str, Callable[[list[Any]], list[Any]]] = field(default_factory=dict)
+
+    def ddl(self, suffix: str = "") -> list[str]:
+        """The DDL that creates this model's tables, each named ``<table><suffix>``."""
+        names = {table: table + suffix for table in self.tables}
+        return [template.format_map(names) for ddl in self.tables.values() for template in ddl]
+
+
+class Ops:
+    """The rows handlers produce for one model, queued per table in order."""
+
+    __slots__ = ("_compactors", "_queue_for", "_queues", "_sql")
+
+    def __init__(self, model: ReadModel, suffix: str = "") -> None:
+        names = {table: table + suffix for table in model.tables}
+        self._sql = {key: sql.format_map(names) for key, sql in model.statements.items()}
+        self._compactors = model.compactors
+        self._queues: dict[str, list[tuple[str, list[Any]]]] = {t: [] for t in model.tables}
+        self._queue_for = {
+            key: self._queues[_first_table(sql, model)] for key, sql in model.statements.items()
+        }
+
+    def add(self, statement: str, row: Sequence[Any]) -> None:
+        """Queue one row for the named statement."""
+        queue = self._queue_for[statement]
+        if queue and queue[-1][0] == statement:
+            queue[-1][1].append(row)
+        else:
+            queue.append((statement, [row]))
+
+    def extend(self, statement: str, rows: list[Any]) -> None:
+        """Queue several rows for the named statement."""
+        if not rows:
+            return
+        queue = self._queue_for[statement]
+        if queue and queue[-1][0] == statement:
+            queue[-1][1].extend(rows)
+        else:
+            queue.append((statement, rows))
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Run the queued rows, consecutive rows of one statement in one executemany."""
+        sql, compactors = self._sql, self._compactors
+        for queue in self._queues.values():
+            for statement, rows in queue:
+                compact = compactors.get(statement)
+                conn.executemany(sql[statement], rows if compact is None else compact(rows))
+            queue.clear()
+
+    def clear(self) -> None:
+        """Forget the queued rows."""
+        for queue in self._queues.values():
+            queue.clear()
+
+
+def _first_table(sql: str, model: ReadModel) -> str:
+    for _, field_name, _, _ in string.Formatter().parse(sql):
+        if field_name in model.tables:
+            return field_name
+    raise ValueError(f"read model {model.name}: statement names none of its tables: {sql}")
+
+
+class _FlushFailed(Exception):
+    """A statement failed while running queued rows (which event is not known yet)."""
+
+
+class _Plan:
+    """Handlers of several models, dispatching by event type, writing to one suffix."""
+
+    def __init__(self, models: Sequence[ReadModel], suffix: str = "") -> None:
+        self.models = list(models)
+        self.ops = [Ops(model, suffix) for model in models]
+        dispatch: dict[type, list[tuple[Handler, Ops]]] = {}
+        for model, ops in zip(self.models, self.ops):
+            for event_type, handler in model.handlers.items():
+                dispatch.setdefault(event_type, []).append((handler, ops))
+        self.dispatch = {event_type: tuple(pairs) for event_type, pairs in dispatch.items()}
+        self.events = 0
+        self.unknown = 0
+
+    def feed(self, events: Iterable[RecordedEvent]) -> int:
+        """Run the handlers over events; returns the last position seen (0 if none)."""
+        get = self.dispatch.get
+        rec: RecordedEvent | None = None
+        count = unknown = 0
+        try:
+            for rec in events:
+                count += 1
+                pairs = get(rec.event.__class__)
+                if pairs is None:
+                    if rec.event.__class__ is UnknownEvent:
+                        unknown += 1
+                    continue
+                for handler, ops in pairs:
+                    handler(rec, ops)
+        except Exception as e:
+            assert rec is not None
+            raise ProjectionError(
+                f"projection handler failed at position {rec.position} ({rec.type}"
+                f" v{rec.version}, stream {rec.stream_id}): {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            self.events += count
+            self.unknown += unknown
+        return 0 if rec is None else rec.position
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Run every queued row; raises ``_FlushFailed`` on a database error."""
+        try:
+            for ops in self.ops:
+                ops.flush(conn)
+        except sqlite3.Error as e:
+            for ops in self.ops:
+                ops.clear()
+            raise _FlushFailed(f"{type(e).__name__}: {e}") from e
+
+
+def _apply_range(
+    store: EventStore,
+    conn: sqlite3.Connection,
+    plan: _Plan,
+    after: int,
+    until: int,
+    *,
+    standalone: bool = False,
+    chunk: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Apply events in (after, until] in position-aligned chunks; returns ``until``.
+
+    ``standalone``: each chunk is its own ``BEGIN IMMEDIATE`` transaction (the shadow
+    build); otherwise each chunk is a savepoint inside the caller's transaction.
+    """
+    if standalone:
+        begin, restart, undo, done = "BEGIN IMMEDIATE", ("ROLLBACK", "BEGIN IMMEDIATE"), ("ROLLBACK",), "COMMIT"
+    else:
+        begin, done = "SAVEPOINT evstore_chunk", "RELEASE evstore_chunk"
+        restart = ("ROLLBACK TO evstore_chunk",)
+        undo = ("ROLLBACK TO evstore_chunk", "RELEASE evstore_chunk")
+    while after < until:
+        end = min(after + chunk, until)
+        plan.feed(store.read_all(after, chunk, until_position=end))
+        conn.execute(begin)
+        try:
+            try:
+                plan.flush(conn)
+            except _FlushFailed as e:
+                for sql in restart:
+                    conn.execute(sql)
+                _locate_failure(store, conn, plan, after, end, e)
+        except BaseException:
+            for sql in undo:
+                conn.execute(sql)
+            raise
+        conn.execute(done)
+        after = end
+        if progress is not None:
+            progress(after)
+    return after
+
+
+def _locate_failure(
+    store: EventStore, conn: sqlite3.Connection, plan: _Plan, after: int, end: int, e: Exception
+) -> None:
+    """Re-apply (after, end] one position at a time to name the event that fails."""
+    for position in range(after + 1, end + 1):
+        events = list(store.read_all(position - 1, 10, until_position=position))
+        plan.feed(events)
+        try:
+            plan.flush(conn)
+        except _FlushFailed as failure:
+            kinds = ", ".join(sorted({f"{rec.type} v{rec.version}" for rec in events}))
+            raise ProjectionError(
+                f"projection failed at position {position} ({kinds}): {failure}"
+            ) from failure
+    raise ProjectionError(f"projection failed on positions {after + 1}..{end}: {e}") from e
+
+
+# --- the registry and the recorded state -------------------------------------------
+
+
+def registered() -> list[ReadModel]:
+    """Every read model of the packages named in ``evstore.registry``."""
+    from evstore.registry import PROJECTION_PACKAGES
+
+    models: list[ReadModel] = []
+    for package in PROJECTION_PACKAGES:
+        models.extend(importlib.import_module(package).PROJECTIONS)
+    names = [model.name for model in models]
+    tables = [table for model in models for table in model.tables]
+    if len(set(names)) != len(names) or len(set(tables)) != len(tables):
+        raise StoreError(f"read models must have distinct names and tables: {names}")
+    return models
+
+
+def select(names: Iterable[str] | None, models: Sequence[ReadModel] | None = None) -> list[ReadModel]:
+    """The models named (by model or table name), all when ``names`` is None."""
+    models = registered() if models is None else list(models)
+    if names is None:
+        return models
+    wanted = set(names)
+    chosen = [m for m in models if m.name in wanted or wanted.intersection(m.tables)]
+    known = {m.name for m in models} | {t for m in models for t in m.tables}
+    if unknown := wanted - known:
+        raise InvalidParameterValue(
+            f"no projection named {', '.join(sorted(unknown))}; known: "
+            + ", ".join(m.name for m in models)
+        )
+    return chosen
+
+
+class ProjectionState(msgspec.Struct, frozen=True):
+    """What a store records about one read model."""
+
+    name: str
+    version: int
+    checkpoint: int
+    table_suffix: str
+    built_at: int
+
+
+def read_state(conn: sqlite3.Connection) -> dict[str, ProjectionState]:
+    """The recorded state of every read model built in this store."""
+    try:
+        rows = conn.execute("SELECT * FROM projection_state").fetchall()
+    except sqlite3.OperationalError:  # no read model was ever built here
+        return {}
+    return {row[0]: ProjectionState(*row) for row in rows}
+
+
+def stale_message(model: ReadModel, state: ProjectionState | None) -> str:
+    """One line saying why a read model cannot be read and what to run."""
+    fix = f"run `evstore rebuild --projection {model.name}`"
+    if state is None:
+        return f"projection {model.name!r} (version {model.version}) is not built in this store: {fix}"
+    return (
+        f"projection {model.name!r} was built at version {state.version} but this evstore has"
+        f" version {model.version}: {fix}"
+    )
+
+
+def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
+    """The recorded state of every read model, and the head position, in one query."""
+    try:
+        rows = _query(store)(
+            "SELECT *, (SELECT coalesce(max(position), 0) FROM events) FROM projection_state"
+        )
+    except sqlite3.OperationalError:
+        return {}, store.head_position()
+    if not rows:
+        return {}, store.head_position()
+    return {row[0]: ProjectionState(*row[:5]) for row in rows}, rows[0][5]
+
+
+def _query(store: EventStore) -> Callable[[str], list[tuple[Any, ...]]]:
+    query = getattr(store, "query", None)
+    if query is None:
+        raise StoreError(f"projections need a SQL store; {store.uri} has no query()")
+    return query  # type: ignore[no-any-return]
+
+
+def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
+    found = state.get(model.name)
+    return found is not None and found.version == model.version
+
+
+# --- inline ------------------------------------------------------------------------
+
+
+class ProjectionRunner:
+    """Keeps read models inline with a store's appends; the hook in ``append_hooks``."""
+
+    def __init__(self, store: EventStore, models: Sequence[ReadModel] | None = None) -> None:
+        self.store = store
+        self.models = list(models) if models is not None else registered()
+        self._plans: dict[tuple[str, ...], tuple[_Plan, str]] = {}
+
+    def __call__(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        """Apply freshly appended events to every fresh read model (inside the append)."""
+        if not events:
+            return
+        first, last = events[0].position, events[-1].position
+        state = read_state(conn)
+        fresh = []
+        for model in self.models:
+            found = state.get(model.name)
+            if found is None or found.version != model.version or found.checkpoint >= last:
+                continue  # stale or not built: left behind for rebuild
+            if found.checkpoint < first - 1:  # a writer without projections appended
+                _apply_range(self.store, conn, _Plan([model]), found.checkpoint, first - 1)
+            fresh.append(model)
+        if not fresh:
+            return
+        plan, move_checkpoints = self._plan(fresh)
+        plan.feed(events)
+        try:
+            plan.flush(conn)
+        except _FlushFailed as e:
+            kinds = ", ".join(sorted({rec.type for rec in events}))
+            where = f"position {first}" if first == last else f"positions {first}..{last}"
+            raise ProjectionError(f"projection failed at {where} ({kinds}): {e}") from e
+        conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
+
+    def _plan(self, models: list[ReadModel]) -> tuple[_Plan, str]:
+        key = tuple(model.name for model in models)
+        found = self._plans.get(key)
+        if found is None:
+            marks = ", ".join("?" * len(key))
+            sql = f"UPDATE projection_state SET checkpoint = ? WHERE name IN ({marks})"
+            found = self._plans[key] = (_Plan(models), sql)
+        return found
+
+    @property
+    def unknown_skipped(self) -> int:
+        """Events of unknown types the inline path skipped since this runner started."""
+        return sum(plan.unknown for plan, _ in self._plans.values())
+
+    def build_new(self, limit: int | None = None) -> list[str]:
+        """Build read models never built here, if the log holds at most ``limit`` events."""
+        limit = BUILD_ON_OPEN_LIMIT if limit is None else limit
+        state, head = store_state(self.store)
+        if all(model.name in state for model in self.models) or head > limit:
+            return []
+        with self.store.transaction() as conn:
+            conn.execute(_STATE_DDL)
+            state = read_state(conn)
+            missing = [model for model in self.models if model.name not in state]
+            head = self.store.head_position()
+            if not missing or head > limit:
+                return []
+            for model in missing:
+                for table in model.tables:
+                    conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+                for sql in model.ddl():
+                    conn.execute(sql)
+            _apply_range(self.store, conn, _Plan(missing), 0, head)
+            for model in missing:
+                conn.execute(_SET_STATE, (model.name, model.version, head, "", codec.now_ms()))
+        return [model.name for model in missing]
+
+    def stale(self, names: Iterable[str] | None = None) -> list[str]:
+        """Names of the (selected) read models that are not built at the code's version."""
+        state, _ = store_state(self.store)
+        return [m.name for m in self._select(names) if not _is_fresh(m, state)]
+
+    def check_fresh(self, names: Iterable[str] | None = None) -> None:
+        """Raise ``StaleProjectionError`` unless the named read models can be read; catch up."""
+        models = self._select(names)
+        state, head = store_state(self.store)
+        for model in models:
+            if not _is_fresh(model, state):
+                raise StaleProjectionError(stale_message(model, state.get(model.name)))
+        if any(state[model.name].checkpoint < head for model in models):
+            self.catch_up([model.name for model in models])
+
+    def catch_up(self, names: Iterable[str] | None = None) -> int:
+        """Apply events after each fresh model's checkpoint, under the write lock."""
+        applied = 0
+        with self.store.transaction() as conn:
+            state = read_state(conn)
+            head = self.store.head_position()
+            behind: dict[int, list[ReadModel]] = {}
+            for model in self._select(names):
+                found = state.get(model.name)
+                if found is not None and found.version == model.version and found.checkpoint < head:
+                    behind.setdefault(found.checkpoint, []).append(model)
+            for checkpoint, models in behind.items():
+                plan = _Plan(models)
+                _apply_range(self.store, conn, plan, checkpoint, head)
+                applied += plan.events
+                for model in models:
+                    conn.execute(_SET_STATE, (model.name, model.version, head,
+                                              state[model.name].table_suffix, codec.now_ms()))  # fmt: skip
+        return applied
+
+    def _select(self, names: Iterable[str] | None) -> list[ReadModel]:
+        return select(names, self.models)
+
+    def detach(self) -> None:
+        """Stop applying appends inline."""
+        if self in self.store.append_hooks:
+            self.store.append_hooks.remove(self)
+
+
+def attach(
+    store: EventStore, *, auto_rebuild: bool = False, models: Sequence[ReadModel] | None = None
+) -> ProjectionRunner:
+    """Keep the read models inline with ``store``: build new ones, install the hook."""
+    runner = ProjectionRunner(store, models)
+    runner.build_new()
+    if auto_rebuild and (stale := runner.stale()):
+        rebuild(store, stale, only_stale=True, models=runner.models)
+    store.append_hooks.append(runner)
+    return runner
+
+
+def open_store(
+    uri: str | os.PathLike[str] | None = None,
+    *,
+    auto_rebuild: bool = False,
+    durability: str = "normal",
+) -> ProjectionRunner:
+    """Open the log at ``uri`` with its read models kept inline; ``.store`` is the log."""
+    from evstore.stores import DEFAULT_URI, open_log
+
+    store = open_log(DEFAULT_URI if uri is None else uri, durability=durability)
+    try:
+        return attach(store, auto_rebuild=auto_rebuild)
+    except BaseException:
+        store.close()
+        raise
+
+
+def project(
+    conn: sqlite3.Connection, models: Sequence[ReadModel], events: Iterable[RecordedEvent]
+) -> int:
+    """Apply events to the models' live tables (no checkpoint); returns the last position."""
+    plan = _Plan(models)
+    last = plan.feed(events)
+    try:
+        plan.flush(conn)
+    except _FlushFailed as e:
+        raise ProjectionError(f"projection failed on events up to position {last}: {e}") from e
+    return last
+
+
+# --- catch-up ----------------------------------------------------------------------
+
+
+def subscribe(
+    store: EventStore,
+    after_position: int = 0,
+    *,
+    batch_size: int = 1000,
+    poll_interval: float = 0.2,
+    idle_timeout: float | None = 0.0,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[RecordedEvent]:
+    """Every event after ``after_position`` to the head, then new ones as they come.
+
+    Polls every ``poll_interval`` seconds once caught up; ends after ``idle_timeout``
+    seconds without a new event (0: at the head; None: never) or when ``stop()`` is true.
+    """
+    position = after_position
+    idle_since = time.monotonic()
+    while stop is None or not stop():
+        seen = False
+        for rec in store.read_all(position, batch_size):
+            seen = True
+            position = rec.position
+            yield rec
+        if seen:
+            idle_since = time.monotonic()
+        elif idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+            return
+        else:
+            time.sleep(poll_interval)
+
+
+# --- rebuild -----------------------------------------------------------------------
+
+
+class RebuildSummary(msgspec.Struct, frozen=True):
+    """What a rebuild did: which read models, events replayed and skipped, time."""
+
+    projections: list[str]
+    events: int
+    unknown_skipped: int
+    head_position: int
+    seconds: float
+
+
+def rebuild(
+    store: EventStore,
+    names: Iterable[str] | None = None,
+    *,
+    progress: Progress | None = None,
+    chunk: int = 5000,
+    near_head: int = 5000,
+    only_stale: bool = False,
+    models: Sequence[ReadModel] | None = None,
+) -> RebuildSummary:
+    """Rebuild read models blue/green; old tables serve until one swap transaction.
+
+    ``progress(done, total)`` is called with positions after every chunk.
+    """
+    started = time.perf_counter()
+    path = _sqlite_file(store)
+    everything = registered() if models is None else list(models)
+    chosen = select(names, everything)
+    with _exclusive(f"{path}.rebuild-lock"):
+        if only_stale:
+            state, _ = store_state(store)
+            chosen = [model for model in chosen if not _is_fresh(model, state)]
+        suffix = f"{_SHADOW_MARK}{os.urandom(3).hex()}"
+        shadow = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+        try:
+            shadow.execute("PRAGMA synchronous = NORMAL")
+            shadow.execute("PRAGMA cache_size = -65536")
+            indexes = _create_shadow(shadow, everything, chosen, suffix)
+            plan = _Plan(chosen, suffix)
+            target = store.head_position()
+
+            def report(done: int) -> None:
+                if progress is not None:
+                    progress(done, max(target, done))
+
+            # 1. replay the bulk of the log into the shadow tables, without the write lock
+            after = 0
+            while True:
+                after = _apply_range(
+                    store, shadow, plan, after, target, standalone=True, chunk=chunk, progress=report
+                )
+                target = store.head_position()
+                if target - after <= near_head:
+                    break
+            for sql in indexes:
+                shadow.execute(sql)
+            # 2-4. under the write lock: the tail, then the swap, in one transaction
+            with store.transaction() as conn:
+                head = store.head_position()
+                target = head
+                _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
+                _swap(conn, chosen, suffix, head)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                shadow.execute("PRAGMA busy_timeout = 2000")
+                _drop_shadows(shadow, chosen, suffix)
+            raise
+        finally:
+            shadow.close()
+    return RebuildSummary(
+        [model.name for model in chosen], plan.events, plan.unknown, head,
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _sqlite_file(store: EventStore) -> str:
+    path = getattr(store, "path", None)
+    if not isinstance(path, str):
+        raise StoreError(f"rebuild needs a SQLite store; {store.uri} is not one")
+    return path
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: str) -> Iterator[None]:
+    """One rebuild at a time per store; the OS releases the lock if the process dies."""
+    import fcntl
+
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _create_shadow(
+    conn: sqlite3.Connection, everything: list[ReadModel], chosen: list[ReadModel], suffix: str
+) -> list[str]:
+    """Drop leftover shadows of any model, create this build's; returns deferred indexes."""
+    deferred = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_STATE_DDL)
+        _drop_shadows(conn, everything, None)
+        for model in chosen:
+            for sql in model.ddl(suffix):
+                if sql.lstrip().upper().startswith("CREATE INDEX"):
+                    deferred.append(sql)  # built once at the end: faster than row by row
+                else:
+                    conn.execute(sql)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return deferred
+
+
+def _drop_shadows(conn: sqlite3.Connection, models: list[ReadModel], suffix: str | None) -> None:
+    """Drop shadow tables: this build's (``suffix``), or every leftover (None)."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for model in models:
+        for table in model.tables:
+            for name in tables:
+                ours = name == table + suffix if suffix else name.startswith(table + _SHADOW_MARK)
+                if ours:
+                    conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def _swap(conn: sqlite3.Connection, models: list[ReadModel], suffix: str, head: int) -> None:
+    """Replace the live tables by the shadow ones and record versions and checkpoints."""
+    for model in models:
+        for table in model.tables:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.execute(f'ALTER TABLE "{table}{suffix}" RENAME TO "{table}"')
+        conn.execute(_SET_STATE, (model.name, model.version, head, suffix, codec.now_ms()))
