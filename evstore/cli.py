@@ -87,8 +87,10 @@ def info(store: Store = DEFAULT_STORE, as_json: bool = typer.Option(False, "--js
         typer.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
-        if key != "events_by_type":
+        if key not in ("events_by_type", "tables"):
             typer.echo(f"{key:22} {value}")
+    for name, count in facts.get("tables", {}).items():
+        typer.echo(f"  table {name:15} {count} rows")
     if facts["unknown_events"]:
         typer.echo(f"note: {facts['unknown_events']} events were written by a newer evstore")
 

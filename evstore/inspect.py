@@ -31,8 +31,23 @@ def store_info(store: EventStore) -> dict[str, Any]:
         from evstore.stores.sqlite import FORMAT_VERSION
 
         facts["storage_format"] = f"{format_version()} (this evstore writes {FORMAT_VERSION})"
+    connection = getattr(store, "connection", None)
+    if connection is not None:
+        facts["tables"] = table_counts(connection)
     facts["events_by_type"] = {f"{t} v{v}": n for (t, v), n in sorted(counts.items())}
     return facts
+
+
+def table_counts(connection: Any) -> dict[str, int]:
+    """Row counts of the store's read-model tables (shadow tables of a rebuild excluded)."""
+    from sqlite_utils import Database
+
+    db = Database(connection)
+    return {
+        name: db[name].count
+        for name in db.table_names()
+        if name != "events" and "__" not in name and not name.startswith("sqlite_")
+    }
 
 
 def event_to_dict(recorded: RecordedEvent) -> dict[str, Any]:

@@ -48,7 +48,7 @@ _APPEND_STATE = (
 )
 
 
-def _format_1(db: Any) -> None:
+def _format_1(db: sqlite3.Connection) -> None:
     """The first layout: the events table, its indexes, append-only triggers, meta."""
     db.execute(
         """
@@ -130,25 +130,18 @@ class SQLiteEventStore(EventStore):
                 f"{self.path} has storage format {found}, written by a newer evstore;"
                 f" this evstore reads formats up to {FORMAT_VERSION}. Upgrade evstore."
             )
-        if found == 0 and self._has_foreign_tables():
-            raise StoreFormatError(f"{self.path} is a SQLite file but not an evstore store")
-        # sqlite-utils is imported only here: opening an up-to-date store stays cheap.
-        from sqlite_utils import Database
-        from sqlite_utils.migrations import Migrations
-
-        migrations = Migrations("evstore.format")
-        for number, step in enumerate(FORMAT_MIGRATIONS, start=1):
-
-            def apply(db: Any, step: Any = step, number: int = number) -> None:
-                step(db)
-                db.execute(f"PRAGMA user_version = {number}")
-
-            migrations(name=f"format_{number}")(apply)
-        # All pending steps commit together; a second process opening the same new
-        # file waits on the lock and then finds nothing pending.
+        # Every pending layout step commits together with the new format number. A second
+        # process opening the same new file waits on the lock, then finds nothing pending.
+        # (sqlite-utils' Migrations would do this too, but importing sqlite_utils costs
+        # 130-300 ms, as it loads pandas and numpy when installed, on every fresh store.)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            migrations.apply(Database(self._conn))
+            found = self.format_version()
+            if found == 0 and self._has_foreign_tables():
+                raise StoreFormatError(f"{self.path} is a SQLite file but not an evstore store")
+            for number in range(found + 1, FORMAT_VERSION + 1):
+                FORMAT_MIGRATIONS[number - 1](self._conn)
+                self._conn.execute(f"PRAGMA user_version = {number}")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
@@ -157,7 +150,6 @@ class SQLiteEventStore(EventStore):
     def _has_foreign_tables(self) -> bool:
         rows = self._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'"
-            " AND name NOT IN ('_sqlite_migrations')"
         ).fetchall()
         return bool(rows)
 
