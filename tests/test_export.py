@@ -1,0 +1,160 @@
+"""`evstore export runs|metrics OUT --format parquet|csv|arrow [--filter]`, read back with pyarrow."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evstore import Client, InvalidParameterValue, Metric, Param, RunTag
+from evstore import client as client_module
+from evstore.export import export
+
+LOSSES = {"adam": [1.0, math.nan, 0.25, math.inf], "sgd": [2.0, 1.5], "rmsprop": [3.0]}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A store with three runs (optimizers adam, sgd, rmsprop) and loss curves; their ids."""
+    client = Client(str(tmp_path / "evstore.db"))
+    experiment_id = client.create_experiment("sweep")
+    ids = {}
+    for index, (optimizer, losses) in enumerate(LOSSES.items()):
+        run_id = client.create_run(experiment_id, run_name=optimizer, start_time=1000 + index).info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric("loss", value, 100 + step, step) for step, value in enumerate(losses)],
+            params=[Param("optimizer", optimizer), Param("lr", str(0.1 / (index + 1)))],
+            tags=[RunTag("kind", "grid")],
+        )
+        client.set_terminated(run_id)
+        ids[optimizer] = run_id
+    yield tmp_path / "evstore.db", ids
+    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
+        runner = client_module._stores.pop(path)
+        runner.detach()
+        runner.store.close()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``evstore ARGS`` as its own process."""
+    env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "evstore"), *args],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def read_back(path: Path, fmt: str) -> Any:
+    """The exported file as a pyarrow Table."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    if fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        return pcsv.read_csv(path)
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "arrow"])
+def test_export_runs(store: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str) -> None:
+    db, ids = store
+    out = tmp_path / f"runs.{fmt}"
+    done = run_cli("export", "runs", str(out), "--format", fmt, "--store", str(db))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"wrote 3 rows to {out}"
+    table = read_back(out, fmt)
+    assert table.num_rows == 3
+    columns = set(table.column_names)
+    assert {"run_id", "experiment_id", "run_name", "status", "start_time", "lifecycle_stage"} <= columns
+    assert {"params.optimizer", "params.lr", "metrics.loss", "tags.kind"} <= columns
+    rows = {row["run_id"]: row for row in table.to_pylist()}
+    assert set(rows) == set(ids.values())
+    adam, sgd, rmsprop = rows[ids["adam"]], rows[ids["sgd"]], rows[ids["rmsprop"]]
+    assert (adam["params.optimizer"], adam["status"], adam["tags.kind"]) == ("adam", "FINISHED", "grid")
+    assert adam["metrics.loss"] == math.inf  # the latest point: step 3
+    assert sgd["metrics.loss"] == 1.5 and rmsprop["metrics.loss"] == 3.0
+    assert sgd["start_time"] == 1001
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "arrow"])
+def test_export_metrics_with_a_filter(store: tuple[Path, dict[str, str]], tmp_path: Path, fmt: str) -> None:
+    db, ids = store
+    out = tmp_path / f"metrics.{fmt}"
+    done = run_cli(
+        "export", "metrics", str(out), "--format", fmt, "--store", str(db),
+        "--filter", "params.optimizer != 'rmsprop'",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = read_back(out, fmt)
+    assert table.column_names == ["run_id", "key", "value", "step", "timestamp"]
+    assert table.num_rows == len(LOSSES["adam"]) + len(LOSSES["sgd"])
+    rows = table.to_pylist()
+    assert {row["run_id"] for row in rows} == {ids["adam"], ids["sgd"]}
+    adam = [row for row in rows if row["run_id"] == ids["adam"]]
+    assert [(r["key"], r["step"], r["timestamp"]) for r in adam] == [
+        ("loss", step, 100 + step) for step in range(4)
+    ]
+    values = [r["value"] for r in adam]
+    assert values[0] == 1.0 and values[2] == 0.25 and values[3] == math.inf
+    if fmt == "csv":
+        assert values[1] is None or math.isnan(values[1])  # CSV readers take "nan" as null
+    else:
+        assert values[1] is not None and math.isnan(values[1])  # NaN stays NaN, not null
+
+
+def test_export_parquet_keeps_nan_distinct_from_null(store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    db, _ids = store
+    out = tmp_path / "m.parquet"
+    assert export(Client(str(db)), "metrics", str(out), "parquet") == 7
+    values = pq.read_table(out).column("value")
+    assert values.null_count == 0
+    assert pc.sum(pc.is_nan(values)).as_py() == 1
+
+
+def test_large_metric_export_streams_in_batches(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    client = Client(str(tmp_path / "big.db"))
+    try:
+        run_id = client.create_run("0").info.run_id
+        for start in range(0, 5000, 1000):
+            client.log_batch(run_id, metrics=[Metric("x", float(i), i, i) for i in range(start, start + 1000)])
+        out = tmp_path / "big.parquet"
+        assert export(client, "metrics", str(out), "parquet", batch_size=1000) == 5000
+        parquet = pq.ParquetFile(out)
+        assert parquet.metadata.num_row_groups == 5  # written batch by batch
+        assert parquet.read().column("step").to_pylist() == list(range(5000))
+    finally:
+        runner = client_module._stores.pop(os.path.abspath(tmp_path / "big.db"))
+        runner.detach()
+        runner.store.close()
+
+
+def test_export_errors(store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    db, _ids = store
+    client = Client(str(db))
+    with pytest.raises(InvalidParameterValue, match="runs or metrics"):
+        export(client, "params", str(tmp_path / "x.parquet"), "parquet")
+    with pytest.raises(InvalidParameterValue, match="xlsx"):
+        export(client, "runs", str(tmp_path / "x.xlsx"), "xlsx")
+    with pytest.raises(InvalidParameterValue, match="no such directory"):
+        export(client, "runs", str(tmp_path / "missing" / "x.parquet"), "parquet")
+    done = run_cli("export", "runs", str(tmp_path / "x.parquet"), "--store", str(db),
+                   "--filter", "params.optimizer = ")  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: ") and "^" in done.stderr
