@@ -18,7 +18,8 @@ Semantics, following MLflow's SQL store unless said otherwise:
 
 * A clause on a param, tag or metric the run lacks is false (``!=`` too); ``IS NULL`` is
   true exactly when the run lacks the key. A NaN metric (stored as NULL) satisfies only
-  ``!=``. Clauses are always true or false, never NULL, so OR and AND need no care.
+  ``!=``. A NULL comparison (``end_time`` of a running run) counts as false; with AND
+  and OR but no NOT, SQL's three-valued logic then selects exactly the same runs.
 * ``LIKE`` is case-sensitive and compiles to ``GLOB`` with the pattern translated, so it
   needs no connection state (``PRAGMA case_sensitive_like`` is per connection).
   ``ILIKE`` folds case per character over all of Unicode (SQLite's ``lower()`` and
@@ -472,8 +473,9 @@ def like_to_glob(pattern: str) -> str:
 def like_matcher(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
     """A matcher for a LIKE pattern; ILIKE folds case per character over all of Unicode.
 
-    Linear-time: the pattern splits at each ``%`` into fixed-length chunks, the first
-    anchored at the start, the last at the end, the rest found leftmost in between.
+    No backtracking across ``%`` (a regex's ``.*`` can blow up): the pattern splits at
+    each ``%`` into fixed-length chunks, the first anchored at the start, the last at
+    the end, the rest found leftmost in between; at worst len(value) * len(pattern).
     """
     flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
     chunks: list[list[object]] = [[]]
