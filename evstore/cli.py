@@ -161,6 +161,39 @@ def schema(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     )
 
 
+@app.command()
+def rebuild(
+    store: Store = DEFAULT_STORE,
+    projection: Annotated[
+        list[str] | None, typer.Option("--projection", help="Only this read model (repeatable).")
+    ] = None,
+) -> None:
+    """Rebuild read models from the log, blue/green: the old tables serve until the swap.
+
+    Example: evstore rebuild --projection runs --store runs.db
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from evstore.projection import rebuild as rebuild_read_models
+
+    columns = (TextColumn("rebuild"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("rebuild", total=None, rate=0.0)
+
+        def progress(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0.0
+            bar.update(task, completed=done, total=total, rate=done / elapsed if elapsed else 0.0)
+
+        summary = rebuild_read_models(_open_log(store), projection, progress=progress)
+    typer.echo(
+        f"rebuilt {', '.join(summary.projections)}: {summary.events:,} events replayed,"
+        f" {summary.unknown_skipped:,} unknown skipped, head {summary.head_position:,},"
+        f" {summary.seconds:.1f} s ({summary.events / max(summary.seconds, 1e-9):,.0f} events/s)"
+    )
+
+
 def _client(store: str) -> Any:
     from evstore.client import Client
 
@@ -284,8 +317,8 @@ def history(run_id: str, store: Store = DEFAULT_STORE) -> None:
 
     rows = run_history(_client(store).store, run_id)
     _table(
-        ["position", "recorded", "type", "user", "change"],
-        [[r["position"], _timestamp(r["recorded_at"]), r["type"], r["user"], r["change"]] for r in rows],
+        ["position", "time", "type", "user", "change"],
+        [[r["position"], _timestamp(r["occurred_at"]), r["type"], r["user"], r["change"]] for r in rows],
     )
 
 
@@ -323,6 +356,72 @@ def demo(store: Store = DEFAULT_STORE) -> None:
     history(seed_run_id, store=store)
     typer.echo("\n== evstore verify ==")
     verify(store=store)
+
+
+import_app = typer.Typer(help="Bring history over from another tracking store.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("mlflow")
+def import_mlflow(
+    source: Annotated[str, typer.Argument(help="An mlruns/ directory, file: URI or sqlite:///mlflow.db.")],
+    store: Store = DEFAULT_STORE,
+    artifacts_root: Annotated[
+        str | None, typer.Option(help="Where the artifacts live now, if not where MLflow recorded.")
+    ] = None,
+) -> None:
+    """Import an MLflow store losslessly; re-running it adds nothing.
+
+    Example: evstore import mlflow sqlite:///mlflow.db --artifacts-root ./mlartifacts
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from evstore.importers.mlflow_import import import_mlflow as run_import
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task("importing", total=None)
+        counts = {"runs": 0, "metric_points": 0}
+
+        def advance(what: str, n: int) -> None:
+            counts[what] += n
+            progress.update(task, description=(
+                f"importing: {counts['runs']} runs, {counts['metric_points']:,} metric points"))  # fmt: skip
+
+        summary = run_import(store, source, artifacts_root=artifacts_root, progress=advance)
+    typer.echo(
+        f"imported from {summary.source} (schema {summary.schema_revision}): "
+        f"{summary.experiments} experiments, {summary.runs} runs, {summary.metric_points} metric"
+        f" points, {summary.params} params, {summary.tags} tags, {summary.artifacts} artifacts;"
+        f" {summary.events_appended} new events"
+    )
+    for what, reason in summary.skipped:
+        typer.echo(f"skipped {what}: {reason}")
+
+
+@app.command()
+def server(
+    store: Store = DEFAULT_STORE,
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    artifacts_root: Annotated[str | None, typer.Option(help="Where artifact bytes are kept.")] = None,
+    auth_token: Annotated[
+        str | None, typer.Option(envvar="EVSTORE_SERVER_TOKEN", help="Require this bearer token.")
+    ] = None,
+    max_json_mb: Annotated[int, typer.Option(help="Largest JSON request body, MiB.")] = 16,
+    max_artifact_mb: Annotated[int, typer.Option(help="Largest artifact upload, MiB.")] = 5120,
+) -> None:
+    """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
+
+    Example: evstore server --store runs.db --port 5000   (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
+    """
+    from evstore.server import ServerSettings, serve
+
+    settings = ServerSettings(
+        store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20
+    )
+    typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
+    serve(settings, host=host, port=port)
 
 
 if __name__ == "__main__":  # pragma: no cover

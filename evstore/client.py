@@ -95,6 +95,13 @@ def open_tracking_store(uri: str) -> Any:
     return runner
 
 
+def artifact_root_for(uri: str) -> str:
+    """Where a store's artifact files live: $EVSTORE_ARTIFACT_ROOT, else beside the file."""
+    return os.environ.get("EVSTORE_ARTIFACT_ROOT") or os.path.join(
+        os.path.dirname(os.path.abspath(sqlite_path(uri))), "evstore-artifacts"
+    )
+
+
 def _event_ids(key: str | None, count: int) -> list[str] | None:
     """Ids derived from a caller's idempotency key, so a retried write is stored once."""
     if key is None:
@@ -111,10 +118,7 @@ class Client:
         self.tracking_uri = tracking_uri or fluent.get_tracking_uri()
         self._runner = open_tracking_store(self.tracking_uri)
         self._store = self._runner.store
-        path = sqlite_path(self.tracking_uri)
-        self.artifact_root = os.environ.get("EVSTORE_ARTIFACT_ROOT") or os.path.join(
-            os.path.dirname(os.path.abspath(path)), "evstore-artifacts"
-        )
+        self.artifact_root = artifact_root_for(self.tracking_uri)
         self._artifacts = ArtifactRepository(self.artifact_root)
         self._ensure_default_experiment()
 

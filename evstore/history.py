@@ -135,6 +135,8 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
             {
                 "position": recorded.position,
                 "recorded_at": recorded.recorded_at,
+                # When it happened: for imported events, MLflow's own time.
+                "occurred_at": meta.get("occurred_at", recorded.recorded_at),
                 "type": type(recorded.event).__name__,
                 "user": meta.get("user"),
                 "source": meta.get("source_uri"),
