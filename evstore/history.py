@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
-from evstore.entities import Run, RunData, RunInfo
+from evstore.entities import Run
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.events import (
     ArtifactRecorded,
     MetricsLogged,
     ParamsLogged,
-    RunDeleted,
     RunRenamed,
-    RunRestored,
     RunStarted,
     RunStatusChanged,
     TagDeleted,
     TagSet,
     UnknownEvent,
 )
-from evstore.stores.base import EventStore, RecordedEvent
+from evstore.stores.base import EventStore
 
 
 def _cutoff(as_of: int | datetime) -> tuple[str, int]:
@@ -33,7 +30,16 @@ def _cutoff(as_of: int | datetime) -> tuple[str, int]:
 
 
 def run_as_of(store: EventStore, run_id: str, as_of: int | datetime) -> Run:
-    """The run rebuilt from its own stream, up to a position or a point in time."""
+    """The run rebuilt from its own stream, up to a position or a point in time.
+
+    The events are replayed through the same read models the store keeps, into an
+    in-memory database, so an earlier state follows exactly the rules of the live one.
+    """
+    import sqlite3
+
+    from evstore import reads
+    from evstore.projection import project, registered
+
     kind, limit = _cutoff(as_of)
     events = [
         e for e in store.read_stream(run_id)
@@ -41,61 +47,17 @@ def run_as_of(store: EventStore, run_id: str, as_of: int | datetime) -> Run:
     ]  # fmt: skip
     if not events:
         raise ResourceDoesNotExist(f"Run with id={run_id} did not exist as of {as_of}")
-    return fold_run(run_id, events)
-
-
-def fold_run(run_id: str, events: list[RecordedEvent]) -> Run:
-    """Apply a run's events in order to get its state, as the projections would."""
-    info: dict[str, Any] = {}
-    params: dict[str, str] = {}
-    tags: dict[str, str] = {}
-    latest: dict[str, tuple[int, int, float]] = {}
-    for recorded in events:
-        event = recorded.event
-        if isinstance(event, RunStarted):
-            info = {
-                "run_id": run_id, "experiment_id": event.experiment_id,
-                "run_name": event.run_name, "user_id": event.user_id, "status": event.status,
-                "start_time": event.start_time, "end_time": None, "lifecycle_stage": "active",
-                "artifact_uri": event.artifact_uri,
-            }  # fmt: skip
-        elif isinstance(event, ParamsLogged):
-            params.update(event.params)
-        elif isinstance(event, MetricsLogged):
-            for p in event.points:
-                candidate = (p.step, p.timestamp, p.value)
-                if p.key not in latest or _newer(candidate, latest[p.key]):
-                    latest[p.key] = candidate
-        elif isinstance(event, TagSet):
-            tags[event.key] = event.value
-            if event.key == "mlflow.runName":
-                info["run_name"] = event.value
-        elif isinstance(event, TagDeleted):
-            tags.pop(event.key, None)
-        elif isinstance(event, RunStatusChanged):
-            info["status"] = event.status
-            if event.end_time is not None:
-                info["end_time"] = event.end_time
-        elif isinstance(event, RunRenamed):
-            info["run_name"] = event.run_name
-            tags["mlflow.runName"] = event.run_name
-        elif isinstance(event, RunDeleted):
-            info["lifecycle_stage"] = "deleted"
-        elif isinstance(event, RunRestored):
-            info["lifecycle_stage"] = "active"
-    if not info:
+    models = registered()
+    with sqlite3.connect(":memory:") as conn:
+        for model in models:
+            for ddl in model.ddl():
+                conn.execute(ddl)
+        project(conn, models, events)
+        found = reads.load_runs(conn, [run_id])
+    conn.close()
+    if not found:
         raise ResourceDoesNotExist(f"Run with id={run_id} has no RunStarted event")
-    metrics = {key: value for key, (_s, _t, value) in latest.items()}
-    return Run(RunInfo(**info), RunData(params, metrics, tags))
-
-
-def _newer(a: tuple[int, int, float], b: tuple[int, int, float]) -> bool:
-    """MLflow's latest-metric rule: greater (step, timestamp, value), NaN compared as 0 (as
-    MLflow stores it and the latest_metrics read model compares it); the first of equals stays."""
-    def key(t: tuple[int, int, float]) -> tuple[int, int, float]:
-        return (t[0], t[1], 0.0 if math.isnan(t[2]) else t[2])
-
-    return key(a) > key(b)
+    return found[0]
 
 
 def describe(event: Any) -> str:
