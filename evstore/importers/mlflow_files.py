@@ -1,0 +1,265 @@
+"""MLflow's file store (an ``mlruns/`` directory), read with the standard library.
+
+The layout, as MLflow's ``FileStore`` writes it::
+
+    mlruns/<experiment_id>/meta.yaml              experiment info (flat YAML)
+    mlruns/<experiment_id>/tags/<key>             one file per experiment tag
+    mlruns/<experiment_id>/<run_id>/meta.yaml     run info; status as an int enum
+    mlruns/<experiment_id>/<run_id>/params/<key>  the value, the whole file
+    mlruns/<experiment_id>/<run_id>/tags/<key>    the value, the whole file
+    mlruns/<experiment_id>/<run_id>/metrics/<key> lines "timestamp value step
+                                                  [dataset_name dataset_digest]"
+    mlruns/<experiment_id>/<run_id>/artifacts/    the run's artifacts (default location)
+    mlruns/.trash/<experiment_id>/...             deleted experiments, moved whole
+
+A key with ``/`` is a nested path. Metric values are Python float reprs (``nan``,
+``inf``, ``-inf`` included), so they read back exactly. A deleted run stays in place with
+``lifecycle_stage: deleted`` and ``deleted_time`` in its ``meta.yaml``. Run directories
+MLflow itself would ignore (no ``meta.yaml``, or ids that do not match) are skipped and
+listed in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from evstore.errors import StoreFormatError
+from evstore.events import MetricPoint
+from evstore.importers.mlflow_source import FILE_STORE_REVISION, Experiment, MlflowSource, Run
+from evstore.importers.mlflow_yaml import parse_flat_yaml
+
+TRASH_FOLDER = ".trash"
+META_FILE = "meta.yaml"
+#: Folders of the store root that are not experiments (the model registry's).
+ROOT_RESERVED = {TRASH_FOLDER, "models"}
+#: Folders of an experiment that are not runs.
+EXPERIMENT_RESERVED = {"tags", "datasets", "traces", "models"}
+#: MLflow's RunStatus enum, as the file store writes it.
+RUN_STATUSES = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
+
+
+class FileStoreSource(MlflowSource):
+    """An MLflow file store: an ``mlruns/`` directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.uri = self.root.as_uri()
+        self.schema_revision = FILE_STORE_REVISION
+        if not any(self._experiment_dirs()):
+            hint = ""
+            if (self.root / "mlruns").is_dir():
+                hint = f"; did you mean {self.root / 'mlruns'}?"
+            raise StoreFormatError(
+                f"{self.root} is not an MLflow file store (no <experiment>/{META_FILE}){hint}"
+            )
+
+    # --- experiments ----------------------------------------------------------------
+
+    def _experiment_dirs(self) -> Iterator[Path]:
+        for parent, reserved in ((self.root, ROOT_RESERVED), (self.root / TRASH_FOLDER, set())):
+            for entry in _subdirs(parent):
+                if entry.name not in reserved and (entry / META_FILE).is_file():
+                    yield entry
+
+    def experiments(self) -> Iterator[Experiment]:
+        """Every experiment, active and in ``.trash``, by id (numerically)."""
+        found: dict[str, Path] = {}
+        for directory in self._experiment_dirs():
+            if directory.name in found:
+                self.skipped.append((str(directory), f"a second experiment {directory.name}"))
+            else:
+                found[directory.name] = directory
+        for experiment_id in sorted(found, key=_id_order):
+            experiment = self._read_experiment(found[experiment_id])
+            if experiment is not None:
+                yield experiment
+
+    def _read_experiment(self, directory: Path) -> Experiment | None:
+        meta = _read_meta(directory / META_FILE)
+        experiment_id = str(meta.get("experiment_id"))
+        if experiment_id != directory.name:
+            self.skipped.append((str(directory), f"its meta.yaml names experiment {experiment_id}"))
+            return None
+        return Experiment(
+            experiment_id=experiment_id,
+            name=_text(meta.get("name")),
+            artifact_location=_text(meta.get("artifact_location")),
+            lifecycle_stage=_text(meta.get("lifecycle_stage")) or "active",
+            creation_time=_time(meta.get("creation_time")),
+            last_update_time=_time(meta.get("last_update_time")),
+            tags=_read_values(directory / "tags"),
+            workspace=None,
+        )
+
+    def _experiment_dir(self, experiment_id: str) -> Path | None:
+        for parent in (self.root, self.root / TRASH_FOLDER):
+            if (parent / experiment_id / META_FILE).is_file():
+                return parent / experiment_id
+        return None
+
+    # --- runs -----------------------------------------------------------------------
+
+    def runs(self, experiment: Experiment) -> Iterator[Run]:
+        """The experiment's runs by (start_time, run_id), with their tags and params."""
+        directory = self._experiment_dir(experiment.experiment_id)
+        if directory is None:
+            return
+        # First only the sort keys, so memory holds one run's params and tags at a time.
+        order = []
+        for entry in _subdirs(directory):
+            if entry.name in EXPERIMENT_RESERVED:
+                continue
+            if not (entry / META_FILE).is_file():
+                self.skipped.append((str(entry), f"no {META_FILE}: not a run MLflow can read"))
+                continue
+            start_time = _time(_read_meta(entry / META_FILE).get("start_time"))
+            order.append((start_time is not None, start_time or 0, entry.name))
+        for _, _, name in sorted(order):
+            run = self._read_run(directory / name, experiment.experiment_id)
+            if run is not None:
+                yield run
+
+    def _read_run(self, directory: Path, experiment_id: str) -> Run | None:
+        meta = _read_meta(directory / META_FILE)
+        run_id = _text(meta.get("run_id") or meta.get("run_uuid"))
+        recorded_experiment = str(meta.get("experiment_id"))
+        if run_id != directory.name or recorded_experiment != experiment_id:
+            self.skipped.append(
+                (
+                    str(directory),
+                    f"its meta.yaml names run {run_id} of experiment {recorded_experiment}",
+                )  # fmt: skip
+            )
+            return None
+        tags = _read_values(directory / "tags")
+        return Run(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            run_name=_text(meta.get("run_name")) or tags.get("mlflow.runName", ""),
+            user_id=_text(meta.get("user_id")),
+            status=_status(meta.get("status"), directory),
+            start_time=_time(meta.get("start_time")),
+            end_time=_time(meta.get("end_time")),
+            lifecycle_stage=_text(meta.get("lifecycle_stage")) or "active",
+            artifact_uri=_text(meta.get("artifact_uri")),
+            deleted_time=_time(meta.get("deleted_time")),
+            tags=tags,
+            params=_read_values(directory / "params"),
+        )
+
+    def _run_dir(self, run: Run) -> Path:
+        directory = self._experiment_dir(run.experiment_id)
+        if directory is None or not (directory / run.run_id / META_FILE).is_file():
+            raise StoreFormatError(f"run {run.run_id} is not in {self.root} any more")
+        return directory / run.run_id
+
+    # --- metrics --------------------------------------------------------------------
+
+    def metric_points(self, run: Run) -> Iterator[MetricPoint]:
+        """The run's metric history: key by key (sorted), each in file (logging) order."""
+        metrics_dir = self._run_dir(run) / "metrics"
+        for key, path in _value_files(metrics_dir):
+            with open(path, encoding="utf-8") as lines:
+                for number, line in enumerate(lines, 1):
+                    if line.strip():
+                        yield _metric_point(key, line, path, number)
+
+    # --- artifacts ------------------------------------------------------------------
+
+    def _local_artifact_dirs(self, run: Run) -> Iterable[str]:
+        # A deleted experiment's runs move to .trash with their artifacts, while the
+        # recorded location still names mlruns/<experiment>/<run>/artifacts.
+        if _default_layout(run):
+            directory = self._experiment_dir(run.experiment_id)
+            if directory is not None:
+                yield str(directory / run.run_id / "artifacts")
+
+    def _local_experiment_dirs(self, run: Run) -> Iterable[str]:
+        if _default_layout(run):
+            directory = self._experiment_dir(run.experiment_id)
+            if directory is not None:
+                yield str(directory)
+
+    def _relative_base(self) -> str:
+        return str(self.root.parent)
+
+
+def _default_layout(run: Run) -> bool:
+    """Whether the run's artifacts were recorded inside the store's own run directory."""
+    tail = run.artifact_uri.replace("\\", "/").rstrip("/").split("/")[-3:]
+    return tail == [run.experiment_id, run.run_id, "artifacts"]
+
+
+def _metric_point(key: str, line: str, path: str, number: int) -> MetricPoint:
+    fields = line.strip().split(" ")
+    try:
+        if len(fields) not in (2, 3, 5):
+            raise ValueError(f"{len(fields)} fields, expected 2, 3 or 5")
+        step = int(fields[2]) if len(fields) >= 3 else 0
+        dataset_name, dataset_digest = (fields[3], fields[4]) if len(fields) == 5 else (None, None)
+        return MetricPoint(
+            key, float(fields[1]), step, int(fields[0]), None, dataset_name, dataset_digest
+        )
+    except ValueError as e:
+        raise StoreFormatError(f"{path}:{number}: malformed metric line {line!r}: {e}") from e
+
+
+def _subdirs(parent: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(parent), key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [Path(entry.path) for entry in entries if entry.is_dir()]
+
+
+def _value_files(directory: Path) -> Iterator[tuple[str, str]]:
+    """(key, path) of every file under ``directory``, by key; a key may contain ``/``."""
+    found = []
+    for parent, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(parent, name)
+            found.append((Path(os.path.relpath(path, directory)).as_posix(), path))
+    yield from sorted(found)
+
+
+def _read_values(directory: Path) -> dict[str, str]:
+    """Params or tags: each file's whole content is the value, exactly as written."""
+    values = {}
+    for key, path in _value_files(directory):
+        with open(path, encoding="utf-8", newline="") as f:
+            values[key] = f.read()
+    return values
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return parse_flat_yaml(f.read())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StoreFormatError(f"cannot read {path}: {e}") from e
+
+
+def _id_order(experiment_id: str) -> tuple[int, int, str]:
+    return (0, int(experiment_id), "") if experiment_id.isdigit() else (1, 0, experiment_id)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _time(value: Any) -> int | None:
+    return None if value is None or isinstance(value, bool) else int(value)
+
+
+def _status(value: Any, directory: Path) -> str:
+    if value is None:
+        return "RUNNING"  # MLflow's reading when meta.yaml has no status
+    if isinstance(value, str) and value in RUN_STATUSES.values():
+        return value
+    if isinstance(value, int) and value in RUN_STATUSES:
+        return RUN_STATUSES[value]
+    raise StoreFormatError(f"{directory / META_FILE}: unknown run status {value!r}")

@@ -1,0 +1,273 @@
+"""MLflow's SQL store (SQLAlchemy schema, versioned by alembic), read with DB-API only.
+
+SQLite is opened read-only with the standard library. The SQL is written once, with
+``?`` placeholders and a ``{key}`` slot for the reserved column name ``key``; a
+``SqlDialect`` adapts both, so PostgreSQL (``%s``, ``"key"``) and MySQL (``%s``,
+```key```) need only a connection and a dialect.
+
+What the schema says about values (MLflow's ``SqlAlchemyStore``):
+- NaN is stored as ``value = 0`` with ``is_nan = 1``; read back as NaN.
+- +-inf cannot be stored: MLflow writes +-1.7976931348623157e308 (the largest double)
+  instead, and its own client returns those. They are read as stored; the infinity
+  itself was lost when MLflow wrote the row.
+- A deleted run has ``lifecycle_stage = 'deleted'`` and ``deleted_time``; deleting an
+  experiment sets its ``lifecycle_stage`` and ``last_update_time`` and deletes its runs.
+- MLflow 3 records a metric's model and dataset context only in
+  ``logged_model_metrics``; it is joined back onto the run's points here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import msgspec
+
+from evstore.errors import InvalidParameterValue, StoreFormatError
+from evstore.events import MetricPoint
+from evstore.importers.mlflow_source import (
+    Experiment,
+    MlflowSource,
+    Run,
+    _sqlite_error,
+)
+
+
+class SchemaRevision(NamedTuple):
+    """What the importer knows about one alembic head of MLflow's schema."""
+
+    mlflow_version: str
+    has_workspaces: bool
+    has_logged_model_metrics: bool
+
+
+#: The alembic heads this reader was checked against, with the MLflow release that made them.
+KNOWN_REVISIONS: dict[str, SchemaRevision] = {
+    "0584bdc529eb": SchemaRevision("2.22", has_workspaces=False, has_logged_model_metrics=False),
+    "dc11669786a5": SchemaRevision("3.17", has_workspaces=True, has_logged_model_metrics=True),
+}
+
+
+class SqlDialect(NamedTuple):
+    """How one database spells placeholders and the reserved column name ``key``."""
+
+    placeholder: str
+    key_column: str
+
+
+SQLITE = SqlDialect(placeholder="?", key_column='"key"')
+
+SELECT_REVISIONS = "SELECT version_num FROM alembic_version"
+SELECT_EXPERIMENTS = (
+    "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
+    "last_update_time, {workspace} FROM experiments ORDER BY experiment_id"
+)
+SELECT_EXPERIMENT_TAGS = (
+    "SELECT {key}, value FROM experiment_tags WHERE experiment_id = ? ORDER BY {key}"
+)
+SELECT_RUNS = (
+    "SELECT run_uuid, experiment_id, name, user_id, status, start_time, end_time, "
+    "lifecycle_stage, artifact_uri, deleted_time FROM runs WHERE experiment_id = ? "
+    "ORDER BY CASE WHEN start_time IS NULL THEN 0 ELSE 1 END, start_time, run_uuid"
+)
+SELECT_RUN_TAGS = "SELECT {key}, value FROM tags WHERE run_uuid = ? ORDER BY {key}"
+SELECT_RUN_PARAMS = "SELECT {key}, value FROM params WHERE run_uuid = ? ORDER BY {key}"
+# MLflow's get_metric_history orders by (timestamp, step, value); key and is_nan only
+# break its ties, so each key's points come in MLflow's own order. NaN comes out as
+# NULL, so a row maps straight onto a MetricPoint (key, value, step, timestamp).
+SELECT_METRICS = (
+    "SELECT {key}, CASE WHEN is_nan THEN NULL ELSE value END, step, timestamp "
+    "FROM metrics WHERE run_uuid = ? ORDER BY timestamp, step, {key}, value, is_nan"
+)
+SELECT_RUNS_WITH_MODEL_METRICS = "SELECT DISTINCT run_id FROM logged_model_metrics"
+SELECT_MODEL_METRIC_CONTEXT = (
+    "SELECT metric_name, metric_timestamp_ms, metric_step, metric_value, model_id, "
+    "dataset_name, dataset_digest FROM logged_model_metrics WHERE run_id = ? "
+    "ORDER BY model_id DESC"
+)
+
+_NAN = float("nan")
+_FETCH_SIZE = 10_000
+_POINTS = list[MetricPoint]
+_Context = dict[tuple[str, int, int, float], tuple[str, str | None, str | None]]
+
+
+class SqlSource(MlflowSource):
+    """An MLflow SQL store read through a DB-API connection, at a known schema revision."""
+
+    def __init__(
+        self,
+        connection: Any,
+        uri: str,
+        dialect: SqlDialect = SQLITE,
+        relative_base: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.uri = uri
+        self._connection = connection
+        self._dialect = dialect
+        self._base = relative_base or os.getcwd()
+        self.schema_revision = self._check_revision()
+        self.schema = KNOWN_REVISIONS[self.schema_revision]
+        self._model_metric_runs: set[str] | None = None
+
+    @classmethod
+    def from_sqlite(cls, path: str | os.PathLike[str]) -> SqlSource:
+        """Open an MLflow SQLite file read-only; refuse an unknown schema revision."""
+        absolute = os.path.abspath(os.fspath(path))
+        try:
+            connection = sqlite3.connect(f"{_file_uri(absolute)}?mode=ro", uri=True)
+        except sqlite3.Error as e:
+            raise _sqlite_error(absolute, e) from e
+        try:
+            return cls(connection, f"sqlite:///{absolute}", relative_base=os.path.dirname(absolute))
+        except BaseException:
+            connection.close()
+            raise
+
+    def _check_revision(self) -> str:
+        try:
+            rows = self._query(self._sql(SELECT_REVISIONS), ())
+            revisions = sorted(str(row[0]) for row in rows)
+        except Exception as e:  # the driver's error type varies by database
+            raise StoreFormatError(
+                f"{self.uri} is not an MLflow tracking database (no alembic_version: {e})"
+            ) from e
+        if len(revisions) != 1:
+            raise StoreFormatError(
+                f"{self.uri} has {len(revisions)} alembic revisions {revisions}: expected one"
+            )
+        revision = revisions[0]
+        if revision not in KNOWN_REVISIONS:
+            known = ", ".join(
+                f"{r} (MLflow {s.mlflow_version})" for r, s in KNOWN_REVISIONS.items()
+            )
+            raise StoreFormatError(
+                f"{self.uri} is at MLflow schema revision {revision!r}, which this importer "
+                f"does not know (known: {known}); nothing was read"
+            )
+        return revision
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._connection.close()
+
+    def _relative_base(self) -> str:
+        return self._base
+
+    def _sql(self, text: str, **slots: str) -> str:
+        """A statement in this database's spelling."""
+        sql = text.format(key=self._dialect.key_column, **slots)
+        return sql.replace("?", self._dialect.placeholder)
+
+    def _chunks(
+        self, sql: str, params: tuple[Any, ...], size: int = _FETCH_SIZE
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Rows of a statement (already spelled), in lists; the cursor closes when done."""
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        """Rows of a statement (already spelled), one by one."""
+        for rows in self._chunks(sql, params):
+            yield from rows
+
+    def _pairs(self, sql: str, owner: Any) -> dict[str, str]:
+        rows = self._query(self._sql(sql), (owner,))
+        return {key: "" if value is None else value for key, value in rows}
+
+    def experiments(self) -> Iterator[Experiment]:
+        """Every experiment, active and deleted, by numeric id."""
+        workspace = "workspace" if self.schema.has_workspaces else "NULL"
+        for row in self._query(self._sql(SELECT_EXPERIMENTS, workspace=workspace), ()):
+            experiment_id, name, location, stage, created, updated, workspace = row
+            yield Experiment(
+                experiment_id=str(experiment_id),
+                name=name,
+                artifact_location=location or "",
+                lifecycle_stage=stage or "active",
+                creation_time=created,
+                last_update_time=updated,
+                tags=self._pairs(SELECT_EXPERIMENT_TAGS, experiment_id),
+                workspace=workspace,
+            )
+
+    def runs(self, experiment: Experiment) -> Iterator[Run]:
+        """The experiment's runs by (start_time, run_id), with their tags and params."""
+        experiment_key = int(experiment.experiment_id)
+        for row in self._query(self._sql(SELECT_RUNS), (experiment_key,)):
+            run_id, experiment_id, name, user, status, start, end, stage, uri, deleted = row
+            tags = self._pairs(SELECT_RUN_TAGS, run_id)
+            yield Run(
+                run_id=run_id,
+                experiment_id=str(experiment_id),
+                run_name=name or tags.get("mlflow.runName", ""),
+                user_id=user or "",
+                status=status or "RUNNING",
+                start_time=start,
+                end_time=end,
+                lifecycle_stage=stage or "active",
+                artifact_uri=uri or "",
+                deleted_time=deleted,
+                tags=tags,
+                params=self._pairs(SELECT_RUN_PARAMS, run_id),
+            )
+
+    def metric_points(self, run: Run) -> Iterator[MetricPoint]:
+        """The run's metric history ordered by (timestamp, step, key, value)."""
+        for batch in self.metric_batches(run):
+            yield from batch
+
+    def metric_batches(self, run: Run, batch_size: int = 10_000) -> Iterator[list[MetricPoint]]:
+        """The run's metric history in lists of at most ``batch_size`` points, in order."""
+        if batch_size < 1:
+            raise InvalidParameterValue(f"batch_size must be positive, not {batch_size}")
+        context = self._model_metric_context(run.run_id)
+        for rows in self._chunks(self._sql(SELECT_METRICS), (run.run_id,), batch_size):
+            if context:
+                yield [_point_in_context(row, context) for row in rows]
+                continue
+            try:  # the fast path: msgspec builds the points from the rows in C
+                yield msgspec.convert(rows, _POINTS)
+            except msgspec.ValidationError:  # a NaN (NULL) in this batch
+                yield [MetricPoint(k, _NAN if v is None else v, s, t) for k, v, s, t in rows]
+
+    def _model_metric_context(self, run_id: str) -> _Context:
+        """(key, timestamp, step, stored value) -> (model_id, dataset_name, dataset_digest)."""
+        if not self.schema.has_logged_model_metrics:
+            return {}
+        if self._model_metric_runs is None:  # one scan per source, usually of an empty table
+            sql = self._sql(SELECT_RUNS_WITH_MODEL_METRICS)
+            self._model_metric_runs = {row[0] for row in self._query(sql, ())}
+        if run_id not in self._model_metric_runs:
+            return {}
+        context = {}
+        # MLflow stores a model metric's NaN as 0 there too, so the stored values match.
+        # Ordered by model_id descending so that, if two models share a point, the
+        # smallest model_id is the one kept.
+        rows = self._query(self._sql(SELECT_MODEL_METRIC_CONTEXT), (run_id,))
+        for key, timestamp, step, value, model_id, name, digest in rows:
+            stored = 0.0 if value is None or math.isnan(value) else value
+            context[(key, timestamp, step, stored)] = (model_id, name, digest)
+        return context
+
+
+def _point_in_context(row: tuple[Any, ...], context: _Context) -> MetricPoint:
+    key, value, step, timestamp = row
+    found = context.get((key, timestamp, step, 0.0 if value is None else value))
+    return MetricPoint(key, _NAN if value is None else value, step, timestamp, *(found or ()))
+
+
+def _file_uri(path: str) -> str:
+    """An SQLite ``file:`` URI for an absolute path, with URI-special characters escaped."""
+    from urllib.parse import quote
+
+    return "file:" + quote(path)
