@@ -1,0 +1,172 @@
+"""Append throughput of the event log, against plain sqlite3 doing the same inserts.
+
+    python benchmarks/bench_append.py [--n 2000] [--batches 50] [--repeats 5]
+
+Each event is a realistic ``MetricsLogged`` with one point. Two ways of writing:
+
+- per-call: one event per ``append`` (one transaction, one commit each);
+- batched: 1,000 events per ``append`` (one transaction each).
+
+The peer is plain ``sqlite3`` on a table of an integer primary key and a payload blob
+holding the same encoded bytes: no envelope, no hash, no checks. It runs the same
+journal mode (WAL) and synchronous setting: one INSERT + commit per row for per-call,
+``executemany`` of 1,000 rows per transaction for batched. Every measurement uses a
+fresh temp file and is warmed up first; each figure is the median of the repeats, with
+evstore and the peer alternating so background load hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from evstore.codec import encode, now_ms
+from evstore.events import Event, MetricPoint, MetricsLogged
+from evstore.stores.sqlite import DURABILITY, SQLiteEventStore
+
+BATCH = 1_000
+WARMUP_CALLS = 200
+RUN_ID = "5f0c2a9e1b7d4c3e8a6f0b1d2c3e4f5a"
+#: Minimum ratio evstore / plain sqlite3, from issue 2.
+TARGETS = {"per-call": 0.50, "batched": 0.30}
+
+Writer = Callable[[Sequence[Event]], None]
+
+
+def metric_events(count: int, start: int = 0) -> list[Event]:
+    """``count`` one-point MetricsLogged events, as a training loop logs them."""
+    base = now_ms()
+    return [
+        MetricsLogged(points=[MetricPoint("train/loss", 1.0 / (step + 1), step, base + step)])
+        for step in range(start, start + count)
+    ]
+
+
+def chunks(events: Sequence[Event], size: int) -> list[Sequence[Event]]:
+    """``events`` cut into consecutive slices of ``size``."""
+    return [events[i : i + size] for i in range(0, len(events), size)]
+
+
+# --- the two writers -----------------------------------------------------------------------
+
+
+def evstore_writer(path: str, durability: str) -> tuple[Writer, Callable[[], None]]:
+    """Append through SQLiteEventStore; each call is one ``append``."""
+    store = SQLiteEventStore(path, durability=durability)
+
+    def write(events: Sequence[Event]) -> None:
+        store.append(RUN_ID, events)
+
+    return write, store.close
+
+
+def plain_writer(path: str, durability: str) -> tuple[Writer, Callable[[], None]]:
+    """Insert the encoded payloads with plain sqlite3; each call is one transaction."""
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
+    connection.execute("CREATE TABLE events (position INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+    connection.commit()
+    insert = "INSERT INTO events (payload) VALUES (?)"
+
+    def write(events: Sequence[Event]) -> None:
+        if len(events) == 1:
+            connection.execute(insert, (encode(events[0]),))
+        else:
+            connection.executemany(insert, [(encode(event),) for event in events])
+        connection.commit()
+
+    return write, connection.close
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def measure(
+    make: Callable[[str, str], tuple[Writer, Callable[[], None]]],
+    durability: str,
+    calls: list[Sequence[Event]],
+    warmup: list[Sequence[Event]],
+) -> float:
+    """Events per second for one run of ``calls`` against a fresh file."""
+    with tempfile.TemporaryDirectory(prefix="bench-append-") as directory:
+        write, close = make(os.path.join(directory, "bench.db"), durability)
+        try:
+            for events in warmup:
+                write(events)
+            started = time.perf_counter()
+            for events in calls:
+                write(events)
+            elapsed = time.perf_counter() - started
+        finally:
+            close()
+    return sum(len(events) for events in calls) / elapsed
+
+
+def compare(
+    durability: str, calls: list[Sequence[Event]], warmup: list[Sequence[Event]], repeats: int
+) -> tuple[float, float]:
+    """Median events/s of evstore and of plain sqlite3, measured alternately."""
+    ours, plain = [], []
+    for repeat in range(repeats):
+        # Alternate who goes first, so neither always runs on a warmer machine.
+        pair = [(ours, evstore_writer), (plain, plain_writer)]
+        for results, make in pair if repeat % 2 == 0 else reversed(pair):
+            results.append(measure(make, durability, calls, warmup))
+    return statistics.median(ours), statistics.median(plain)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run every measurement and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2_000, help="one-event appends per run")
+    parser.add_argument("--batches", type=int, default=50, help="1,000-event appends per run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (the median)")
+    args = parser.parse_args(argv)
+
+    single = [[event] for event in metric_events(args.n)]
+    single_warmup = [[event] for event in metric_events(WARMUP_CALLS, start=args.n)]
+    batched = chunks(metric_events(args.batches * BATCH), BATCH)
+    batched_warmup = chunks(metric_events(2 * BATCH, start=args.batches * BATCH), BATCH)
+    plans = [
+        ("per-call", "normal", single, single_warmup),
+        ("per-call", "full", single, single_warmup),
+        ("batched", "normal", batched, batched_warmup),
+        ("batched", "full", batched, batched_warmup),
+    ]
+
+    print(
+        f"evstore append benchmark: Python {platform.python_version()}, SQLite"
+        f" {sqlite3.sqlite_version}, {os.cpu_count()} cores, {sys.platform}"
+    )
+    print(
+        f"per-call: {args.n:,} appends of 1 event; batched: {args.batches} appends of"
+        f" {BATCH:,} events; median of {args.repeats}; events/s\n"
+    )
+    header = (
+        f"{'mode':<9} {'durability':<10} {'evstore':>9} {'sqlite3':>9} {'ratio':>6}"
+        f"  {'target':<7} result"
+    )
+    print(header)
+    print("-" * len(header))
+    for mode, durability, calls, warmup in plans:
+        ours, plain = compare(durability, calls, warmup, args.repeats)
+        ratio = ours / plain
+        target = TARGETS[mode]
+        verdict = "PASS" if ratio >= target else "MISS"
+        print(
+            f"{mode:<9} {durability:<10} {ours:>9,.0f} {plain:>9,.0f} {ratio:>6.0%}"
+            f"  >= {target:.0%}  {verdict}"
+        )
+    print("\nsqlite3 = plain sqlite3 inserting the same encoded payloads (see the docstring).")
+
+
+if __name__ == "__main__":
+    main()
