@@ -202,10 +202,13 @@ class SQLiteEventStore(EventStore):
         metadata: dict[str, Any] | None,
     ) -> list[int]:
         if event_ids is None:
-            # Random 128-bit ids, made in one call: uuid4() per event costs more than
-            # the rest of a batched append.
-            blob = os.urandom(16 * len(events)).hex()
-            event_ids = [blob[i : i + 32] for i in range(0, len(blob), 32)]
+            # 128-bit ids: 48 bits of ms time, then 80 random bits (made in one call:
+            # uuid4() per event costs more than the rest of a batched append). The time
+            # prefix puts new ids at the end of the unique index; random ids touched a
+            # random index page per event, which made batched appends ~1.3-2x slower.
+            prefix = f"{codec.now_ms():012x}"
+            blob = os.urandom(10 * len(events)).hex()
+            event_ids = [prefix + blob[i : i + 20] for i in range(0, len(blob), 20)]
         else:
             stored = self._stored_positions(conn, event_ids)
             if stored is not None:
