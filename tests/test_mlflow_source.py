@@ -485,6 +485,84 @@ def test_file_store_lines_keep_dataset_context_and_bad_lines_are_named(tmp_path:
             list(source.metric_points(run))
 
 
+POINTS = st.lists(
+    st.tuples(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(2**40), 2**40),  # steps, negative ones included
+        st.integers(0, 2**45),  # timestamps in ms
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+def same_value(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(points=POINTS)
+def test_file_store_values_read_back_exactly(tmp_path: Path, points: list[Any]) -> None:
+    copy = tmp_path / "mlflow-3.17-file"  # one copy for all examples
+    if not copy.exists():
+        writable_copy("mlflow-3.17-file", tmp_path)
+    run_dir = next(copy.glob("mlruns/*/e782b5972ccf4f59b21b6a37bd14e9d6"))
+    # As MLflow's FileStore writes a point: f"{timestamp} {value} {step}\n".
+    with open(run_dir / "metrics" / "score", "w", encoding="utf-8") as f:
+        f.writelines(f"{ts} {value} {step}\n" for value, step, ts in points)
+    with open_source(copy / "mlruns") as source:
+        run = next(
+            r for e in source.experiments() for r in source.runs(e) if r.run_id == run_dir.name
+        )
+        read = [p for p in source.metric_points(run) if p.key == "score"]
+    assert [(p.step, p.timestamp) for p in read] == [(step, ts) for _, step, ts in points]
+    assert all(same_value(p.value, value) for p, (value, _, _) in zip(read, points, strict=True))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(points=POINTS)
+def test_sql_store_values_read_back_as_mlflow_stored_them(
+    tmp_path: Path, points: list[Any]
+) -> None:
+    db = tmp_path / "mlflow-3.17-sqlite" / "mlflow.db"  # one copy for all examples
+    if not db.exists():
+        writable_copy("mlflow-3.17-sqlite", tmp_path)
+    run_id = "79cd2714be0b4cfda20644ef6bf4177e"
+    # As MLflow's SqlAlchemyStore writes a point: NaN as 0 with is_nan, +-inf clamped to
+    # the largest double; the primary key drops exact duplicates.
+    rows = {
+        (
+            "score",
+            0.0 if math.isnan(v) else max(min(v, 1.7976931348623157e308), -1.7976931348623157e308),
+            ts, step, int(math.isnan(v)),
+        )
+        for v, step, ts in points
+    }  # fmt: skip
+    with sqlite3.connect(db) as connection:
+        connection.execute("DELETE FROM metrics WHERE run_uuid = ?", (run_id,))
+        connection.executemany(
+            "INSERT INTO metrics (key, value, timestamp, step, is_nan, run_uuid) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(*row, run_id) for row in rows],
+        )
+    connection.close()
+    with open_source(db) as source:
+        run = next(r for e in source.experiments() for r in source.runs(e) if r.run_id == run_id)
+        read = list(source.metric_points(run))
+    expected = sorted(rows, key=lambda r: (r[2], r[3], r[1], r[4]))  # MLflow's history order
+    assert [(p.timestamp, p.step) for p in read] == [(r[2], r[3]) for r in expected]
+    for point, (_, value, _, _, is_nan) in zip(read, expected, strict=True):
+        assert same_value(point.value, math.nan if is_nan else value)
+
+
 def test_unreadable_run_directories_are_skipped_with_a_reason(tmp_path: Path) -> None:
     copy = writable_copy("mlflow-3.17-file", tmp_path)
     experiment_dir = next(copy.glob("mlruns/*/e782b5972ccf4f59b21b6a37bd14e9d6")).parent

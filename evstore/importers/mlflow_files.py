@@ -165,7 +165,16 @@ class FileStoreSource(MlflowSource):
         for key, path in _value_files(metrics_dir):
             with open(path, encoding="utf-8") as lines:
                 for number, line in enumerate(lines, 1):
-                    if line.strip():
+                    fields = line.strip().split(" ")
+                    if len(fields) == 3:  # "timestamp value step", the usual line
+                        try:
+                            ts, value, step = int(fields[0]), float(fields[1]), int(fields[2])
+                        except ValueError:
+                            pass  # _metric_point below reports it, with the reason
+                        else:
+                            yield MetricPoint(key, value, step, ts)
+                            continue
+                    if fields != [""]:
                         yield _metric_point(key, line, path, number)
 
     # --- artifacts ------------------------------------------------------------------
