@@ -231,24 +231,35 @@ class Client:
             )
 
     def delete_experiment(self, experiment_id: str) -> None:
-        """Mark an experiment deleted (soft; restore_experiment undoes it)."""
-        self._experiment_lifecycle(experiment_id, LifecycleStage.ACTIVE, ExperimentDeleted)
+        """Mark an experiment and its runs deleted, as MLflow does (restore undoes it)."""
+        self._experiment_lifecycle(experiment_id, LifecycleStage.ACTIVE, ExperimentDeleted,
+                                   RunDeleted)  # fmt: skip
 
     def restore_experiment(self, experiment_id: str) -> None:
-        """Make a deleted experiment active again."""
-        self._experiment_lifecycle(experiment_id, LifecycleStage.DELETED, ExperimentRestored)
+        """Make a deleted experiment and its runs active again, as MLflow does."""
+        self._experiment_lifecycle(experiment_id, LifecycleStage.DELETED, ExperimentRestored,
+                                   RunRestored)  # fmt: skip
 
-    def _experiment_lifecycle(self, experiment_id: str, required: str, event_type: type) -> None:
+    def _experiment_lifecycle(
+        self, experiment_id: str, required: str, event_type: type, run_event_type: type
+    ) -> None:
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, experiment_id)
             if experiment.lifecycle_stage != required:
                 raise InvalidState(
                     f"Experiment {experiment_id} is {experiment.lifecycle_stage}; expected {required}."
                 )
+            now = codec.now_ms()
             self._store.append(
                 experiment_stream(experiment.experiment_id),
-                [event_type(experiment.experiment_id, codec.now_ms())],
+                [event_type(experiment.experiment_id, now)],
             )
+            # Every run of the experiment follows it, in the same transaction.
+            for (run_id,) in conn.execute(
+                "SELECT run_id FROM runs WHERE experiment_id = ? AND lifecycle_stage = ?",
+                (experiment.experiment_id, required),
+            ).fetchall():
+                self._store.append(run_id, [run_event_type(now)])
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         """Set a tag on an experiment."""
