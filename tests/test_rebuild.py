@@ -1,0 +1,279 @@
+"""`evstore rebuild`: blue/green, under concurrent writers, killed midway, errors, the CLI.
+
+The old tables serve until one transaction swaps the new ones in; a rebuild killed at
+any moment leaves them serving and the next rebuild starts clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from evstore import projection as mechanism
+from evstore.cli import app
+from evstore.errors import ProjectionError
+from evstore.events import (
+    ExperimentCreated,
+    MetricPoint,
+    MetricsLogged,
+    ParamsLogged,
+    RunStarted,
+    TagSet,
+)
+from evstore.projection import ReadModel, open_store, rebuild
+from evstore.stores import open_log
+from evstore.stores.base import RecordedEvent
+from projections.runs import RUNS
+from test_projections import snapshot
+
+RUN = "c" * 32
+
+
+def shadow_tables(store: Any) -> list[str]:
+    """Tables a rebuild is building (or a killed one left)."""
+    return [n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if mechanism._SHADOW_MARK in n]  # fmt: skip
+
+
+def fill(db_path: Path, runs: int, steps: int) -> int:
+    """A store with its read models kept inline: runs with params, tags and metric steps."""
+    runner = open_store(db_path)
+    store = runner.store
+    store.append("experiment-1", [ExperimentCreated(experiment_id="1", name="e",
+                                                    artifact_location="a", creation_time=1)])  # fmt: skip
+    for r in range(runs):
+        run_id = f"{r:032x}"
+        store.append(run_id, [
+            RunStarted(experiment_id="1", run_name=f"run{r}", user_id="u", start_time=r),
+            TagSet(key="team", value="x"), ParamsLogged(params={"lr": str(r)}),
+            *(MetricsLogged(points=[MetricPoint("loss", 1 / (s + 1), s, s), MetricPoint("acc", s, s, s)])
+              for s in range(steps)),
+        ])  # fmt: skip
+    head = store.head_position()
+    store.close()
+    return head
+
+
+def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path) -> None:
+    head = fill(db_path, runs=3, steps=20)
+    with open_log(db_path) as log:
+        before = snapshot(log)
+        for _ in range(2):  # a second rebuild must not collide with the first one's names
+            summary = rebuild(log, chunk=7)
+            assert (summary.events, summary.unknown_skipped, summary.head_position) == (head, 0, head)
+            assert snapshot(log) == before
+            assert shadow_tables(log) == []
+        # Each live table carries the indexes its model declares, and queries use them.
+        for model in mechanism.registered():
+            declared = sum("CREATE INDEX" in sql for sql in model.ddl())
+            found = log.query(  # type: ignore[attr-defined]
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                f" AND tbl_name IN ({', '.join(repr(t) for t in model.tables)})"
+            )[0][0]
+            assert found == declared, model.name
+        plan = log.query(  # type: ignore[attr-defined]
+            "EXPLAIN QUERY PLAN SELECT value FROM metrics WHERE run_id = ? AND key = ?"
+            " ORDER BY position, seq", (RUN, "loss"))  # fmt: skip
+        assert "metrics__b" in str(plan) and "USING INDEX" in str(plan)
+
+
+def test_rebuild_while_another_process_appends_applies_every_event_once(db_path: Path) -> None:
+    fill(db_path, runs=20, steps=100)
+    stop = db_path.parent / "stop"
+    appender = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, sys
+        from evstore.events import MetricPoint, MetricsLogged, TagSet
+        from evstore.projection import open_store
+        store = open_store(sys.argv[1]).store
+        i = 0
+        while not os.path.exists(sys.argv[2]):
+            run = f"{{i % 7:032x}}"
+            store.append(run, [MetricsLogged(points=[MetricPoint("loss", i, 1000 + i, i)]),
+                               TagSet(key=f"t{{i % 5}}", value=str(i))])
+            i += 1
+        print(i)
+    """), str(db_path), str(stop)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        with open_log(db_path) as log:
+            while log.head_position() < 2300:  # the appender is running
+                time.sleep(0.01)
+            start = log.head_position()
+            summary = rebuild(log, chunk=200, near_head=20, progress=lambda done, total: time.sleep(0.005))
+            assert summary.head_position > start + 50  # appends landed during the rebuild
+            time.sleep(0.3)  # ...and after it, inline into the new tables
+    finally:
+        stop.touch()
+        out, _ = appender.communicate(timeout=60)
+    appended = int(out)
+    assert appender.returncode == 0 and appended > 0
+
+    runner = open_store(db_path)
+    try:
+        runner.check_fresh()
+        log = runner.store
+        head = log.head_position()
+        assert {s.checkpoint for s in mechanism.store_state(log)[0].values()} == {head}
+        # Every point in the log is in the history exactly once...
+        points = sum(len(r.event.points) for r in log.read_all() if isinstance(r.event, MetricsLogged))
+        assert log.query("SELECT count(*), count(DISTINCT position || '.' || seq) FROM metrics") == [  # type: ignore[attr-defined]
+            (points, points)
+        ]
+        # ...and every table equals a rebuild from scratch.
+        live = snapshot(log)
+        rebuild(log)
+        assert snapshot(log) == live
+    finally:
+        runner.store.close()
+
+
+REBUILD_SLOWLY = """
+import sys, time
+from evstore.projection import rebuild
+from evstore.stores import open_log
+
+def progress(done, total):
+    print(done, total, flush=True)
+    time.sleep(0.05)
+
+rebuild(open_log(sys.argv[1]), chunk=300, progress=progress)
+print("done", flush=True)
+"""
+
+
+def test_a_rebuild_killed_midway_leaves_the_old_tables_serving(db_path: Path) -> None:
+    fill(db_path, runs=10, steps=300)
+    with open_log(db_path) as log:
+        before = snapshot(log)
+    child = subprocess.Popen([sys.executable, "-c", REBUILD_SLOWLY, str(db_path)],
+                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert child.stdout is not None
+    done, total = (int(x) for x in child.stdout.readline().split())
+    while done < total // 3:
+        done, total = (int(x) for x in child.stdout.readline().split())
+    os.kill(child.pid, signal.SIGKILL)  # midway: a third of the log replayed
+    child.wait()
+    child.stdout.close()
+    assert done < total
+
+    runner = open_store(db_path)
+    try:
+        log = runner.store
+        assert shadow_tables(log)  # the killed build's leftovers exist, unread...
+        runner.check_fresh()
+        assert snapshot(log) == before  # ...and the old tables answer as before
+        log.append(RUN, [RunStarted(experiment_id="1", run_name="new", user_id="u", start_time=9)])
+        summary = rebuild(log)  # a new rebuild drops the leftovers and completes
+        assert summary.head_position == log.head_position()
+        assert shadow_tables(log) == []
+        assert log.query(f"SELECT run_name FROM runs WHERE run_id = '{RUN}'") == [("new",)]  # type: ignore[attr-defined]
+    finally:
+        runner.store.close()
+
+
+def test_ctrl_c_during_a_rebuild_drops_its_shadow_tables(db_path: Path) -> None:
+    fill(db_path, runs=2, steps=50)
+    with open_log(db_path) as log:
+        before = snapshot(log)
+
+        def interrupt(done: int, total: int) -> None:
+            if done >= 20:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            rebuild(log, chunk=10, progress=interrupt)
+        assert shadow_tables(log) == []
+        assert snapshot(log) == before
+
+
+def fail_on_boom(rec: RecordedEvent, out: mechanism.Ops) -> None:
+    if rec.event.key == "boom":  # type: ignore[union-attr]
+        raise ValueError("cannot count a boom")
+    out.add("count", (rec.event.key,))  # type: ignore[union-attr]
+
+
+FRAGILE = ReadModel(
+    name="fragile", version=1,
+    tables={"fragile": ("CREATE TABLE {fragile} (key TEXT)",)},
+    statements={"count": "INSERT INTO {fragile} VALUES (?)"},
+    handlers={TagSet: fail_on_boom},
+)  # fmt: skip
+
+
+def test_a_failing_handler_stops_the_rebuild_naming_position_and_type(db_path: Path) -> None:
+    fill(db_path, runs=1, steps=3)
+    with open_log(db_path) as log:
+        log.append(RUN, [RunStarted(experiment_id="1", run_name="r", user_id="u", start_time=1),
+                         TagSet(key="boom", value="v")])  # fmt: skip
+        models = [*mechanism.registered(), FRAGILE]
+        before = snapshot(log)
+        with pytest.raises(ProjectionError, match=r"position 9 \(TagSet v1, stream c+\).*cannot count a boom"):
+            rebuild(log, models=models)
+        assert shadow_tables(log) == []
+        assert snapshot(log) == before
+
+
+def test_a_failing_statement_is_located_to_its_event(db_path: Path) -> None:
+    with open_log(db_path) as log:  # a log written without projections: names collide
+        for experiment_id in ("1", "2", "3"):
+            log.append(f"experiment-{experiment_id}", [ExperimentCreated(
+                experiment_id=experiment_id, name="same" if experiment_id != "1" else "other",
+                artifact_location="a", creation_time=1)])  # fmt: skip
+        with pytest.raises(ProjectionError, match=r"position 3 \(ExperimentCreated v1\).*UNIQUE"):
+            rebuild(log)
+        assert shadow_tables(log) == []
+
+
+def test_golden_stores_rebuild_into_their_expected_tables(tmp_path: Path) -> None:
+    import test_golden as golden
+
+    for name in golden.golden_stores():
+        target = tmp_path / name
+        target.mkdir()
+        with open_log(golden.copy_golden_store(name, target)) as log:
+            rebuild(log)
+            tables = {
+                table: [dict(zip(columns, row))
+                        for row in log.query(f"SELECT {', '.join(columns)} FROM {table}")]  # type: ignore[attr-defined]
+                for table, columns in golden.TABLES.items()
+            }  # fmt: skip
+        expected = json.loads((golden.STORES_DIR / name / "expected.json").read_text())
+        assert golden.queryable_result(tables) == expected, name
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def test_evstore_rebuild_fixes_a_stale_projection(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(db_path, runs=2, steps=2)
+    monkeypatch.setattr(RUNS, "version", RUNS.version + 1)
+    runner = open_store(db_path)
+    try:
+        with pytest.raises(mechanism.StaleProjectionError, match="evstore rebuild --projection runs"):
+            runner.check_fresh()
+        result = CliRunner().invoke(app, ["rebuild", "--store", str(db_path), "--projection", "runs"])
+        assert result.exit_code == 0, result.output
+        assert "rebuilt runs: 11 events replayed, 0 unknown skipped, head 11" in result.output
+        runner.check_fresh()
+    finally:
+        runner.store.close()
+
+
+def test_evstore_rebuild_names_an_unknown_projection_in_one_line(db_path: Path) -> None:
+    fill(db_path, runs=1, steps=1)
+    done = subprocess.run([sys.executable, "-m", "evstore.cli", "rebuild", "--store", str(db_path),
+                           "--projection", "nope"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: no projection named nope; known: experiments, runs, params, tags, metrics,"
+        " latest_metrics, artifacts"
+    ]
