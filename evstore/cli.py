@@ -358,7 +358,11 @@ def demo(store: Store = DEFAULT_STORE) -> None:
     verify(store=store)
 
 
-import_app = typer.Typer(help="Bring history over from another tracking store.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Bring history over from another tracking store.\n\n"
+    "Example: evstore import mlflow sqlite:///mlflow.db --artifacts-root ./mlartifacts",
+    no_args_is_help=True,
+)
 app.add_typer(import_app, name="import")
 
 

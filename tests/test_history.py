@@ -204,7 +204,8 @@ def test_history_cli_lists_every_event(client: Client, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     header, rows = lines[0], lines[1:]
-    for column in ("position", "recorded", "type", "user", "change"):
+    # "time" is when the event happened: recorded_at, or MLflow's own time for imports
+    for column in ("position", "time", "type", "user", "change"):
         assert column in header
     assert len(rows) == len(events)
     for row, recorded in zip(rows, events):
