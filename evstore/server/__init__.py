@@ -1,0 +1,153 @@
+"""``evstore server``: MLflow's tracking REST API over an evstore store.
+
+The unmodified ``mlflow`` client talks to it with ``MLFLOW_TRACKING_URI=http://host:port``.
+A Starlette app served by uvicorn: Starlette is small, plain ASGI and leaves JSON to us
+(msgspec decodes and validates every request into a Struct before anything is written).
+
+Layout: ``mlflow_api`` (the tracking endpoints), ``artifacts_api`` (the artifact proxy),
+``evstore_api`` (read-only ``/api/evstore/``), ``schemas`` (request Structs), ``_http``
+(errors, body limits, bearer auth, the store thread). Every store call runs on one
+thread (``StoreThread``), so requests never share the SQLite connection concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_MAX_JSON_BYTES = 16 << 20
+DEFAULT_MAX_ARTIFACT_BYTES = 5 << 30
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What one server process serves, and its limits."""
+
+    store: str
+    artifacts_root: str | None = None
+    auth_token: str | None = None
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+
+
+def create_app(settings: ServerSettings) -> Any:
+    """The ASGI app for a store; opens the store now, so a bad store fails before serving."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    from evstore import __version__
+    from evstore.client import Client
+    from evstore.server import artifacts_api, evstore_api
+    from evstore.server._http import (
+        HTTPError,
+        StoreThread,
+        bearer_token_middleware,
+        json_response,
+        parse_request,
+        response_for,
+    )
+    from evstore.server.mlflow_api import ENDPOINTS
+
+    if settings.artifacts_root:
+        # The Client reads its artifact root from the environment; this is the server's
+        # own process, so setting it here is how the server chooses it.
+        os.environ["EVSTORE_ARTIFACT_ROOT"] = os.path.abspath(settings.artifacts_root)
+    store = StoreThread()
+    client = store.call(Client, settings.store)
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as e:  # every refusal becomes MLflow's error shape
+                return response_for(e)
+
+        return endpoint
+
+    @guarded
+    async def mlflow_api(request: Request) -> Response:
+        path = request.path_params["path"]
+        found = ENDPOINTS.get((request.method, path))
+        if found is None:
+            raise not_found(request)
+        schema, handler = found
+        parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
+        supplied = request.headers.get("idempotency-key")
+        basis = supplied.encode() if supplied else canonical
+        key = hashlib.sha256(b"mlflow/%s\0%s" % (path.encode(), basis)).hexdigest()
+        return json_response(await store.run(handler, client, parsed, key))
+
+    @guarded
+    async def artifact_file(request: Request) -> Response:
+        if request.method == "PUT":
+            return await artifacts_api.upload(request, client, store, settings.max_artifact_bytes)
+        return await artifacts_api.download(request, client, store)
+
+    @guarded
+    async def artifact_list(request: Request) -> Response:
+        return await artifacts_api.list_files(request, client, store)
+
+    def evstore_route(view: Callable[[Client, Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            return json_response(await store.run(view(client, request)))
+
+        return guarded(endpoint)
+
+    @guarded
+    async def fallback(request: Request) -> Response:
+        raise not_found(request)
+
+    def not_found(request: Request) -> HTTPError:
+        return HTTPError(
+            404, "ENDPOINT_NOT_FOUND",
+            f"evstore server does not implement {request.method} {request.url.path}",
+        )  # fmt: skip
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("OK")
+
+    async def version(request: Request) -> Response:
+        return PlainTextResponse(__version__)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        await store.run(client.store.close)
+        store.shutdown()
+
+    artifacts = artifacts_api.PREFIX
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/version", version),
+            Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST"]),
+            Route(artifacts, artifact_list, methods=["GET"]),
+            Route(artifacts + "/{path:path}", artifact_file, methods=["GET", "PUT"]),
+            Route("/api/evstore/events", evstore_route(evstore_api.events_page)),
+            Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history)),
+            Route("/api/evstore/verify", evstore_route(evstore_api.verify)),
+            Route("/api/evstore/info", evstore_route(evstore_api.info)),
+            Route("/{path:path}", fallback, methods=_ALL_METHODS),
+        ],
+        lifespan=lifespan,
+    )
+    return bearer_token_middleware(app, settings.auth_token) if settings.auth_token else app
+
+
+def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000) -> None:
+    """Serve the store with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False,
+        timeout_keep_alive=60, server_header=False,
+    )  # fmt: skip
+    uvicorn.Server(config).run()

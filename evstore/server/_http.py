@@ -1,0 +1,150 @@
+"""HTTP plumbing shared by the server's endpoints: errors, bodies, auth, the store thread."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from evstore.errors import EvstoreError
+from evstore.server.schemas import LIST_QUERY_FIELDS
+
+logger = logging.getLogger("evstore.server")
+
+T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+
+JSON = "application/json"
+EMPTY_OBJECT = b"{}"
+_encode = msgspec.json.Encoder().encode
+
+
+class HTTPError(Exception):
+    """A refusal decided by the HTTP layer itself (size, auth, routing, body shape)."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response; ``data`` may already be encoded bytes."""
+    body = data if isinstance(data, bytes) else _encode(data)
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def error_response(status: int, error_code: str, message: str) -> Response:
+    """MLflow's error shape: ``{"error_code": ..., "message": ...}``."""
+    return json_response({"error_code": error_code, "message": message}, status)
+
+
+def response_for(error: BaseException) -> Response:
+    """The response for an exception raised while serving a request."""
+    if isinstance(error, HTTPError):
+        return error_response(error.status, error.error_code, error.message)
+    if isinstance(error, EvstoreError):
+        return error_response(error.http_status, error.error_code, str(error))
+    logger.error("internal error while serving a request", exc_info=error)
+    return error_response(500, "INTERNAL_ERROR", f"internal server error: {type(error).__name__}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refusing (413) anything over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(size: int, limit: int) -> HTTPError:
+    """The 413 for a body over the limit."""
+    return HTTPError(
+        413, "INVALID_PARAMETER_VALUE",
+        f"Request body of {size} bytes exceeds the server's limit of {limit} bytes.",
+    )  # fmt: skip
+
+
+async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[S, bytes]:
+    """The request as ``schema`` (GET: query string; else JSON body) and its canonical bytes."""
+    try:
+        if request.method == "GET":
+            query = request.query_params
+            fields = {
+                key: query.getlist(key) if key in LIST_QUERY_FIELDS else query[key]
+                for key in query.keys()
+            }
+            parsed = msgspec.convert(fields, schema, strict=False)
+        else:
+            body = await read_body(request, limit)
+            parsed = msgspec.json.decode(body or b"{}", type=schema, strict=False)
+    except msgspec.ValidationError as e:
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {e}") from e
+    except msgspec.DecodeError as e:
+        raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {request.url.path}: {e}") from e
+    return parsed, msgspec.msgpack.encode(parsed)
+
+
+def bearer_token_middleware(app: Any, token: str) -> Any:
+    """An ASGI wrapper answering 401 unless ``Authorization: Bearer <token>`` is sent."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if hmac.compare_digest(sent, expected):
+            await app(scope, receive, send)
+            return
+        message = (
+            "Missing bearer token: this server requires 'Authorization: Bearer <token>'"
+            " (set MLFLOW_TRACKING_TOKEN for the mlflow client)."
+            if not sent
+            else "Invalid bearer token."
+        )
+        response = error_response(401, "UNAUTHENTICATED", message)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+    return guarded
+
+
+class StoreThread:
+    """The one thread that touches the store: every store call is queued onto it.
+
+    The store is one SQLite connection. Its lock makes single calls safe across threads,
+    but the Client reads the connection outside that lock, so a reader on another thread
+    could see a writer's open transaction. One owner thread rules that out, and keeps
+    each request's check-then-append atomic.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evstore-store")
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the store thread and await its result."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` on the store thread from synchronous code."""
+        return self._executor.submit(function, *args).result()
+
+    def shutdown(self) -> None:
+        """Finish queued work and stop the thread."""
+        self._executor.shutdown(wait=True)
