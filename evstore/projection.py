@@ -105,7 +105,7 @@ class Ops:
         if queue and queue[-1][0] == statement:
             queue[-1][1].extend(rows)
         else:
-            queue.append((statement, rows))
+            queue.append((statement, list(rows)))
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Run the queued rows, consecutive rows of one statement in one executemany."""
@@ -164,6 +164,8 @@ class _Plan:
                     handler(rec, ops)
         except Exception as e:
             assert rec is not None
+            for ops in self.ops:
+                ops.clear()  # nothing of a failed batch may reach a later flush
             raise ProjectionError(
                 f"projection handler failed at position {rec.position} ({rec.type}"
                 f" v{rec.version}, stream {rec.stream_id}): {type(e).__name__}: {e}"
@@ -559,8 +561,10 @@ def rebuild(
     chosen = select(names, everything)
     with _exclusive(f"{path}.rebuild-lock"):
         if only_stale:
-            state, _ = store_state(store)
+            state, head = store_state(store)
             chosen = [model for model in chosen if not _is_fresh(model, state)]
+            if not chosen:
+                return RebuildSummary([], 0, 0, head, time.perf_counter() - started)
         suffix = f"{_SHADOW_MARK}{os.urandom(3).hex()}"
         shadow = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
         try:

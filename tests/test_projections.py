@@ -187,6 +187,29 @@ def test_a_failing_projection_rolls_the_append_back(runner: ProjectionRunner) ->
     assert rows(runner, "SELECT experiment_id FROM experiments") == [("1",)]
 
 
+def shout(rec: RecordedEvent, out: mechanism.Ops) -> None:
+    if rec.event.key == "boom":  # type: ignore[union-attr]
+        raise ValueError("boom")
+    out.add("insert", (rec.event.key,))  # type: ignore[union-attr]
+
+
+SHOUTS = ReadModel(
+    name="shouts", version=1, tables={"shouts": ("CREATE TABLE {shouts} (key TEXT)",)},
+    statements={"insert": "INSERT INTO {shouts} VALUES (?)"}, handlers={TagSet: shout},
+)  # fmt: skip
+
+
+def test_a_failing_handler_fails_the_append_and_leaves_nothing_behind(db_path: Path) -> None:
+    with open_log(db_path) as log:
+        runner = mechanism.attach(log, models=[*mechanism.registered(), SHOUTS])
+        log.append(RUN_A, [started()])
+        with pytest.raises(ProjectionError, match=r"position 3 \(TagSet v1, stream a+\): ValueError: boom"):
+            log.append(RUN_A, [TagSet(key="queued", value="1"), TagSet(key="boom", value="1")])
+        log.append(RUN_A, [TagSet(key="next", value="1")])
+        assert rows(runner, "SELECT key FROM shouts") == [("next",)]
+        assert log.head_position() == 2
+
+
 def test_events_appended_without_projections_are_caught_up(runner: ProjectionRunner, db_path: Path) -> None:
     runner.store.append(RUN_A, [started()])
     with open_log(db_path) as bare:  # a writer that does not keep the read models
