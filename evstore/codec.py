@@ -38,6 +38,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_any = msgspec.msgpack.Decoder().decode
 _current_decoders: dict[str, tuple[int, Callable[[bytes], Any]]] = {}
 _steps: dict[tuple[str, int], Step] | None = None
+_chains: dict[tuple[str, int], tuple[type[Event], tuple[Step, ...]] | None] = {}
 
 
 def encode(event: Event) -> bytes:
@@ -98,21 +99,62 @@ def _register_decoder(type_name: str) -> tuple[int, Callable[[bytes], Any]]:
 def _decode_through_chain(
     type_name: str, version: int, payload: bytes
 ) -> tuple[Event | UnknownEvent, ...]:
+    chain = _chain(type_name, version)
+    if chain is None:
+        return (UnknownEvent(type_name, version, payload),)
+    data = _decode_any(payload)
+    for step in chain[1]:
+        result = step(data)
+        if not isinstance(result, dict):  # a split: each part walks on to its current version
+            parts = _upcast_split(list(result), upcaster_steps())
+            if parts is None:
+                return (UnknownEvent(type_name, version, payload),)
+            return tuple([msgspec.convert(part, EVENT_TYPES[name]) for name, part in parts])
+        data = result
+    return (msgspec.convert(data, chain[0]),)
+
+
+def _chain(type_name: str, version: int) -> tuple[type[Event], tuple[Step, ...]] | None:
+    """The class and the steps from (type, version) to current; ``None`` if not all known."""
+    key = (type_name, version)
+    try:
+        return _chains[key]
+    except KeyError:
+        pass
     cls = EVENT_TYPES.get(type_name)
-    if cls is None or version > cls.version or version < 1:
-        return (UnknownEvent(type_name, version, payload),)
-    upcast = upcast_payload(type_name, version, _decode_any(payload))
-    if upcast is None:
-        return (UnknownEvent(type_name, version, payload),)
-    return tuple(msgspec.convert(data, EVENT_TYPES[name]) for name, data in upcast)
+    if cls is None or not 1 <= version <= cls.version:
+        return None  # not cached: a type or version registered later must still be found
+    steps = upcaster_steps()
+    found: list[Step] = []
+    for from_version in range(version, cls.version):
+        step = steps.get((type_name, from_version))
+        if step is None:
+            _chains[key] = None
+            return None
+        found.append(step)
+    chain = _chains[key] = (cls, tuple(found))
+    return chain
 
 
 def upcast_payload(
     type_name: str, version: int, data: dict[str, Any]
 ) -> list[tuple[str, dict[str, Any]]] | None:
     """Walk the chain from (type, version) to current; ``None`` where a step is missing."""
-    steps = upcaster_steps()
-    pending = [(type_name, version, data)]
+    chain = _chain(type_name, version)
+    if chain is None:
+        return None
+    for step in chain[1]:
+        result = step(data)
+        if not isinstance(result, dict):
+            return _upcast_split(list(result), upcaster_steps())
+        data = result
+    return [(type_name, data)]
+
+
+def _upcast_split(
+    pending: list[tuple[str, int, dict[str, Any]]], steps: dict[tuple[str, int], Step]
+) -> list[tuple[str, dict[str, Any]]] | None:
+    """Walk every part of a split event to its current version, in order."""
     done: list[tuple[str, dict[str, Any]]] = []
     while pending:
         name, ver, payload = pending.pop(0)
