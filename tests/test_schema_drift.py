@@ -88,7 +88,7 @@ def struct_copy(
     )
 
 
-def test_the_guard_sees_shape_changes_and_only_those() -> None:
+def test_the_guard_sees_shape_changes() -> None:
     registered = dict(EVENT_TYPES)
     real = codec.schema_fingerprint(MetricsLogged)
 
@@ -113,6 +113,20 @@ def test_the_guard_sees_shape_changes_and_only_those() -> None:
     assert codec.schema_fingerprint(removed) != codec.schema_fingerprint(RunStarted)  # type: ignore[arg-type]
     # None of these copies became an event type.
     assert EVENT_TYPES == registered
+
+
+def test_known_limitation_a_docstring_edit_also_changes_the_fingerprint() -> None:
+    # msgspec's JSON schema carries the class docstring as "description", so editing an
+    # event's docstring trips the guard although stored events mean the same. Kept as a
+    # test so that whoever makes the fingerprint ignore descriptions updates it knowingly.
+    reworded = msgspec.defstruct(
+        "MetricsLogged",
+        [("points", list[MetricPoint])],
+        namespace={"__doc__": "Reworded docstring."},
+        frozen=True,
+        kw_only=True,
+    )
+    assert codec.schema_fingerprint(reworded) != codec.schema_fingerprint(MetricsLogged)  # type: ignore[arg-type]
 
 
 def test_the_guard_fails_with_instructions_when_a_shape_drifts(
