@@ -3,7 +3,7 @@
 Run it only at a schema bump, *before* changing the event classes:
 
     python tests/golden.py store tests/fixtures/stores/<name>
-    python tests/golden.py events
+    python tests/golden.py events      (payloads and shape fingerprints)
 
 The store's content is fixed here as plain data (``CONTENT``); ``expected.json`` is the
 queryable result that data means (experiments, runs, params, tags, metric histories,
@@ -143,7 +143,8 @@ def write_store(folder: str) -> None:
 
 
 def write_events(root: str) -> None:
-    """Write one stored payload per event type at its current version, if not there yet."""
+    """Write, per event type at its current version, a stored payload and the shape
+    fingerprint (``v<N>.json``, ``v<N>.shape.sha256``), where not there yet."""
     import msgspec
 
     from evstore import codec
@@ -154,6 +155,11 @@ def write_events(root: str) -> None:
         for name, fields in events:
             samples[name] = fields  # the last sample of each type
     for name, cls in EVENT_TYPES.items():
+        shape = os.path.join(root, name, f"v{cls.version}.shape.sha256")
+        if not os.path.exists(shape):
+            os.makedirs(os.path.dirname(shape), exist_ok=True)
+            with open(shape, "w") as f:
+                f.write(codec.schema_fingerprint(cls) + "\n")
         path = os.path.join(root, name, f"v{cls.version}.json")
         if os.path.exists(path) or name not in samples:
             continue
