@@ -71,6 +71,8 @@ class ActiveRun:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self not in _runs():  # already ended inside the block (as MLflow checks)
+            return
         if exc_type is None:
             status = "FINISHED"
         elif issubclass(exc_type, KeyboardInterrupt):

@@ -181,6 +181,17 @@ def test_nested_runs_record_their_parent(tracking: Path) -> None:
     assert all(mlflow.get_run(r).info.status == "FINISHED" for r in (parent_id, child_id))
 
 
+def test_a_run_ended_inside_its_block_leaves_the_parent_active(tracking: Path) -> None:
+    # MLflow's ActiveRun.__exit__ ends the run only if it is still active
+    with mlflow.start_run() as parent:
+        with mlflow.start_run(nested=True) as child:
+            mlflow.end_run(status="KILLED")
+        assert mlflow.active_run() is parent
+        assert mlflow.get_run(parent.info.run_id).info.status == "RUNNING"
+    assert mlflow.get_run(child.info.run_id).info.status == "KILLED"
+    assert mlflow.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
 def test_a_second_non_nested_run_is_refused(tracking: Path) -> None:
     with mlflow.start_run() as run:
         before = client(tracking).store.head_position()
