@@ -332,6 +332,8 @@ def search_runs(
     if experiment_names:
         found = [client.get_experiment_by_name(n) for n in experiment_names]
         experiment_ids = [e.experiment_id for e in found if e is not None]
+        if not experiment_ids:  # none of the names exists: no runs, as MLflow
+            return runs_table([])
     if not experiment_ids:
         if search_all_experiments:
             experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]

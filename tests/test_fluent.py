@@ -313,6 +313,8 @@ def test_search_runs_returns_a_pyarrow_table(tracking: Path) -> None:
     filtered = mlflow.search_runs(filter_string="metrics.acc > 0.8")
     assert filtered.column("run_name").to_pylist() == ["lr=0.01"]
     assert mlflow.search_runs(experiment_names=["sweep"], max_results=2).num_rows == 2
+    unknown = mlflow.search_runs(experiment_names=["no such experiment"])  # empty, as MLflow
+    assert unknown.num_rows == 0 and "run_id" in unknown.column_names
     assert mlflow.search_runs(experiment_ids=["0"]).num_rows == 0
     assert mlflow.search_runs(search_all_experiments=True).num_rows == 3
 
