@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from evstore import codec
+from evstore import codec, reads
 from evstore.artifacts import ArtifactRepository
 from evstore.events import (
     ArtifactRecorded,
@@ -92,6 +92,13 @@ class _Importer:
             self.summary.skipped.append(
                 (f"experiment {experiment.experiment_id} ({experiment.name})",
                  "the target store has another experiment with this id"))  # fmt: skip
+            return False
+        named = reads.experiment_by_name(self.store.connection, experiment.name)
+        if named is not None and named.experiment_id != experiment.experiment_id:
+            # Names are unique: appending it would fail in the read model mid-import.
+            self.summary.skipped.append(
+                (f"experiment {experiment.experiment_id} ({experiment.name})",
+                 f"the target store's experiment {named.experiment_id} has this name"))  # fmt: skip
             return False
         created = ExperimentCreated(
             experiment_id=experiment.experiment_id,
