@@ -1,17 +1,18 @@
 """Benchmark: `evstore rebuild` against the plain read-and-decode rate of the same rows.
 
 Builds a store of N events (default 1,000,000) with a realistic mix: experiments, many
-runs, each with tags, a batch of params, per-step metric points (1 to 4 keys a step),
+runs, each with tags, a batch of params, per-step metrics (one MetricsLogged event per
+step, as ``log_metrics`` writes them, with 1 to ``--max-points`` keys, default 4),
 artifacts and an end status. Then, in the same run:
 
 - times ``rebuild`` of every read model (events/s);
 - times a plain ``SELECT`` of the same rows plus ``evstore.codec.decode`` per row;
 - prints the ratio (target: rebuild >= 40% of the plain rate);
-- measures the peak memory (ru_maxrss) of a rebuild in a fresh process over a log of
-  N/4 and of N events: a bounded rebuild does not grow with the log.
+- measures the peak memory of a rebuild in a fresh process (Python heap by
+  tracemalloc, and RSS) over a log of N/4 and of N events: it must not grow with the log.
 
     python benchmarks/bench_rebuild.py              # 1,000,000 events
-    python benchmarks/bench_rebuild.py --events 100000
+    python benchmarks/bench_rebuild.py --events 100000 --max-points 1
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ from evstore.stores import open_log
 
 STEPS_PER_RUN = 200
 EXPERIMENTS = 20
-METRIC_KEYS = ("loss", "accuracy", "val_loss", "learning_rate")
+METRIC_KEYS = ("loss", "accuracy", "val_loss", "learning_rate", "grad_norm", "epoch_time")
 
 
-def run_events(rng: random.Random, experiment_id: str, index: int, t0: int) -> list[Event]:
+def run_events(
+    rng: random.Random, experiment_id: str, index: int, t0: int, max_points: int = 4
+) -> list[Event]:
     """One run's history: start, tags, params, per-step metrics, artifacts, end."""
     events: list[Event] = [
         RunStarted(experiment_id=experiment_id, run_name=f"run-{index}", user_id="bench",
@@ -57,7 +60,7 @@ def run_events(rng: random.Random, experiment_id: str, index: int, t0: int) -> l
         ParamsLogged(params={f"p{k}": str(rng.random()) for k in range(10)}),
     ]  # fmt: skip
     for step in range(STEPS_PER_RUN):
-        keys = METRIC_KEYS[: rng.randint(1, 4)]
+        keys = METRIC_KEYS[: rng.randint(1, max_points)]
         events.append(
             MetricsLogged(points=[MetricPoint(k, rng.random(), step, t0 + step) for k in keys])
         )
@@ -69,7 +72,7 @@ def run_events(rng: random.Random, experiment_id: str, index: int, t0: int) -> l
     return events
 
 
-def build_store(path: str, total: int) -> int:
+def build_store(path: str, total: int, max_points: int = 4) -> int:
     """Append about ``total`` events in per-run batches (no projections attached)."""
     rng = random.Random(42)
     store = open_log(path)
@@ -83,7 +86,7 @@ def build_store(path: str, total: int) -> int:
         count += 1
     index = 0
     while count < total:
-        events = run_events(rng, str(index % EXPERIMENTS), index, 1_700_000_000_000 + index)
+        events = run_events(rng, str(index % EXPERIMENTS), index, 1_700_000_000_000 + index, max_points)
         events = events[: total - count]
         store.append(os.urandom(16).hex(), events)
         count += len(events)
@@ -121,29 +124,32 @@ def time_rebuild(path: str) -> tuple[int, float]:
     return summary.events, summary.seconds
 
 
-def child_peak_rss(path: str) -> int:
-    """Peak resident memory (KiB) of a fresh process that rebuilds the store at ``path``."""
+def child_peak_memory(path: str) -> tuple[int, int]:
+    """Peak Python heap (tracemalloc) and peak RSS, in KiB, of a fresh process's rebuild."""
     code = (
-        "import resource, sys; from evstore.projection import rebuild;"
-        " from evstore.stores import open_log; s = open_log(sys.argv[1]); rebuild(s);"
-        " print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import resource, sys, tracemalloc; from evstore.projection import rebuild;"
+        " from evstore.stores import open_log; s = open_log(sys.argv[1]); tracemalloc.start();"
+        " rebuild(s); print(tracemalloc.get_traced_memory()[1] // 1024,"
+        " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, path], check=True, capture_output=True, text=True
     )
-    return int(out.stdout.strip())
+    heap, rss = out.stdout.split()
+    return int(heap), int(rss)
 
 
 def main() -> None:
     """Build, time, compare, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--max-points", type=int, default=4, help="metric keys per step: 1 to N")
     parser.add_argument("--skip-memory", action="store_true", help="skip the N/4 vs N check")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.db")
         started = time.perf_counter()
-        total = build_store(path, args.events)
+        total = build_store(path, args.events, args.max_points)
         print(f"built a store of {total:,} events in {time.perf_counter() - started:.1f} s")
         read_count, read_seconds = plain_read_decode(path)
         events, seconds = time_rebuild(path)
@@ -155,12 +161,12 @@ def main() -> None:
         if args.skip_memory:
             return
         small_path = os.path.join(tmp, "small.db")
-        build_store(small_path, args.events // 4)
-        small, big = child_peak_rss(small_path), child_peak_rss(path)
-        print(
-            f"peak RSS of a rebuild: {small / 1024:.0f} MiB at {args.events // 4:,} events,"
-            f" {big / 1024:.0f} MiB at {args.events:,} events (x{big / small:.2f})"
-        )
+        build_store(small_path, args.events // 4, args.max_points)
+        (small_heap, small_rss), (big_heap, big_rss) = child_peak_memory(small_path), child_peak_memory(path)
+        print(f"peak memory of a rebuild   {args.events // 4:>10,} events {args.events:>10,} events")
+        print(f"{'  Python heap (tracemalloc)':26} {small_heap / 1024:>13.1f} MiB {big_heap / 1024:>13.1f} MiB")
+        print(f"{'  process RSS (ru_maxrss)':26} {small_rss / 1024:>13.1f} MiB {big_rss / 1024:>13.1f} MiB")
+        print("  (RSS includes SQLite's page caches: 64 MiB per connection at most, two connections)")
 
 
 if __name__ == "__main__":

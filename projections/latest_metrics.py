@@ -14,32 +14,31 @@ from evstore.projection import Ops, ReadModel
 from evstore.stores.base import RecordedEvent
 
 
-def keep_greatest(rows: list[tuple[str, str, float, int, int]]) -> list[tuple[Any, ...]]:
-    """The first greatest row per (run, key): what offering them one by one would leave."""
-    best: dict[tuple[str, str], tuple[Any, ...]] = {}
-    get = best.get
-    for row in rows:
-        key = (row[0], row[1])
-        held = get(key)
-        if held is None or row[3] > held[3]:
-            best[key] = row
-        elif row[3] == held[3] and (
-            row[4] > held[4]
-            or (row[4] == held[4] and _nan_as_zero(row[2]) > _nan_as_zero(held[2]))
-        ):
-            best[key] = row
-    return list(best.values())
-
-
-def _nan_as_zero(value: float) -> float:
-    return value if value == value else 0.0
-
-
 def logged(rec: RecordedEvent, out: Ops) -> None:
-    """Offer every point; the statement keeps the greatest."""
-    run_id = rec.stream_id
-    points: list[MetricPoint] = rec.event.points  # type: ignore[union-attr]
-    out.extend("offer", [(run_id, p.key, p.value, p.step, p.timestamp) for p in points])
+    """Offer the batch's points; ``keep_greatest`` and the statement keep the greatest."""
+    out.add("offer", (rec.stream_id, rec.event.points))  # type: ignore[union-attr]
+
+
+def keep_greatest(batches: list[tuple[str, list[MetricPoint]]]) -> list[tuple[Any, ...]]:
+    """The first greatest point per (run, key): what offering them one by one would leave."""
+    best: dict[tuple[str, str], MetricPoint] = {}
+    get = best.get
+    for run_id, points in batches:
+        for p in points:
+            key = (run_id, p.key)
+            held = get(key)
+            if held is None or p.step > held.step:
+                best[key] = p
+            elif p.step == held.step and (
+                p.timestamp > held.timestamp
+                or (p.timestamp == held.timestamp and _zero_nan(p.value) > _zero_nan(held.value))
+            ):
+                best[key] = p
+    return [(run_id, key, p.value, p.step, p.timestamp) for (run_id, key), p in best.items()]
+
+
+def _zero_nan(value: float) -> float:
+    return value if value == value else 0.0
 
 
 LATEST_METRICS = ReadModel(
@@ -63,5 +62,5 @@ LATEST_METRICS = ReadModel(
         ),
     },
     handlers={MetricsLogged: logged},
-    compactors={"offer": keep_greatest},
+    prepare={"offer": keep_greatest},
 )

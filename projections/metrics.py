@@ -6,19 +6,25 @@ event. NaN is stored as NULL (SQLite's own rule); +-inf are stored as they are.
 
 from __future__ import annotations
 
+from typing import Any
+
 from evstore.events import MetricPoint, MetricsLogged
 from evstore.projection import Ops, ReadModel
 from evstore.stores.base import RecordedEvent
 
 
 def logged(rec: RecordedEvent, out: Ops) -> None:
-    """Every point of the batch, in order."""
-    run_id, position = rec.stream_id, rec.position
-    points: list[MetricPoint] = rec.event.points  # type: ignore[union-attr]
-    out.extend(
-        "insert",
-        [(run_id, p.key, p.value, p.step, p.timestamp, position, seq) for seq, p in enumerate(points)],
-    )
+    """Queue the batch; ``point_rows`` makes its rows, for many batches at once."""
+    out.add("insert", (rec.stream_id, rec.position, rec.event.points))  # type: ignore[union-attr]
+
+
+def point_rows(batches: list[tuple[str, int, list[MetricPoint]]]) -> list[tuple[Any, ...]]:
+    """One row per point of every batch, in order."""
+    return [
+        (run_id, p.key, p.value, p.step, p.timestamp, position, seq)
+        for run_id, position, points in batches
+        for seq, p in enumerate(points)
+    ]
 
 
 METRICS = ReadModel(
@@ -34,4 +40,5 @@ METRICS = ReadModel(
     },
     statements={"insert": "INSERT INTO {metrics} VALUES (?, ?, ?, ?, ?, ?, ?)"},
     handlers={MetricsLogged: logged},
+    prepare={"insert": point_rows},
 )
