@@ -170,6 +170,7 @@ def _child(source: str, target: str, mode: str) -> None:
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     traced_peak = None
+    cpu_started = time.process_time()
     started = time.perf_counter()
     if mode == "profile":
         import cProfile
@@ -195,7 +196,8 @@ def _child(source: str, target: str, mode: str) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
         "points": summary.metric_points, "runs": summary.runs, "events": summary.events_appended,
-        "seconds": seconds, "rss_before_kib": before, "rss_peak_kib": peak,
+        "seconds": seconds, "cpu_seconds": time.process_time() - cpu_started,
+        "rss_before_kib": before, "rss_peak_kib": peak,
         "python_peak_bytes": traced_peak,
     }))  # fmt: skip
 
@@ -297,7 +299,7 @@ def main() -> None:
             _child(*args.child)
         return
     print(f"{'source points':>14} {'runs':>5} {'build s':>8} {'import s':>9} {'points/s':>10}"
-          f" {'events':>7} {'peak RSS MiB':>13} {'RSS growth':>11} {'Python peak MiB':>16}")  # fmt: skip
+          f" {'CPU s':>6} {'events':>7} {'peak RSS MiB':>13} {'RSS growth':>11} {'Python peak MiB':>16}")  # fmt: skip
     rates = []
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         for size in args.points:
@@ -316,7 +318,7 @@ def main() -> None:
             growth = (figures["rss_peak_kib"] - figures["rss_before_kib"]) / 1024
             python_peak = traced["python_peak_bytes"] / 2**20
             print(f"{expected:>14,} {figures['runs']:>5} {built:>8.1f} {figures['seconds']:>9.2f}"
-                  f" {rate:>10,.0f} {figures['events']:>7,} {peak:>13.1f} {growth:>11.1f}"
+                  f" {rate:>10,.0f} {figures['cpu_seconds']:>6.2f} {figures['events']:>7,} {peak:>13.1f} {growth:>11.1f}"
                   f" {python_peak:>16.1f}")  # fmt: skip
             if args.breakdown and size == min(args.points):
                 stages = _measure(source, target, "breakdown")
