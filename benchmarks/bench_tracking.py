@@ -94,7 +94,7 @@ def seed_once(library: str) -> float:
         if library == "mlflow":
             env["MLFLOW_TRACKING_URI"] = "sqlite:///mlflow.db"
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "seed.py"], cwd=tmp, env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "seed.py"], cwd=tmp, env=env, check=False, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"the {library} seed script failed:\n{done.stderr}")
@@ -105,8 +105,8 @@ def bench_seed(sizes: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Median whole-process time of the seed script for both libraries, alternating."""
     times: dict[str, list[float]] = {"mlflow": [], "evstore": []}
     for _ in range(sizes["seed_repeats"]):
-        for library in times:
-            times[library].append(seed_once(library))
+        for library, measured in times.items():
+            measured.append(seed_once(library))
     return {lib: {"value": statistics.median(t), "all": t} for lib, t in times.items()}
 
 
@@ -276,7 +276,7 @@ def run_worker(name: str, workloads: list[str], sizes: dict[str, int], profile: 
         return {}
     command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--only", ",".join(workloads),
                "--sizes", json.dumps(sizes), "--profile", ",".join(profile)]  # fmt: skip
-    done = subprocess.run(command, env=quiet_env(), stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command, env=quiet_env(), stdout=subprocess.PIPE, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the {name} worker failed (exit {done.returncode})")
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
@@ -321,7 +321,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs{'  [--quick: reduced sizes, not the issue targets]' if args.quick else ''}")  # fmt: skip
     print("durability: evstore WAL + synchronous=NORMAL (its default);"
           " mlflow journal_mode=DELETE + synchronous=FULL (SQLite defaults)")  # fmt: skip
-    print("", flush=True)
+    print(flush=True)
 
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()

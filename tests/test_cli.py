@@ -27,7 +27,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
     env["COLUMNS"] = "250"
     return subprocess.run(
-        [EVSTORE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+        [EVSTORE, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=120
     )
 
 

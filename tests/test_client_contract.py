@@ -28,9 +28,9 @@ from evstore import (
     ResourceDoesNotExist,
     RunTag,
     ViewType,
+    fluent,
 )
 from evstore import client as client_module
-from evstore import fluent
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -47,7 +47,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
     return subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "evstore"), *args],
-        capture_output=True, text=True, env=env, timeout=120,
+        check=False, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
 
 

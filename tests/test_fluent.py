@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import evstore as mlflow
-from evstore import Client, InvalidParameterValue, ResourceDoesNotExist
+from evstore import Client, InvalidParameterValue, ResourceDoesNotExist, fluent
 from evstore import client as client_module
-from evstore import fluent
 
 
 def _reset() -> None:

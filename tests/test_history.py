@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evstore
-from evstore import Client, InvalidParameterValue, Metric, ResourceDoesNotExist, Run
+from evstore import (
+    Client,
+    InvalidParameterValue,
+    Metric,
+    ResourceDoesNotExist,
+    Run,
+    fluent,
+)
 from evstore import client as client_module
-from evstore import fluent
 
 
 @pytest.fixture
@@ -48,7 +54,7 @@ def comparable(run: Run) -> Any:
 def _ms_boundary() -> datetime:
     """Now, with the clock moved on a few ms either side so recorded_at never ties it."""
     time.sleep(0.005)
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     time.sleep(0.005)
     return moment
 
@@ -109,7 +115,7 @@ def test_as_of_before_the_run_or_with_a_bad_value(client: Client) -> None:
     with pytest.raises(ResourceDoesNotExist, match="did not exist"):
         client.get_run(run_id, as_of=before)
     with pytest.raises(ResourceDoesNotExist):
-        client.get_run(run_id, as_of=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        client.get_run(run_id, as_of=datetime(2000, 1, 1, tzinfo=UTC))
     with pytest.raises(InvalidParameterValue, match="as_of"):
         client.get_run(run_id, as_of="yesterday")  # type: ignore[arg-type]
     with pytest.raises(ResourceDoesNotExist):
@@ -119,8 +125,7 @@ def test_as_of_before_the_run_or_with_a_bad_value(client: Client) -> None:
 # A write the property test can make: (kind, arguments).
 _values = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, -1.0])
 _writes = st.one_of(
-    st.tuples(st.just("metric"), st.sampled_from("ab"), _values,
-              st.integers(0, 3), st.integers(0, 3)),  # fmt: skip
+    st.tuples(st.just("metric"), st.sampled_from("ab"), _values, st.integers(0, 3), st.integers(0, 3)),
     st.tuples(st.just("param"), st.sampled_from(["p", "q", "r"]), st.sampled_from(["1", "2"])),
     st.tuples(st.just("tag"), st.sampled_from(["t", "u", "mlflow.runName"]), st.text(max_size=3)),
     st.tuples(st.just("untag"), st.sampled_from(["t", "u"])),
@@ -199,7 +204,7 @@ def test_history_cli_lists_every_event(client: Client, tmp_path: Path) -> None:
     done = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "evstore"), "history", run_id,
          "--store", str(tmp_path / "evstore.db")],
-        capture_output=True, text=True, env=env, timeout=120,
+        check=False, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.strip()]
@@ -211,7 +216,7 @@ def test_history_cli_lists_every_event(client: Client, tmp_path: Path) -> None:
     for row, recorded in zip(rows, events):
         cells = row.split()
         assert cells[0] == str(recorded.position)
-        stamp = datetime.fromtimestamp(recorded.recorded_at / 1000, tz=timezone.utc)
+        stamp = datetime.fromtimestamp(recorded.recorded_at / 1000, tz=UTC)
         assert f"{cells[1]} {cells[2]}" == stamp.strftime("%Y-%m-%d %H:%M:%S")
         assert cells[3] == type(recorded.event).__name__
         assert cells[4] == "alice"
@@ -228,7 +233,7 @@ def test_history_of_an_unknown_run_is_a_one_line_error(client: Client, tmp_path:
     done = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "evstore"), "history", "f" * 32,
          "--store", str(tmp_path / "evstore.db")],
-        capture_output=True, text=True, timeout=120,
+        check=False, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [f"error: Run with id={'f' * 32} not found"]
