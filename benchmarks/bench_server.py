@@ -1,0 +1,217 @@
+"""The real mlflow client against ``mlflow server`` and against ``evstore server``.
+
+Starts both servers in the same run (``mlflow server`` on a SQLite store in a temp dir with
+``--workers 1``; ``evstore server`` on a temp store), then with the real ``MlflowClient``
+measures per-call ``log_metric`` points/s and ``log_batch`` points/s (1,000 metrics per
+call) against each, and prints both and the ratios. Targets: >= 5x per-call, >= 10x
+log_batch. Rounds alternate between the servers; the median of the rounds is reported.
+A third server, a bare uvicorn app that answers every call at once and stores nothing,
+measures the client's own ceiling: no server can beat that line's ratio here.
+
+    python benchmarks/bench_server.py                  # 500 calls, 5 batches, 3 rounds
+    python benchmarks/bench_server.py --calls 200 --rounds 1
+
+Durability is not the same promise on both sides: MLflow's SQLite store runs SQLite's
+defaults (journal_mode=DELETE, synchronous=FULL); evstore's store runs WAL with
+synchronous=NORMAL (a committed write survives a crash of the process, the last commits
+may be lost on power loss). ``--workers 1`` is MLflow's best case on this machine: with
+its default of 4 workers the baseline notes measured 19 per-call points/s (a ~44 ms
+stall per request on a reused keep-alive connection), 140/s with one worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+BIN = os.path.dirname(sys.executable)
+
+# The client's own ceiling: the same uvicorn answering every call at once, storing nothing.
+NO_OP_SERVER = """
+import sys, uvicorn
+RUN = {"run": {"info": {"run_id": "0" * 32, "run_uuid": "0" * 32, "experiment_id": "1"}, "data": {}}}
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]
+    body = b"{}"
+    if path.endswith("experiments/create"):
+        body = b'{"experiment_id": "1"}'
+    elif path.endswith("runs/create"):
+        import json
+        body = json.dumps(RUN).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body if path != "/health" else b"OK"})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], log_path: str) -> subprocess.Popen[bytes]:
+    """A server in its own process group (MLflow's server forks workers and job runners)."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], started: float, timeout: float) -> float:
+    """Seconds from ``started`` (the launch) until ``url/health`` answers 200."""
+    import urllib.error
+    import urllib.request
+
+    while time.perf_counter() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started, with the process group it made."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def measure(url: str, calls: int, batches: int, batch_size: int, round_no: int, check: bool = True) -> tuple[float, float]:
+    """(per-call log_metric points/s, log_batch points/s) with the real MlflowClient."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=url)
+    experiment_id = client.create_experiment(f"bench-{round_no}-{time.time_ns()}")
+    run_id = client.create_run(experiment_id).info.run_id
+    for step in range(20):  # warm the connection and both processes' caches
+        client.log_metric(run_id, "warmup", 0.0, step=step)
+    started = time.perf_counter()
+    for step in range(calls):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
+    per_call = calls / (time.perf_counter() - started)
+    now = int(time.time() * 1000)
+    payloads = [
+        [Metric(f"m{i % 10}", float(i), now, b * batch_size + i) for i in range(batch_size)]
+        for b in range(batches)
+    ]
+    started = time.perf_counter()
+    for metrics in payloads:
+        client.log_batch(run_id, metrics=metrics)
+    batched = batches * batch_size / (time.perf_counter() - started)
+    if check:
+        history = client.get_metric_history(run_id, "loss")
+        assert len(history) == calls, f"{url}: {len(history)} of {calls} points stored"
+    return per_call, batched
+
+
+def main() -> None:
+    """Start both servers, measure, print the table and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500, help="log_metric calls per round")
+    parser.add_argument("--batches", type=int, default=5, help="log_batch calls per round")
+    parser.add_argument("--batch-size", type=int, default=1000, help="metrics per log_batch")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    args = parser.parse_args()
+
+    work = tempfile.mkdtemp(prefix="bench-server-")
+    mlflow_port, evstore_port, no_op_port = free_port(), free_port(), free_port()
+    servers: dict[str, Any] = {}
+    launched: dict[str, float] = {}
+    try:
+        launched["mlflow"] = time.perf_counter()
+        servers["mlflow"] = start(
+            [os.path.join(BIN, "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{work}/mlflow.db", "--artifacts-destination", f"{work}/mlartifacts",
+             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+            os.path.join(work, "mlflow-server.log"),
+        )  # fmt: skip
+        launched["evstore"] = time.perf_counter()
+        servers["evstore"] = start(
+            [os.path.join(BIN, "evstore"), "server", "--store", f"{work}/evstore.db",
+             "--artifacts-root", f"{work}/evstore-artifacts", "--port", str(evstore_port)],
+            os.path.join(work, "evstore-server.log"),
+        )  # fmt: skip
+        launched["no-op"] = time.perf_counter()
+        servers["no-op"] = start(
+            [sys.executable, "-c", NO_OP_SERVER, str(no_op_port)], os.path.join(work, "no-op.log")
+        )
+        urls = {
+            "mlflow": f"http://127.0.0.1:{mlflow_port}",
+            "evstore": f"http://127.0.0.1:{evstore_port}",
+            "no-op": f"http://127.0.0.1:{no_op_port}",
+        }
+        ready = {
+            name: wait_ready(urls[name], servers[name], launched[name], 120)
+            for name in ("evstore", "no-op", "mlflow")
+        }
+        time.sleep(15)  # mlflow server keeps busy for a while after /health answers (job runners)
+
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
+        for round_no in range(args.rounds):
+            order = ["mlflow", "evstore", "no-op"]
+            for name in order[round_no % 3 :] + order[: round_no % 3]:
+                results[name].append(
+                    measure(urls[name], args.calls, args.batches, args.batch_size, round_no, name != "no-op")
+                )
+    finally:
+        for process in servers.values():
+            stop(process)
+
+    median = {
+        name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))
+        for name, rows in results.items()
+    }
+    print(f"real mlflow client {_mlflow_version()}, {args.rounds} rounds (median), "
+          f"{args.calls} log_metric calls, {args.batches} x log_batch({args.batch_size})")  # fmt: skip
+    print(f"{'server':<34}{'ready s':>9}{'log_metric pts/s':>18}{'log_batch pts/s':>17}")
+    labels = {
+        "mlflow": "mlflow server (sqlite, 1 worker)",
+        "evstore": "evstore server (WAL, sync NORMAL)",
+        "no-op": "no-op server (client ceiling)",
+    }
+    for name in ("mlflow", "evstore", "no-op"):
+        per_call, batched = median[name]
+        print(f"{labels[name]:<34}{ready[name]:>9.1f}{per_call:>18,.0f}{batched:>17,.0f}")
+    for name in ("evstore", "no-op"):
+        per_call_ratio = median[name][0] / median["mlflow"][0]
+        batch_ratio = median[name][1] / median["mlflow"][1]
+        print(f"{'ratio ' + name + ' / mlflow':<43}{per_call_ratio:>17.1f}x{batch_ratio:>16.1f}x")
+    print("targets: >= 5x per-call, >= 10x log_batch; durability differs (see the docstring).")
+    print("The no-op line is the real client against a server that stores nothing: no server")
+    print("can beat its ratio on this machine.")
+
+
+def _mlflow_version() -> str:
+    import mlflow
+
+    return mlflow.__version__
+
+
+if __name__ == "__main__":
+    main()
