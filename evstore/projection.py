@@ -24,6 +24,12 @@ checkpoint, the last position applied):
   connection without the write lock, then the tail is applied and the tables swapped
   under it, in one transaction. Shadow tables are never read; a killed rebuild leaves
   the old tables serving and its leftovers are dropped by the next one.
+
+    runner = open_store("runs.db")          # or attach(open_log(...), auto_rebuild=True)
+    runner.store.append(run_id, events)     # the read models follow, in the same transaction
+    runner.check_fresh(["runs", "params"])  # before reading those tables
+    rebuild(runner.store, ["runs"], progress=lambda done, total: ...)
+    for recorded in subscribe(runner.store, after_position=checkpoint, idle_timeout=None): ...
 """
 
 from __future__ import annotations
@@ -711,7 +717,7 @@ def _drop_shadows(conn: sqlite3.Connection, models: list[ReadModel], suffix: str
     for model in models:
         for table in model.tables:
             for name in tables:
-                ours = name == table + suffix if suffix else name.startswith(table + _SHADOW_MARK)
+                ours = (name == table + suffix) if suffix else name.startswith(table + _SHADOW_MARK)
                 if ours:
                     conn.execute(f'DROP TABLE IF EXISTS "{name}"')
 
