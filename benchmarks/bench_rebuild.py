@@ -86,7 +86,9 @@ def build_store(path: str, total: int, max_points: int = 4) -> int:
         count += 1
     index = 0
     while count < total:
-        events = run_events(rng, str(index % EXPERIMENTS), index, 1_700_000_000_000 + index, max_points)
+        events = run_events(
+            rng, str(index % EXPERIMENTS), index, 1_700_000_000_000 + index, max_points
+        )
         events = events[: total - count]
         store.append(os.urandom(16).hex(), events)
         count += len(events)
@@ -155,18 +157,33 @@ def main() -> None:
         events, seconds = time_rebuild(path)
         plain_rate, rebuild_rate = read_count / read_seconds, events / seconds
         print(f"{'workload':34} {'events':>10} {'seconds':>8} {'events/s':>10}")
-        print(f"{'plain SELECT + codec.decode':34} {read_count:>10,} {read_seconds:>8.2f} {plain_rate:>10,.0f}")
-        print(f"{'rebuild (all read models)':34} {events:>10,} {seconds:>8.2f} {rebuild_rate:>10,.0f}")
+        print(
+            f"{'plain SELECT + codec.decode':34} {read_count:>10,} {read_seconds:>8.2f} {plain_rate:>10,.0f}"
+        )
+        print(
+            f"{'rebuild (all read models)':34} {events:>10,} {seconds:>8.2f} {rebuild_rate:>10,.0f}"
+        )
         print(f"ratio rebuild / plain read+decode: {rebuild_rate / plain_rate:.0%} (target >= 40%)")
         if args.skip_memory:
             return
         small_path = os.path.join(tmp, "small.db")
         build_store(small_path, args.events // 4, args.max_points)
-        (small_heap, small_rss), (big_heap, big_rss) = child_peak_memory(small_path), child_peak_memory(path)
-        print(f"peak memory of a rebuild   {args.events // 4:>10,} events {args.events:>10,} events")
-        print(f"{'  Python heap (tracemalloc)':26} {small_heap / 1024:>13.1f} MiB {big_heap / 1024:>13.1f} MiB")
-        print(f"{'  process RSS (ru_maxrss)':26} {small_rss / 1024:>13.1f} MiB {big_rss / 1024:>13.1f} MiB")
-        print("  (RSS includes SQLite's page caches: 64 MiB per connection at most, two connections)")
+        (small_heap, small_rss), (big_heap, big_rss) = (
+            child_peak_memory(small_path),
+            child_peak_memory(path),
+        )
+        print(
+            f"peak memory of a rebuild   {args.events // 4:>10,} events {args.events:>10,} events"
+        )
+        print(
+            f"{'  Python heap (tracemalloc)':26} {small_heap / 1024:>13.1f} MiB {big_heap / 1024:>13.1f} MiB"
+        )
+        print(
+            f"{'  process RSS (ru_maxrss)':26} {small_rss / 1024:>13.1f} MiB {big_rss / 1024:>13.1f} MiB"
+        )
+        print(
+            "  (RSS includes SQLite's page caches: 64 MiB per connection at most, two connections)"
+        )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,12 @@ from typing import Any
 import msgspec
 
 from evstore import codec
-from evstore.errors import InvalidParameterValue, ProjectionError, StaleProjectionError, StoreError
+from evstore.errors import (
+    InvalidParameterValue,
+    ProjectionError,
+    StaleProjectionError,
+    StoreError,
+)
 from evstore.events import Event, UnknownEvent
 from evstore.stores.base import EventStore, RecordedEvent
 
@@ -143,7 +148,9 @@ class Ops:
 
 # One INSERT of many rows costs SQLite and the driver less than as many single-row ones.
 _ROWS_PER_INSERT = 50
-_VALUES = re.compile(r"^(.*?\bVALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))(.*)$", re.I | re.S)
+_VALUES = re.compile(
+    r"^(.*?\bVALUES\s*)(\(\s*\?(?:\s*,\s*\?)*\s*\))(.*)$", re.IGNORECASE | re.DOTALL
+)
 
 
 def _many_rows(sql: str) -> str | None:
@@ -340,8 +347,7 @@ def stale_message(model: ReadModel, state: ProjectionState | None) -> str:
     fix = f"run `evstore rebuild --projection {model.name}`"
     if state is None:
         return (
-            f"projection {model.name!r} (version {model.version}) is not built in this store:"
-            f" {fix}"
+            f"projection {model.name!r} (version {model.version}) is not built in this store: {fix}"
         )
     return (
         f"projection {model.name!r} was built at version {state.version} but this evstore has"

@@ -18,9 +18,11 @@ ARTIFACTS = ReadModel(
     version=1,
     tables={
         "artifacts": (
-            "CREATE TABLE {artifacts} (run_id TEXT NOT NULL, path TEXT NOT NULL,"
-            " size INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (run_id, path))"
-            " WITHOUT ROWID",
+            (
+                "CREATE TABLE {artifacts} (run_id TEXT NOT NULL, path TEXT NOT NULL,"
+                " size INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (run_id, path))"
+                " WITHOUT ROWID"
+            ),
         ),
     },
     statements={"upsert": "INSERT OR REPLACE INTO {artifacts} VALUES (?, ?, ?, ?)"},

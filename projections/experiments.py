@@ -61,13 +61,17 @@ EXPERIMENTS = ReadModel(
     version=1,
     tables={
         "experiments": (
-            "CREATE TABLE {experiments} (experiment_id TEXT PRIMARY KEY, name TEXT UNIQUE,"
-            " artifact_location TEXT, lifecycle_stage TEXT NOT NULL,"
-            " creation_time INTEGER, last_update_time INTEGER)",
+            (
+                "CREATE TABLE {experiments} (experiment_id TEXT PRIMARY KEY, name TEXT UNIQUE,"
+                " artifact_location TEXT, lifecycle_stage TEXT NOT NULL,"
+                " creation_time INTEGER, last_update_time INTEGER)"
+            ),
         ),
         "experiment_tags": (
-            "CREATE TABLE {experiment_tags} (experiment_id TEXT NOT NULL, key TEXT NOT NULL,"
-            " value TEXT, PRIMARY KEY (experiment_id, key)) WITHOUT ROWID",
+            (
+                "CREATE TABLE {experiment_tags} (experiment_id TEXT NOT NULL, key TEXT NOT NULL,"
+                " value TEXT, PRIMARY KEY (experiment_id, key)) WITHOUT ROWID"
+            ),
         ),
     },
     statements={

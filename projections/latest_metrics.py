@@ -7,6 +7,7 @@ as NULL here, hence the ``coalesce`` in the comparison.
 
 from __future__ import annotations
 
+from math import isnan
 from typing import Any
 
 from evstore.events import MetricPoint, MetricsLogged
@@ -27,18 +28,19 @@ def keep_greatest(batches: list[tuple[str, list[MetricPoint]]]) -> list[tuple[An
         for p in points:
             key = (run_id, p.key)
             held = get(key)
-            if held is None or p.step > held.step:
-                best[key] = p
-            elif p.step == held.step and (
-                p.timestamp > held.timestamp
-                or (p.timestamp == held.timestamp and _zero_nan(p.value) > _zero_nan(held.value))
-            ):
+            if (
+                held is None
+                or p.step > held.step
+                or (p.step == held.step and p.timestamp > held.timestamp)
+                or (p.step == held.step and p.timestamp == held.timestamp
+                    and _zero_nan(p.value) > _zero_nan(held.value))
+            ):  # fmt: skip
                 best[key] = p
     return [(run_id, key, p.value, p.step, p.timestamp) for (run_id, key), p in best.items()]
 
 
 def _zero_nan(value: float) -> float:
-    return value if value == value else 0.0
+    return 0.0 if isnan(value) else value
 
 
 LATEST_METRICS = ReadModel(
@@ -46,9 +48,11 @@ LATEST_METRICS = ReadModel(
     version=1,
     tables={
         "latest_metrics": (
-            "CREATE TABLE {latest_metrics} (run_id TEXT NOT NULL, key TEXT NOT NULL,"
-            " value REAL, step INTEGER NOT NULL, timestamp INTEGER NOT NULL,"
-            " PRIMARY KEY (run_id, key)) WITHOUT ROWID",
+            (
+                "CREATE TABLE {latest_metrics} (run_id TEXT NOT NULL, key TEXT NOT NULL,"
+                " value REAL, step INTEGER NOT NULL, timestamp INTEGER NOT NULL,"
+                " PRIMARY KEY (run_id, key)) WITHOUT ROWID"
+            ),
             "CREATE INDEX {latest_metrics}_by_value ON {latest_metrics} (key, value)",
         ),
     },

@@ -42,9 +42,11 @@ METRICS = ReadModel(
     version=1,
     tables={
         "metrics": (
-            "CREATE TABLE {metrics} (run_id TEXT NOT NULL, key TEXT NOT NULL, value REAL,"
-            " step INTEGER NOT NULL, timestamp INTEGER NOT NULL, position INTEGER NOT NULL,"
-            " seq INTEGER NOT NULL)",
+            (
+                "CREATE TABLE {metrics} (run_id TEXT NOT NULL, key TEXT NOT NULL, value REAL,"
+                " step INTEGER NOT NULL, timestamp INTEGER NOT NULL, position INTEGER NOT NULL,"
+                " seq INTEGER NOT NULL)"
+            ),
             "CREATE INDEX {metrics}_history ON {metrics} (run_id, key, position, seq)",
         ),
     },

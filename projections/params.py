@@ -19,8 +19,10 @@ PARAMS = ReadModel(
     version=1,
     tables={
         "params": (
-            "CREATE TABLE {params} (run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,"
-            " PRIMARY KEY (run_id, key)) WITHOUT ROWID",
+            (
+                "CREATE TABLE {params} (run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,"
+                " PRIMARY KEY (run_id, key)) WITHOUT ROWID"
+            ),
             "CREATE INDEX {params}_by_value ON {params} (key, value)",
         ),
     },

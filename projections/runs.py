@@ -61,10 +61,12 @@ RUNS = ReadModel(
     version=1,
     tables={
         "runs": (
-            "CREATE TABLE {runs} (run_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL,"
-            " run_name TEXT, user_id TEXT, status TEXT NOT NULL, start_time INTEGER,"
-            " end_time INTEGER, lifecycle_stage TEXT NOT NULL, parent_run_id TEXT,"
-            " artifact_uri TEXT, deleted_time INTEGER)",
+            (
+                "CREATE TABLE {runs} (run_id TEXT PRIMARY KEY, experiment_id TEXT NOT NULL,"
+                " run_name TEXT, user_id TEXT, status TEXT NOT NULL, start_time INTEGER,"
+                " end_time INTEGER, lifecycle_stage TEXT NOT NULL, parent_run_id TEXT,"
+                " artifact_uri TEXT, deleted_time INTEGER)"
+            ),
             "CREATE INDEX {runs}_search ON {runs} (experiment_id, lifecycle_stage, start_time)",
         ),
     },

@@ -39,8 +39,10 @@ TAGS = ReadModel(
     version=1,
     tables={
         "tags": (
-            "CREATE TABLE {tags} (run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,"
-            " PRIMARY KEY (run_id, key)) WITHOUT ROWID",
+            (
+                "CREATE TABLE {tags} (run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,"
+                " PRIMARY KEY (run_id, key)) WITHOUT ROWID"
+            ),
             "CREATE INDEX {tags}_by_value ON {tags} (key, value)",
         ),
     },

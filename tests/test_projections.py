@@ -43,7 +43,13 @@ from evstore.events import (
     TagDeleted,
     TagSet,
 )
-from evstore.projection import ProjectionRunner, ReadModel, open_store, rebuild, subscribe
+from evstore.projection import (
+    ProjectionRunner,
+    ReadModel,
+    open_store,
+    rebuild,
+    subscribe,
+)
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
 from projections.runs import RUNS
@@ -79,7 +85,9 @@ def started(run_name: str = "r", experiment_id: str = "1") -> RunStarted:
 # --- what each table says -----------------------------------------------------------
 
 
-def test_experiments_follow_their_events_and_last_update_time_moves(runner: ProjectionRunner) -> None:
+def test_experiments_follow_their_events_and_last_update_time_moves(
+    runner: ProjectionRunner,
+) -> None:
     store = runner.store
     store.append("experiment-1", [experiment(team="vision", owner="ann")])
     assert rows(runner, "SELECT * FROM experiments") == [("1", "exp", "a/1", "active", 100, 100)]
@@ -92,12 +100,18 @@ def test_experiments_follow_their_events_and_last_update_time_moves(runner: Proj
     assert rows(runner, "SELECT name, last_update_time FROM experiments") == [("exp2", renamed_at)]
     assert rows(runner, "SELECT * FROM experiment_tags") == [("1", "team", "nlp")]
     store.append("experiment-1", [ExperimentDeleted(experiment_id="1", deleted_time=900)])
-    assert rows(runner, "SELECT lifecycle_stage, last_update_time FROM experiments") == [("deleted", 900)]
+    assert rows(runner, "SELECT lifecycle_stage, last_update_time FROM experiments") == [
+        ("deleted", 900)
+    ]
     store.append("experiment-1", [ExperimentRestored(experiment_id="1", restored_time=950)])
-    assert rows(runner, "SELECT lifecycle_stage, last_update_time FROM experiments") == [("active", 950)]
+    assert rows(runner, "SELECT lifecycle_stage, last_update_time FROM experiments") == [
+        ("active", 950)
+    ]
 
 
-def test_runs_status_name_lifecycle_and_the_run_name_tag_stay_in_sync(runner: ProjectionRunner) -> None:
+def test_runs_status_name_lifecycle_and_the_run_name_tag_stay_in_sync(
+    runner: ProjectionRunner,
+) -> None:
     store = runner.store
     store.append("experiment-1", [experiment()])
     store.append(RUN_A, [started("first"), TagSet(key="k", value="v")])
@@ -125,11 +139,16 @@ def test_params_and_artifacts(runner: ProjectionRunner) -> None:
     store.append(RUN_A, [started(), ParamsLogged(params={"lr": "0.1", "long": "x" * 10_000})])
     store.append(RUN_A, [ArtifactRecorded(path="m/model.pkl", size=3, sha256="ab" * 32)])
     store.append(RUN_A, [ArtifactRecorded(path="m/model.pkl", size=4, sha256="cd" * 32)])
-    assert rows(runner, "SELECT key, length(value) FROM params ORDER BY key") == [("long", 10_000), ("lr", 3)]
+    assert rows(runner, "SELECT key, length(value) FROM params ORDER BY key") == [
+        ("long", 10_000),
+        ("lr", 3),
+    ]
     assert rows(runner, "SELECT * FROM artifacts") == [(RUN_A, "m/model.pkl", 4, "cd" * 32)]
 
 
-def test_metric_history_keeps_every_point_nan_as_null_and_infinities(runner: ProjectionRunner) -> None:
+def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
+    runner: ProjectionRunner,
+) -> None:
     store = runner.store
     store.append(RUN_A, [started()])
     points = [MetricPoint("loss", 1.0, 0, 10), MetricPoint("loss", NAN, 1, 11),
@@ -160,7 +179,10 @@ def test_metric_history_keeps_every_point_nan_as_null_and_infinities(runner: Pro
 )
 @pytest.mark.parametrize("batched", [True, False])
 def test_latest_metric_follows_mlflows_rule(
-    runner: ProjectionRunner, points: list[tuple[float, int, int]], latest: tuple[Any, ...], batched: bool
+    runner: ProjectionRunner,
+    points: list[tuple[float, int, int]],
+    latest: tuple[Any, ...],
+    batched: bool,
 ) -> None:
     store = runner.store
     store.append(RUN_A, [started()])
@@ -170,7 +192,9 @@ def test_latest_metric_follows_mlflows_rule(
     assert rows(runner, "SELECT value, step, timestamp FROM latest_metrics") == [latest]
 
 
-def test_every_append_moves_every_checkpoint_in_the_same_transaction(runner: ProjectionRunner) -> None:
+def test_every_append_moves_every_checkpoint_in_the_same_transaction(
+    runner: ProjectionRunner,
+) -> None:
     runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
     state, head = mechanism.store_state(runner.store)
     assert head == 2
@@ -203,14 +227,18 @@ def test_a_failing_handler_fails_the_append_and_leaves_nothing_behind(db_path: P
     with open_log(db_path) as log:
         runner = mechanism.attach(log, models=[*mechanism.registered(), SHOUTS])
         log.append(RUN_A, [started()])
-        with pytest.raises(ProjectionError, match=r"position 3 \(TagSet v1, stream a+\): ValueError: boom"):
+        with pytest.raises(
+            ProjectionError, match=r"position 3 \(TagSet v1, stream a+\): ValueError: boom"
+        ):
             log.append(RUN_A, [TagSet(key="queued", value="1"), TagSet(key="boom", value="1")])
         log.append(RUN_A, [TagSet(key="next", value="1")])
         assert rows(runner, "SELECT key FROM shouts") == [("next",)]
         assert log.head_position() == 2
 
 
-def test_events_appended_without_projections_are_caught_up(runner: ProjectionRunner, db_path: Path) -> None:
+def test_events_appended_without_projections_are_caught_up(
+    runner: ProjectionRunner, db_path: Path
+) -> None:
     runner.store.append(RUN_A, [started()])
     with open_log(db_path) as bare:  # a writer that does not keep the read models
         bare.append(RUN_A, [ParamsLogged(params={"x": "1"})])
@@ -238,7 +266,9 @@ def test_events_of_unknown_types_are_skipped_and_counted(db_path: Path) -> None:
 # --- versions ------------------------------------------------------------------------
 
 
-def test_a_stale_projection_stops_reads_not_writes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stale_projection_stops_reads_not_writes(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = open_store(db_path)
     first.store.append(RUN_A, [started("before")])
     first.store.close()
@@ -265,7 +295,10 @@ def test_a_stale_projection_stops_reads_not_writes(db_path: Path, monkeypatch: p
         summary = rebuild(runner.store, ["runs"])
         assert summary.projections == ["runs"]
         runner.check_fresh()
-        assert rows(runner, "SELECT run_name FROM runs ORDER BY run_name") == [("after",), ("before",)]
+        assert rows(runner, "SELECT run_name FROM runs ORDER BY run_name") == [
+            ("after",),
+            ("before",),
+        ]
         runner.store.append(RUN_B, [RunRenamed(run_name="renamed")])  # inline again
         assert rows(runner, f"SELECT run_name FROM runs WHERE run_id = '{RUN_B}'") == [("renamed",)]
     finally:
@@ -308,7 +341,9 @@ EVENT_COUNTS = ReadModel(
 
 def write_a_history(db_path: Path) -> None:
     runner = open_store(db_path)
-    runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"}), TagSet(key="k", value="v")])
+    runner.store.append(
+        RUN_A, [started(), ParamsLogged(params={"a": "1"}), TagSet(key="k", value="v")]
+    )
     runner.store.append(RUN_B, [started(), ParamsLogged(params={"a": "1"})])
     runner.store.close()
 
@@ -328,13 +363,17 @@ def test_a_model_added_later_is_built_when_a_small_store_opens(
         runner.store.close()
 
 
-def test_on_a_big_log_a_new_model_waits_for_rebuild(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_a_big_log_a_new_model_waits_for_rebuild(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_a_history(db_path)
     monkeypatch.setattr(projections, "PROJECTIONS", [*projections.PROJECTIONS, EVENT_COUNTS])
     monkeypatch.setattr(mechanism, "BUILD_ON_OPEN_LIMIT", 2)  # this log counts as big
     runner = open_store(db_path)
     try:
-        with pytest.raises(StaleProjectionError, match=r"'event_counts' \(version 1\) is not built"):
+        with pytest.raises(
+            StaleProjectionError, match=r"'event_counts' \(version 1\) is not built"
+        ):
             runner.check_fresh(["event_counts"])
         runner.store.append(RUN_A, [TagSet(key="k2", value="v")])  # writers go on
         rebuild(runner.store, ["event_counts"])
@@ -352,7 +391,10 @@ def test_on_a_big_log_a_new_model_waits_for_rebuild(db_path: Path, monkeypatch: 
 def test_subscribe_reads_to_the_head_then_follows_new_appends(db_path: Path) -> None:
     with open_log(db_path) as log:
         log.append(RUN_A, [started(), ParamsLogged(params={"a": "1"}), TagSet(key="k", value="v")])
-        assert [r.position for r in subscribe(log, 1)] == [2, 3]  # idle_timeout=0: stops at the head
+        assert [r.position for r in subscribe(log, 1)] == [
+            2,
+            3,
+        ]  # idle_timeout=0: stops at the head
 
         def writer() -> None:
             with open_log(db_path) as other:  # another connection, as another process would be
@@ -396,8 +438,12 @@ EXPERIMENT_IDS = ("1", "2")
 KEYS = st.sampled_from(["a", "b", "mlflow.runName", "key with spaces/and slashes"])
 TEXT = st.text(max_size=4)
 TIMES = st.integers(0, 3)
-FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1.0, NAN, INF, -INF])
-POINTS = st.builds(MetricPoint, st.sampled_from(["loss", "acc"]), FLOATS, st.integers(-1, 1), st.integers(0, 1))
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [0.0, -0.0, 1.0, NAN, INF, -INF]
+)
+POINTS = st.builds(
+    MetricPoint, st.sampled_from(["loss", "acc"]), FLOATS, st.integers(-1, 1), st.integers(0, 1)
+)
 
 RUN_EVENTS = st.one_of(
     st.builds(ParamsLogged, params=st.dictionaries(KEYS, TEXT, max_size=3)),
@@ -445,10 +491,12 @@ def snapshot(store: Any) -> dict[str, list[tuple[Any, ...]]]:
     tables = [table for model in mechanism.registered() for table in model.tables]
     return {
         table: sorted(
-            (tuple("NaN" if isinstance(v, float) and v != v else v for v in row)
-             for row in store.query(f"SELECT * FROM {table}")),
+            (
+                tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row)
+                for row in store.query(f"SELECT * FROM {table}")
+            ),
             key=repr,
-        )  # fmt: skip
+        )
         for table in tables
     }
 
@@ -473,7 +521,9 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             points = 0
             for target, ops in history:
                 if target in EXPERIMENT_IDS:
-                    store.append(f"experiment-{target}", [experiment_event(target, op) for op in ops])
+                    store.append(
+                        f"experiment-{target}", [experiment_event(target, op) for op in ops]
+                    )
                 else:
                     store.append(target, ops)
                     points += sum(len(op.points) for op in ops if isinstance(op, MetricsLogged))

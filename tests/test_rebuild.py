@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_projections import snapshot
 from typer.testing import CliRunner
 
 from evstore import projection as mechanism
@@ -34,7 +35,6 @@ from evstore.projection import ReadModel, open_store, rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
 from projections.runs import RUNS
-from test_projections import snapshot
 
 RUN = "c" * 32
 
@@ -70,7 +70,11 @@ def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path) -> N
         before = snapshot(log)
         for _ in range(2):  # a second rebuild must not collide with the first one's names
             summary = rebuild(log, chunk=7)
-            assert (summary.events, summary.unknown_skipped, summary.head_position) == (head, 0, head)
+            assert (summary.events, summary.unknown_skipped, summary.head_position) == (
+                head,
+                0,
+                head,
+            )
             assert snapshot(log) == before
             assert shadow_tables(log) == []
         # Each live table carries the indexes its model declares, and queries use them.
@@ -90,16 +94,16 @@ def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path) -> N
 def test_rebuild_while_another_process_appends_applies_every_event_once(db_path: Path) -> None:
     fill(db_path, runs=20, steps=100)
     stop = db_path.parent / "stop"
-    appender = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    appender = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import os, sys
         from evstore.events import MetricPoint, MetricsLogged, TagSet
         from evstore.projection import open_store
         store = open_store(sys.argv[1]).store
         i = 0
         while not os.path.exists(sys.argv[2]):
-            run = f"{{i % 7:032x}}"
+            run = f"{i % 7:032x}"
             store.append(run, [MetricsLogged(points=[MetricPoint("loss", i, 1000 + i, i)]),
-                               TagSet(key=f"t{{i % 5}}", value=str(i))])
+                               TagSet(key=f"t{i % 5}", value=str(i))])
             i += 1
         print(i)
     """), str(db_path), str(stop)], stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -108,7 +112,9 @@ def test_rebuild_while_another_process_appends_applies_every_event_once(db_path:
             while log.head_position() < 2300:  # the appender is running
                 time.sleep(0.01)
             start = log.head_position()
-            summary = rebuild(log, chunk=200, near_head=20, progress=lambda done, total: time.sleep(0.005))
+            summary = rebuild(
+                log, chunk=200, near_head=20, progress=lambda done, total: time.sleep(0.005)
+            )
             assert summary.head_position > start + 50  # appends landed during the rebuild
             time.sleep(0.3)  # ...and after it, inline into the new tables
     finally:
@@ -124,8 +130,12 @@ def test_rebuild_while_another_process_appends_applies_every_event_once(db_path:
         head = log.head_position()
         assert {s.checkpoint for s in mechanism.store_state(log)[0].values()} == {head}
         # Every point in the log is in the history exactly once...
-        points = sum(len(r.event.points) for r in log.read_all() if isinstance(r.event, MetricsLogged))
-        assert log.query("SELECT count(*), count(DISTINCT position || '.' || seq) FROM metrics") == [  # type: ignore[attr-defined]
+        points = sum(
+            len(r.event.points) for r in log.read_all() if isinstance(r.event, MetricsLogged)
+        )
+        assert log.query(
+            "SELECT count(*), count(DISTINCT position || '.' || seq) FROM metrics"
+        ) == [  # type: ignore[attr-defined]
             (points, points)
         ]
         # ...and every table equals a rebuild from scratch.
@@ -216,7 +226,9 @@ def test_a_failing_handler_stops_the_rebuild_naming_position_and_type(db_path: P
                          TagSet(key="boom", value="v")])  # fmt: skip
         models = [*mechanism.registered(), FRAGILE]
         before = snapshot(log)
-        with pytest.raises(ProjectionError, match=r"position 9 \(TagSet v1, stream c+\).*cannot count a boom"):
+        with pytest.raises(
+            ProjectionError, match=r"position 9 \(TagSet v1, stream c+\).*cannot count a boom"
+        ):
             rebuild(log, models=models)
         assert shadow_tables(log) == []
         assert snapshot(log) == before
@@ -253,14 +265,20 @@ def test_golden_stores_rebuild_into_their_expected_tables(tmp_path: Path) -> Non
 # --- the command ----------------------------------------------------------------------
 
 
-def test_evstore_rebuild_fixes_a_stale_projection(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evstore_rebuild_fixes_a_stale_projection(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fill(db_path, runs=2, steps=2)
     monkeypatch.setattr(RUNS, "version", RUNS.version + 1)
     runner = open_store(db_path)
     try:
-        with pytest.raises(mechanism.StaleProjectionError, match="evstore rebuild --projection runs"):
+        with pytest.raises(
+            mechanism.StaleProjectionError, match="evstore rebuild --projection runs"
+        ):
             runner.check_fresh()
-        result = CliRunner().invoke(app, ["rebuild", "--store", str(db_path), "--projection", "runs"])
+        result = CliRunner().invoke(
+            app, ["rebuild", "--store", str(db_path), "--projection", "runs"]
+        )
         assert result.exit_code == 0, result.output
         assert "rebuilt runs: 11 events replayed, 0 unknown skipped, head 11" in result.output
         runner.check_fresh()
@@ -271,9 +289,11 @@ def test_evstore_rebuild_fixes_a_stale_projection(db_path: Path, monkeypatch: py
 def test_evstore_rebuild_names_an_unknown_projection_in_one_line(db_path: Path) -> None:
     fill(db_path, runs=1, steps=1)
     done = subprocess.run([sys.executable, "-m", "evstore.cli", "rebuild", "--store", str(db_path),
-                           "--projection", "nope"], capture_output=True, text=True)  # fmt: skip
+                           "--projection", "nope"], check=False, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: no projection named nope; known: experiments, runs, params, tags, metrics,"
-        " latest_metrics, artifacts"
+        (
+            "error: no projection named nope; known: experiments, runs, params, tags, metrics,"
+            " latest_metrics, artifacts"
+        )
     ]
