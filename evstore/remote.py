@@ -29,6 +29,7 @@ from evstore.errors import (
     EvstoreError, InvalidParameterValue, InvalidState, ResourceAlreadyExists, ResourceDoesNotExist,
     StoreError,
 )  # fmt: skip
+from evstore.validation import validate_metric
 
 _API = "/api/2.0/mlflow/"
 _ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
@@ -92,6 +93,18 @@ def _run(data: dict[str, Any]) -> Run:
     )
 
 
+class ServerLog:
+    """The little a remote client can ask of the server's log: its head position."""
+
+    def __init__(self, client: RemoteClient) -> None:
+        self._client = client
+
+    def head_position(self) -> int:
+        """The position of the newest event on the server."""
+        info = msgspec.json.decode(self._client._request("GET", "/api/evstore/info"))
+        return int(info["head_position"])
+
+
 class RemoteClient:
     """A tracking client for a server at ``http(s)://host:port``, mirroring ``Client``."""
 
@@ -106,6 +119,7 @@ class RemoteClient:
             "MLFLOW_TRACKING_TOKEN"
         )
         self._local = threading.local()
+        self.store = ServerLog(self)
 
     # --- transport ------------------------------------------------------------------
 
@@ -282,10 +296,10 @@ class RemoteClient:
         step: int | None = None, synchronous: bool | None = None, *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Log one metric point (the server stores a retried request once)."""
-        payload = {
-            "run_id": run_id, "key": key, "value": _number(value),
-            "timestamp": codec.now_ms() if timestamp is None else timestamp, "step": step or 0,
-        }  # fmt: skip
+        key, value, timestamp, step = validate_metric(
+            key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
+        )  # the local Client's checks, so both refuse the same Python values alike
+        payload = {"run_id": run_id, "key": key, "value": _number(value), "timestamp": timestamp, "step": step}
         self._call("POST", "runs/log-metric", payload)
 
     def log_batch(
@@ -293,6 +307,8 @@ class RemoteClient:
         tags: Sequence[RunTag] = (), synchronous: bool | None = None, *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Log metrics, params and tags in one atomic write."""
+        for m in metrics:
+            validate_metric(m.key, m.value, m.timestamp, m.step)
         payload = {
             "run_id": run_id,
             "metrics": [

@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+import test_client_contract as contract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,6 +49,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if k != "EVSTORE_SERVER_TOKEN"}
         if token:
             env["EVSTORE_SERVER_TOKEN"] = token
+        directory.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / f"server-{self.port}.log"
         command = [
             EVSTORE, "server", "--store", str(self.store), "--port", str(self.port),
@@ -658,3 +660,35 @@ print(run.info.run_id)
         assert {m["key"]: m["step"] for m in run["data"]["metrics"]} == {"a": 3, "b": 3}
         exp = run["info"]["experiment_id"]
         assert http.get(f"{ARTIFACTS}/{exp}/{run_id}/artifacts/notes/hi.txt").content == b"hi"
+
+
+# --- the Client contract suite, run again through a server ---------------------------------
+
+#: Contract tests about the local store itself, which a client of a server cannot see.
+LOCAL_ONLY = {
+    "test_entities_take_mlflows_positional_order",  # no client involved
+    "test_artifacts_are_content_addressed",  # reads the object store's files
+    "test_tampered_artifact_bytes_are_refused_on_download",  # edits the object store's files
+    "test_two_clients_on_one_file_see_each_other",  # two local clients on one file
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    """A RemoteClient of a fresh server: the contract's ``client``, over HTTP."""
+    from evstore.remote import RemoteClient
+
+    running = ServerProcess(tmp_path / "server-side")
+    remote = RemoteClient(running.url)
+    try:
+        yield remote
+    finally:
+        remote.close()
+        running.stop()
+
+
+run_id = contract.run_id
+
+for _name in dir(contract):
+    if _name.startswith("test_") and _name not in LOCAL_ONLY:
+        globals()["test_remote_" + _name[len("test_") :]] = getattr(contract, _name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -94,10 +95,26 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[
             body = await read_body(request, limit)
             parsed = msgspec.json.decode(body or b"{}", type=schema, strict=False)
     except msgspec.ValidationError as e:
-        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {e}") from e
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {_said(e)}") from e
     except msgspec.DecodeError as e:
         raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {request.url.path}: {e}") from e
     return parsed, msgspec.msgpack.encode(parsed)
+
+
+_TYPE_WORDS = {"float": "a number", "int": "an integer", "str": "a string", "array": "a list",
+               "object": "an object", "bool": "true or false"}  # fmt: skip
+_EXPECTED = re.compile(r"Expected `(\w+)`(?: \| `null`)?, got `(\w+)`(?: - at `(.+)`)?")
+
+
+def _said(error: msgspec.ValidationError) -> str:
+    """msgspec's message, with the expected type in words: '`$.value` must be a number'."""
+    text = str(error)
+    match = _EXPECTED.fullmatch(text)
+    if not match or match.group(1) not in _TYPE_WORDS:
+        return text
+    expected, got, where = match.groups()
+    subject = f"`{where}`" if where else "the request body"
+    return f"{subject} must be {_TYPE_WORDS[expected]}, got {got} ({text})"
 
 
 def bearer_token_middleware(app: Any, token: str) -> Any:
