@@ -84,9 +84,25 @@ def _format_1(db: sqlite3.Connection) -> None:
     )
 
 
+def _format_2(db: sqlite3.Connection) -> None:
+    """Refuse INSERT OR REPLACE: it deletes a colliding event without firing DELETE triggers."""
+    db.execute(
+        """
+        CREATE TRIGGER events_refuse_replace BEFORE INSERT ON events
+        WHEN EXISTS (SELECT 1 FROM events WHERE position = NEW.position)
+          OR EXISTS (SELECT 1 FROM events WHERE event_id = NEW.event_id)
+          OR EXISTS (SELECT 1 FROM events
+                     WHERE stream_id = NEW.stream_id AND stream_version = NEW.stream_version)
+        BEGIN
+            SELECT RAISE(ABORT, 'evstore: the event log is append-only; REPLACE refused');
+        END
+        """
+    )
+
+
 #: The storage layout's history. The store's format version is the number applied;
 #: a new layout is a new function appended here, never an edit of an old one.
-FORMAT_MIGRATIONS = (_format_1,)
+FORMAT_MIGRATIONS = (_format_1, _format_2)
 FORMAT_VERSION = len(FORMAT_MIGRATIONS)
 
 
@@ -142,6 +158,12 @@ class SQLiteEventStore(EventStore):
             for number in range(found + 1, FORMAT_VERSION + 1):
                 FORMAT_MIGRATIONS[number - 1](self._conn)
                 self._conn.execute(f"PRAGMA user_version = {number}")
+        except sqlite3.Error as e:
+            self._conn.execute("ROLLBACK")
+            raise StoreFormatError(
+                f"{self.path}: migrating storage format {found} to {FORMAT_VERSION} failed,"
+                f" nothing was changed: {e}"
+            ) from e
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
