@@ -117,19 +117,31 @@ def test_the_store_own_connection_is_refused_too(store: Path) -> None:
         assert verify(log).ok
 
 
-def test_insert_or_replace_is_refused(store: Path, attacker: sqlite3.Connection) -> None:
+@pytest.mark.parametrize(
+    "collides_on",
+    [
+        "position = position",
+        "position = position + 100, stream_version = stream_version + 100",  # event_id
+        "position = position + 100, event_id = 'new-id'",  # (stream_id, stream_version)
+    ],
+)
+def test_insert_or_replace_is_refused(
+    store: Path, attacker: sqlite3.Connection, collides_on: str
+) -> None:
+    # REPLACE deletes the stored row it collides with, without firing DELETE triggers.
+    before = verify_file(store)
+    attacker.execute("CREATE TEMP TABLE copy AS SELECT * FROM events WHERE position = 5")
+    attacker.execute(f"UPDATE copy SET {collides_on}, payload = x'c0'")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        attacker.execute(
-            "INSERT OR REPLACE INTO events SELECT * FROM events WHERE position = 5"
-        )
+        attacker.execute("INSERT OR REPLACE INTO events SELECT * FROM copy")
+    assert verify_file(store) == before
 
 
 def test_insert_or_replace_behind_the_triggers_is_found(
     store: Path, attacker: sqlite3.Connection
 ) -> None:
     # With the triggers dropped, REPLACE rewrites an event; the chain still gives it away.
-    for (name,) in attacker.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
-        attacker.execute(f"DROP TRIGGER {name}")
+    drop_triggers(attacker)
     forged = encode(TagSet(key="k2", value="forged"))
     row = attacker.execute("SELECT * FROM events WHERE position = ?", (TAMPERED + 1,)).fetchone()
     attacker.execute(
