@@ -442,6 +442,17 @@ def test_artifact_upload_list_download(http: httpx.Client) -> None:
     verified(http)
 
 
+def test_tampered_artifact_is_refused_on_download(server: ServerProcess, http: httpx.Client) -> None:
+    import hashlib
+
+    experiment_id, run_id = new_run(http)
+    url = f"{ARTIFACTS}/{experiment_id}/{run_id}/artifacts/model.bin"
+    assert http.put(url, content=b"the real weights").status_code == 200
+    sha = hashlib.sha256(b"the real weights").hexdigest()
+    (server.artifacts / "objects" / sha[:2] / sha).write_bytes(b"the fake weights")
+    refused(http, http.get(url), 400, "INVALID_STATE", "corrupt")
+
+
 TRAVERSALS = [
     "../escape.txt",
     "a/../../escape.txt",

@@ -19,8 +19,9 @@ import tempfile
 from typing import Any
 from urllib.parse import unquote
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from evstore.client import Client
 from evstore.entities import LifecycleStage
@@ -132,18 +133,34 @@ async def upload(request: Request, client: Client, store: StoreThread, limit: in
 
 
 async def download(request: Request, client: Client, store: StoreThread) -> Response:
-    """GET: one artifact file's bytes, checked against the sha256 recorded for it."""
+    """GET: one artifact file, streamed once its bytes match the sha256 recorded for it."""
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
 
-    def read() -> bytes:
+    def digest() -> str:
         _run_for_artifacts(client, experiment_id, run_id, write=False)
-        check_confined(client.artifact_root, client.artifact_digest(run_id, relative)[1])
-        return client.read_artifact(run_id, relative)
+        return client.artifact_digest(run_id, relative)[1]
 
-    data = await store.run(read)
+    sha256 = await store.run(digest)
+    check_confined(client.artifact_root, sha256)
+    path = os.path.join(client.artifact_root, "objects", sha256[:2], sha256)
+    # Hashed off the store thread (no database involved), then streamed from the file.
+    if await run_in_threadpool(_file_sha256, path) != sha256:
+        raise InvalidState(f"artifact {relative!r} of run {run_id} is corrupt: its bytes do not match")
     media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
-    return Response(data, media_type=media_type)
+    return FileResponse(path, media_type=media_type)
+
+
+def _file_sha256(path: str) -> str | None:
+    """The sha256 of a file's bytes, or None when it is missing."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest()
 
 
 async def list_files(request: Request, client: Client, store: StoreThread) -> Response:
