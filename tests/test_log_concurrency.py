@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -63,13 +64,19 @@ def test_four_processes_append_at_once(db_path: Path) -> None:
     workers = [
         subprocess.Popen(
             [
-                sys.executable, "-c", WORKER, str(db_path), str(worker),
-                str(EVENTS_PER_WORKER), str(NAMESPACE), ",".join(SHARED_STREAMS),
+                sys.executable,
+                "-c",
+                WORKER,
+                str(db_path),
+                str(worker),
+                str(EVENTS_PER_WORKER),
+                str(NAMESPACE),
+                ",".join(SHARED_STREAMS),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for worker in range(WORKERS)
     ]
     try:
@@ -135,7 +142,7 @@ def test_four_processes_append_at_once(db_path: Path) -> None:
 
         # The workers really ran at once: their appends interleave in the log.
         owners = [worker for _, worker, _ in written]
-        switches = sum(1 for a, b in zip(owners, owners[1:]) if a != b)
+        switches = sum(1 for a, b in itertools.pairwise(owners) if a != b)
         assert switches > WORKERS, "the workers ran one after another, not at once"
 
         report = verify(log)
