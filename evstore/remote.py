@@ -23,10 +23,23 @@ import msgspec
 
 from evstore import codec
 from evstore.entities import (
-    Experiment, FileInfo, Metric, PagedList, Param, Run, RunData, RunInfo, RunTag, ViewType,
+    Experiment,
+    FileInfo,
+    Metric,
+    PagedList,
+    Param,
+    Run,
+    RunData,
+    RunInfo,
+    RunTag,
+    ViewType,
 )  # fmt: skip
 from evstore.errors import (
-    EvstoreError, InvalidParameterValue, InvalidState, ResourceAlreadyExists, ResourceDoesNotExist,
+    EvstoreError,
+    InvalidParameterValue,
+    InvalidState,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
     StoreError,
 )  # fmt: skip
 from evstore.validation import validate_metric

@@ -66,7 +66,7 @@ def create_app(settings: ServerSettings) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request)
-            except Exception as e:  # every refusal becomes MLflow's error shape
+            except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
                 return response_for(e)
 
         return endpoint

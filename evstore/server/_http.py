@@ -88,7 +88,7 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[
             query = request.query_params
             fields = {
                 key: query.getlist(key) if key in LIST_QUERY_FIELDS else query[key]
-                for key in query.keys()
+                for key in query
             }
             parsed = msgspec.convert(fields, schema, strict=False)
         else:

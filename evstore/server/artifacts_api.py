@@ -101,7 +101,7 @@ async def _spool(request: Request, limit: int) -> tuple[Any, str]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, "INVALID_PARAMETER_VALUE", f"Artifact of {declared} bytes exceeds the limit of {limit} bytes.")
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - the caller closes it
     digest = hashlib.sha256()
     size = 0
     try:

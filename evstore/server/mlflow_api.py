@@ -20,7 +20,16 @@ from urllib.parse import urlsplit
 
 from evstore import reads
 from evstore.client import Client
-from evstore.entities import Experiment, LifecycleStage, Metric, Param, Run, RunInfo, RunTag, ViewType
+from evstore.entities import (
+    Experiment,
+    LifecycleStage,
+    Metric,
+    Param,
+    Run,
+    RunInfo,
+    RunTag,
+    ViewType,
+)
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.server import schemas as s
 from evstore.server._http import EMPTY_OBJECT
