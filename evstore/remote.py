@@ -155,7 +155,7 @@ class RemoteClient:
 
     def _request(
         self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
-        content_type: str = "application/json",
+        content_type: str = "application/json", idempotency_key: str | None = None,
     ) -> bytes:  # fmt: skip
         target = quote(self._prefix + path, safe="/:")
         if query:
@@ -163,6 +163,8 @@ class RemoteClient:
         headers = {"Content-Type": content_type} if body is not None else {}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         for attempt in range(2):
             connection = self._connection(fresh=attempt > 0)
             try:
@@ -180,11 +182,14 @@ class RemoteClient:
             raise _error(response.status, data)
         return data
 
-    def _call(self, method: str, endpoint: str, payload: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self, method: str, endpoint: str, payload: dict[str, Any] | None = None, key: str | None = None
+    ) -> Any:
         if method == "GET":
             data = self._request("GET", _API + endpoint, query=payload)
         else:
-            data = self._request(method, _API + endpoint, body=msgspec.json.encode(payload or {}))
+            body = msgspec.json.encode(payload or {})
+            data = self._request(method, _API + endpoint, body=body, idempotency_key=key)
         return msgspec.json.decode(data) if data else {}
 
     # --- experiments ----------------------------------------------------------------
@@ -308,12 +313,12 @@ class RemoteClient:
         self, run_id: str, key: str, value: float, timestamp: int | None = None,
         step: int | None = None, synchronous: bool | None = None, *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
-        """Log one metric point (the server stores a retried request once)."""
+        """Log one metric point; a retry (same body, or same ``idempotency_key``) is stored once."""
         key, value, timestamp, step = validate_metric(
             key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
         )  # the local Client's checks, so both refuse the same Python values alike
         payload = {"run_id": run_id, "key": key, "value": _number(value), "timestamp": timestamp, "step": step}
-        self._call("POST", "runs/log-metric", payload)
+        self._call("POST", "runs/log-metric", payload, idempotency_key)
 
     def log_batch(
         self, run_id: str, metrics: Sequence[Metric] = (), params: Sequence[Param] = (),
@@ -331,7 +336,7 @@ class RemoteClient:
             "params": _pairs(params),
             "tags": _pairs(tags),
         }
-        self._call("POST", "runs/log-batch", payload)
+        self._call("POST", "runs/log-batch", payload, idempotency_key)
 
     def set_tag(
         self, run_id: str, key: str, value: Any, synchronous: bool | None = None,

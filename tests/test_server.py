@@ -317,6 +317,18 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
     assert head(http) == before
     assert len(call(http, "metrics/get-history", run_id=run_id, metric_key="m")["metrics"]) == 2
 
+    # RemoteClient passes its idempotency_key on as the header.
+    from evstore.remote import RemoteClient
+
+    remote = RemoteClient(str(http.base_url))
+    try:
+        remote.log_metric(run_id, "r", 1.0, timestamp=1, step=0, idempotency_key="k1")
+        before = head(http)
+        remote.log_metric(run_id, "r", 1.0, timestamp=1, step=0, idempotency_key="k1")
+        assert head(http) == before
+    finally:
+        remote.close()
+
 
 # --- bad input: refused with the right status, a clear message, and nothing stored -----------
 
