@@ -125,21 +125,30 @@ def log(
 
 
 @app.command()
-def verify(store: Store = DEFAULT_STORE) -> None:
+def verify(
+    store: Store = DEFAULT_STORE,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(help="A head hash recorded earlier: fail unless the history still extends it."),
+    ] = None,
+) -> None:
     """Recompute the hash chain and the position and stream-version sequences.
 
-    Exits 0 when the history is intact, 1 with the first bad position otherwise.
-    Example: evstore verify --store runs.db
+    Exits 0 when the history is intact, 1 with the first bad position otherwise. A hash
+    chain cannot see its own tail cut off or rewritten whole: keep the head hash it prints
+    somewhere else and pass it back with --expect-head.
+    Example: evstore verify --store runs.db --expect-head 3f9a...
     """
     from evstore.integrity import verify as verify_log
 
-    report = verify_log(_open_log(store))
+    report = verify_log(_open_log(store), expect_head=expect_head)
     if report.unknown_events:
         typer.echo(f"{report.unknown_events} events were written by a newer evstore (kept, verified)")
     if report.ok:
         typer.echo(f"ok: {report.events} events, head {report.head_position}, hash {report.head_hash}")
         return
-    typer.echo(f"FAILED at position {report.first_bad_position}: {report.reason}", err=True)
+    where = f"at position {report.first_bad_position}" if report.first_bad_position else "the head"
+    typer.echo(f"FAILED {where}: {report.reason}", err=True)
     raise typer.Exit(1)
 
 

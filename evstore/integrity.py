@@ -27,8 +27,14 @@ def is_known(type_name: str, version: int) -> bool:
     return cls is not None and 1 <= version <= cls.version
 
 
-def verify(store: EventStore) -> VerifyReport:
-    """Recompute every hash, and check positions and stream versions are contiguous."""
+def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport:
+    """Recompute every hash, and check positions and stream versions are contiguous.
+
+    ``expect_head`` is a head hash recorded earlier: the history must still contain it,
+    which catches a cut-off tail or a chain rewritten from some point on.
+    """
+    wanted = None if expect_head is None else expect_head.strip().lower()
+    seen_wanted = wanted in (None, codec.GENESIS_HASH.hex())
     previous = codec.GENESIS_HASH
     expected_position = 1
     stream_versions: dict[str, int] = {}
@@ -52,13 +58,23 @@ def verify(store: EventStore) -> VerifyReport:
                 if computed != row.hash:
                     reason = "hash mismatch: the event or one before it was altered"
             if reason is not None:
+                # the head reported is the last event that verified
                 return VerifyReport(
-                    False, count, row.position, previous.hex(), unknown, row.position, reason
+                    False, count, expected_position - 1, previous.hex(), unknown, row.position, reason
                 )
             previous = row.hash
+            if not seen_wanted and previous.hex() == wanted:
+                seen_wanted = True
             stream_versions[row.stream_id] = row.stream_version
             expected_position += 1
             count += 1
             if not is_known(row.type, row.version):
                 unknown += 1
-    return VerifyReport(True, count, expected_position - 1, previous.hex(), unknown)
+    head = expected_position - 1
+    if not seen_wanted:
+        return VerifyReport(
+            False, count, head, previous.hex(), unknown, None,
+            f"the expected head {wanted} is not in this history: events were removed or"
+            " the chain was rewritten",
+        )  # fmt: skip
+    return VerifyReport(True, count, head, previous.hex(), unknown)

@@ -388,3 +388,17 @@ def test_a_failing_transaction_rolls_back_every_append(log: EventStore) -> None:
         raise RuntimeError("abort")
     assert positions_of(log) == [1]
     assert log.stream_version("run-2") == 0
+
+
+def test_an_event_id_twice_in_one_batch_is_refused(log: EventStore) -> None:
+    with pytest.raises(EventIdConflict, match="appears twice"):
+        log.append("r1", [TagSet(key="a", value="1"), TagSet(key="b", value="2")], event_ids=["x", "x"])
+    assert log.head_position() == 0
+
+
+def test_stored_ids_resent_to_another_stream_are_refused(log: EventStore) -> None:
+    log.append("r1", [TagSet(key="a", value="1")], event_ids=["y"])
+    with pytest.raises(EventIdConflict, match="stored in stream r1, not r2"):
+        log.append("r2", [TagSet(key="a", value="1")], event_ids=["y"])
+    assert log.read_stream("r2") == []
+    assert log.head_position() == 1

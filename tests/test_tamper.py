@@ -8,6 +8,8 @@ directly, and ``verify`` must name the first position that no longer holds and w
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -345,3 +347,23 @@ def one_change(value: object, change: int, where: int) -> object:
     if replacement == value[index]:
         replacement = chr(ord(replacement) + 1)
     return value[:index] + replacement + value[index + 1 :]
+
+
+def test_expect_head_catches_a_cut_off_tail(store: Path, attacker: sqlite3.Connection) -> None:
+    # A chain cannot see its own tail removed; a head hash kept elsewhere can.
+    head = verify_file(store).head_hash
+    middle = attacker.execute("SELECT hash FROM events WHERE position = 3").fetchone()[0].hex()
+    for (name,) in attacker.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        attacker.execute(f"DROP TRIGGER {name}")
+    last = attacker.execute("SELECT max(position) FROM events").fetchone()[0]
+    attacker.execute("DELETE FROM events WHERE position = ?", (last,))
+    with open_log(store) as log:
+        assert verify(log).ok  # the shortened chain is still a valid chain
+        assert verify(log, expect_head=middle).ok  # an older head is still in it
+        report = verify(log, expect_head=head)
+    assert not report.ok and "not in this history" in (report.reason or "")
+    done = subprocess.run(
+        [sys.executable, "-m", "evstore.cli", "verify", "--store", str(store), "--expect-head", head],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "FAILED the head" in done.stderr

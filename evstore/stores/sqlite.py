@@ -184,16 +184,22 @@ class SQLiteEventStore(EventStore):
             yield self._conn
             return
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise StoreError(f"{self.path}: cannot start a write: {e}") from e
             self._owner = threading.get_ident()
             try:
                 yield self._conn
-            except BaseException:
-                self._owner = None
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as e:
+                if self._conn.in_transaction:  # also when COMMIT itself failed (disk full)
+                    self._conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):
+                    raise StoreError(f"{self.path}: the write failed and was rolled back: {e}") from e
                 raise
-            self._owner = None
-            self._conn.execute("COMMIT")
+            finally:
+                self._owner = None
 
     def append(
         self,
@@ -207,8 +213,11 @@ class SQLiteEventStore(EventStore):
         """Append events to one stream in one transaction; returns their positions."""
         if not events:
             return []
-        if event_ids is not None and len(event_ids) != len(events):
-            raise InvalidParameterValue("event_ids must name one id per event")
+        if event_ids is not None:
+            if len(event_ids) != len(events):
+                raise InvalidParameterValue("event_ids must name one id per event")
+            if len(set(event_ids)) != len(event_ids):
+                raise EventIdConflict("an event id appears twice in one batch")
         with self.transaction() as conn:
             return self._append_locked(
                 conn, stream_id, events, expected_version, event_ids, metadata
@@ -232,7 +241,7 @@ class SQLiteEventStore(EventStore):
             blob = os.urandom(10 * len(events)).hex()
             event_ids = [prefix + blob[i : i + 20] for i in range(0, len(blob), 20)]
         else:
-            stored = self._stored_positions(conn, event_ids)
+            stored = self._stored_positions(conn, stream_id, event_ids)
             if stored is not None:
                 return stored
         version, head, previous = conn.execute(_APPEND_STATE, (stream_id,)).fetchone()
@@ -279,21 +288,28 @@ class SQLiteEventStore(EventStore):
         return positions
 
     def _stored_positions(
-        self, conn: sqlite3.Connection, event_ids: Sequence[str]
+        self, conn: sqlite3.Connection, stream_id: str, event_ids: Sequence[str]
     ) -> list[int] | None:
         """Positions of a batch already stored (a retried write), or None if it is new."""
         found: dict[str, int] = {}
+        streams: set[str] = set()
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(
-                conn.execute(
-                    f"SELECT event_id, position FROM events WHERE event_id IN ({marks})", chunk
-                ).fetchall()
-            )
+            for event_id, position, stored_stream in conn.execute(
+                f"SELECT event_id, position, stream_id FROM events WHERE event_id IN ({marks})",
+                chunk,
+            ).fetchall():
+                found[event_id] = position
+                streams.add(stored_stream)
         if not found:
             return None
-        if len(found) != len(set(event_ids)):
+        if streams != {stream_id}:
+            raise EventIdConflict(
+                f"event ids of this batch are stored in stream {', '.join(sorted(streams))},"
+                f" not {stream_id}: ids must be unique across the whole log"
+            )
+        if len(found) != len(event_ids):
             raise EventIdConflict(
                 f"{len(found)} of {len(event_ids)} event ids in this batch are already stored;"
                 " a retried write must resend the whole batch with the same ids"
