@@ -56,6 +56,7 @@ from evstore.events import (
 )
 from evstore.stores import NO_STREAM, sqlite_path
 from evstore.validation import (
+    metric_points,
     param_value,
     tag_value,
     validate_batch_limits,
@@ -418,10 +419,7 @@ class Client:
     ) -> None:
         """Log metrics, params and tags in one atomic write, within MLflow's limits."""
         validate_batch_limits(len(metrics), len(params), len(tags))
-        points = [
-            MetricPoint(*_point(validate_metric(m.key, m.value, m.timestamp, m.step)))
-            for m in metrics
-        ]
+        points = [MetricPoint(*point) for point in metric_points(metrics)]
         new_params: dict[str, str] = {}
         for param in params:
             key, value = validate_key("param", param.key), param_value(param.value)
@@ -585,11 +583,6 @@ class Client:
             page_token=page_token,
         )
         return PagedList(reads.load_runs(conn, run_ids), token)
-
-
-def _point(values: tuple[str, float, int, int]) -> tuple[str, float, int, int]:
-    key, value, timestamp, step = values
-    return key, value, step, timestamp
 
 
 def _join(prefix: str | None, name: str) -> str:

@@ -61,6 +61,25 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
     return key, as_float, int(timestamp), int(step)  # type: ignore[call-overload]
 
 
+def metric_points(metrics: Any) -> list[tuple[str, float, int, int]]:
+    """Validate a batch of Metric-like objects: each distinct key once, then each point.
+
+    Returns ``(key, value, step, timestamp)`` tuples. Plain float/int values take a fast
+    path; anything else goes through the full check of :func:`validate_metric`.
+    """
+    for key in {m.key for m in metrics}:
+        validate_key("metric", key)
+    points = []
+    for m in metrics:
+        value, timestamp, step = m.value, m.timestamp, m.step
+        if type(value) in (float, int) and type(timestamp) is int and type(step) is int:
+            points.append((m.key, float(value), step, timestamp))
+        else:
+            key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
+            points.append((key, value, step, timestamp))
+    return points
+
+
 def param_value(value: Any) -> str:
     """MLflow stores every param value as its string form; evstore keeps all of it."""
     return value if isinstance(value, str) else str(value)
