@@ -127,6 +127,11 @@ class SQLiteEventStore(EventStore):
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
             self._conn.execute("PRAGMA cache_size = -65536")
+            # Checkpoint the WAL every ~40 MB instead of every 4 MB: per-call appends
+            # rewrite the same few pages, so a rarer checkpoint copies each page once for
+            # many commits. Measured 1.4x per-call log_metric; durability is unchanged.
+            self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            self._conn.execute("PRAGMA journal_size_limit = 67108864")
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreFormatError(f"{self.path} is not an evstore store: {e}") from e
