@@ -258,7 +258,11 @@ class SQLiteEventStore(EventStore):
             )
         head = head or 0
         previous = previous or codec.GENESIS_HASH
-        meta = codec.encode_metadata({**default_metadata(), **(metadata or {})})
+        meta = (
+            _default_metadata_bytes()
+            if metadata is None
+            else codec.encode_metadata({**default_metadata(), **metadata})
+        )
         recorded_at = codec.now_ms()
         encode, canonical_bytes, chain_hash = codec.encode, codec.canonical_bytes, codec.chain_hash
         rows = []
@@ -411,6 +415,18 @@ class SQLiteEventStore(EventStore):
             self._conn.close()
         except sqlite3.Error as e:  # pragma: no cover - closing a broken file
             raise StoreError(str(e)) from e
+
+
+_default_meta: tuple[str | None, bytes] | None = None
+
+
+def _default_metadata_bytes() -> bytes:
+    """The encoded default metadata, re-encoded only when $EVSTORE_USER changes."""
+    global _default_meta
+    user = os.environ.get("EVSTORE_USER")
+    if _default_meta is None or _default_meta[0] != user:
+        _default_meta = (user, codec.encode_metadata(default_metadata()))
+    return _default_meta[1]
 
 
 def _decode_rows(rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
