@@ -6,8 +6,8 @@ A Starlette app served by uvicorn: Starlette is small, plain ASGI and leaves JSO
 
 Layout: ``mlflow_api`` (the tracking endpoints), ``artifacts_api`` (the artifact proxy),
 ``evstore_api`` (read-only ``/api/evstore/``), ``schemas`` (request Structs), ``_http``
-(errors, body limits, bearer auth, the store thread). Every store call runs on one
-thread (``StoreThread``), so requests never share the SQLite connection concurrently.
+(errors, body limits, bearer auth, the store gate). Store calls run one at a time
+(``StoreGate``), so requests never use the SQLite connection concurrently.
 """
 
 from __future__ import annotations
@@ -47,19 +47,19 @@ def create_app(settings: ServerSettings) -> Any:
     from evstore.server import artifacts_api, evstore_api
     from evstore.server._http import (
         HTTPError,
-        StoreThread,
+        StoreGate,
         bearer_token_middleware,
         json_response,
         parse_request,
         response_for,
     )
-    from evstore.server.mlflow_api import ENDPOINTS
+    from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
 
     if settings.artifacts_root:
         # The Client reads its artifact root from the environment; this is the server's
         # own process, so setting it here is how the server chooses it.
         os.environ["EVSTORE_ARTIFACT_ROOT"] = os.path.abspath(settings.artifacts_root)
-    store = StoreThread()
+    store = StoreGate()
     client = store.call(Client, settings.store)
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -82,7 +82,8 @@ def create_app(settings: ServerSettings) -> Any:
         supplied = request.headers.get("idempotency-key")
         basis = supplied.encode() if supplied else canonical
         key = hashlib.sha256(b"mlflow/%s\0%s" % (path.encode(), basis)).hexdigest()
-        return json_response(await store.run(handler, client, parsed, key))
+        run = store.slow if path in SLOW_ENDPOINTS else store.quick
+        return json_response(await run(handler, client, parsed, key))
 
     @guarded
     async def artifact_file(request: Request) -> Response:
@@ -96,7 +97,7 @@ def create_app(settings: ServerSettings) -> Any:
 
     def evstore_route(view: Callable[[Client, Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            return json_response(await store.run(view(client, request)))
+            return json_response(await store.slow(view(client, request)))
 
         return guarded(endpoint)
 
@@ -119,7 +120,7 @@ def create_app(settings: ServerSettings) -> Any:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
-        await store.run(client.store.close)
+        await store.slow(client.store.close)
         store.shutdown()
 
     artifacts = artifacts_api.PREFIX

@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, Response
 from evstore.client import Client
 from evstore.entities import LifecycleStage
 from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
-from evstore.server._http import HTTPError, StoreThread, json_response
+from evstore.server._http import HTTPError, StoreGate, json_response
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
@@ -118,21 +118,21 @@ async def _spool(request: Request, limit: int) -> tuple[Any, str]:
     return spool, digest.hexdigest()
 
 
-async def upload(request: Request, client: Client, store: StoreThread, limit: int) -> Response:
+async def upload(request: Request, client: Client, store: StoreGate, limit: int) -> Response:
     """PUT: store the body as one artifact file of the run."""
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
-    await store.run(lambda: _run_for_artifacts(client, experiment_id, run_id, write=True))
+    await store.quick(lambda: _run_for_artifacts(client, experiment_id, run_id, write=True))
     spool, sha256 = await _spool(request, limit)
     try:
         check_confined(client.artifact_root, sha256)
-        await store.run(client.record_artifact_bytes, run_id, relative, spool)
+        await store.slow(client.record_artifact_bytes, run_id, relative, spool)
     finally:
         spool.close()
     return json_response({})
 
 
-async def download(request: Request, client: Client, store: StoreThread) -> Response:
+async def download(request: Request, client: Client, store: StoreGate) -> Response:
     """GET: one artifact file, streamed once its bytes match the sha256 recorded for it."""
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
@@ -141,10 +141,10 @@ async def download(request: Request, client: Client, store: StoreThread) -> Resp
         _run_for_artifacts(client, experiment_id, run_id, write=False)
         return client.artifact_digest(run_id, relative)[1]
 
-    sha256 = await store.run(digest)
+    sha256 = await store.quick(digest)
     check_confined(client.artifact_root, sha256)
     path = os.path.join(client.artifact_root, "objects", sha256[:2], sha256)
-    # Hashed off the store thread (no database involved), then streamed from the file.
+    # Hashed in a worker thread, outside the gate (no database involved), then streamed.
     if await run_in_threadpool(_file_sha256, path) != sha256:
         raise InvalidState(f"artifact {relative!r} of run {run_id} is corrupt: its bytes do not match")
     media_type = mimetypes.guess_type(relative)[0] or "application/octet-stream"
@@ -163,7 +163,7 @@ def _file_sha256(path: str) -> str | None:
     return digest.hexdigest()
 
 
-async def list_files(request: Request, client: Client, store: StoreThread) -> Response:
+async def list_files(request: Request, client: Client, store: StoreGate) -> Response:
     """GET ?path=<exp>/<run>/artifacts[/dir]: the entries directly under a directory."""
     path = request.query_params.get("path", "")
     experiment_id, run_id, relative = split_artifact_path(path.strip("/"), allow_root=True)
@@ -173,7 +173,7 @@ async def list_files(request: Request, client: Client, store: StoreThread) -> Re
         return client.list_artifacts(run_id, relative or None)
 
     files = []
-    for info in await store.run(listing):
+    for info in await store.quick(listing):
         entry: dict[str, Any] = {"path": posixpath.basename(info.path), "is_dir": info.is_dir}
         if info.file_size is not None:
             entry["file_size"] = info.file_size

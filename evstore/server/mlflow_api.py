@@ -1,6 +1,6 @@
 """MLflow's tracking REST API (``/api/2.0/mlflow/...``) over ``evstore.Client``.
 
-Each handler runs on the store thread with the decoded request and returns JSON-able
+Each handler runs through the store gate with the decoded request and returns JSON-able
 data in the shapes MLflow's server answers (see the 3.17 capture). Retries:
 
 - metric points (log-metric, and the metrics and params of log-batch) are written with an
@@ -39,6 +39,8 @@ Handler = Callable[[Client, Any, str], Any]
 
 #: (HTTP method, path under /api/2.0/mlflow/) -> (request schema, handler)
 ENDPOINTS: dict[tuple[str, str], tuple[type, Handler]] = {}
+#: Endpoints whose cost grows with the store: run on the worker thread, off the event loop.
+SLOW_ENDPOINTS = frozenset({"runs/search", "experiments/search", "metrics/get-history"})
 
 _EXPERIMENT_ORDER_FIELDS = {"name", "experiment_id", "creation_time", "last_update_time"}
 _LATEST_METRICS = (
