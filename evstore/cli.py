@@ -61,7 +61,8 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
     for row in rows:
         table.add_row(*("" if value is None else str(value) for value in row))
-    Console(soft_wrap=True).print(table)
+    # Piped output keeps whole rows: rich would otherwise fold them at 80 columns.
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240).print(table)
 
 
 @app.command()
