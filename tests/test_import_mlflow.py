@@ -21,6 +21,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,11 +30,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evstore import Client
 from evstore import client as client_module
 from evstore.entities import ViewType
-from evstore.importers import FILE_STORE_REVISION, KNOWN_REVISIONS
+from evstore.importers import FILE_STORE_REVISION, KNOWN_REVISIONS, mlflow_import
 from evstore.importers.mlflow_import import import_mlflow
 from evstore.integrity import verify
 from evstore.stores import open_log
@@ -355,13 +358,10 @@ KILL_RUNS, KILL_KEYS, KILL_STEPS = 30, 5, 1000  # 150,000 points in 30 runs
 
 def projection_rows(store_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every read-model table, sorted (the state a Client reads)."""
-    # experiments.last_update_time is when evstore recorded the change, not MLflow's time.
-    selects = {
-        "experiments": "SELECT experiment_id, name, artifact_location, lifecycle_stage,"
-        " creation_time FROM experiments",
-        **{t: f"SELECT * FROM {t}" for t in ("experiment_tags", "runs", "params", "tags",
-                                             "metrics", "latest_metrics", "artifacts")},
-    }  # fmt: skip
+    # experiments.last_update_time included: imports set it from MLflow's times (creation,
+    # deletion, restore), never from when evstore recorded the event.
+    selects = {t: f"SELECT * FROM {t}" for t in ("experiments", "experiment_tags", "runs", "params",
+                                                 "tags", "metrics", "latest_metrics", "artifacts")}  # fmt: skip
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
     try:
         rows = {}
@@ -533,39 +533,520 @@ def test_experiments_clashing_with_the_target_are_skipped_with_the_reason(tmp_pa
     assert verify(client.store).ok
 
 
-# --- known gap: re-importing a source that changed since -------------------------------
+# --- re-importing a source that changed since: the import is a sync ----------------------
+
+SQLITE_317 = "mlflow-3.17-sqlite"
+RUNNING_RUN = "f483a38ed8a844d4a56b7af7e8e578b4"  # solo-4, still RUNNING in the fixture
+DELETED_RUN = "bee89077e67f479f8f234404acdac48a"  # solo-5, deleted in the fixture
+FINISHED_RUN = "7ec98275baa043988240150f1bb818a6"  # solo-3
+SEED_RUN = "7b91feda33124b34a02d53e2e4a7009a"  # powerful-crane-40, has an artifact
+LATEST_BY_MLFLOW_RULE = (
+    'INSERT INTO latest_metrics ("key", value, timestamp, step, is_nan, run_uuid)'
+    ' SELECT "key", value, timestamp, step, is_nan, run_uuid FROM (SELECT *, row_number()'
+    ' OVER (PARTITION BY "key" ORDER BY step DESC, timestamp DESC, value DESC) AS rank'
+    ' FROM metrics WHERE run_uuid = ? AND "key" = ?) WHERE rank = 1'
+)
 
 
-def _changed_fixture(tmp_path: Path, change: str, params: tuple[Any, ...]) -> tuple[str, str]:
-    """Import a copy of the 3.17 SQLite fixture, then change the copy; (source, store)."""
-    source, store = tmp_path / "mlflow.db", str(tmp_path / "evstore.db")
-    shutil.copyfile(FIXTURES / "mlflow-3.17-sqlite" / "mlflow.db", source)
-    import_mlflow(store, f"sqlite:///{source}", artifacts_root=str(FIXTURES / "mlflow-3.17-sqlite"))
+class _Crash(Exception):
+    """Raised inside an append transaction: the import dies with that batch not stored."""
+
+
+def mlflow_rows(source: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of the MLflow SQLite source, read directly."""
+    conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def change_source(source: Path, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """Change the MLflow SQLite source the way MLflow would have (one transaction)."""
     conn = sqlite3.connect(source)
     with conn:
-        conn.execute(change, params)
+        for sql, params in statements:
+            conn.execute(sql, params)
     conn.close()
-    return f"sqlite:///{source}", store
 
 
-RUNNING_RUN = "f483a38ed8a844d4a56b7af7e8e578b4"  # solo-4, still RUNNING in the fixture
+def log_points(source: Path, run_id: str, points: list[tuple[str, float, int, int]]) -> None:
+    """MLflow's log_batch on the source: (key, value, timestamp, step) rows, latest kept."""
+    conn = sqlite3.connect(source)
+    with conn:
+        conn.executemany(  # MLflow ignores a point identical to a stored one
+            'INSERT OR IGNORE INTO metrics ("key", value, timestamp, run_uuid, step, is_nan)'
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(k, 0.0 if math.isnan(v) else v, t, run_id, s, int(math.isnan(v))) for k, v, t, s in points],
+        )
+        for key in {k for k, _, _, _ in points}:
+            conn.execute('DELETE FROM latest_metrics WHERE run_uuid = ? AND "key" = ?', (run_id, key))
+            conn.execute(LATEST_BY_MLFLOW_RULE, (run_id, key))
+    conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: batch ids are per position, so a re-import"
-                   " after MLflow logged more points reports 0 new events and drops them")  # fmt: skip
+def imported_copy(tmp_path: Path, folder: str = SQLITE_317) -> tuple[Path, Path, Path]:
+    """A copy of a SQLite fixture and its artifacts, imported once; (source, artifacts, store)."""
+    source, artifacts, store = tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "evstore.db"
+    shutil.copyfile(FIXTURES / folder / "mlflow.db", source)
+    shutil.copytree(FIXTURES / folder / "mlartifacts", artifacts / "mlartifacts")
+    import_mlflow(str(store), f"sqlite:///{source}", artifacts_root=str(artifacts))
+    return source, artifacts, store
+
+
+def sync(store: Path, source: Path, artifacts: Path | None = None) -> Any:
+    """Import the (changed) source again; returns the summary."""
+    return import_mlflow(str(store), f"sqlite:///{source}",
+                         artifacts_root=None if artifacts is None else str(artifacts))  # fmt: skip
+
+
+def history_key(point: tuple[int, int, float]) -> tuple[int, int, bool, float]:
+    """A (timestamp, step, value) sort key where NaN sorts (and compares) as itself."""
+    timestamp, step, value = point
+    return (timestamp, step, math.isnan(value), 0.0 if math.isnan(value) else value)
+
+
+def compare_with_source(client: Client, source: Path, evstore_keys: frozenset[str] = frozenset()) -> Mismatches:
+    """Everything the MLflow SQLite source holds now against what the Client returns.
+
+    Metric histories are compared as multisets (sorted the same way): evstore keeps the
+    order points were logged in, and a point MLflow got late is imported late.
+    ``evstore_keys``: metrics logged in evstore only, left out of the comparison.
+    """
+    out = Mismatches()
+    for experiment_id, name, stage, updated in mlflow_rows(
+        source, "SELECT experiment_id, name, lifecycle_stage, last_update_time FROM experiments"
+    ):
+        where, got = f"experiment {experiment_id}", client.get_experiment(str(experiment_id))
+        tags = dict(mlflow_rows(source, 'SELECT "key", value FROM experiment_tags WHERE experiment_id = ?',
+                                (experiment_id,)))  # fmt: skip
+        out.check(where, "(name, lifecycle_stage, tags)", (name, stage, tags),
+                  (got.name, got.lifecycle_stage, got.tags))  # fmt: skip
+        if stage == "deleted":
+            out.check(where, "last_update_time", updated, got.last_update_time)
+    for run_id, status, end_time, stage in mlflow_rows(
+        source, "SELECT run_uuid, status, end_time, lifecycle_stage FROM runs"
+    ):
+        where, run = f"run {run_id}", client.get_run(run_id)
+        out.check(where, "(status, end_time, lifecycle_stage)", (status, end_time, stage),
+                  (run.info.status, run.info.end_time, run.info.lifecycle_stage))  # fmt: skip
+        for table, got in (("tags", run.data.tags), ("params", run.data.params)):
+            want = dict(mlflow_rows(source, f'SELECT "key", value FROM {table} WHERE run_uuid = ?', (run_id,)))
+            out.check(where, table, want, got)
+        latest = {k: math.nan if nan else v for k, v, nan in mlflow_rows(
+            source, 'SELECT "key", value, is_nan FROM latest_metrics WHERE run_uuid = ?', (run_id,))}  # fmt: skip
+        got_latest = {k: v for k, v in run.data.metrics.items() if k not in evstore_keys}
+        out.check(where, "latest_metrics", latest, got_latest, same_metrics(latest, got_latest))
+        for (key,) in mlflow_rows(source, 'SELECT DISTINCT "key" FROM metrics WHERE run_uuid = ?', (run_id,)):
+            want = sorted(((t, s, math.nan if nan else v) for t, s, v, nan in mlflow_rows(
+                source, 'SELECT timestamp, step, value, is_nan FROM metrics WHERE run_uuid = ? AND "key" = ?',
+                (run_id, key))), key=history_key)  # fmt: skip
+            got_points = sorted(((m.timestamp, m.step, m.value) for m in client.get_metric_history(run_id, key)),
+                                key=history_key)  # fmt: skip
+            out.check(where, f"metric_history[{key!r}]", want, got_points,
+                      [history_key(p) for p in want] == [history_key(p) for p in got_points])  # fmt: skip
+    return out
+
+
+def run_events(store: Path, run_id: str) -> list[Any]:
+    """The events of a run's stream, decoded (RecordedEvent)."""
+    log = open_log(store)
+    try:
+        return log.read_stream(run_id)
+    finally:
+        log.close()
+
+
+def metric_batches_of(store: Path, run_id: str) -> list[int]:
+    """The number of points in each imported MetricsLogged event of a run, in order."""
+    return [len(r.event.points) for r in run_events(store, run_id)
+            if r.type == "MetricsLogged" and "imported_at" in r.metadata]  # fmt: skip
+
+
+def assert_in_sync(
+    store: Path, source: Path, artifacts: Path | None = None, evstore_keys: frozenset[str] = frozenset()
+) -> None:
+    """The store equals the source now; importing again adds nothing; the log verifies."""
+    client = Client(str(store))
+    assert_no_mismatches(compare_with_source(client, source, evstore_keys))
+    log = open_log(store)
+    head = log.head_position()
+    assert sync(store, source, artifacts).events_appended == 0
+    assert log.head_position() == head
+    assert verify(log).ok
+    log.close()
+
+
 def test_reimport_brings_points_logged_since(tmp_path: Path) -> None:
-    source, store = _changed_fixture(
-        tmp_path, "INSERT INTO metrics VALUES ('score', 0.5, 1700000339600, ?, 5, 0)", (RUNNING_RUN,)
-    )
-    import_mlflow(store, source)
-    assert len(Client(store).get_metric_history(RUNNING_RUN, "score")) == 4
+    source, artifacts, store = imported_copy(tmp_path)
+    head = open_log(store).head_position()
+    # MLflow logged one more point on the RUNNING run after the first import.
+    log_points(source, RUNNING_RUN, [("score", 0.5, 1700000339600, 5)])
+
+    summary = sync(store, source, artifacts)
+
+    # Exactly that point came over, once, in one new event; the summary counts the source.
+    assert summary.events_appended == 1 == open_log(store).head_position() - head
+    assert summary.metric_points == expected_counts(SQLITE_317)["metric_points"] + 1
+    history = [(m.timestamp, m.step, m.value) for m in Client(str(store)).get_metric_history(RUNNING_RUN, "score")]
+    assert len(history) == 4 and history[-1] == (1700000339600, 5, 0.5)
+    assert metric_batches_of(store, RUNNING_RUN) == [3, 1]
+    assert_in_sync(store, source, artifacts)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a run's start batch gets one more event, so"
-                   " the re-import stops on EventIdConflict instead of setting the new tag")  # fmt: skip
 def test_reimport_brings_tags_set_since(tmp_path: Path) -> None:
-    source, store = _changed_fixture(
-        tmp_path, "INSERT INTO tags VALUES ('reviewed', 'yes', ?)", (RUNNING_RUN,)
-    )
-    import_mlflow(store, source)
-    assert Client(store).get_run(RUNNING_RUN).data.tags["reviewed"] == "yes"
+    source, artifacts, store = imported_copy(tmp_path)
+    change_source(source, ("INSERT INTO tags VALUES ('reviewed', 'yes', ?)", (RUNNING_RUN,)))
+
+    assert sync(store, source, artifacts).events_appended == 1
+
+    assert Client(str(store)).get_run(RUNNING_RUN).data.tags["reviewed"] == "yes"
+    assert_in_sync(store, source, artifacts)
+
+
+def test_reimport_follows_tags_params_status_and_lifecycle(tmp_path: Path) -> None:
+    source, artifacts, store = imported_copy(tmp_path)
+    before = len(run_events(store, RUNNING_RUN))
+    change_source(
+        source,
+        # On the RUNNING run: a tag added, a tag changed, a tag deleted, a param added,
+        # then the run finished.
+        ("INSERT INTO tags VALUES ('reviewed', 'yes', ?)", (RUNNING_RUN,)),
+        ("UPDATE tags SET value = 'paired' WHERE run_uuid = ? AND \"key\" = 'kind'", (RUNNING_RUN,)),
+        ("DELETE FROM tags WHERE run_uuid = ? AND \"key\" = 'mlflow.runName'", (RUNNING_RUN,)),
+        ("INSERT INTO params VALUES ('added', '7', ?)", (RUNNING_RUN,)),
+        ("UPDATE runs SET status = 'FINISHED', end_time = 1795711959999 WHERE run_uuid = ?", (RUNNING_RUN,)),
+        # A finished run deleted, and the deleted solo-5 restored.
+        ("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = 1795711960000 WHERE run_uuid = ?",
+         (FINISHED_RUN,)),
+        ("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE run_uuid = ?", (DELETED_RUN,)),
+    )  # fmt: skip
+
+    summary = sync(store, source, artifacts)
+
+    # One batch of tag and param changes, then the status; nothing else on that run.
+    new = run_events(store, RUNNING_RUN)[before:]
+    assert [type(r.event).__name__ for r in new] == [
+        "TagSet", "TagSet", "TagDeleted", "ParamsLogged", "RunStatusChanged"]  # fmt: skip
+    events = [r.event for r in new]
+    assert {(e.key, e.value) for e in events[:2]} == {("reviewed", "yes"), ("kind", "paired")}
+    assert events[2].key == "mlflow.runName" and events[3].params == {"added": "7"}
+    assert (events[4].status, events[4].end_time) == ("FINISHED", 1795711959999)
+    assert [type(r.event).__name__ for r in run_events(store, FINISHED_RUN)][-1] == "RunDeleted"
+    assert run_events(store, FINISHED_RUN)[-1].event.deleted_time == 1795711960000
+    assert [type(r.event).__name__ for r in run_events(store, DELETED_RUN)][-1] == "RunRestored"
+    assert summary.events_appended == len(new) + 2
+    assert not [line for line in summary.skipped if "artifact location" not in line[0]]
+    assert_in_sync(store, source, artifacts)
+
+
+def test_reimport_follows_experiment_changes(tmp_path: Path) -> None:
+    source, artifacts, store = imported_copy(tmp_path)
+    change_source(
+        source,
+        # "sweep" renamed and its tag changed; experiment 1 tagged, then deleted with its
+        # run; the deleted "archived-2023" restored with its runs.
+        ("UPDATE experiments SET name = 'sweep-2024', last_update_time = 1795711960100 WHERE experiment_id = 2", ()),
+        ("UPDATE experiment_tags SET value = 'nlp' WHERE experiment_id = 2 AND \"key\" = 'team'", ()),
+        ("INSERT INTO experiment_tags VALUES ('owner', 'ana', 1)", ()),
+        (("UPDATE experiments SET lifecycle_stage = 'deleted', last_update_time = 1795711960200"
+          " WHERE experiment_id = 1"), ()),
+        ("UPDATE runs SET lifecycle_stage = 'deleted', deleted_time = 1795711960200 WHERE experiment_id = 1", ()),
+        (("UPDATE experiments SET lifecycle_stage = 'active', last_update_time = 1795711960300"
+          " WHERE experiment_id = 3"), ()),
+        ("UPDATE runs SET lifecycle_stage = 'active', deleted_time = NULL WHERE experiment_id = 3", ()),
+    )  # fmt: skip
+
+    summary = sync(store, source, artifacts)
+
+    client = Client(str(store))
+    assert client.get_experiment("2").name == "sweep-2024"
+    assert client.get_experiment("1").last_update_time == 1795711960200  # MLflow's time
+    assert client.get_experiment("3").lifecycle_stage == "active"
+    log = open_log(store)
+    types = [type(r.event).__name__ for s in ("1", "2", "3") for r in log.read_stream(f"experiment-{s}")]
+    log.close()
+    assert types == ["ExperimentCreated", "ExperimentTagSet", "ExperimentDeleted",
+                     "ExperimentCreated", "ExperimentRenamed", "ExperimentTagSet",
+                     "ExperimentCreated", "ExperimentDeleted", "ExperimentRestored"]  # fmt: skip
+    assert summary.experiments == 4
+    assert_in_sync(store, source, artifacts)
+
+
+def test_reimport_records_new_and_changed_artifacts(tmp_path: Path) -> None:
+    source, artifacts, store = imported_copy(tmp_path)
+    [run_dir] = list((artifacts / "mlartifacts").rglob(SEED_RUN))
+    files = sorted(p for p in (run_dir / "artifacts").rglob("*") if p.is_file())
+    files[0].write_bytes(b"changed after the first import\n")
+    (run_dir / "artifacts" / "added.txt").write_bytes(b"uploaded after the first import\n")
+
+    summary = sync(store, source, artifacts)
+
+    recorded = [r.event for r in run_events(store, SEED_RUN) if r.type == "ArtifactRecorded"]
+    new = recorded[-2:]
+    assert summary.events_appended == 2
+    assert {e.path for e in new} == {"added.txt", files[0].relative_to(run_dir / "artifacts").as_posix()}
+    client = Client(str(store))
+    for event in new:
+        local = client.download_artifacts(SEED_RUN, event.path, str(tmp_path / "downloads"))
+        assert hashlib.sha256(Path(local).read_bytes()).hexdigest() == event.sha256
+    assert_in_sync(store, source, artifacts)
+
+
+def test_whole_missing_artifact_location_reads_as_such(tmp_path: Path) -> None:
+    # old-0 and old-1 (deleted experiment 3) never uploaded artifacts and MLflow made no
+    # directory for them: reported as a location, not as a lost file.
+    summary = import_mlflow(str(tmp_path / "evstore.db"), source_for(SQLITE_317),
+                            artifacts_root=str(FIXTURES / SQLITE_317))  # fmt: skip
+    runs = {r["run_id"]: r for e in manifest(SQLITE_317)["experiments"] for r in e["runs"]}
+    assert len(summary.skipped) == 2
+    for what, reason in summary.skipped:
+        run_id = what.split()[1]
+        assert what == f"run {run_id} artifact location" and runs[run_id]["artifacts"] == []
+        assert reason.startswith("artifact location ") and reason.endswith("; nothing to copy, or artifacts lost")
+
+
+def test_late_point_is_imported_once_and_a_vanished_one_is_reported(tmp_path: Path) -> None:
+    source, artifacts, store = imported_copy(tmp_path)
+    # A point of "score" whose timestamp sorts before the last imported one (a client
+    # with a slow clock): the imported points are no longer a prefix of the source's.
+    log_points(source, RUNNING_RUN, [("score", 0.25, 1700000339565, 1)])
+
+    summary = sync(store, source, artifacts)
+
+    assert summary.events_appended == 1
+    assert [e for e in summary.skipped if "metric" in e[0]] == []
+    assert_in_sync(store, source, artifacts)
+
+    # A point MLflow no longer has is reported and kept.
+    change_source(source, ("DELETE FROM metrics WHERE run_uuid = ? AND step = -3", (RUNNING_RUN,)))
+    summary = sync(store, source, artifacts)
+    assert summary.events_appended == 0
+    [(what, reason)] = [e for e in summary.skipped if "metric" in e[0]]
+    assert what == f"run {RUNNING_RUN} metric 'score'"
+    assert reason == ("1 point(s) imported earlier are no longer in the MLflow store"
+                      " (e.g. step -3, timestamp 1700000339572); kept in evstore")
+    assert len(Client(str(store)).get_metric_history(RUNNING_RUN, "score")) == 4
+
+
+def test_file_store_point_logged_since_on_an_earlier_key(tmp_path: Path) -> None:
+    # The file store lists a run's points key by key: a new "accuracy" point sorts before
+    # the imported points of "train/loss" and "val loss", so prefixes are per key.
+    mlruns = tmp_path / "mlruns"
+    shutil.copytree(FIXTURES / "mlflow-3.17-file" / "mlruns", mlruns)
+    store = tmp_path / "evstore.db"
+    import_mlflow(str(store), str(mlruns))
+    run_id = "26b3c361818f4a2abf25bf883ae9be08"
+    [metrics] = list(mlruns.glob(f"*/{run_id}/metrics"))
+    with open(metrics / "accuracy", "a", encoding="utf-8") as f:
+        f.write("1795711961400 0.9 7\n")
+
+    summary = import_mlflow(str(store), str(mlruns))
+
+    assert summary.events_appended == 1
+    history = Client(str(store)).get_metric_history(run_id, "accuracy")
+    assert [(m.timestamp, m.value, m.step) for m in history][-1] == (1795711961400, 0.9, 7)
+    assert len(history) == len((metrics / "accuracy").read_text().splitlines())
+    assert import_mlflow(str(store), str(mlruns)).events_appended == 0
+
+
+def test_the_users_own_writes_to_an_imported_run_are_not_undone(tmp_path: Path) -> None:
+    source, artifacts, store = imported_copy(tmp_path)
+    client = Client(str(store))
+    # After the import, the team works on in evstore: retags, deletes an imported tag,
+    # logs a point, ends the run MLflow still shows RUNNING.
+    client.set_tag(RUNNING_RUN, "kind", "mine")
+    client.delete_tag(RUNNING_RUN, "mlflow.runName")
+    client.log_metric(RUNNING_RUN, "score", 9.0, step=9)
+    client.set_terminated(RUNNING_RUN, "FINISHED")
+    head = client.store.head_position()
+
+    assert sync(store, source, artifacts).events_appended == 0
+
+    run = client.get_run(RUNNING_RUN)
+    assert client.store.head_position() == head
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "mine"
+    assert "mlflow.runName" not in run.data.tags
+    assert len(client.get_metric_history(RUNNING_RUN, "score")) == 4
+
+    # When MLflow itself changes the tag later, the import brings MLflow's new value.
+    change_source(source, ("UPDATE tags SET value = 'paired' WHERE run_uuid = ? AND \"key\" = 'kind'",
+                           (RUNNING_RUN,)))  # fmt: skip
+    assert sync(store, source, artifacts).events_appended == 1
+    assert client.get_run(RUNNING_RUN).data.tags["kind"] == "paired"
+
+
+def grown_source(tmp_path: Path) -> tuple[Path, str]:
+    """The fixture plus a run of 7,000 points, imported into clean.db; (source, run id)."""
+    source = tmp_path / "mlflow.db"
+    shutil.copyfile(FIXTURES / SQLITE_317 / "mlflow.db", source)
+    _, [run_id] = load_bench().add_experiment(source, runs=1, keys=2, steps=3500, name="grows")
+    return source, run_id
+
+
+def grow(source: Path, run_id: str, steps: range) -> None:
+    """MLflow logs two keys for more steps, after the points already there."""
+    log_points(source, run_id, [(f"metric_{k}", step / 7, 1_800_000_000_000 + step, step)
+                                for step in steps for k in (0, 1)])  # fmt: skip
+
+
+def test_resumed_sync_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    source, run_id = grown_source(tmp_path)
+    stores = [tmp_path / "uninterrupted.db", tmp_path / "resumed.db"]
+    for store in stores:
+        import_mlflow(str(store), f"sqlite:///{source}")
+    assert metric_batches_of(stores[0], run_id) == [5000, 2000]
+    # MLflow logs 9,000 more points: the sync fills the open batch up to the grid first.
+    grow(source, run_id, range(3500, 8000))
+    import_mlflow(str(stores[0]), f"sqlite:///{source}")
+    assert metric_batches_of(stores[0], run_id) == [5000, 2000, 3000, 5000, 1000]
+
+    # The same sync dies while appending its second metric batch, then runs again.
+    seen: list[int] = []
+
+    def crash_on_second_batch(conn: Any, recorded: Any) -> None:
+        seen.extend(1 for r in recorded if r.type == "MetricsLogged")
+        if len(seen) == 2:
+            raise _Crash
+
+    log = client_module.open_tracking_store(str(stores[1])).store
+    log.append_hooks.append(crash_on_second_batch)
+    with pytest.raises(_Crash):
+        import_mlflow(str(stores[1]), f"sqlite:///{source}")
+    log.append_hooks.remove(crash_on_second_batch)
+    assert metric_batches_of(stores[1], run_id) == [5000, 2000, 3000]
+    import_mlflow(str(stores[1]), f"sqlite:///{source}")
+
+    # Same events, ids, payloads and positions; same read models.
+    assert stored_events(stores[1]) == stored_events(stores[0])
+    assert projection_rows(stores[1]) == projection_rows(stores[0])
+    assert_in_sync(stores[1], source)
+
+
+def test_a_concurrent_writer_makes_the_import_fold_again(tmp_path: Path) -> None:
+    source, run_id = grown_source(tmp_path)
+    store = tmp_path / "evstore.db"
+    import_mlflow(str(store), f"sqlite:///{source}")
+    grow(source, run_id, range(3500, 6000))
+    client = Client(str(store))
+    writes: list[int] = []
+
+    def user_logs_meanwhile(what: str, count: int) -> None:
+        # While the import reads this run's points (the only run with 5,000-point batches),
+        # the user logs to it in evstore.
+        if what == "metric_points" and count == 5000 and not writes:
+            writes.append(1)
+            client.log_metric(run_id, "user_metric", 1.0)
+
+    summary = import_mlflow(str(store), f"sqlite:///{source}", progress=user_logs_meanwhile)
+
+    # The import's append met a newer stream version, folded again and finished.
+    assert writes == [1]
+    assert [w for w, _ in summary.skipped if "artifact location" not in w] == []
+    assert metric_batches_of(store, run_id) == [5000, 2000, 3000, 2000]
+    assert [m.value for m in client.get_metric_history(run_id, "user_metric")] == [1.0]
+    assert_in_sync(store, source, evstore_keys=frozenset({"user_metric"}))
+
+    # A writer that never stops: the run is reported, the rest of the import goes on.
+    grow(source, run_id, range(6000, 6100))
+    summary = import_mlflow(str(store), f"sqlite:///{source}",
+                            progress=lambda what, n: n == 5000 and client.log_metric(run_id, "user_metric", 2.0))  # fmt: skip
+    [reason] = [r for w, r in summary.skipped if w == f"run {run_id}"]
+    assert reason.startswith("another writer appended to it during the import")
+    assert summary.runs == 14  # of 15
+    assert metric_batches_of(store, run_id) == [5000, 2000, 3000, 2000]  # nothing half-done
+    summary = import_mlflow(str(store), f"sqlite:///{source}")  # the writer stopped
+    assert metric_batches_of(store, run_id) == [5000, 2000, 3000, 2000, 200]
+    assert_in_sync(store, source, evstore_keys=frozenset({"user_metric"}))
+
+
+def test_an_experiment_imported_from_another_mlflow_store_is_not_overwritten(tmp_path: Path) -> None:
+    # Two MLflow stores both number their experiments from 0: experiment 1 of the second
+    # is another experiment (another creation time), not a change of the first's.
+    store = tmp_path / "evstore.db"
+    import_mlflow(str(store), source_for(SQLITE_317), artifacts_root=str(FIXTURES / SQLITE_317))
+    other = tmp_path / "other.db"
+    shutil.copyfile(FIXTURES / SQLITE_317 / "mlflow.db", other)
+    change_source(other, ("UPDATE experiments SET creation_time = 1 WHERE experiment_id = 1", ()),
+                  ("UPDATE experiments SET name = 'theirs' WHERE experiment_id = 1", ()))  # fmt: skip
+
+    summary = sync(store, other)
+
+    assert ("experiment 1 (theirs)", ("the target store's experiment 1 was imported from another MLflow"
+            " experiment ('v2_migration_demo', created at 1795711958305)")) in summary.skipped
+    assert Client(str(store)).get_experiment("1").name == "v2_migration_demo"
+
+
+# --- property: any sequence of changes, synced round by round, even when killed ----------
+
+GRID = 3  # METRICS_PER_EVENT in these examples, so that batches cross grid lines often
+T_LATE, T_ROUNDS = 1_600_000_000_000, 1_900_000_000_000
+POINTS = st.lists(
+    st.tuples(
+        st.sampled_from(["metric_0", "metric_1", "other"]),
+        st.floats(allow_infinity=False, width=64),  # NaN included
+        st.integers(-3, 40),  # step
+        st.booleans(),  # late: a timestamp before everything imported so far
+        st.integers(0, 20),  # timestamp jitter (ties with other points happen)
+    ),
+    max_size=10,
+)
+
+
+def small_source(directory: Path) -> tuple[Path, str]:
+    """An MLflow 3.17 store holding only Default and one run of 2 keys x 3 steps."""
+    bench = load_bench()
+    source = directory / "mlflow.db"
+    shutil.copyfile(bench.TEMPLATE, source)
+    change_source(source, *[(f'DELETE FROM "{table}"', ()) for table in bench.RUN_TABLES],
+                  ("DELETE FROM experiment_tags", ()), ("DELETE FROM experiments WHERE experiment_id != 0", ()))  # fmt: skip
+    _, [run_id] = bench.add_experiment(source, runs=1, keys=2, steps=3, name="prop")
+    return source, run_id
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(POINTS, min_size=1, max_size=4), crash_round=st.integers(0, 4),
+       crash_batch=st.integers(1, 4))  # fmt: skip
+def test_any_growth_synced_round_by_round_equals_the_source(
+    rounds: list[list[tuple[str, float, int, bool, int]]], crash_round: int, crash_batch: int,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(mlflow_import, "METRICS_PER_EVENT", GRID)
+    directory = Path(tempfile.mkdtemp(dir=tmp_path))
+    source, run_id = small_source(directory)
+    store = directory / "evstore.db"
+    import_mlflow(str(store), f"sqlite:///{source}")
+    for number, points in enumerate(rounds):
+        # MLflow logs this round's points (late ones sort before what was imported).
+        log_points(source, run_id, [(k, v, (T_LATE if late else T_ROUNDS + 100 * number) + jitter, step)
+                                    for k, v, step, late, jitter in points])  # fmt: skip
+        if number == crash_round:
+            # This round's sync dies inside its crash_batch-th metric append, then runs again.
+            def crash(conn: Any, recorded: Any, seen: list[int] = []) -> None:  # noqa: B006 - one per round
+                seen.extend(1 for r in recorded if r.type == "MetricsLogged")
+                if len(seen) >= crash_batch:
+                    raise _Crash
+
+            log = client_module.open_tracking_store(str(store)).store
+            log.append_hooks.append(crash)
+            try:
+                import_mlflow(str(store), f"sqlite:///{source}")
+            except _Crash:
+                pass
+            finally:
+                log.append_hooks.remove(crash)
+        import_mlflow(str(store), f"sqlite:///{source}")
+
+    # Everything MLflow holds is in evstore exactly once; importing again adds nothing.
+    assert_in_sync(store, source)
+    # No imported batch crosses a grid line, whatever the rounds and the crash.
+    start = 0
+    for size in metric_batches_of(store, run_id):
+        assert start % GRID + size <= GRID, metric_batches_of(store, run_id)
+        start += size
+    # Without late points the imported order is MLflow's own order.
+    if not any(late for points in rounds for _, _, _, late, _ in points):
+        imported = [(p.key, p.timestamp, p.step) for r in run_events(store, run_id)
+                    if r.type == "MetricsLogged" for p in r.event.points]  # fmt: skip
+        assert imported == mlflow_rows(source, 'SELECT "key", timestamp, step FROM metrics WHERE run_uuid = ?'
+                                       ' ORDER BY timestamp, step, "key", value, is_nan', (run_id,))  # fmt: skip
