@@ -11,7 +11,8 @@ import os
 import posixpath
 import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -113,6 +114,17 @@ def _event_ids(key: str | None, count: int) -> list[str] | None:
 class Client:
     """A tracking client for one store, mirroring ``mlflow.MlflowClient``."""
 
+    def __new__(cls, tracking_uri: str | None = None) -> Any:
+        """A local Client, or a RemoteClient with the same methods for an http(s) URI."""
+        from evstore import fluent
+
+        uri = tracking_uri or fluent.get_tracking_uri()
+        if uri.startswith(("http://", "https://")):
+            from evstore.remote import RemoteClient
+
+            return RemoteClient(uri)
+        return super().__new__(cls)
+
     def __init__(self, tracking_uri: str | None = None) -> None:
         from evstore import fluent
 
@@ -128,15 +140,17 @@ class Client:
         """The underlying event store (for history, verify and export)."""
         return self._store
 
-    def _read(self) -> Any:
-        """The connection, once the read models are known to be current."""
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """The connection for one consistent read of current read models."""
         self._runner.check_fresh()
-        return self._store.connection
+        with self._store.reading() as conn:
+            yield conn
 
     def _ensure_default_experiment(self) -> None:
-        conn = self._read()
-        if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
-            return
+        with self._reading() as conn:
+            if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
+                return
         with self._store.transaction() as conn:
             if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
                 return
@@ -175,14 +189,16 @@ class Client:
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment; raises ResourceDoesNotExist when there is none."""
-        found = reads.experiment_by_id(self._read(), str(experiment_id))
+        with self._reading() as conn:
+            found = reads.experiment_by_id(conn, str(experiment_id))
         if found is None:
             raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
         return found
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """One experiment by name, or None."""
-        return reads.experiment_by_name(self._read(), name)
+        with self._reading() as conn:
+            return reads.experiment_by_name(conn, name)
 
     def search_experiments(
         self,
@@ -194,7 +210,8 @@ class Client:
     ) -> PagedList:
         """Experiments in the given view, newest first. Filters: ``name`` =, !=, LIKE, ILIKE."""
         stages = _stages(view_type)
-        found = reads.experiments(self._read(), stages)
+        with self._reading() as conn:
+            found = reads.experiments(conn, stages)
         if filter_string:
             found = [e for e in found if _experiment_matches(e, filter_string)]
         if order_by:
@@ -315,7 +332,8 @@ class Client:
             from evstore.history import run_as_of
 
             return run_as_of(self._store, run_id, as_of)
-        found = reads.load_runs(self._read(), [run_id])
+        with self._reading() as conn:
+            found = reads.load_runs(conn, [run_id])
         if not found:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         return found[0]
@@ -397,14 +415,17 @@ class Client:
         timestamp: int | None = None,
         step: int | None = None,
         synchronous: bool | None = None,
+        dataset_name: str | None = None,
+        dataset_digest: str | None = None,
+        model_id: str | None = None,
         *,
         idempotency_key: str | None = None,
     ) -> None:
-        """Log one metric point (step 0 and now when not given)."""
+        """Log one metric point (step 0 and now when not given), with MLflow 3's context."""
         key, value, timestamp, step = validate_metric(
             key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
         )
-        point = MetricPoint(key, value, step, timestamp)
+        point = MetricPoint(key, value, step, timestamp, model_id, dataset_name, dataset_digest)
         self._run_write(run_id, [MetricsLogged(points=[point])], idempotency_key)
 
     def log_batch(
@@ -470,10 +491,10 @@ class Client:
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point of a metric, in the order logged."""
-        conn = self._read()
-        if reads.run_state(conn, run_id) is None:
-            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-        return reads.metric_history(conn, run_id, key)
+        with self._reading() as conn:
+            if reads.run_state(conn, run_id) is None:
+                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            return reads.metric_history(conn, run_id, key)
 
     # --- artifacts ----------------------------------------------------------------
 
@@ -518,14 +539,16 @@ class Client:
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         """Files and directories directly under ``path`` in a run's artifacts."""
-        conn = self._read()
-        if reads.run_state(conn, run_id) is None:
-            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-        return reads.list_artifacts(reads.artifact_entries(conn, run_id), path)
+        with self._reading() as conn:
+            if reads.run_state(conn, run_id) is None:
+                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            entries = reads.artifact_entries(conn, run_id)
+        return reads.list_artifacts(entries, path)
 
     def artifact_digest(self, run_id: str, path: str) -> tuple[int, str]:
         """(size, sha256) of one recorded artifact file."""
-        entries = reads.artifact_entries(self._read(), run_id)
+        with self._reading() as conn:
+            entries = reads.artifact_entries(conn, run_id)
         if path not in entries:
             raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
         return entries[path]
@@ -538,10 +561,10 @@ class Client:
         """Copy a file or directory of a run's artifacts locally; returns the local path."""
         import tempfile
 
-        conn = self._read()
-        if reads.run_state(conn, run_id) is None:
-            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-        entries = reads.artifact_entries(conn, run_id)
+        with self._reading() as conn:
+            if reads.run_state(conn, run_id) is None:
+                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+            entries = reads.artifact_entries(conn, run_id)
         dst = dst_path or tempfile.mkdtemp(prefix="evstore-artifacts-")
         path = path.strip("/")
         if path in entries:
@@ -562,7 +585,7 @@ class Client:
         self,
         experiment_ids: str | list[str],
         filter_string: str = "",
-        run_view_type: int = ViewType.ACTIVE_ONLY,
+        run_view_type: int | str = ViewType.ACTIVE_ONLY,
         max_results: int = 1000,
         order_by: list[str] | None = None,
         page_token: str | None = None,
@@ -572,17 +595,17 @@ class Client:
 
         if isinstance(experiment_ids, str):
             experiment_ids = [experiment_ids]
-        conn = self._read()
-        run_ids, token = search_run_ids(
-            conn,
-            filter_string or "",
-            experiment_ids=[str(e) for e in experiment_ids],
-            run_view_type=run_view_type,
-            order_by=order_by,
-            max_results=max_results,
-            page_token=page_token,
-        )
-        return PagedList(reads.load_runs(conn, run_ids), token)
+        with self._reading() as conn:
+            run_ids, token = search_run_ids(
+                conn,
+                filter_string or "",
+                experiment_ids=[str(e) for e in experiment_ids],
+                run_view_type=run_view_type,
+                order_by=order_by,
+                max_results=max_results,
+                page_token=page_token,
+            )
+            return PagedList(reads.load_runs(conn, run_ids), token)
 
 
 def _join(prefix: str | None, name: str) -> str:

@@ -43,12 +43,15 @@ class LifecycleStage:
 
 
 class Metric(msgspec.Struct, frozen=True, gc=False):
-    """One metric point."""
+    """One metric point, with MLflow 3's optional model and dataset context."""
 
     key: str
     value: float
     timestamp: int
     step: int = 0
+    model_id: str | None = None
+    dataset_name: str | None = None
+    dataset_digest: str | None = None
 
 
 class Param(msgspec.Struct, frozen=True, gc=False):

@@ -202,10 +202,14 @@ def log_metric(
     synchronous: bool | None = None,
     timestamp: int | None = None,
     run_id: str | None = None,
-    **_context: Any,
+    model_id: str | None = None,
+    dataset: Any = None,
 ) -> None:
-    """Log a metric point on the active run."""
-    _client().log_metric(run_id or _active_id(), key, value, timestamp, step)
+    """Log a metric point on the active run (``dataset``: an MLflow Dataset, if any)."""
+    _client().log_metric(
+        run_id or _active_id(), key, value, timestamp, step, None,
+        getattr(dataset, "name", None), getattr(dataset, "digest", None), model_id,
+    )  # fmt: skip
 
 
 def log_metrics(

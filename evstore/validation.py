@@ -61,10 +61,10 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
     return key, as_float, int(timestamp), int(step)  # type: ignore[call-overload]
 
 
-def metric_points(metrics: Any) -> list[tuple[str, float, int, int]]:
+def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
     """Validate a batch of Metric-like objects: each distinct key once, then each point.
 
-    Returns ``(key, value, step, timestamp)`` tuples. Plain float/int values take a fast
+    Returns ``(key, value, step, timestamp, model_id, dataset_name, dataset_digest)``. Plain float/int values take a fast
     path; anything else goes through the full check of :func:`validate_metric`.
     """
     for key in {m.key for m in metrics}:
@@ -72,11 +72,13 @@ def metric_points(metrics: Any) -> list[tuple[str, float, int, int]]:
     points = []
     for m in metrics:
         value, timestamp, step = m.value, m.timestamp, m.step
+        context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
+                   getattr(m, "dataset_digest", None))  # fmt: skip
         if type(value) in (float, int) and type(timestamp) is int and type(step) is int:
-            points.append((m.key, float(value), step, timestamp))
+            points.append((m.key, float(value), step, timestamp, *context))
         else:
             key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
-            points.append((key, value, step, timestamp))
+            points.append((key, value, step, timestamp, *context))
     return points
 
 

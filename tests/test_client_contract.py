@@ -31,6 +31,7 @@ from evstore import (
     fluent,
 )
 from evstore import client as client_module
+from evstore.events import MetricsLogged
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -635,3 +636,24 @@ def test_two_clients_on_one_file_see_each_other(client: Client, tmp_path: Path) 
     experiment_id = other.create_experiment("shared")
     assert client.get_experiment_by_name("shared").experiment_id == experiment_id  # type: ignore[union-attr]
     assert os.path.exists(tmp_path / "evstore.db")
+
+
+def test_metric_context_of_mlflow_3_is_kept_in_the_log(client: Client) -> None:
+    run_id = client.create_run("0").info.run_id
+    client.log_metric(run_id, "acc", 0.9, timestamp=1, step=0, model_id="m-1",
+                      dataset_name="eval", dataset_digest="abc")  # fmt: skip
+    client.log_batch(run_id, metrics=[Metric("acc", 0.8, 2, 1, "m-2", "train", "def")])
+    points = [
+        p for e in client.store.read_stream(run_id) if isinstance(e.event, MetricsLogged)
+        for p in e.event.points
+    ]  # fmt: skip
+    assert [(p.model_id, p.dataset_name, p.dataset_digest) for p in points] == [
+        ("m-1", "eval", "abc"), ("m-2", "train", "def"),
+    ]
+    assert [m.value for m in client.get_metric_history(run_id, "acc")] == [0.9, 0.8]
+
+
+def test_a_client_for_an_http_uri_talks_to_a_server() -> None:
+    from evstore.remote import RemoteClient
+
+    assert isinstance(Client("http://127.0.0.1:9"), RemoteClient)

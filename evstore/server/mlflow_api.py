@@ -293,7 +293,10 @@ def restore_run(client: Client, req: s.RunId, _key: str) -> Any:
 
 @endpoint("POST", "runs/log-metric", s.LogMetric)
 def log_metric(client: Client, req: s.LogMetric, key: str) -> Any:
-    client.log_metric(req.run_id, req.key, req.value, req.timestamp, req.step, idempotency_key=key)
+    client.log_metric(
+        req.run_id, req.key, req.value, req.timestamp, req.step, None,
+        req.dataset_name, req.dataset_digest, req.model_id, idempotency_key=key,
+    )  # fmt: skip
     return EMPTY_OBJECT
 
 
@@ -322,7 +325,10 @@ def delete_tag(client: Client, req: s.DeleteTag, _key: str) -> Any:
 def log_batch(client: Client, req: s.LogBatch, key: str) -> Any:
     validate_batch_limits(len(req.metrics), len(req.params), len(req.tags))
     final_tags = {validate_key("tag", t.key): t.value for t in req.tags}  # last value wins
-    metrics = [Metric(m.key, m.value, m.timestamp, m.step) for m in req.metrics]
+    metrics = [
+        Metric(m.key, m.value, m.timestamp, m.step, m.model_id, m.dataset_name, m.dataset_digest)
+        for m in req.metrics
+    ]
     params = [Param(p.key, p.value) for p in req.params]
     # One transaction: the keyed metrics-and-params write and the changed tags commit together.
     with client.store.transaction():

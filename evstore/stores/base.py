@@ -144,6 +144,10 @@ class EventStore(ABC):
         """One write transaction; appends inside it join it. Yields the connection."""
 
     @abstractmethod
+    def reading(self) -> AbstractContextManager[Any]:
+        """One consistent read (a single snapshot); yields the connection."""
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

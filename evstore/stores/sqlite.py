@@ -206,6 +206,20 @@ class SQLiteEventStore(EventStore):
             finally:
                 self._owner = None
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one consistent read: a single snapshot, and no other
+        thread's write half-done on this connection."""
+        with self._lock:
+            if self._conn.in_transaction:  # inside this thread's own write: read it
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
     def append(
         self,
         stream_id: str,
