@@ -68,6 +68,8 @@ _STATE_DDL = (
 )
 _SET_STATE = "INSERT OR REPLACE INTO projection_state VALUES (?, ?, ?, ?, ?)"
 _SHADOW_MARK = "__b"
+#: At most this many replay rounds without the write lock before the locked tail.
+_CATCH_UP_ROUNDS = 8
 
 Handler = Callable[[RecordedEvent, "Ops"], None]
 Progress = Callable[[int, int], None]
@@ -626,12 +628,17 @@ def rebuild(
 
             # 1. replay the bulk of the log into the shadow tables, without the write lock
             after = 0
-            while True:
+            gap: int | None = None
+            for _ in range(_CATCH_UP_ROUNDS):
                 after = _apply_range(store, shadow, plan, after, target, standalone=True,
                                      chunk=chunk, progress=report)  # fmt: skip
                 target = store.head_position()
-                if target - after <= near_head:
+                # Stop chasing once near the head, or when writers append faster than the
+                # replay catches up: the rest is applied under the write lock, so a rebuild
+                # always finishes (writers wait for that tail only).
+                if target - after <= near_head or (gap is not None and target - after >= gap):
                     break
+                gap = target - after
             for sql in indexes:
                 shadow.execute(sql)
             # 2-4. under the write lock: the tail, then the swap, in one transaction
