@@ -70,7 +70,8 @@ def _float(value: Any) -> float:
 def _pairs(items: dict[str, Any] | Iterable[Any] | None) -> list[dict[str, str]]:
     if not items:
         return []
-    pairs = items.items() if isinstance(items, dict) else ((i.key, i.value) for i in items)
+    entries: Iterable[Any] = items.items() if isinstance(items, dict) else items
+    pairs = entries if isinstance(items, dict) else ((i.key, i.value) for i in entries)
     return [{"key": k, "value": v if isinstance(v, str) else str(v)} for k, v in pairs]
 
 

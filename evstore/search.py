@@ -49,7 +49,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Union, cast
 
 from evstore.errors import FilterParseError, InvalidParameterValue
 
@@ -485,7 +485,7 @@ def like_matcher(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
         else:
             chunks[-1].append(item)
     compiled = [
-        (re.compile("".join("." if it is _ONE else re.escape(it) for it in c), flags), len(c))  # type: ignore[arg-type]
+        (re.compile("".join("." if it is _ONE else re.escape(cast(str, it)) for it in c), flags), len(c))
         for c in chunks
     ]
 

@@ -49,7 +49,7 @@ import hashlib
 import os
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -368,7 +368,7 @@ class _Importer:
         return total, new, rewritten
 
     def _new_points(self, run: Run, state: RunState, rewritten: set[str],
-                    known: Counter[bytes]) -> Iterator[list[MetricPoint]]:  # fmt: skip
+                    known: Counter[bytes]) -> Generator[list[MetricPoint], None, None]:  # fmt: skip
         """The source's points not imported yet, in source order, in lists."""
         left = {k: n for k, n in state.points_per_key.items() if k not in rewritten}
         to_pass = sum(left.values()) + sum(known.values())

@@ -23,7 +23,7 @@ import sqlite3
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -122,7 +122,9 @@ class MlflowSource(ABC):
     def metric_points(self, run: Run) -> Iterator[MetricPoint]:
         """A run's full metric history, streamed, NaN and infinities as stored."""
 
-    def metric_batches(self, run: Run, batch_size: int = 10_000) -> Iterator[list[MetricPoint]]:
+    def metric_batches(
+        self, run: Run, batch_size: int = 10_000
+    ) -> Generator[list[MetricPoint], None, None]:
         """A run's metric history in lists of at most ``batch_size`` points, in order."""
         if batch_size < 1:
             raise InvalidParameterValue(f"batch_size must be positive, not {batch_size}")

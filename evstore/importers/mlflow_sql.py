@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, NamedTuple
 
 import msgspec
@@ -226,7 +226,9 @@ class SqlSource(MlflowSource):
         for batch in self.metric_batches(run):
             yield from batch
 
-    def metric_batches(self, run: Run, batch_size: int = 10_000) -> Iterator[list[MetricPoint]]:
+    def metric_batches(
+        self, run: Run, batch_size: int = 10_000
+    ) -> Generator[list[MetricPoint], None, None]:
         """The run's metric history in lists of at most ``batch_size`` points, in order."""
         if batch_size < 1:
             raise InvalidParameterValue(f"batch_size must be positive, not {batch_size}")

@@ -78,6 +78,7 @@ def create_app(settings: ServerSettings) -> Any:
         if found is None:
             raise not_found(request)
         schema, handler = found
+        parsed: Any
         parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
         supplied = request.headers.get("idempotency-key")
         basis = supplied.encode() if supplied else canonical
