@@ -183,7 +183,13 @@ def rebuild(
     Example: evstore rebuild --projection runs --store runs.db
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from evstore.projection import rebuild as rebuild_read_models
 
