@@ -384,21 +384,20 @@ class Client:
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted (soft; restore_run undoes it)."""
-        with self._store.transaction() as conn:
-            state = reads.run_state(conn, run_id)
-            if state is None:
-                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-            if state[1] == LifecycleStage.ACTIVE:
-                self._store.append(run_id, [RunDeleted(deleted_time=codec.now_ms())])
+        self._run_lifecycle(run_id, LifecycleStage.ACTIVE, RunDeleted)
 
     def restore_run(self, run_id: str) -> None:
         """Make a deleted run active again."""
+        self._run_lifecycle(run_id, LifecycleStage.DELETED, RunRestored)
+
+    def _run_lifecycle(self, run_id: str, applies_to: str, event_type: type) -> None:
+        """Append the lifecycle event if the run is in ``applies_to``; a no-op otherwise."""
         with self._store.transaction() as conn:
             state = reads.run_state(conn, run_id)
             if state is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-            if state[1] == LifecycleStage.DELETED:
-                self._store.append(run_id, [RunRestored(restored_time=codec.now_ms())])
+            if state[1] == applies_to:
+                self._store.append(run_id, [event_type(codec.now_ms())])
 
     # --- logging ------------------------------------------------------------------
 
