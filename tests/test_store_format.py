@@ -33,10 +33,12 @@ def test_an_older_layout_is_migrated_on_open_and_keeps_its_history(tmp_path: Pat
     path = _format_1_copy(tmp_path)
     before = sqlite3.connect(path).execute("SELECT * FROM events ORDER BY position").fetchall()
     with open_log(path) as log:
-        assert log.format_version() == sqlite_store.FORMAT_VERSION == 2  # type: ignore[attr-defined]
+        assert log.format_version() == sqlite_store.FORMAT_VERSION == 3  # type: ignore[attr-defined]
         report = verify(log)
     assert report.ok and report.events == len(before)
     assert "events_refuse_replace" in _triggers(path)
+    indexes = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    assert "events_by_type" not in {name for (name,) in indexes}
     # the migration touched no event
     assert sqlite3.connect(path).execute("SELECT * FROM events ORDER BY position").fetchall() == before
     with pytest.raises(sqlite3.IntegrityError, match="REPLACE refused"):
@@ -53,11 +55,11 @@ def test_a_failing_migration_step_changes_nothing(
         raise sqlite3.OperationalError("disk on fire")
 
     monkeypatch.setattr(sqlite_store, "FORMAT_MIGRATIONS", (*sqlite_store.FORMAT_MIGRATIONS, half_done))
-    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 3)
-    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 3 failed, nothing was changed: disk on fire"):
+    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 4)
+    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 4 failed, nothing was changed: disk on fire"):
         open_log(path)
     connection = sqlite3.connect(path)
-    # all pending steps share one transaction: not even step 2 (the trigger) is applied
+    # all pending steps share one transaction: not even steps 2 and 3 are applied
     assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
     assert "events_refuse_replace" not in _triggers(path)
     tables = {n for (n,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -70,7 +72,7 @@ def test_a_store_from_a_newer_evstore_is_refused_naming_both_versions(tmp_path: 
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 7")
     connection.commit()
-    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 2"):
+    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 3"):
         open_log(path)
 
 

@@ -100,9 +100,14 @@ def _format_2(db: sqlite3.Connection) -> None:
     )
 
 
+def _format_3(db: sqlite3.Connection) -> None:
+    """Drop the index of events by type: no read uses it, and every append paid for it."""
+    db.execute("DROP INDEX IF EXISTS events_by_type")
+
+
 #: The storage layout's history. The store's format version is the number applied;
 #: a new layout is a new function appended here, never an edit of an old one.
-FORMAT_MIGRATIONS = (_format_1, _format_2)
+FORMAT_MIGRATIONS = (_format_1, _format_2, _format_3)
 FORMAT_VERSION = len(FORMAT_MIGRATIONS)
 
 
