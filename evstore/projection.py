@@ -8,7 +8,9 @@ consecutive rows of one statement with ``executemany``, table by table, in order
 ``INSERT ... VALUES (?, ...)`` statements many rows to a statement. A statement may
 have a ``prepare`` function: it turns a run of queued items into the rows to execute,
 so a handler can queue one item per event and the model expand or compact them in one
-tight loop (every point of a batch; only the greatest point per metric).
+tight loop (every point of a batch; only the greatest point per metric). A model may
+``collect`` an event type for such a statement instead of handling it: the recorded
+events are queued as they are, with no handler call per event.
 
 Lifecycle of a read model in a store (``projection_state`` holds its version and
 checkpoint, the last position applied):
@@ -85,6 +87,10 @@ class ReadModel:
     statements: dict[str, str]
     handlers: dict[type[Event], Handler] = field(default_factory=dict)
     prepare: dict[str, Callable[[list[Any]], list[Any]]] = field(default_factory=dict)
+    #: Event types queued as they are (the ``RecordedEvent``) for a statement, without a
+    #: handler call: the statement's ``prepare`` turns them into rows. Such a statement
+    #: must be the only one on its table (so nothing else needs ordering against it).
+    collect: dict[type[Event], str] = field(default_factory=dict)
 
     def ddl(self, suffix: str = "") -> list[str]:
         """The DDL that creates this model's tables, each named ``<table><suffix>``."""
@@ -95,7 +101,7 @@ class ReadModel:
 class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
-    __slots__ = ("_many", "_prepare", "_queue_for", "_queues", "_sql")
+    __slots__ = ("_collected", "_many", "_prepare", "_queue_for", "_queues", "_sql")
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
         names = {table: table + suffix for table in model.tables}
@@ -106,6 +112,21 @@ class Ops:
         self._queue_for = {
             key: self._queues[_first_table(sql, model)] for key, sql in model.statements.items()
         }
+        self._collected: dict[str, list[Any]] = {}
+        for statement in model.collect.values():
+            table = _first_table(model.statements[statement], model)
+            shared = [k for k, sql in model.statements.items()
+                      if k != statement and _first_table(sql, model) == table]  # fmt: skip
+            if statement not in model.prepare or shared:
+                raise ValueError(
+                    f"read model {model.name}: collected statement {statement!r} needs a prepare"
+                    " and a table of its own"
+                )
+            self._collected[statement] = []
+
+    def collector(self, statement: str) -> list[Any]:
+        """The list a ``collect``ed statement's events are appended to."""
+        return self._collected[statement]
 
     def add(self, statement: str, row: Any) -> None:
         """Queue one row (or one item for the statement's ``prepare``)."""
@@ -132,6 +153,11 @@ class Ops:
                 make = self._prepare.get(statement)
                 self._execute(conn, statement, items if make is None else make(items))
             queue.clear()
+        for statement, items in self._collected.items():
+            if items:
+                rows = self._prepare[statement](items)
+                items.clear()
+                self._execute(conn, statement, rows)
 
     def _execute(self, conn: sqlite3.Connection, statement: str, rows: list[Any]) -> None:
         many, step = self._many[statement], _ROWS_PER_INSERT
@@ -146,6 +172,8 @@ class Ops:
         """Forget the queued rows."""
         for queue in self._queues.values():
             queue.clear()
+        for items in self._collected.values():
+            items.clear()
 
 
 # One INSERT of many rows costs SQLite and the driver less than as many single-row ones.
@@ -181,11 +209,17 @@ class _Plan:
     def __init__(self, models: Sequence[ReadModel], suffix: str = "") -> None:
         self.models = list(models)
         self.ops = [Ops(model, suffix) for model in models]
+        appends: dict[type, list[Callable[[RecordedEvent], None]]] = {}
         dispatch: dict[type, list[tuple[Handler, Ops]]] = {}
         for model, ops in zip(self.models, self.ops):
+            for event_type, statement in model.collect.items():
+                appends.setdefault(event_type, []).append(ops.collector(statement).append)
             for event_type, handler in model.handlers.items():
                 dispatch.setdefault(event_type, []).append((handler, ops))
-        self.dispatch = {event_type: tuple(pairs) for event_type, pairs in dispatch.items()}
+        self.dispatch = {
+            event_type: (tuple(appends.get(event_type, ())), tuple(dispatch.get(event_type, ())))
+            for event_type in appends.keys() | dispatch.keys()
+        }
         self.events = 0
         self.unknown = 0
 
@@ -197,11 +231,14 @@ class _Plan:
         try:
             for rec in events:
                 count += 1
-                pairs = get(rec.event.__class__)
-                if pairs is None:
+                found = get(rec.event.__class__)
+                if found is None:
                     if rec.event.__class__ is UnknownEvent:
                         unknown += 1
                     continue
+                appends, pairs = found
+                for append in appends:
+                    append(rec)
                 for handler, ops in pairs:
                     handler(rec, ops)
         except Exception as e:

@@ -11,32 +11,32 @@ from math import isnan
 from typing import Any
 
 from evstore.events import MetricPoint, MetricsLogged
-from evstore.projection import Ops, ReadModel
+from evstore.projection import ReadModel
 from evstore.stores.base import RecordedEvent
 
 
-def logged(rec: RecordedEvent, out: Ops) -> None:
-    """Offer the batch's points; ``keep_greatest`` and the statement keep the greatest."""
-    out.add("offer", (rec.stream_id, rec.event.points))  # type: ignore[union-attr]
-
-
-def keep_greatest(batches: list[tuple[str, list[MetricPoint]]]) -> list[tuple[Any, ...]]:
+def keep_greatest(logged: list[RecordedEvent]) -> list[tuple[Any, ...]]:
     """The first greatest point per (run, key): what offering them one by one would leave."""
-    best: dict[tuple[str, str], MetricPoint] = {}
-    get = best.get
-    for run_id, points in batches:
-        for p in points:
-            key = (run_id, p.key)
-            held = get(key)
+    by_run: dict[str, dict[str, MetricPoint]] = {}
+    for rec in logged:
+        best = by_run.get(rec.stream_id)
+        if best is None:
+            best = by_run[rec.stream_id] = {}
+        for p in rec.event.points:  # type: ignore[union-attr]
+            held = best.get(p.key)
             if (
                 held is None
                 or p.step > held.step
-                or (p.step == held.step and p.timestamp > held.timestamp)
-                or (p.step == held.step and p.timestamp == held.timestamp
-                    and _zero_nan(p.value) > _zero_nan(held.value))
+                or (p.step == held.step and (p.timestamp > held.timestamp
+                    or (p.timestamp == held.timestamp
+                        and _zero_nan(p.value) > _zero_nan(held.value))))
             ):  # fmt: skip
-                best[key] = p
-    return [(run_id, key, p.value, p.step, p.timestamp) for (run_id, key), p in best.items()]
+                best[p.key] = p
+    return [
+        (run_id, key, p.value, p.step, p.timestamp)
+        for run_id, best in by_run.items()
+        for key, p in best.items()
+    ]
 
 
 def _zero_nan(value: float) -> float:
@@ -65,6 +65,6 @@ LATEST_METRICS = ReadModel(
             " > (step, timestamp, coalesce(value, 0.0))"
         ),
     },
-    handlers={MetricsLogged: logged},
     prepare={"offer": keep_greatest},
+    collect={MetricsLogged: "offer"},
 )

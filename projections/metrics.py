@@ -9,24 +9,19 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
-from evstore.events import MetricPoint, MetricsLogged
-from evstore.projection import Ops, ReadModel
+from evstore.events import MetricsLogged
+from evstore.projection import ReadModel
 from evstore.stores.base import RecordedEvent
 
 
-def logged(rec: RecordedEvent, out: Ops) -> None:
-    """Queue the batch; ``point_rows`` makes its rows, for many batches at once."""
-    out.add("insert", (rec.stream_id, rec.position, rec.event.points))  # type: ignore[union-attr]
-
-
-def point_rows(batches: list[tuple[str, int, list[MetricPoint]]]) -> list[tuple[Any, ...]]:
-    """One row per point of every batch, in order (grouped by key for a single batch)."""
+def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]]:
+    """One row per point of every MetricsLogged, in order (grouped by key for a single one)."""
     rows = [
-        (run_id, p.key, p.value, p.step, p.timestamp, position, seq)
-        for run_id, position, points in batches
-        for seq, p in enumerate(points)
+        (rec.stream_id, p.key, p.value, p.step, p.timestamp, rec.position, seq)
+        for rec in logged
+        for seq, p in enumerate(rec.event.points)  # type: ignore[union-attr]
     ]
-    if len(batches) == 1:
+    if len(logged) == 1:
         # One logged batch (an append, not a rebuild's chunk): inserting each metric's
         # points together touches a few index pages instead of one per point, half again
         # as fast for 1,000 points. The sort is stable; (position, seq) still orders.
@@ -51,6 +46,6 @@ METRICS = ReadModel(
         ),
     },
     statements={"insert": "INSERT INTO {metrics} VALUES (?, ?, ?, ?, ?, ?, ?)"},
-    handlers={MetricsLogged: logged},
     prepare={"insert": point_rows},
+    collect={MetricsLogged: "insert"},
 )
