@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from evstore.entities import Experiment, FileInfo, Metric, Run, RunData, RunInfo
 
 NAN = float("nan")
@@ -47,23 +49,29 @@ def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
     params: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
     metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in infos}
     tags: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
-    for run_id, key, value in _in(
-        conn, "SELECT run_id, key, value FROM params WHERE run_id IN ({marks})", run_ids
-    ):
-        params[run_id][key] = value
+    # Params and tags (strings) come back as one JSON object per run, decoded by msgspec:
+    # far fewer rows to build than one per key. Metric values stay row by row, since
+    # SQLite writes infinities into JSON as a bare Inf that no parser reads.
+    for table, into in (("params", params), ("tags", tags)):
+        for run_id, packed in _in(
+            conn,
+            f"SELECT run_id, json_group_object(key, value) FROM {table}"
+            " WHERE run_id IN ({marks}) GROUP BY run_id",
+            run_ids,
+        ):
+            into[run_id] = _decode_object(packed)
     for run_id, key, value in _in(
         conn, "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})", run_ids
     ):
         metrics[run_id][key] = NAN if value is None else value
-    for run_id, key, value in _in(
-        conn, "SELECT run_id, key, value FROM tags WHERE run_id IN ({marks})", run_ids
-    ):
-        tags[run_id][key] = value
     return [
         Run(infos[run_id], RunData(params[run_id], metrics[run_id], tags[run_id]))
         for run_id in run_ids
         if run_id in infos
     ]
+
+
+_decode_object = msgspec.json.Decoder(dict[str, str]).decode
 
 
 def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
