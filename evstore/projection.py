@@ -162,7 +162,7 @@ class Ops:
     def _execute(self, conn: sqlite3.Connection, statement: str, rows: list[Any]) -> None:
         many, step = self._many[statement], _ROWS_PER_INSERT
         done = 0 if many is None else len(rows) - len(rows) % step
-        if done:
+        if many is not None and done:
             flat = chain.from_iterable
             conn.executemany(many, [tuple(flat(rows[i : i + step])) for i in range(0, done, step)])
         if done < len(rows):
@@ -281,6 +281,8 @@ def _apply_range(
     ``standalone``: each chunk is its own ``BEGIN IMMEDIATE`` transaction (the shadow
     build); otherwise each chunk is a savepoint inside the caller's transaction.
     """
+    restart: tuple[str, ...]
+    undo: tuple[str, ...]
     if standalone:
         begin, done = "BEGIN IMMEDIATE", "COMMIT"
         restart, undo = ("ROLLBACK", "BEGIN IMMEDIATE"), ("ROLLBACK",)
