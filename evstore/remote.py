@@ -67,6 +67,12 @@ def _float(value: Any) -> float:
     return float(value) if isinstance(value, str) else value
 
 
+def _context(model_id: str | None, dataset_name: str | None, dataset_digest: str | None) -> dict[str, str]:
+    """MLflow 3's optional metric context, as the REST API names it (only the fields set)."""
+    found = {"model_id": model_id, "dataset_name": dataset_name, "dataset_digest": dataset_digest}
+    return {k: v for k, v in found.items() if v is not None}
+
+
 def _pairs(items: dict[str, Any] | Iterable[Any] | None) -> list[dict[str, str]]:
     if not items:
         return []
@@ -312,13 +318,16 @@ class RemoteClient:
 
     def log_metric(
         self, run_id: str, key: str, value: float, timestamp: int | None = None,
-        step: int | None = None, synchronous: bool | None = None, *, idempotency_key: str | None = None,
+        step: int | None = None, synchronous: bool | None = None, dataset_name: str | None = None,
+        dataset_digest: str | None = None, model_id: str | None = None,
+        *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Log one metric point; a retry (same body, or same ``idempotency_key``) is stored once."""
         key, value, timestamp, step = validate_metric(
             key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
         )  # the local Client's checks, so both refuse the same Python values alike
-        payload = {"run_id": run_id, "key": key, "value": _number(value), "timestamp": timestamp, "step": step}
+        payload = {"run_id": run_id, "key": key, "value": _number(value), "timestamp": timestamp,
+                   "step": step, **_context(model_id, dataset_name, dataset_digest)}  # fmt: skip
         self._call("POST", "runs/log-metric", payload, idempotency_key)
 
     def log_batch(
@@ -331,7 +340,8 @@ class RemoteClient:
         payload = {
             "run_id": run_id,
             "metrics": [
-                {"key": m.key, "value": _number(m.value), "timestamp": m.timestamp, "step": m.step}
+                {"key": m.key, "value": _number(m.value), "timestamp": m.timestamp, "step": m.step,
+                 **_context(m.model_id, m.dataset_name, m.dataset_digest)}  # fmt: skip
                 for m in metrics
             ],
             "params": _pairs(params),

@@ -718,3 +718,16 @@ run_id = contract.run_id
 for _name in dir(contract):
     if _name.startswith("test_") and _name not in LOCAL_ONLY:
         globals()["test_remote_" + _name[len("test_") :]] = getattr(contract, _name)
+
+
+def test_metric_context_sent_by_the_client_reaches_the_log(http: httpx.Client) -> None:
+    # MLflow 3 sends model_id and dataset fields with metrics; they are kept in the events.
+    _, run_id = new_run(http)
+    call(http, "runs/log-metric", {"run_id": run_id, "key": "acc", "value": 0.9, "timestamp": 1,
+                                   "step": 0, "model_id": "m-1", "dataset_name": "eval",
+                                   "dataset_digest": "abc"})  # fmt: skip
+    call(http, "runs/log-batch", {"run_id": run_id, "metrics": [
+        {"key": "acc", "value": 0.8, "timestamp": 2, "step": 1, "model_id": "m-2"}]})  # fmt: skip
+    page = http.get("/api/evstore/events", params={"stream": run_id, "type": "MetricsLogged"}).json()
+    points = [p for line in page["events"] for p in line["data"]["points"]]
+    assert [p[4:] for p in points] == [["m-1", "eval", "abc"], ["m-2", None, None]]
