@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import posixpath
 import re
@@ -115,7 +114,3 @@ def validate_batch_limits(metrics: int, params: int, tags: int) -> None:
             f" and tags in total. Got {total}."
         )
 
-
-def is_nan(value: float) -> bool:
-    """NaN test that accepts any float."""
-    return math.isnan(value)
