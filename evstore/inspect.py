@@ -119,9 +119,16 @@ def schema_table() -> list[dict[str, Any]]:
     return rows
 
 
-def _json_safe(value: Any) -> Any:
+def json_number(value: Any) -> Any:
+    """A number for JSON: NaN and infinities as the strings MLflow's protobuf JSON uses."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return json_number(value)
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

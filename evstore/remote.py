@@ -9,7 +9,6 @@ thread) and returns evstore's entities. A server error comes back as the matchin
 from __future__ import annotations
 
 import http.client
-import math
 import os
 import posixpath
 import tempfile
@@ -42,6 +41,7 @@ from evstore.errors import (
     ResourceDoesNotExist,
     StoreError,
 )  # fmt: skip
+from evstore.inspect import json_number
 from evstore.validation import validate_metric
 
 _API = "/api/2.0/mlflow/"
@@ -54,13 +54,6 @@ _ERRORS: dict[str, type[EvstoreError]] = {
     "BAD_REQUEST": InvalidParameterValue,
     "INVALID_STATE": InvalidState,
 }
-
-
-def _number(value: Any) -> Any:
-    """A float for JSON: NaN and infinities as the strings protobuf JSON uses."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
 
 
 def _float(value: Any) -> float:
@@ -326,7 +319,7 @@ class RemoteClient:
         key, value, timestamp, step = validate_metric(
             key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
         )  # the local Client's checks, so both refuse the same Python values alike
-        payload = {"run_id": run_id, "key": key, "value": _number(value), "timestamp": timestamp,
+        payload = {"run_id": run_id, "key": key, "value": json_number(value), "timestamp": timestamp,
                    "step": step, **_context(model_id, dataset_name, dataset_digest)}  # fmt: skip
         self._call("POST", "runs/log-metric", payload, idempotency_key)
 
@@ -340,7 +333,7 @@ class RemoteClient:
         payload = {
             "run_id": run_id,
             "metrics": [
-                {"key": m.key, "value": _number(m.value), "timestamp": m.timestamp, "step": m.step,
+                {"key": m.key, "value": json_number(m.value), "timestamp": m.timestamp, "step": m.step,
                  **_context(m.model_id, m.dataset_name, m.dataset_digest)}  # fmt: skip
                 for m in metrics
             ],

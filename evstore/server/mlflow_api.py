@@ -13,7 +13,6 @@ data in the shapes MLflow's server answers (see the 3.17 capture). Retries:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from evstore.entities import (
     ViewType,
 )
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
+from evstore.inspect import json_number
 from evstore.server import schemas as s
 from evstore.server._http import EMPTY_OBJECT
 from evstore.validation import validate_batch_limits, validate_key
@@ -62,12 +62,8 @@ def endpoint(method: str, path: str, schema: type) -> Callable[[Handler], Handle
 
 
 def number(value: float | None) -> float | str:
-    """A double as protobuf JSON writes it: NaN and infinities as strings."""
-    if value is None or math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
+    """A double as protobuf JSON writes it; None is a read model's NaN (stored as NULL)."""
+    return "NaN" if value is None else json_number(value)
 
 
 def _has_scheme(uri: str) -> bool:
