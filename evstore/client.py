@@ -141,14 +141,14 @@ class Client:
         return self._store
 
     @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """The connection for one consistent read of current read models."""
+    def reading(self) -> Iterator[Any]:
+        """The connection for one consistent read (one snapshot) of current read models."""
         self._runner.check_fresh()
         with self._store.reading() as conn:
             yield conn
 
     def _ensure_default_experiment(self) -> None:
-        with self._reading() as conn:
+        with self.reading() as conn:
             if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
                 return
         with self._store.transaction() as conn:
@@ -189,7 +189,7 @@ class Client:
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment; raises ResourceDoesNotExist when there is none."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             found = reads.experiment_by_id(conn, str(experiment_id))
         if found is None:
             raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
@@ -197,7 +197,7 @@ class Client:
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """One experiment by name, or None."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             return reads.experiment_by_name(conn, name)
 
     def search_experiments(
@@ -210,7 +210,7 @@ class Client:
     ) -> PagedList:
         """Experiments in the given view, newest first. Filters: ``name`` =, !=, LIKE, ILIKE."""
         stages = _stages(view_type)
-        with self._reading() as conn:
+        with self.reading() as conn:
             found = reads.experiments(conn, stages)
         if filter_string:
             found = [e for e in found if _experiment_matches(e, filter_string)]
@@ -332,7 +332,7 @@ class Client:
             from evstore.history import run_as_of
 
             return run_as_of(self._store, run_id, as_of)
-        with self._reading() as conn:
+        with self.reading() as conn:
             found = reads.load_runs(conn, [run_id])
         if not found:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
@@ -490,7 +490,7 @@ class Client:
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point of a metric, in the order logged."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             if reads.run_state(conn, run_id) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             return reads.metric_history(conn, run_id, key)
@@ -538,7 +538,7 @@ class Client:
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         """Files and directories directly under ``path`` in a run's artifacts."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             if reads.run_state(conn, run_id) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             entries = reads.artifact_entries(conn, run_id)
@@ -546,7 +546,7 @@ class Client:
 
     def artifact_digest(self, run_id: str, path: str) -> tuple[int, str]:
         """(size, sha256) of one recorded artifact file."""
-        with self._reading() as conn:
+        with self.reading() as conn:
             entries = reads.artifact_entries(conn, run_id)
         if path not in entries:
             raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
@@ -560,7 +560,7 @@ class Client:
         """Copy a file or directory of a run's artifacts locally; returns the local path."""
         import tempfile
 
-        with self._reading() as conn:
+        with self.reading() as conn:
             if reads.run_state(conn, run_id) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             entries = reads.artifact_entries(conn, run_id)
@@ -594,7 +594,7 @@ class Client:
 
         if isinstance(experiment_ids, str):
             experiment_ids = [experiment_ids]
-        with self._reading() as conn:
+        with self.reading() as conn:
             run_ids, token = search_run_ids(
                 conn,
                 filter_string or "",

@@ -37,13 +37,42 @@ def runs_table(runs: list[Run]) -> Any:
     return pa.table(columns, schema=schema)
 
 
-def _metric_batches(conn: Any, run_ids: list[str], batch_size: int) -> Iterator[Any]:
+def all_runs(
+    client: Any,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    run_view_type: int | str = 1,
+    max_results: int | None = None,
+    order_by: list[str] | None = None,
+) -> list[Run]:
+    """Every matching run (up to ``max_results``), paging through a client's search_runs."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        want = _PAGE if max_results is None else min(max_results - len(runs), _PAGE)
+        page = client.search_runs(experiment_ids, filter_string, run_view_type, want, order_by, token)
+        runs.extend(page)
+        token = page.token
+        if not token or (max_results is not None and len(runs) >= max_results):
+            return runs
+
+
+_PAGE = 50_000  # the most runs one search_runs page returns
+
+
+def _metric_schema() -> Any:
     import pyarrow as pa
 
-    schema = pa.schema(
+    return pa.schema(
         [("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
          ("step", pa.int64()), ("timestamp", pa.int64())]
     )  # fmt: skip
+
+
+def _metric_batches(conn: Any, run_ids: list[str], batch_size: int) -> Iterator[Any]:
+    import pyarrow as pa
+
+    schema = _metric_schema()
     for start in range(0, len(run_ids), 500):
         chunk = run_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -101,24 +130,17 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise InvalidParameterValue(f"cannot write {out}: no such directory")
     ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(ids, filter_string, ViewType.ALL, 50000, None, token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
     if what == "runs":
-        table = runs_table(runs)
+        table = runs_table(all_runs(client, ids, filter_string, ViewType.ALL))
         return write_table_batches(table.to_batches(batch_size), out, fmt, table.schema)
-    import pyarrow as pa
+    from evstore.search import search_run_ids
 
-    schema = pa.schema(
-        [("run_id", pa.string()), ("key", pa.string()), ("value", pa.float64()),
-         ("step", pa.int64()), ("timestamp", pa.int64())]
-    )  # fmt: skip
-    conn = client.store.connection
-    return write_table_batches(
-        _metric_batches(conn, [r.info.run_id for r in runs], batch_size), out, fmt, schema
-    )
+    # One snapshot: the run ids and every point streamed out come from the same state.
+    with client.reading() as conn:
+        run_ids, _ = search_run_ids(
+            conn, filter_string, experiment_ids=ids, run_view_type=ViewType.ALL,
+            order_by=None, max_results=None, page_token=None,
+        )  # fmt: skip
+        return write_table_batches(
+            _metric_batches(conn, run_ids, batch_size), out, fmt, _metric_schema()
+        )

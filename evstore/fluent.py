@@ -330,7 +330,7 @@ def search_runs(
     experiment_names: list[str] | None = None,
 ) -> Any:
     """Runs as a ``pyarrow.Table``: run info, ``params.*``, ``metrics.*`` and ``tags.*``."""
-    from evstore.export import runs_table
+    from evstore.export import all_runs, runs_table
 
     client = _client()
     if experiment_names:
@@ -343,18 +343,9 @@ def search_runs(
             experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
         else:
             experiment_ids = [_experiment_id()]
-    runs: list[Run] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            experiment_ids, filter_string, run_view_type,
-            min(max_results - len(runs), 50000), order_by, token,
-        )  # fmt: skip
-        runs.extend(page)
-        token = page.token
-        if not token or len(runs) >= max_results:
-            break
-    return runs_table(runs)
+    return runs_table(
+        all_runs(client, experiment_ids, filter_string, run_view_type, max_results, order_by)
+    )
 
 
 def _user_name() -> str:

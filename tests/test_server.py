@@ -731,3 +731,37 @@ def test_metric_context_sent_by_the_client_reaches_the_log(http: httpx.Client) -
     page = http.get("/api/evstore/events", params={"stream": run_id, "type": "MetricsLogged"}).json()
     points = [p for line in page["events"] for p in line["data"]["points"]]
     assert [p[4:] for p in points] == [["m-1", "eval", "abc"], ["m-2", None, None]]
+
+
+def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> None:
+    # all_runs pages through any client's search_runs, asking no more than max_results;
+    # the fluent API with an http tracking URI returns the pyarrow table a local store does.
+    from evstore import fluent
+    from evstore.export import all_runs
+    from evstore.remote import RemoteClient
+
+    remote = RemoteClient(server.url)
+    experiment_id = remote.create_experiment("fluent-remote")
+    for i in range(5):
+        remote.log_param(remote.create_run(experiment_id).info.run_id, "i", str(i))
+    assert len(all_runs(remote, [experiment_id], max_results=None)) == 5
+    pages = []
+    original = remote.search_runs
+
+    def counted(*args: Any) -> Any:
+        pages.append(args[3])
+        return original(*args)
+
+    remote.search_runs = counted  # type: ignore[method-assign]
+    assert len(all_runs(remote, [experiment_id], "params.i != '4'", max_results=3)) == 3
+    assert pages == [3]
+    remote.close()
+    previous = fluent._tracking_uri
+    fluent.set_tracking_uri(server.url)
+    try:
+        table = fluent.search_runs([experiment_id], order_by=["params.i ASC"])
+        assert table.column("params.i").to_pylist() == ["0", "1", "2", "3", "4"]
+        assert "run_id" in table.column_names
+    finally:
+        fluent._clients.pop(server.url).close()
+        fluent._tracking_uri = previous
