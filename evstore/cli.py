@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from evstore.errors import EvstoreError
+from evstore.inspect import json_safe
 
 app = typer.Typer(
     help="evstore: experiment tracking as an append-only, verifiable event log.",
@@ -264,7 +265,7 @@ def runs(
     found = client.search_runs(ids, filter_, ViewType.ACTIVE_ONLY, max_, order_by)
     if fmt == "json":
         for run in found:
-            typer.echo(json.dumps(_json_safe(run.to_dictionary()), ensure_ascii=False))
+            typer.echo(json.dumps(json_safe(run.to_dictionary()), ensure_ascii=False))
     elif fmt == "csv":
         import csv
 
@@ -291,12 +292,6 @@ def _experiment_id(client: Any, id_or_name: str) -> str:
     return found.experiment_id if found is not None else client.get_experiment(id_or_name).experiment_id
 
 
-def _json_safe(value: Any) -> Any:
-    from evstore.inspect import _json_safe as safe
-
-    return safe(value)
-
-
 @app.command()
 def show(
     run_id: str,
@@ -309,7 +304,7 @@ def show(
     """
     client = _client(store)
     run = client.get_run(run_id, as_of=_parse_as_of(as_of)) if as_of else client.get_run(run_id)
-    typer.echo(json.dumps(_json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
+    typer.echo(json.dumps(json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
 
 
 def _parse_as_of(text: str) -> Any:

@@ -57,7 +57,7 @@ def event_to_dict(recorded: RecordedEvent) -> dict[str, Any]:
         data: Any = {"unknown": True, "payload_hex": event.payload.hex()}
         type_name = event.type
     else:
-        data = _json_safe(msgspec.to_builtins(event))
+        data = json_safe(msgspec.to_builtins(event))
         type_name = type(event).__name__
     meta = recorded.metadata
     return {
@@ -69,7 +69,7 @@ def event_to_dict(recorded: RecordedEvent) -> dict[str, Any]:
         "version": recorded.version,
         "recorded_at": recorded.recorded_at,
         "user": meta.get("user"),
-        "metadata": _json_safe(meta),
+        "metadata": json_safe(meta),
         "data": data,
     }
 
@@ -126,13 +126,14 @@ def json_number(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Plain data made JSON-safe: NaN and infinities as strings, bytes as hex."""
     if isinstance(value, float):
         return json_number(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()
     return value
