@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evstore.errors import StoreFormatError
+from evstore.events import ParamsLogged
 from evstore.integrity import verify
 from evstore.stores import open_log
 from evstore.stores import sqlite as sqlite_store
@@ -84,3 +85,23 @@ def test_a_sqlite_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreFormatError, match="not an evstore store"):
         open_log(path)
     assert connection.execute("SELECT name FROM sqlite_master").fetchall() == [("mine",)]
+
+
+def _page_size(path: Path) -> int:
+    return sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+
+
+def test_a_new_store_takes_the_small_page_size_and_an_old_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    new = tmp_path / "new.db"
+    with open_log(new) as log:
+        log.append("s", [ParamsLogged(params={"a": "1"})])
+    assert _page_size(new) == sqlite_store.PAGE_SIZE == 2048
+    old = _format_1_copy(tmp_path)
+    before = _page_size(old)
+    assert before != sqlite_store.PAGE_SIZE  # written by an older evstore, at 4096
+    with open_log(old) as log:
+        log.append("s", [ParamsLogged(params={"a": "1"})])
+        assert verify(log).ok
+    assert _page_size(old) == before

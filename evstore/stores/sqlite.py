@@ -32,6 +32,13 @@ from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, defaul
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
+#: The page size of a new store file; an existing file keeps the one it was created with.
+#: A per-call append commits one page of each B-tree it touches (the log's three, plus
+#: those of the inline read models), so smaller pages mean fewer bytes per commit:
+#: measured +20% per-call log_metric against 4096 with the same full-read rate. 1024
+#: wrote faster still but read the log 10-18% slower.
+PAGE_SIZE = 2048
+
 _COLUMNS = "position, stream_id, stream_version, event_id, type, version, recorded_at"
 _SELECT_EVENTS = f"SELECT {_COLUMNS}, payload, metadata FROM events"
 _SELECT_RAW = f"SELECT {_COLUMNS}, payload, metadata, hash FROM events"
@@ -129,6 +136,8 @@ class SQLiteEventStore(EventStore):
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60
             )
+            # Only a file with no pages yet takes it; it must come before WAL mode.
+            self._conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
             self._conn.execute("PRAGMA cache_size = -65536")
