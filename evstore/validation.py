@@ -43,7 +43,8 @@ def validate_key(kind: str, key: Any) -> str:
 def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:
     """A metric point as MLflow accepts it: numeric value, integer timestamp and step."""
     validate_key("metric", key)
-    if isinstance(value, bool) or not isinstance(value, numbers.Number):
+    as_float = metric_value(value)
+    if as_float is None:
         raise InvalidParameterValue(
             f"Got invalid value {value!r} for metric '{key}' (timestamp={timestamp}):"
             " the value must be a number."
@@ -53,11 +54,29 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
             raise InvalidParameterValue(
                 f"Got invalid {name} {number!r} for metric '{key}': it must be an integer."
             )
-    try:
-        as_float = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError) as e:
-        raise InvalidParameterValue(f"Got invalid value {value!r} for metric '{key}'") from e
     return key, as_float, int(timestamp), int(step)  # type: ignore[call-overload]
+
+
+def metric_value(value: Any) -> float | None:
+    """A metric value as a float the way MLflow's client converts it, or None if it is not one.
+
+    A one-element array or tensor (numpy, torch: anything with ``.item()``) gives its item;
+    then ``float()`` takes what it can, so True is 1.0 and "0.5" is 0.5, as in MLflow.
+    """
+    if type(value) is float:
+        return value
+    if value is None:
+        return None
+    item = getattr(value, "item", None)
+    if callable(item) and not isinstance(value, numbers.Number):
+        try:
+            value = item()  # a one-element array or tensor; more elements raise
+        except (TypeError, ValueError, RuntimeError):
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def metric_points(metrics: Any) -> list[tuple[Any, ...]]:

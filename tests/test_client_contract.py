@@ -358,6 +358,32 @@ def test_log_metric_errors(client: Client, run_id: str) -> None:
     assert head(client) == before
 
 
+def test_metric_values_convert_as_mlflow_converts_them(client: Client, run_id: str) -> None:
+    # MLflow's client turns True, numpy scalars, one-element arrays and numeric strings into
+    # floats (mlflow.tracking.metric_value_conversion_utils); training loops rely on it.
+    import numpy as np
+
+    accepted = {
+        "bool": (True, 1.0),
+        "np_float32": (np.float32(0.5), 0.5),
+        "np_int64": (np.int64(3), 3.0),
+        "zero_d_array": (np.array(2.5), 2.5),
+        "one_element_array": (np.array([4.0]), 4.0),
+        "numeric_string": ("1.5", 1.5),
+    }
+    for key, (value, _) in accepted.items():
+        client.log_metric(run_id, key, value, timestamp=1, step=0)
+    client.log_batch(run_id, metrics=[Metric("batch_bool", False, 1, 0)])  # type: ignore[arg-type]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics == {**{k: v for k, (_, v) in accepted.items()}, "batch_bool": 0.0}
+    assert all(type(v) is float for v in metrics.values())
+    before = head(client)
+    for refused in (np.array([1.0, 2.0]), None, "high", object()):
+        with pytest.raises(InvalidParameterValue, match="must be a number"):
+            client.log_metric(run_id, "m", refused)  # type: ignore[arg-type]
+    assert head(client) == before
+
+
 def test_metric_history_keeps_order_nan_and_inf(client: Client, run_id: str) -> None:
     values = [1.0, math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]
     for step, value in enumerate(values):
