@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
 from typing import Annotated, Any
 
 import typer
 
-from evstore.errors import EvstoreError
+from evstore.errors import EvstoreError, InvalidParameterValue
 from evstore.inspect import json_safe
 
 app = typer.Typer(
@@ -32,6 +33,11 @@ Store = Annotated[
     ),
 ]
 DEFAULT_STORE = "./evstore.db"
+View = Annotated[
+    str,
+    typer.Option("--view", help="Runs by lifecycle stage: active, deleted or all."),
+]
+_VIEWS = {"active": 1, "deleted": 2, "all": 3}  # MLflow's ViewType numbers
 
 
 def main() -> None:
@@ -211,6 +217,12 @@ def rebuild(
     )
 
 
+def _view_type(view: str) -> int:
+    if view not in _VIEWS:
+        raise InvalidParameterValue(f"--view must be active, deleted or all, not {view!r}")
+    return _VIEWS[view]
+
+
 def _client(store: str) -> Any:
     from evstore.client import Client
 
@@ -218,11 +230,11 @@ def _client(store: str) -> Any:
 
 
 def _timestamp(ms: int | None) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command()
@@ -252,6 +264,7 @@ def runs(
     order_by: Annotated[list[str] | None, typer.Option(help="e.g. 'metrics.acc DESC'.")] = None,
     max_: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 100,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    view: View = "active",
 ) -> None:
     """Search runs with MLflow's filter grammar (plus OR and parentheses).
 
@@ -262,7 +275,7 @@ def runs(
     client = _client(store)
     ids = [_experiment_id(client, e) for e in experiment] if experiment else [
         e.experiment_id for e in client.search_experiments(ViewType.ALL)]  # fmt: skip
-    found = client.search_runs(ids, filter_, ViewType.ACTIVE_ONLY, max_, order_by)
+    found = client.search_runs(ids, filter_, _view_type(view), max_, order_by)
     if fmt == "json":
         for run in found:
             typer.echo(json.dumps(json_safe(run.to_dictionary()), ensure_ascii=False))
@@ -340,6 +353,7 @@ def export(
     store: Store = DEFAULT_STORE,
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or arrow.")] = "parquet",
     filter_: Annotated[str, typer.Option("--filter", help="MLflow filter string.")] = "",
+    view: View = "active",
 ) -> None:
     """Export runs or metric points through pyarrow, streamed in batches.
 
@@ -347,7 +361,7 @@ def export(
     """
     from evstore.export import export as export_rows
 
-    rows = export_rows(_client(store), what, out, fmt, filter_)
+    rows = export_rows(_client(store), what, out, fmt, filter_, run_view_type=_view_type(view))
     typer.echo(f"wrote {rows} rows to {out}")
 
 

@@ -120,8 +120,12 @@ def write_table_batches(batches: Iterable[Any], out: str, fmt: str, schema: Any)
 
 
 def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
-           experiment_ids: list[str] | None = None, batch_size: int = 50_000) -> int:  # fmt: skip
-    """Export runs or metric points matching a filter; returns rows written."""
+           experiment_ids: list[str] | None = None, batch_size: int = 50_000,
+           run_view_type: int = 1) -> int:  # fmt: skip
+    """Export runs or metric points matching a filter; returns rows written.
+
+    ``run_view_type`` is MLflow's ViewType: active runs only by default, as search_runs.
+    """
     from evstore.entities import ViewType
     from evstore.errors import InvalidParameterValue
 
@@ -131,14 +135,14 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
         raise InvalidParameterValue(f"cannot write {out}: no such directory")
     ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
     if what == "runs":
-        table = runs_table(all_runs(client, ids, filter_string, ViewType.ALL))
+        table = runs_table(all_runs(client, ids, filter_string, run_view_type))
         return write_table_batches(table.to_batches(batch_size), out, fmt, table.schema)
     from evstore.search import search_run_ids
 
     # One snapshot: the run ids and every point streamed out come from the same state.
     with client.reading() as conn:
         run_ids, _ = search_run_ids(
-            conn, filter_string, experiment_ids=ids, run_view_type=ViewType.ALL,
+            conn, filter_string, experiment_ids=ids, run_view_type=run_view_type,
             order_by=None, max_results=None, page_token=None,
         )  # fmt: skip
         return write_table_batches(

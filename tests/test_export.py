@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -112,6 +113,30 @@ def test_export_metrics_with_a_filter(store: tuple[Path, dict[str, str]], tmp_pa
         assert values[1] is None or math.isnan(values[1])  # CSV readers take "nan" as null
     else:
         assert values[1] is not None and math.isnan(values[1])  # NaN stays NaN, not null
+
+
+def test_export_leaves_deleted_runs_out_unless_asked(store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    # As MLflow's search_runs and `evstore runs`: active runs by default; --view to choose.
+    db, ids = store
+    Client(str(db)).delete_run(ids["sgd"])
+    exported = {}
+    for view in ("active", "deleted", "all"):
+        for what in ("runs", "metrics"):
+            out = tmp_path / f"{what}-{view}.parquet"
+            args = ["export", what, str(out), "--store", str(db)]
+            done = run_cli(*args, *(["--view", view] if view != "active" else []))
+            assert done.returncode == 0, done.stderr
+            exported[what, view] = {row["run_id"] for row in read_back(out, "parquet").to_pylist()}
+    for what in ("runs", "metrics"):
+        assert exported[what, "active"] == {ids["adam"], ids["rmsprop"]}
+        assert exported[what, "deleted"] == {ids["sgd"]}
+        assert exported[what, "all"] == set(ids.values())
+    done = run_cli("export", "runs", str(tmp_path / "x.csv"), "--store", str(db), "--view", "gone")
+    assert done.returncode != 0 and "--view must be active, deleted or all" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.csv").exists()
+    listed = run_cli("runs", "--store", str(db), "--view", "deleted", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["info"]["run_id"] for line in listed.stdout.splitlines()] == [ids["sgd"]]
 
 
 def test_export_parquet_keeps_nan_distinct_from_null(store: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
