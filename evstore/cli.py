@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -230,8 +230,6 @@ def _client(store: str) -> Any:
 
 
 def _timestamp(ms: int | None) -> str:
-    from datetime import datetime
-
     if ms is None:
         return ""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
