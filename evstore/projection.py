@@ -626,6 +626,9 @@ class RebuildSummary(msgspec.Struct, frozen=True):
     unknown_skipped: int
     head_position: int
     seconds: float
+    #: Seconds per phase: ``replay`` (the bulk, without the lock), ``indexes``, then
+    #: ``tail and swap`` (under the write lock).
+    phases: dict[str, float] = {}
 
 
 def rebuild(
@@ -666,6 +669,7 @@ def rebuild(
                     progress(done, max(target, done))
 
             # 1. replay the bulk of the log into the shadow tables, without the write lock
+            clock = _PhaseClock()
             after = 0
             gap: int | None = None
             for _ in range(_CATCH_UP_ROUNDS):
@@ -678,14 +682,17 @@ def rebuild(
                 if target - after <= near_head or (gap is not None and target - after >= gap):
                     break
                 gap = target - after
+            clock.lap("replay")
             for sql in indexes:
                 shadow.execute(sql)
+            clock.lap("indexes")
             # 2-4. under the write lock: the tail, then the swap, in one transaction
             with store.transaction() as conn, _secure_delete_off(conn):
                 head = store.head_position()
                 target = head
                 _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
                 _swap(conn, chosen, suffix, head)
+            clock.lap("tail and swap")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 shadow.execute("PRAGMA busy_timeout = 2000")
@@ -695,8 +702,22 @@ def rebuild(
             shadow.close()
     return RebuildSummary(
         [model.name for model in chosen], plan.events, plan.unknown, head,
-        time.perf_counter() - started,
+        time.perf_counter() - started, clock.phases,
     )  # fmt: skip
+
+
+class _PhaseClock:
+    """Seconds spent in each named phase of a rebuild, in order."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        """End the current phase, naming it."""
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
 
 
 # Read models are derived from the log, which keeps every byte anyway: zeroing the pages
