@@ -8,7 +8,9 @@ consecutive rows of one statement with ``executemany``, table by table, in order
 ``INSERT ... VALUES (?, ...)`` statements many rows to a statement. A statement may
 have a ``prepare`` function: it turns a run of queued items into the rows to execute,
 so a handler can queue one item per event and the model expand or compact them in one
-tight loop (every point of a batch; only the greatest point per metric). A model may
+tight loop (every point of a batch; only the greatest point per metric). It may return
+the rows laid end to end (``FlatRows``): the runner then hands SQLite slices of that one
+list, without building a tuple per row. A model may
 ``collect`` an event type for such a statement instead of handling it: the recorded
 events are queued as they are, with no handler call per event.
 
@@ -46,7 +48,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -74,6 +76,16 @@ _SHADOW_MARK = "__b"
 _CATCH_UP_ROUNDS = 8
 
 Handler = Callable[[RecordedEvent, "Ops"], None]
+
+
+class FlatRows(NamedTuple):
+    """Rows laid end to end, ``width`` values each: what a ``prepare`` may return."""
+
+    values: list[Any]
+    width: int
+
+
+Prepare = Callable[[list[Any]], "list[Any] | FlatRows"]
 Progress = Callable[[int, int], None]
 
 
@@ -86,7 +98,7 @@ class ReadModel:
     tables: dict[str, tuple[str, ...]]
     statements: dict[str, str]
     handlers: dict[type[Event], Handler] = field(default_factory=dict)
-    prepare: dict[str, Callable[[list[Any]], list[Any]]] = field(default_factory=dict)
+    prepare: dict[str, Prepare] = field(default_factory=dict)
     #: Event types queued as they are (the ``RecordedEvent``) for a statement, without a
     #: handler call: the statement's ``prepare`` turns them into rows. Such a statement
     #: must be the only one on its table (so nothing else needs ordering against it).
@@ -159,8 +171,20 @@ class Ops:
                 items.clear()
                 self._execute(conn, statement, rows)
 
-    def _execute(self, conn: sqlite3.Connection, statement: str, rows: list[Any]) -> None:
+    def _execute(
+        self, conn: sqlite3.Connection, statement: str, rows: list[Any] | FlatRows
+    ) -> None:
         many, step = self._many[statement], _ROWS_PER_INSERT
+        if isinstance(rows, FlatRows):
+            values, width = rows
+            size = width * step
+            done = 0 if many is None else len(values) - len(values) % size
+            if many is not None and done:
+                conn.executemany(many, [values[i : i + size] for i in range(0, done, size)])
+            if done < len(values):
+                rest = range(done, len(values), width)
+                conn.executemany(self._sql[statement], [values[i : i + width] for i in rest])
+            return
         done = 0 if many is None else len(rows) - len(rows) % step
         if many is not None and done:
             flat = chain.from_iterable

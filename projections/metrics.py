@@ -10,23 +10,32 @@ from operator import itemgetter
 from typing import Any
 
 from evstore.events import MetricsLogged
-from evstore.projection import ReadModel
+from evstore.projection import FlatRows, ReadModel
 from evstore.stores.base import RecordedEvent
 
 
-def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]]:
+def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]] | FlatRows:
     """One row per point of every MetricsLogged, in order (grouped by key for a single one)."""
-    rows = [
-        (rec.stream_id, p.key, p.value, p.step, p.timestamp, rec.position, seq)
-        for rec in logged
-        for seq, p in enumerate(rec.event.points)  # type: ignore[union-attr]
-    ]
     if len(logged) == 1:
         # One logged batch (an append, not a rebuild's chunk): inserting each metric's
         # points together touches a few index pages instead of one per point, half again
         # as fast for 1,000 points. The sort is stable; (position, seq) still orders.
+        rec = logged[0]
+        rows = [
+            (rec.stream_id, p.key, p.value, p.step, p.timestamp, rec.position, seq)
+            for seq, p in enumerate(rec.event.points)  # type: ignore[union-attr]
+        ]
         rows.sort(key=_run_and_key)
-    return rows
+        return rows
+    # Many batches (a rebuild's chunk, half a million points for a million events): the
+    # values end to end, with no tuple per point, cost less than half as much to build.
+    values: list[Any] = []
+    extend = values.extend
+    for rec in logged:
+        run_id, position = rec.stream_id, rec.position
+        for seq, p in enumerate(rec.event.points):  # type: ignore[union-attr]
+            extend((run_id, p.key, p.value, p.step, p.timestamp, position, seq))
+    return FlatRows(values, 7)
 
 
 _run_and_key = itemgetter(0, 1)

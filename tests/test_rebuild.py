@@ -64,12 +64,15 @@ def fill(db_path: Path, runs: int, steps: int) -> int:
     return head
 
 
-def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [7, 5000])
+def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path, chunk: int) -> None:
+    # 120 points: chunks of 7 events insert them a row at a time; one chunk of them all
+    # inserts them 50 rows to a statement and the 20 left one by one.
     head = fill(db_path, runs=3, steps=20)
     with open_log(db_path) as log:
         before = snapshot(log)
         for _ in range(2):  # a second rebuild must not collide with the first one's names
-            summary = rebuild(log, chunk=7)
+            summary = rebuild(log, chunk=chunk)
             assert (summary.events, summary.unknown_skipped, summary.head_position) == (
                 head,
                 0,
