@@ -8,7 +8,9 @@ artifacts and an end status. Then, in the same run:
 - times ``rebuild`` of every read model (events/s);
 - times a plain ``SELECT`` of the same rows plus ``evstore.codec.decode`` per row;
 - prints the ratio (target: rebuild >= 40% of the plain rate), by wall time and, beside
-  it, by the process's CPU time (the shared machine's load shows as the gap between them);
+  it, by the process's CPU time (the shared machine's load shows as the gap between them),
+  then the rebuild's own phases (``RebuildSummary.phases``): the replay into the shadow
+  tables, the deferred index builds, and the tail and swap under the write lock;
 - measures the peak memory of a rebuild in a fresh process (Python heap by
   tracemalloc, and RSS) over a log of N/4 and of N events: it must not grow with the log.
 
@@ -117,8 +119,8 @@ def plain_read_decode(path: str) -> tuple[int, float, float]:
     return count, seconds, cpu
 
 
-def time_rebuild(path: str) -> tuple[int, float, float]:
-    """Rebuild every read model; returns events replayed, seconds and CPU seconds."""
+def time_rebuild(path: str) -> tuple[int, float, float, dict[str, float]]:
+    """Rebuild every read model; returns events replayed, seconds, CPU seconds, phases."""
     store = open_log(path)
     try:
         cpu = time.process_time()
@@ -126,7 +128,7 @@ def time_rebuild(path: str) -> tuple[int, float, float]:
         cpu = time.process_time() - cpu
     finally:
         store.close()
-    return summary.events, summary.seconds, cpu
+    return summary.events, summary.seconds, cpu, summary.phases
 
 
 def child_peak_memory(path: str) -> tuple[int, int]:
@@ -157,7 +159,7 @@ def main() -> None:
         total = build_store(path, args.events, args.max_points)
         print(f"built a store of {total:,} events in {time.perf_counter() - started:.1f} s")
         read_count, read_seconds, read_cpu = plain_read_decode(path)
-        events, seconds, cpu = time_rebuild(path)
+        events, seconds, cpu, phases = time_rebuild(path)
         plain_rate, rebuild_rate = read_count / read_seconds, events / seconds
         print(f"{'workload':34} {'events':>10} {'seconds':>8} {'events/s':>10} {'CPU s':>7}")
         for name, count, wall, used in (
@@ -169,6 +171,7 @@ def main() -> None:
             f"ratio rebuild / plain read+decode: {rebuild_rate / plain_rate:.0%} (target >= 40%);"
             f" by CPU time: {(events / cpu) / (read_count / read_cpu):.0%}"
         )
+        print("rebuild phases: " + ", ".join(f"{name} {s:.2f} s" for name, s in phases.items()))
         if args.skip_memory:
             return
         small_path = os.path.join(tmp, "small.db")
