@@ -328,14 +328,13 @@ class RemoteClient:
         tags: Sequence[RunTag] = (), synchronous: bool | None = None, *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Log metrics, params and tags in one atomic write."""
-        for m in metrics:
-            validate_metric(m.key, m.value, m.timestamp, m.step)
+        values = [validate_metric(m.key, m.value, m.timestamp, m.step)[1] for m in metrics]
         payload = {
             "run_id": run_id,
             "metrics": [
-                {"key": m.key, "value": json_number(m.value), "timestamp": m.timestamp, "step": m.step,
+                {"key": m.key, "value": json_number(value), "timestamp": m.timestamp, "step": m.step,
                  **_context(m.model_id, m.dataset_name, m.dataset_digest)}  # fmt: skip
-                for m in metrics
+                for m, value in zip(metrics, values)
             ],
             "params": _pairs(params),
             "tags": _pairs(tags),
