@@ -113,7 +113,7 @@ class ReadModel:
 class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
-    __slots__ = ("_collected", "_many", "_prepare", "_queue_for", "_queues", "_sql")
+    __slots__ = ("_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql")
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
         names = {table: table + suffix for table in model.tables}
@@ -135,6 +135,9 @@ class Ops:
                     " and a table of its own"
                 )
             self._collected[statement] = []
+        # Every list rows are queued in: an inline append touches one or two models of
+        # seven, and the rest must cost next to nothing to flush.
+        self._lists = [*self._queues.values(), *self._collected.values()]
 
     def collector(self, statement: str) -> list[Any]:
         """The list a ``collect``ed statement's events are appended to."""
@@ -160,6 +163,8 @@ class Ops:
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Run the queued rows, in order, consecutive rows of one statement together."""
+        if not any(self._lists):
+            return
         for queue in self._queues.values():
             for statement, items in queue:
                 make = self._prepare.get(statement)
@@ -448,6 +453,10 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
 # --- inline ------------------------------------------------------------------------
 
 
+_VERSIONS_AND_CHECKPOINTS = "SELECT name, version, checkpoint FROM projection_state"
+_MOVE_ALL_CHECKPOINTS = "UPDATE projection_state SET checkpoint = ?"
+
+
 class ProjectionRunner:
     """Keeps read models inline with a store's appends; the hook in ``append_hooks``."""
 
@@ -461,14 +470,18 @@ class ProjectionRunner:
         if not events:
             return
         first, last = events[0].position, events[-1].position
-        state = read_state(conn)
+        try:  # on every append: the two columns needed, without a ProjectionState each
+            rows = conn.execute(_VERSIONS_AND_CHECKPOINTS).fetchall()
+        except sqlite3.OperationalError:  # no read model was ever built here
+            return
+        state = {name: (version, checkpoint) for name, version, checkpoint in rows}
         fresh = []
         for model in self.models:
             found = state.get(model.name)
-            if found is None or found.version != model.version or found.checkpoint >= last:
+            if found is None or found[0] != model.version or found[1] >= last:
                 continue  # stale or not built: left behind for rebuild
-            if found.checkpoint < first - 1:  # a writer without projections appended
-                _apply_range(self.store, conn, _Plan([model]), found.checkpoint, first - 1)
+            if found[1] < first - 1:  # a writer without projections appended
+                _apply_range(self.store, conn, _Plan([model]), found[1], first - 1)
             fresh.append(model)
         if not fresh:
             return
@@ -480,7 +493,12 @@ class ProjectionRunner:
             kinds = ", ".join(sorted({rec.type for rec in events}))
             where = f"position {first}" if first == last else f"positions {first}..{last}"
             raise ProjectionError(f"projection failed at {where} ({kinds}): {e}") from e
-        conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
+        if len(fresh) == len(state):
+            # Every recorded model moves (the usual case), and the write lock keeps the
+            # table as read: no IN list, which costs SQLite 6x the statement (measured).
+            conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
+        else:
+            conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
 
     def _plan(self, models: list[ReadModel]) -> tuple[_Plan, str]:
         key = tuple(model.name for model in models)
