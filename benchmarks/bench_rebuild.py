@@ -42,7 +42,7 @@ from evstore.events import (
     RunStatusChanged,
     TagSet,
 )
-from evstore.projection import rebuild
+from evstore.rebuild import rebuild
 from evstore.stores import open_log
 
 STEPS_PER_RUN = 200
@@ -140,7 +140,8 @@ def history_sql_seconds(path: str) -> tuple[int, float]:
     store's page size and the rebuild's pragmas, and the building of its index are
     timed. Added to the plain read, this is a floor no rebuild on this layout goes below.
     """
-    from evstore.projection import _ROWS_PER_INSERT, _SHADOW_PRAGMAS, _many_rows
+    from evstore.projection import _ROWS_PER_INSERT, _many_rows
+    from evstore.rebuild import _SHADOW_PRAGMAS
     from evstore.stores.sqlite import PAGE_SIZE
     from projections.metrics import METRICS
 
@@ -191,7 +192,7 @@ def history_sql_seconds(path: str) -> tuple[int, float]:
 def child_peak_memory(path: str) -> tuple[int, int]:
     """Peak Python heap (tracemalloc) and peak RSS, in KiB, of a fresh process's rebuild."""
     code = (
-        "import resource, sys, tracemalloc; from evstore.projection import rebuild;"
+        "import resource, sys, tracemalloc; from evstore.rebuild import rebuild;"
         " from evstore.stores import open_log; s = open_log(sys.argv[1]); tracemalloc.start();"
         " rebuild(s); print(tracemalloc.get_traced_memory()[1] // 1024,"
         " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"

@@ -198,7 +198,7 @@ def rebuild(
         TimeRemainingColumn,
     )
 
-    from evstore.projection import rebuild as rebuild_read_models
+    from evstore.rebuild import rebuild as rebuild_read_models
 
     columns = (TextColumn("rebuild"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn())  # fmt: skip

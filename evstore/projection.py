@@ -24,21 +24,17 @@ checkpoint, the last position applied):
 - **new**: a read model never built in this store is built when the store is opened if
   the log holds at most ``BUILD_ON_OPEN_LIMIT`` events (always true of a new store);
   on a bigger log it waits for ``evstore rebuild`` (or ``auto_rebuild=True``).
-- **rebuild**: shadow tables ``<table>__b<token>`` are filled from the log on a second
-  connection without the write lock, then the tail is applied and the tables swapped
-  under it, in one transaction. Shadow tables are never read; a killed rebuild leaves
-  the old tables serving and its leftovers are dropped by the next one.
+- **rebuild**: blue/green, in :mod:`evstore.rebuild`.
 
     runner = open_store("runs.db")          # or attach(open_log(...), auto_rebuild=True)
     runner.store.append(run_id, events)     # the read models follow, in the same transaction
     runner.check_fresh(["runs", "params"])  # before reading those tables
-    rebuild(runner.store, ["runs"], progress=lambda done, total: ...)
+    rebuild(runner.store, ["runs"], progress=lambda done, total: ...)  # evstore.rebuild
     for recorded in subscribe(runner.store, after_position=checkpoint, idle_timeout=None): ...
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import re
@@ -71,9 +67,6 @@ _STATE_DDL = (
     " table_suffix TEXT NOT NULL, built_at INTEGER NOT NULL)"
 )
 _SET_STATE = "INSERT OR REPLACE INTO projection_state VALUES (?, ?, ?, ?, ?)"
-_SHADOW_MARK = "__b"
-#: At most this many replay rounds without the write lock before the locked tail.
-_CATCH_UP_ROUNDS = 8
 
 Handler = Callable[[RecordedEvent, "Ops"], None]
 
@@ -589,6 +582,8 @@ def attach(
     runner = ProjectionRunner(store, models)
     runner.build_new()
     if auto_rebuild and (stale := runner.stale()):
+        from evstore.rebuild import rebuild
+
         rebuild(store, stale, only_stale=True, models=runner.models)
     store.append_hooks.append(runner)
     return runner
@@ -655,192 +650,3 @@ def subscribe(
             return
         else:
             time.sleep(poll_interval)
-
-
-# --- rebuild -----------------------------------------------------------------------
-
-
-class RebuildSummary(msgspec.Struct, frozen=True):
-    """What a rebuild did: which read models, events replayed and skipped, time."""
-
-    projections: list[str]
-    events: int
-    unknown_skipped: int
-    head_position: int
-    seconds: float
-    #: Seconds per phase: ``replay`` (the bulk, without the lock), ``indexes``, then
-    #: ``tail and swap`` (under the write lock).
-    phases: dict[str, float] = {}
-
-
-def rebuild(
-    store: EventStore,
-    names: Iterable[str] | None = None,
-    *,
-    progress: Progress | None = None,
-    chunk: int = 5000,
-    near_head: int = 5000,
-    only_stale: bool = False,
-    models: Sequence[ReadModel] | None = None,
-) -> RebuildSummary:
-    """Rebuild read models blue/green; old tables serve until one swap transaction.
-
-    ``progress(done, total)`` is called with positions after every chunk.
-    """
-    started = time.perf_counter()
-    path = _sqlite_file(store)
-    everything = registered() if models is None else list(models)
-    chosen = select(names, everything)
-    with _exclusive(f"{path}.rebuild-lock"):
-        if only_stale:
-            state, head = store_state(store)
-            chosen = [model for model in chosen if not _is_fresh(model, state)]
-            if not chosen:
-                return RebuildSummary([], 0, 0, head, time.perf_counter() - started)
-        suffix = f"{_SHADOW_MARK}{os.urandom(3).hex()}"
-        shadow = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-        try:
-            for pragma in _SHADOW_PRAGMAS:
-                shadow.execute(pragma)
-            indexes = _create_shadow(shadow, everything, chosen, suffix)
-            plan = _Plan(chosen, suffix)
-            target = store.head_position()
-
-            def report(done: int) -> None:
-                if progress is not None:
-                    progress(done, max(target, done))
-
-            # 1. replay the bulk of the log into the shadow tables, without the write lock
-            clock = _PhaseClock()
-            after = 0
-            gap: int | None = None
-            for _ in range(_CATCH_UP_ROUNDS):
-                after = _apply_range(store, shadow, plan, after, target, standalone=True,
-                                     chunk=chunk, progress=report)  # fmt: skip
-                target = store.head_position()
-                # Stop chasing once near the head, or when writers append faster than the
-                # replay catches up: the rest is applied under the write lock, so a rebuild
-                # always finishes (writers wait for that tail only).
-                if target - after <= near_head or (gap is not None and target - after >= gap):
-                    break
-                gap = target - after
-            clock.lap("replay")
-            for sql in indexes:
-                shadow.execute(sql)
-            clock.lap("indexes")
-            # 2-4. under the write lock: the tail, then the swap, in one transaction
-            with store.transaction() as conn, _secure_delete_off(conn):
-                head = store.head_position()
-                target = head
-                _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
-                _swap(conn, chosen, suffix, head)
-            clock.lap("tail and swap")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                shadow.execute("PRAGMA busy_timeout = 2000")
-                _drop_shadows(shadow, chosen, suffix)
-            raise
-        finally:
-            shadow.close()
-    return RebuildSummary(
-        [model.name for model in chosen], plan.events, plan.unknown, head,
-        time.perf_counter() - started, clock.phases,
-    )  # fmt: skip
-
-
-class _PhaseClock:
-    """Seconds spent in each named phase of a rebuild, in order."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        """End the current phase, naming it."""
-        now = time.perf_counter()
-        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
-        self._last = now
-
-
-# Read models are derived from the log, which keeps every byte anyway: zeroing the pages
-# of dropped read-model tables (secure_delete, on in some SQLite builds) is pure cost.
-# Checkpoints every 64 MiB rather than 4 MiB write each rewritten page back fewer times.
-_SHADOW_PRAGMAS = (
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA cache_size = -65536",
-    "PRAGMA secure_delete = OFF",
-    "PRAGMA wal_autocheckpoint = 16384",
-)
-
-
-@contextlib.contextmanager
-def _secure_delete_off(conn: sqlite3.Connection) -> Iterator[None]:
-    (previous,) = conn.execute("PRAGMA secure_delete").fetchone()
-    conn.execute("PRAGMA secure_delete = OFF")
-    try:
-        yield
-    finally:
-        conn.execute(f"PRAGMA secure_delete = {int(previous)}")
-
-
-def _sqlite_file(store: EventStore) -> str:
-    path = getattr(store, "path", None)
-    if not isinstance(path, str):
-        raise StoreError(f"rebuild needs a SQLite store; {store.uri} is not one")
-    return path
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: str) -> Iterator[None]:
-    """One rebuild at a time per store; the OS releases the lock if the process dies."""
-    import fcntl
-
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _create_shadow(
-    conn: sqlite3.Connection, everything: list[ReadModel], chosen: list[ReadModel], suffix: str
-) -> list[str]:
-    """Drop leftover shadows of any model, create this build's; returns deferred indexes."""
-    deferred = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(_STATE_DDL)
-        _drop_shadows(conn, everything, None)
-        for model in chosen:
-            for sql in model.ddl(suffix):
-                if sql.lstrip().upper().startswith("CREATE INDEX"):
-                    deferred.append(sql)  # built once at the end: faster than row by row
-                else:
-                    conn.execute(sql)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return deferred
-
-
-def _drop_shadows(conn: sqlite3.Connection, models: list[ReadModel], suffix: str | None) -> None:
-    """Drop shadow tables: this build's (``suffix``), or every leftover (None)."""
-    found = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    tables = {name for (name,) in found}
-    for model in models:
-        for table in model.tables:
-            for name in tables:
-                ours = (name == table + suffix) if suffix else name.startswith(table + _SHADOW_MARK)
-                if ours:
-                    conn.execute(f'DROP TABLE IF EXISTS "{name}"')
-
-
-def _swap(conn: sqlite3.Connection, models: list[ReadModel], suffix: str, head: int) -> None:
-    """Replace the live tables by the shadow ones and record versions and checkpoints."""
-    for model in models:
-        for table in model.tables:
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-            conn.execute(f'ALTER TABLE "{table}{suffix}" RENAME TO "{table}"')
-        conn.execute(_SET_STATE, (model.name, model.version, head, suffix, codec.now_ms()))

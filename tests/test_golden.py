@@ -23,7 +23,7 @@ import pytest
 from evstore import codec
 from evstore.events import EVENT_TYPES
 from evstore.integrity import verify
-from evstore.projection import rebuild
+from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import EventStore
 

@@ -47,9 +47,9 @@ from evstore.projection import (
     ProjectionRunner,
     ReadModel,
     open_store,
-    rebuild,
     subscribe,
 )
+from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
 from projections.runs import RUNS

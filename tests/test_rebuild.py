@@ -31,7 +31,8 @@ from evstore.events import (
     RunStarted,
     TagSet,
 )
-from evstore.projection import ReadModel, open_store, rebuild
+from evstore.projection import ReadModel, open_store
+from evstore.rebuild import _SHADOW_MARK, rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
 from projections.runs import RUNS
@@ -42,7 +43,7 @@ RUN = "c" * 32
 def shadow_tables(store: Any) -> list[str]:
     """Tables a rebuild is building (or a killed one left)."""
     return [n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if mechanism._SHADOW_MARK in n]  # fmt: skip
+            if _SHADOW_MARK in n]  # fmt: skip
 
 
 def fill(db_path: Path, runs: int, steps: int) -> int:
@@ -151,7 +152,7 @@ def test_rebuild_while_another_process_appends_applies_every_event_once(db_path:
 
 REBUILD_SLOWLY = """
 import sys, time
-from evstore.projection import rebuild
+from evstore.rebuild import rebuild
 from evstore.stores import open_log
 
 def progress(done, total):

@@ -156,7 +156,7 @@ def test_cli_log_shows_unknown_events_without_failing(future_store: Path) -> Non
 
 
 def test_rebuild_skips_and_counts_unknown_events(future_store: Path) -> None:
-    from evstore.projection import rebuild
+    from evstore.rebuild import rebuild
 
     with open_log(future_store) as log:
         summary = rebuild(log)
