@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from evstore import codec
 from evstore.entities import Metric, Param, Run, RunTag, ViewType
@@ -67,10 +68,15 @@ class ActiveRun:
         """The run's data as it was when started."""
         return self._run.data
 
-    def __enter__(self) -> ActiveRun:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self not in _runs():  # already ended inside the block (as MLflow checks)
             return
         if exc_type is None:

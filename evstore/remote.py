@@ -332,8 +332,13 @@ class RemoteClient:
         payload = {
             "run_id": run_id,
             "metrics": [
-                {"key": m.key, "value": json_number(value), "timestamp": m.timestamp, "step": m.step,
-                 **_context(m.model_id, m.dataset_name, m.dataset_digest)}  # fmt: skip
+                {
+                    "key": m.key,
+                    "value": json_number(value),
+                    "timestamp": m.timestamp,
+                    "step": m.step,
+                    **_context(m.model_id, m.dataset_name, m.dataset_digest),
+                }
                 for m, value in zip(metrics, values)
             ],
             "params": _pairs(params),

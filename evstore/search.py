@@ -49,7 +49,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union, cast
+from typing import Any, NamedTuple, cast
 
 from evstore.errors import FilterParseError, InvalidParameterValue
 
@@ -111,7 +111,7 @@ class BoolOp:
     items: tuple[Expr, ...]
 
 
-Expr = Union[Clause, BoolOp]
+Expr = Clause | BoolOp
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,7 @@ class FileStoreSource(MlflowSource):
                 (
                     str(directory),
                     f"its meta.yaml names run {run_id} of experiment {recorded_experiment}",
-                )  # fmt: skip
+                )
             )
             return None
         tags = _read_values(directory / "tags")

@@ -27,6 +27,7 @@ from collections.abc import Generator, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import msgspec
 
@@ -157,10 +158,10 @@ class MlflowSource(ABC):
             return  # the run never uploaded an artifact
         yield ArtifactFile("", None, location.not_found_reason(root))
 
-    def close(self) -> None:  # noqa: B027 - a source without resources has nothing to do
+    def close(self) -> None:  # a source without resources has nothing to do
         """Release the store (a database connection); the source cannot be used after."""
 
-    def __enter__(self) -> MlflowSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -308,10 +308,8 @@ def resolve_plain(text: str) -> Any:
 def _int(value: str) -> int:
     sign = -1 if value.startswith("-") else 1
     digits = value.lstrip("+-")
-    if digits.startswith("0b"):
-        return sign * int(digits[2:], 2)
-    if digits.startswith("0x"):
-        return sign * int(digits[2:], 16)
+    if digits.startswith(("0b", "0x")):
+        return sign * int(digits, 0)
     if digits != "0" and digits.startswith("0"):
         return sign * int(digits, 8)
     return sign * int(digits)

@@ -15,7 +15,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
@@ -81,7 +81,7 @@ def _process_identity() -> tuple[str, str]:
 def _login() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no login name on this machine (e.g. a bare container uid)
+    except (OSError, KeyError, ImportError):  # no login name here (a bare container uid)
         return "unknown"
 
 
@@ -151,7 +151,7 @@ class EventStore(ABC):
     def close(self) -> None:
         """Release the connection."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
