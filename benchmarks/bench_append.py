@@ -94,12 +94,17 @@ def plain_writer(path: str, durability: str) -> tuple[Writer, Callable[[], None]
     return write, connection.close
 
 
-def stored_rows(events: Sequence[Event]) -> list[tuple[object, ...]]:
-    """The rows evstore stores for ``events`` appended in order to one stream, hashed."""
+def stored_rows(events: Sequence[Event], per_call: int) -> list[tuple[object, ...]]:
+    """The rows evstore stores for ``events`` appended ``per_call`` at a time, hashed.
+
+    Event ids are made as evstore makes them: a millisecond prefix that grows from one
+    append to the next, then random bits.
+    """
     meta, previous, at = codec.encode_metadata(default_metadata()), codec.GENESIS_HASH, now_ms()
     rows = []
     for version, event in enumerate(events, start=1):
-        event_id, payload = os.urandom(16).hex(), encode(event)
+        prefix = f"{at + (version - 1) // per_call:012x}"
+        event_id, payload = prefix + os.urandom(10).hex(), encode(event)
         fields = (RUN_ID, version, event_id, type(event).__name__, event.version, at, payload, meta)
         previous = codec.chain_hash(previous, codec.canonical_bytes(*fields))
         rows.append((*fields, previous))
@@ -161,7 +166,7 @@ def compare(
     repeats: int,
 ) -> tuple[float, float, float]:
     """Median events/s of evstore, of plain sqlite3 and of evstore's SQL alone (alternating)."""
-    rows = stored_rows([event for events in [*warmup, *calls] for event in events])
+    rows = stored_rows([event for events in [*warmup, *calls] for event in events], len(calls[0]))
     ours: list[float] = []
     plain: list[float] = []
     layout: list[float] = []
