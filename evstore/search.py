@@ -525,6 +525,15 @@ def register_search_functions(connection: sqlite3.Connection) -> None:
     connection.create_function("evstore_ilike", 2, _sql_ilike, deterministic=True)
 
 
+def _ensure_search_functions(connection: sqlite3.Connection) -> None:
+    """Register the functions once per connection: registering again would expire every
+    statement SQLite has prepared on it, and re-preparing them tripled a search's time."""
+    try:
+        connection.execute("SELECT evstore_like('', '')").fetchone()
+    except sqlite3.OperationalError:
+        register_search_functions(connection)
+
+
 # --- compiling -----------------------------------------------------------------------
 
 _ENTITY_TABLES = {METRIC: "latest_metrics", PARAM: "params", TAG: "tags"}
@@ -739,6 +748,7 @@ def search_run_ids(
 ) -> tuple[list[str], str | None]:
     """Run ``compile_search`` on a connection: the page's run ids and the next token."""
     compiled = compile_search(filter_string, **options)
-    register_search_functions(connection)
+    if "evstore_" in compiled.sql:
+        _ensure_search_functions(connection)
     rows = connection.execute(compiled.sql, compiled.params).fetchall()
     return compiled.page([row[0] for row in rows])
