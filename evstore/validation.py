@@ -20,6 +20,8 @@ MAX_ENTITIES_PER_BATCH = 1000
 
 def validate_key(kind: str, key: Any) -> str:
     """A param, metric or tag key as MLflow accepts it."""
+    if type(key) is str and (kind, key) in _VALID_KEYS:  # a training loop logs a few keys
+        return key
     if not isinstance(key, str) or not key:
         raise InvalidParameterValue(f"Invalid {kind} name: {key!r}. Names must be non-empty strings.")
     if len(key) > MAX_KEY_LENGTH:
@@ -37,7 +39,16 @@ def validate_key(kind: str, key: Any) -> str:
             f"Invalid {kind} name: '{key}'. Names may not be absolute paths or contain '..'"
             " or empty path segments."
         )
+    if len(_VALID_KEYS) >= _VALID_KEYS_KEPT:
+        _VALID_KEYS.clear()
+    _VALID_KEYS.add((kind, key))
     return key
+
+
+# Keys that passed validate_key: the same few are checked on every call of a training
+# loop, and the regex and path checks cost more than the rest of the validation.
+_VALID_KEYS: set[tuple[str, str]] = set()
+_VALID_KEYS_KEPT = 10_000
 
 
 def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[str, float, int, int]:

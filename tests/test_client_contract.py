@@ -331,6 +331,27 @@ def test_mlflow_key_characters_are_accepted(client: Client, run_id: str) -> None
     assert (data.params[key], data.metrics[key], data.tags[key]) == ("1", 1.0, "v")
 
 
+@given(st.text(max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_key_validation_answers_the_same_every_time(key: str) -> None:
+    # validate_key remembers keys that passed; asking twice must give the same answer
+    # (and a refused key is never remembered), also after the memory was cleared.
+    from evstore import validation
+
+    def answer() -> str | None:
+        try:
+            validation.validate_key("metric", key)
+        except InvalidParameterValue as e:
+            return str(e)
+        return None
+
+    first = answer()
+    assert answer() == first
+    assert (("metric", key) in validation._VALID_KEYS) == (first is None)
+    validation._VALID_KEYS.clear()
+    assert answer() == first
+
+
 # --- metrics ----------------------------------------------------------------------------
 
 

@@ -251,6 +251,10 @@ class SQLiteEventStore(EventStore):
                 raise InvalidParameterValue("event_ids must name one id per event")
             if len(set(event_ids)) != len(event_ids):
                 raise EventIdConflict("an event id appears twice in one batch")
+        if self._owner == threading.get_ident():  # inside this thread's transaction: join it
+            return self._append_locked(
+                self._conn, stream_id, events, expected_version, event_ids, metadata
+            )
         with self.transaction() as conn:
             return self._append_locked(
                 conn, stream_id, events, expected_version, event_ids, metadata
