@@ -218,9 +218,10 @@ def rebuild(
 
 
 def _view_type(view: str) -> int:
-    if view not in _VIEWS:
+    """MLflow's ViewType for --view; checked before any store is opened (or created)."""
+    if view.lower() not in _VIEWS:
         raise InvalidParameterValue(f"--view must be active, deleted or all, not {view!r}")
-    return _VIEWS[view]
+    return _VIEWS[view.lower()]
 
 
 def _client(store: str) -> Any:
@@ -270,10 +271,11 @@ def runs(
     """
     from evstore.entities import ViewType
 
+    view_type = _view_type(view)
     client = _client(store)
     ids = [_experiment_id(client, e) for e in experiment] if experiment else [
         e.experiment_id for e in client.search_experiments(ViewType.ALL)]  # fmt: skip
-    found = client.search_runs(ids, filter_, _view_type(view), max_, order_by)
+    found = client.search_runs(ids, filter_, view_type, max_, order_by)
     if fmt == "json":
         for run in found:
             typer.echo(json.dumps(json_safe(run.to_dictionary()), ensure_ascii=False))
@@ -359,7 +361,8 @@ def export(
     """
     from evstore.export import export as export_rows
 
-    rows = export_rows(_client(store), what, out, fmt, filter_, run_view_type=_view_type(view))
+    view_type = _view_type(view)
+    rows = export_rows(_client(store), what, out, fmt, filter_, run_view_type=view_type)
     typer.echo(f"wrote {rows} rows to {out}")
 
 

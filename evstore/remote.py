@@ -328,18 +328,20 @@ class RemoteClient:
         tags: Sequence[RunTag] = (), synchronous: bool | None = None, *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Log metrics, params and tags in one atomic write."""
-        values = [validate_metric(m.key, m.value, m.timestamp, m.step)[1] for m in metrics]
+        # The local Client's checks and conversions (True -> 1.0, numpy ints -> int), so
+        # both accept the same Python values and the body is plain JSON.
+        checked = [validate_metric(m.key, m.value, m.timestamp, m.step) for m in metrics]
         payload = {
             "run_id": run_id,
             "metrics": [
                 {
-                    "key": m.key,
+                    "key": key,
                     "value": json_number(value),
-                    "timestamp": m.timestamp,
-                    "step": m.step,
+                    "timestamp": timestamp,
+                    "step": step,
                     **_context(m.model_id, m.dataset_name, m.dataset_digest),
                 }
-                for m, value in zip(metrics, values)
+                for m, (key, value, timestamp, step) in zip(metrics, checked)
             ],
             "params": _pairs(params),
             "tags": _pairs(tags),

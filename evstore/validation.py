@@ -103,8 +103,8 @@ def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
         value, timestamp, step = m.value, m.timestamp, m.step
         context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
                    getattr(m, "dataset_digest", None))  # fmt: skip
-        if type(value) in (float, int) and type(timestamp) is int and type(step) is int:
-            points.append((m.key, float(value), step, timestamp, *context))
+        if type(value) is float and type(timestamp) is int and type(step) is int:
+            points.append((m.key, value, step, timestamp, *context))
         else:
             key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
             points.append((key, value, step, timestamp, *context))

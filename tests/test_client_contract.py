@@ -394,14 +394,24 @@ def test_metric_values_convert_as_mlflow_converts_them(client: Client, run_id: s
     }
     for key, (value, _) in accepted.items():
         client.log_metric(run_id, key, value, timestamp=1, step=0)
-    client.log_batch(run_id, metrics=[Metric("batch_bool", False, 1, 0)])  # type: ignore[arg-type]
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric("batch_bool", False, 1, 0),  # type: ignore[arg-type]
+            Metric("batch_numpy", np.float32(0.25), np.int64(7), np.int64(3)),  # type: ignore[arg-type]
+        ],
+    )
     metrics = client.get_run(run_id).data.metrics
-    assert metrics == {**{k: v for k, (_, v) in accepted.items()}, "batch_bool": 0.0}
-    assert all(type(v) is float for v in metrics.values())
+    expected = {k: v for k, (_, v) in accepted.items()}
+    assert metrics == {**expected, "batch_bool": 0.0, "batch_numpy": 0.25}
+    (point,) = client.get_metric_history(run_id, "batch_numpy")
+    assert (point.value, point.timestamp, point.step) == (0.25, 7, 3)
     before = head(client)
-    for refused in (np.array([1.0, 2.0]), None, "high", object()):
+    for refused in (np.array([1.0, 2.0]), None, "high", object(), 10**400):
         with pytest.raises(InvalidParameterValue, match="must be a number"):
             client.log_metric(run_id, "m", refused)  # type: ignore[arg-type]
+        with pytest.raises(InvalidParameterValue, match="must be a number"):
+            client.log_batch(run_id, metrics=[Metric("m", refused, 1, 0)])  # type: ignore[arg-type]
     assert head(client) == before
 
 

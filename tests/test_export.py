@@ -131,10 +131,13 @@ def test_export_leaves_deleted_runs_out_unless_asked(store: tuple[Path, dict[str
         assert exported[what, "active"] == {ids["adam"], ids["rmsprop"]}
         assert exported[what, "deleted"] == {ids["sgd"]}
         assert exported[what, "all"] == set(ids.values())
-    done = run_cli("export", "runs", str(tmp_path / "x.csv"), "--store", str(db), "--view", "gone")
-    assert done.returncode != 0 and "--view must be active, deleted or all" in done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "x.csv").exists()
-    listed = run_cli("runs", "--store", str(db), "--view", "deleted", "--format", "json")
+    missing = tmp_path / "typo.db"
+    for command in (["export", "runs", str(tmp_path / "x.csv")], ["runs"]):
+        done = run_cli(*command, "--store", str(missing), "--view", "gone")
+        assert done.returncode != 0 and "--view must be active, deleted or all" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not missing.exists() and not (tmp_path / "x.csv").exists()  # nothing created
+    listed = run_cli("runs", "--store", str(db), "--view", "DELETED", "--format", "json")
     assert listed.returncode == 0, listed.stderr
     assert [json.loads(line)["info"]["run_id"] for line in listed.stdout.splitlines()] == [ids["sgd"]]
 

@@ -201,6 +201,26 @@ def test_every_append_moves_every_checkpoint_in_the_same_transaction(
     assert {s.name: s.checkpoint for s in state.values()} == {m.name: 2 for m in runner.models}
 
 
+def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: ProjectionRunner) -> None:
+    runner.store.append(RUN_A, [started()])
+    runner.detach()
+    params = next(m for m in runner.models if m.name == "params")
+    only_params = mechanism.ProjectionRunner(runner.store, [params])
+    runner.store.append_hooks.append(only_params)
+    runner.store.append(RUN_A, [ParamsLogged(params={"a": "1"}), MetricsLogged(points=[
+        MetricPoint("m", 1.0, 0, 1)])])  # fmt: skip
+    state, head = mechanism.store_state(runner.store)
+    assert head == 3 and state["params"].checkpoint == 3
+    assert {s.checkpoint for name, s in state.items() if name != "params"} == {1}
+    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]  # left for catch-up
+
+
+def test_a_runner_refuses_two_models_of_one_name(runner: ProjectionRunner) -> None:
+    runs = next(m for m in runner.models if m.name == "runs")
+    with pytest.raises(ValueError, match="read model names must be unique"):
+        mechanism.ProjectionRunner(runner.store, [runs, runs])
+
+
 def test_a_failing_projection_rolls_the_append_back(runner: ProjectionRunner) -> None:
     store = runner.store
     store.append("experiment-1", [experiment("1", "same")])

@@ -301,3 +301,12 @@ def test_evstore_rebuild_names_an_unknown_projection_in_one_line(db_path: Path) 
             " latest_metrics, artifacts"
         )
     ]
+
+
+def test_rebuild_is_still_importable_from_its_old_module() -> None:
+    from evstore import projection
+    from evstore.rebuild import RebuildSummary
+
+    assert projection.rebuild is rebuild and projection.RebuildSummary is RebuildSummary
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        projection.nope  # noqa: B018

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -448,6 +449,32 @@ def test_compiled_sql_runs_on_a_plain_connection_without_ilike(tmp_path: Path) -
         conn.execute(compiled.sql, compiled.params)
     register_search_functions(conn)
     assert len(conn.execute(compiled.sql, compiled.params).fetchall()) == 4
+    conn.close()
+
+
+class _CountingConnection(sqlite3.Connection):
+    """A connection that counts create_function calls (each one expires its statements)."""
+
+    registered = 0
+
+    def create_function(self, *args: Any, **kwargs: Any) -> None:
+        type(self).registered += 1
+        super().create_function(*args, **kwargs)
+
+
+def test_search_registers_its_functions_once_per_connection_and_only_when_needed(
+    tmp_path: Path,
+) -> None:
+    build_store(tmp_path / "s.db", RUNS).close()
+    conn = sqlite3.connect(tmp_path / "s.db", factory=_CountingConnection)
+    options: dict[str, Any] = {"experiment_ids": ["1"], "max_results": 100}
+    search_run_ids(conn, "params.lr = '0.1'", **options)
+    assert _CountingConnection.registered == 0  # no LIKE/ILIKE: nothing to register
+    ilike = "params.model ILIKE 'RES%'"
+    first, _ = search_run_ids(conn, ilike, **options)
+    assert _CountingConnection.registered == 2  # evstore_like and evstore_ilike
+    again, _ = search_run_ids(conn, ilike, **options)
+    assert (again, _CountingConnection.registered) == (first, 2) and len(first) == 4
     conn.close()
 
 
