@@ -14,11 +14,12 @@ journal mode (WAL) and synchronous setting: one INSERT + commit per row for per-
 fresh temp file and is warmed up first; each figure is the median of the repeats, with
 the writers alternating so background load hits them alike.
 
-A third writer, ``layout``, shows what the stored envelope itself allows: the same SQL
-evstore runs (``BEGIN IMMEDIATE``, the INSERT into its events table with its indexes and
+A third writer, ``layout``, shows what the stored envelope itself allows: evstore's
+writes (``BEGIN IMMEDIATE``, the INSERT into its events table with its indexes and
 triggers, COMMIT) over rows encoded, id'd and hashed before the clock starts, so no
-Python work of evstore's is timed. Its ratio to plain sqlite3 is the ceiling of any
-evstore on this layout; the ``ceiling`` column prints it beside each target.
+Python work of evstore's is timed, nor the one read an append makes (the stream's
+version and the head's hash). Its ratio to plain sqlite3 is therefore a generous ceiling
+for evstore on this layout; the ``ceiling`` column prints it beside each target.
 """
 
 from __future__ import annotations

@@ -138,7 +138,8 @@ def history_sql_seconds(path: str) -> tuple[int, float]:
     The points of the log are decoded and laid out as the model's rows off the clock;
     only the INSERTs into a fresh table of the model's own DDL, in a new file of the
     store's page size and the rebuild's pragmas, and the building of its index are
-    timed. Added to the plain read, this is a floor no rebuild on this layout goes below.
+    timed. Added to the plain read, this is a floor for a rebuild that, like evstore's,
+    reads and writes in one process: the other read models and all Python work add to it.
     """
     from evstore.projection import _ROWS_PER_INSERT, _many_rows
     from evstore.rebuild import _SHADOW_PRAGMAS
@@ -235,8 +236,8 @@ def main() -> None:
         print(
             f"floor: the plain read ({read_seconds:.2f} s) + SQLite storing the {points:,} metric"
             f" points and their index ({sql_seconds:.2f} s) = {floor:.2f} s;\n"
-            f"ceiling of any rebuild on this layout: {read_seconds / floor:.0%} of the plain rate"
-            " (every other read model and all Python work cost extra)"
+            f"ceiling of a one-process rebuild of this layout: {read_seconds / floor:.0%} of the"
+            " plain rate (every other read model and all Python work cost extra)"
         )
         if args.skip_memory:
             return
