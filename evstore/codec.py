@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from evstore.errors import InvalidParameterValue
 from evstore.events import EVENT_TYPES, Event, UnknownEvent
 
 GENESIS_HASH = bytes(32)
@@ -44,6 +45,24 @@ _chains: dict[tuple[str, int], tuple[type[Event], tuple[Step, ...]] | None] = {}
 def encode(event: Event) -> bytes:
     """Encode an event's payload to the bytes that are stored."""
     return _encode(event)
+
+
+def encode_checked(event: Event) -> bytes:
+    """Encode an event and prove the bytes decode back into its type.
+
+    msgspec checks types when it decodes, not when a Struct is made, so an event built
+    with a wrong type (an end time of "x") would encode fine and then fail every read of
+    the log forever. The store appends only bytes that pass this check.
+    """
+    name = type(event).__name__
+    current = _current_decoders.get(name) or _register_decoder(name)
+    try:
+        payload = _encode(event)
+        current[1](payload)
+    except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as e:
+        # a wrong type, an int beyond 64 bits, a lone surrogate in a string, ...
+        raise InvalidParameterValue(f"{name} cannot be stored: {e}; nothing was stored") from None
+    return payload
 
 
 def encode_metadata(metadata: dict[str, Any]) -> bytes:

@@ -27,8 +27,18 @@ def is_known(type_name: str, version: int) -> bool:
     return cls is not None and 1 <= version <= cls.version
 
 
+def _undecodable(type_name: str, version: int, payload: bytes) -> str | None:
+    """Why a stored event of a known type cannot be read back, or None if it can."""
+    try:
+        codec.decode(type_name, version, payload)
+    except Exception as e:  # noqa: BLE001 - verify reports whatever a payload or upcaster raises
+        return f"{type_name} v{version} cannot be decoded: {type(e).__name__}: {e}"
+    return None
+
+
 def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport:
-    """Recompute every hash, and check positions and stream versions are contiguous.
+    """Recompute every hash, check positions and stream versions are contiguous, and
+    that every event decodes (through its upcasters) into its current type.
 
     ``expect_head`` is a head hash recorded earlier: the history must still contain it,
     which catches a cut-off tail or a chain rewritten from some point on.
@@ -57,6 +67,8 @@ def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport
                 computed = codec.chain_hash(previous, canonical)
                 if computed != row.hash:
                     reason = "hash mismatch: the event or one before it was altered"
+                else:
+                    reason = _undecodable(row.type, row.version, row.payload)
             if reason is not None:
                 # the head reported is the last event that verified
                 return VerifyReport(

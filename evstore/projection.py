@@ -264,9 +264,10 @@ class _Plan:
                 for handler, ops in pairs:
                     handler(rec, ops)
         except Exception as e:
-            assert rec is not None
             for ops in self.ops:
                 ops.clear()  # nothing of a failed batch may reach a later flush
+            if isinstance(e, StoreError) or rec is None:
+                raise  # reading the log failed (it names the event), not a handler
             raise ProjectionError(
                 f"projection handler failed at position {rec.position} ({rec.type}"
                 f" v{rec.version}, stream {rec.stream_id}): {type(e).__name__}: {e}"

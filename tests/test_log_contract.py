@@ -402,3 +402,48 @@ def test_stored_ids_resent_to_another_stream_are_refused(log: EventStore) -> Non
         log.append("r2", [TagSet(key="a", value="1")], event_ids=["y"])
     assert log.read_stream("r2") == []
     assert log.head_position() == 1
+
+
+# --- nothing is stored that the log could not read back ---------------------------------
+
+_ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
+    st.text(max_size=5), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2),
+)  # fmt: skip
+
+
+def test_an_event_with_a_wrongly_typed_field_is_refused_and_nothing_is_stored(
+    log: EventStore,
+) -> None:
+    # msgspec checks types on decode, not on construction: a bad end time would encode
+    # fine and then break every read of the log. The store proves each payload decodes.
+    from evstore.events import RunStatusChanged
+
+    log.append("s", tags("a"))
+    with pytest.raises(InvalidParameterValue, match=r"RunStatusChanged cannot be stored.*end_time"):
+        log.append("s", [*tags("b"), RunStatusChanged(status="FINISHED", end_time="x")])  # type: ignore[arg-type]
+    assert positions_of(log) == [1]
+    assert [rec.event for rec in log.read_all()] == tags("a")
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_whatever_a_writer_puts_in_an_event_every_stored_event_reads_back(
+    log: EventStore, data: st.DataObject
+) -> None:
+    import msgspec
+
+    from evstore.events import EVENT_TYPES
+
+    cls = data.draw(st.sampled_from(sorted(EVENT_TYPES.values(), key=lambda c: c.__name__)))
+    values = {field.name: data.draw(_ANY_VALUE) for field in msgspec.structs.fields(cls)}
+    event = cls(**values)
+    before = positions_of(log)
+    try:
+        log.append("s", [event])
+    except InvalidParameterValue:
+        assert positions_of(log) == before
+    else:
+        assert positions_of(log) == [*before, len(before) + 1]
+    assert len(list(log.read_all())) >= len(before)  # every stored event still decodes

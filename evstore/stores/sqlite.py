@@ -296,7 +296,8 @@ class SQLiteEventStore(EventStore):
             else codec.encode_metadata({**default_metadata(), **metadata})
         )
         recorded_at = codec.now_ms()
-        encode, canonical_bytes, chain_hash = codec.encode, codec.canonical_bytes, codec.chain_hash
+        encode, canonical_bytes = codec.encode_checked, codec.canonical_bytes
+        chain_hash = codec.chain_hash
         rows = []
         for offset, event in enumerate(events, start=1):
             type_name = type(event).__name__
@@ -464,7 +465,14 @@ def _default_metadata_bytes() -> bytes:
 def _decode_rows(rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
     decode = codec.decode
     for position, stream_id, stream_version, event_id, type_name, version, at, payload, meta in rows:
-        for event in decode(type_name, version, payload):
+        try:
+            events = decode(type_name, version, payload)
+        except Exception as e:  # a payload, or an upcaster, that does not give the current type
+            raise StoreError(
+                f"the event at position {position} ({type_name} v{version}) cannot be decoded:"
+                f" {type(e).__name__}: {e}; run `evstore verify`"
+            ) from e
+        for event in events:
             yield RecordedEvent(
                 position, stream_id, stream_version, event_id, type_name, version, at, meta, event
             )
