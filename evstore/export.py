@@ -131,12 +131,14 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
 
     if what not in ("runs", "metrics"):
         raise InvalidParameterValue(f"export runs or metrics, not {what!r}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise InvalidParameterValue(f"cannot write {out}: no such directory")
+    if fmt not in FORMATS:
+        raise InvalidParameterValue(f"unknown export format {fmt!r}: use parquet, csv or arrow")
+    target = _checked_target(client, out)
     ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
     if what == "runs":
         table = runs_table(all_runs(client, ids, filter_string, run_view_type))
-        return write_table_batches(table.to_batches(batch_size), out, fmt, table.schema)
+        return _write_atomically(target, out, lambda path: write_table_batches(
+            table.to_batches(batch_size), path, fmt, table.schema))  # fmt: skip
     from evstore.search import search_run_ids
 
     # One snapshot: the run ids and every point streamed out come from the same state.
@@ -145,6 +147,54 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
             conn, filter_string, experiment_ids=ids, run_view_type=run_view_type,
             order_by=None, max_results=None, page_token=None,
         )  # fmt: skip
-        return write_table_batches(
-            _metric_batches(conn, run_ids, batch_size), out, fmt, _metric_schema()
-        )
+        return _write_atomically(target, out, lambda path: write_table_batches(
+            _metric_batches(conn, run_ids, batch_size), path, fmt, _metric_schema()))  # fmt: skip
+
+
+FORMATS = ("parquet", "csv", "arrow")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _checked_target(client: Any, out: str) -> str:
+    """The real path to write ``out`` to, after refusing what must never be overwritten:
+    the store itself (an easy slip: ``evstore export runs evstore.db``), any other SQLite
+    database, or a directory."""
+    from evstore.errors import InvalidParameterValue
+
+    target = os.path.realpath(out)
+    if os.path.isdir(target):
+        raise InvalidParameterValue(f"cannot write {out}: it is a directory")
+    if not os.path.isdir(os.path.dirname(target)):
+        raise InvalidParameterValue(f"cannot write {out}: no such directory")
+    store_path = getattr(getattr(client, "store", None), "path", None)
+    if isinstance(store_path, str):
+        store = os.path.realpath(store_path)
+        if target in {store, f"{store}-wal", f"{store}-shm", f"{store}-journal"}:
+            raise InvalidParameterValue(
+                f"{out} is the store itself: give the export another file name"
+            )
+    if os.path.isfile(target):
+        with open(target, "rb") as existing:
+            if existing.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER:
+                raise InvalidParameterValue(
+                    f"{out} is a SQLite database (a store?): evstore export never overwrites one"
+                )
+    return target
+
+
+def _write_atomically(target: str, out: str, write: Any) -> int:
+    """Write through a temporary file beside ``target``, renamed over it once complete:
+    a failed export leaves no half-written file and an existing one as it was."""
+    from evstore.errors import InvalidParameterValue
+
+    directory, name = os.path.split(target)
+    partial = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+    try:
+        rows: int = write(partial)
+        os.replace(partial, target)
+    except OSError as e:
+        raise InvalidParameterValue(f"cannot write {out}: {e.strerror or e}") from e
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return rows

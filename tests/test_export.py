@@ -16,6 +16,8 @@ import pytest
 from evstore import Client, InvalidParameterValue, Metric, Param, RunTag
 from evstore import client as client_module
 from evstore.export import export
+from evstore.integrity import verify
+from evstore.stores import open_log
 
 LOSSES = {"adam": [1.0, math.nan, 0.25, math.inf], "sgd": [2.0, 1.5], "rmsprop": [3.0]}
 
@@ -186,3 +188,50 @@ def test_export_errors(store: tuple[Path, dict[str, str]], tmp_path: Path) -> No
                    "--filter", "params.optimizer = ")  # fmt: skip
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and "^" in done.stderr
+
+
+def test_export_never_overwrites_the_store_or_any_database(
+    store: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # `evstore export runs evstore.db` (OUT and --store mixed up) used to write the
+    # parquet over the store itself.
+    db, _ids = store
+    with open_log(db) as log:
+        before = (log.head_position(), log.head_hash())
+    other = tmp_path / "other.db"
+    other.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    for out, says in ((db, "is the store itself"), (Path(f"{db}-wal"), "is the store itself"),
+                      (other, "is a SQLite database"), (tmp_path, "it is a directory")):  # fmt: skip
+        for fmt in ("parquet", "csv"):
+            done = run_cli("export", "runs", str(out), "--format", fmt, "--store", str(db))
+            assert done.returncode != 0 and says in done.stderr, (out, done.stderr)
+            assert "Traceback" not in done.stderr
+    assert other.read_bytes()[:16] == b"SQLite format 3\x00"
+    with open_log(db) as log:
+        assert verify(log).ok and (log.head_position(), log.head_hash()) == before
+
+
+def test_a_failed_export_leaves_the_previous_file_and_no_partial_one(
+    store: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evstore.export as export_module
+
+    db, _ids = store
+    out = tmp_path / "runs.csv"
+    out.write_text("an earlier export\n")
+    client = Client(str(db))
+    with pytest.raises(InvalidParameterValue, match="unknown export format"):
+        export(client, "runs", str(out), "xlsx")
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> Iterator[Any]:
+        raise OSError(28, "No space left on device")
+        yield  # a generator, as the real one
+
+    with monkeypatch.context() as patch:
+        patch.setattr(export_module, "_metric_batches", disk_full)
+        with pytest.raises(InvalidParameterValue, match="cannot write .*No space left on device"):
+            export(client, "metrics", str(out), "csv")
+    assert out.read_text() == "an earlier export\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+    assert export(client, "metrics", str(out), "csv") == 7
+    assert out.read_text().startswith("\"run_id\"")
