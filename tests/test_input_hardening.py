@@ -317,7 +317,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": REPO}
     env.pop("EVSTORE_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "evstore.cli", *args], check=False,
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+                          capture_output=True, text=True, env=env, timeout=30)  # fmt: skip
 
 
 @pytest.mark.parametrize(
