@@ -8,6 +8,7 @@ import posixpath
 import tempfile
 
 from evstore.errors import InvalidParameterValue, InvalidState
+from evstore.validation import check_text, shown
 
 _CHUNK = 1 << 20
 
@@ -84,12 +85,13 @@ class ArtifactRepository:
 
 def logical_path(path: str) -> str:
     """A run-relative artifact path, refusing absolute paths and '..' segments."""
-    if not isinstance(path, str) or not path.strip("/"):
+    check_text("artifact path", path)
+    if not path.strip("/"):
         raise InvalidParameterValue(f"invalid artifact path {path!r}")
     if "\\" in path or "\x00" in path or path.startswith("/"):
-        raise InvalidParameterValue(f"invalid artifact path {path!r}: must be relative")
+        raise InvalidParameterValue(f"invalid artifact path {shown(path)}: must be relative")
     parts = path.split("/")
     if any(part in ("..", ".") for part in parts):
-        raise InvalidParameterValue(f"invalid artifact path {path!r}: '.' and '..' are not allowed")
+        raise InvalidParameterValue(f"invalid artifact path {shown(path)}: '.' and '..' are not allowed")
     return posixpath.normpath(path)
 

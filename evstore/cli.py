@@ -15,6 +15,7 @@ import typer
 
 from evstore.errors import EvstoreError, InvalidParameterValue
 from evstore.inspect import json_safe
+from evstore.validation import INT64_MAX
 
 app = typer.Typer(
     help="evstore: experiment tracking as an append-only, verifiable event log.",
@@ -118,6 +119,8 @@ def log(
     """
     from evstore.inspect import event_lines
 
+    _check_range("--after", after, 0, INT64_MAX)
+    _check_range("--limit", limit, 0, INT64_MAX)
     lines = event_lines(_open_log(store), stream=stream, types=type_, after=after, limit=limit)
     if fmt == "json":
         for line in lines:
@@ -320,10 +323,16 @@ def show(
     typer.echo(json.dumps(json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
 
 
+def _check_range(option: str, value: int, low: int, high: int) -> None:
+    """Refuse an option's number outside [low, high] with one clear line."""
+    if not low <= value <= high:
+        raise InvalidParameterValue(f"{option} must be between {low} and {high}, not {value}")
+
+
 def _parse_as_of(text: str) -> Any:
     from datetime import datetime
 
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         return datetime.fromisoformat(text)
@@ -447,6 +456,9 @@ def server(
     """
     from evstore.server import ServerSettings, serve
 
+    _check_range("--port", port, 0, 65535)
+    _check_range("--max-json-mb", max_json_mb, 1, 1 << 20)
+    _check_range("--max-artifact-mb", max_artifact_mb, 1, 1 << 30)
     settings = ServerSettings(
         store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20
     )

@@ -57,8 +57,14 @@ from evstore.events import (
 )
 from evstore.stores import NO_STREAM, sqlite_path
 from evstore.validation import (
+    check_text,
+    metric_context,
     metric_points,
+    new_run_id,
+    optional_int64,
+    optional_text,
     param_value,
+    shown,
     tag_value,
     validate_batch_limits,
     validate_key,
@@ -108,6 +114,7 @@ def _event_ids(key: str | None, count: int) -> list[str] | None:
     """Ids derived from a caller's idempotency key, so a retried write is stored once."""
     if key is None:
         return None
+    check_text("idempotency key", key)
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{i}").hex for i in range(count)]
 
 
@@ -118,7 +125,7 @@ class Client:
         """A local Client, or a RemoteClient with the same methods for an http(s) URI."""
         from evstore import fluent
 
-        uri = tracking_uri or fluent.get_tracking_uri()
+        uri = check_text("tracking URI", tracking_uri or fluent.get_tracking_uri())
         if uri.startswith(("http://", "https://")):
             from evstore.remote import RemoteClient
 
@@ -165,9 +172,9 @@ class Client:
         tags: dict[str, Any] | None = None,
     ) -> str:
         """Create an experiment; returns its id. Names are unique."""
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidParameterValue("Invalid experiment name: the name must be a non-empty string")
-        clean_tags = {validate_key("tag", k): tag_value(k, v) for k, v in (tags or {}).items()}
+        _experiment_name(name)
+        optional_text("artifact location", artifact_location)
+        clean_tags = _tag_dict(tags)
         with self._store.transaction() as conn:
             if reads.experiment_by_name(conn, name) is not None:
                 raise ResourceAlreadyExists(f"Experiment(name={name}) already exists.")
@@ -197,6 +204,7 @@ class Client:
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """One experiment by name, or None."""
+        check_text("experiment name", name)
         with self.reading() as conn:
             return reads.experiment_by_name(conn, name)
 
@@ -209,21 +217,31 @@ class Client:
         page_token: str | None = None,
     ) -> PagedList:
         """Experiments in the given view, newest first. Filters: ``name`` =, !=, LIKE, ILIKE."""
-        stages = _stages(view_type)
+        from evstore.search import (
+            create_page_token,
+            parse_page_token,
+            validate_max_results,
+            view_type_stages,
+        )
+
+        try:
+            stages = list(view_type_stages(view_type))
+        except InvalidParameterValue:
+            raise InvalidParameterValue(
+                f"view_type must be ACTIVE_ONLY, DELETED_ONLY or ALL (or 1, 2, 3), not {shown(view_type)}"
+            ) from None
+        validate_max_results(max_results)
+        optional_text("filter_string", filter_string)
+        sort_keys = _experiment_order(order_by)
+        start = parse_page_token(page_token)
         with self.reading() as conn:
             found = reads.experiments(conn, stages)
         if filter_string:
             found = [e for e in found if _experiment_matches(e, filter_string)]
-        if order_by:
-            for clause in reversed(order_by):
-                field, _, direction = clause.strip().partition(" ")
-                found.sort(
-                    key=lambda e: getattr(e, field.split(".")[-1]) or 0,
-                    reverse=direction.strip().upper() == "DESC",
-                )
-        start = int(page_token or 0)
+        for field, descending in reversed(sort_keys):
+            found.sort(key=_EXPERIMENT_SORT_KEYS[field], reverse=descending)
         end = len(found) if max_results is None else start + max_results
-        token = str(end) if end < len(found) else None
+        token = create_page_token(end) if end < len(found) else None
         return PagedList(found[start:end], token)
 
     def _experiment_for_write(self, conn: Any, experiment_id: str) -> Experiment:
@@ -234,8 +252,7 @@ class Client:
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> None:
         """Give an experiment a new, unused name."""
-        if not isinstance(new_name, str) or not new_name.strip():
-            raise InvalidParameterValue("Invalid experiment name: the name must be a non-empty string")
+        _experiment_name(new_name)
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, experiment_id)
             if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
@@ -303,10 +320,13 @@ class Client:
         user_id: str | None = None,
     ) -> Run:
         """Start a run in an experiment; returns it (status RUNNING)."""
+        start_time = optional_int64("start_time", start_time)
+        optional_text("run name", run_name)
+        optional_text("user id", user_id)
         tag_dict = _tag_dict(tags)
         run_name = run_name or tag_dict.get(RUN_NAME_TAG) or _random_run_name()
         tag_dict[RUN_NAME_TAG] = run_name
-        run_id = run_id or uuid.uuid4().hex
+        run_id = uuid.uuid4().hex if run_id is None else new_run_id(run_id)
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, str(experiment_id))
             if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
@@ -317,7 +337,7 @@ class Client:
                 experiment_id=experiment.experiment_id,
                 run_name=run_name,
                 user_id=user_id or tag_dict.get(USER_TAG) or _user(),
-                start_time=codec.now_ms() if start_time is None else int(start_time),
+                start_time=codec.now_ms() if start_time is None else start_time,
                 parent_run_id=tag_dict.get(PARENT_RUN_TAG),
                 artifact_uri=posixpath.join(experiment.artifact_location, run_id, "artifacts"),
             )
@@ -328,6 +348,7 @@ class Client:
 
     def get_run(self, run_id: str, as_of: int | datetime | None = None) -> Run:
         """A run with its params, latest metrics and tags; ``as_of`` reads it back in time."""
+        check_text("run id", run_id)
         if as_of is not None:
             from evstore.history import run_as_of
 
@@ -339,7 +360,7 @@ class Client:
         return found[0]
 
     def _active_run(self, conn: Any, run_id: str) -> None:
-        state = reads.run_state(conn, run_id)
+        state = reads.run_state(conn, check_text("run id", run_id))
         if state is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         if state[1] != LifecycleStage.ACTIVE:
@@ -362,7 +383,8 @@ class Client:
             raise InvalidParameterValue(
                 f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
             )
-        end = codec.now_ms() if end_time is None else int(end_time)
+        end = optional_int64("end_time", end_time)
+        end = codec.now_ms() if end is None else end
         self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key)
 
     def update_run(
@@ -371,6 +393,8 @@ class Client:
     ) -> None:  # fmt: skip
         """Change a run's status and/or name, as MLflow's update_run."""
         events: list[Event] = []
+        end_time = optional_int64("end_time", end_time)
+        optional_text("run name", name)
         if status is not None:
             if status not in RUN_STATUSES:
                 raise InvalidParameterValue(
@@ -393,7 +417,7 @@ class Client:
     def _run_lifecycle(self, run_id: str, applies_to: str, event_type: type) -> None:
         """Append the lifecycle event if the run is in ``applies_to``; a no-op otherwise."""
         with self._store.transaction() as conn:
-            state = reads.run_state(conn, run_id)
+            state = reads.run_state(conn, check_text("run id", run_id))
             if state is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             if state[1] == applies_to:
@@ -424,6 +448,8 @@ class Client:
         key, value, timestamp, step = validate_metric(
             key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
         )
+        if model_id is not None or dataset_name is not None or dataset_digest is not None:
+            metric_context(model_id, dataset_name, dataset_digest)
         point = MetricPoint(key, value, step, timestamp, model_id, dataset_name, dataset_digest)
         self._run_write(run_id, [MetricsLogged(points=[point])], idempotency_key)
 
@@ -438,18 +464,24 @@ class Client:
         idempotency_key: str | None = None,
     ) -> None:
         """Log metrics, params and tags in one atomic write, within MLflow's limits."""
-        validate_batch_limits(len(metrics), len(params), len(tags))
+        try:
+            validate_batch_limits(len(metrics), len(params), len(tags))
+        except TypeError:
+            raise InvalidParameterValue(
+                "log_batch takes lists of Metric, Param and RunTag objects"
+            ) from None
         points = [MetricPoint(*point) for point in metric_points(metrics)]
         new_params: dict[str, str] = {}
         for param in params:
-            key, value = validate_key("param", param.key), param_value(param.value)
+            key, value = validate_key("param", _field(param, "key")), param_value(param.value)
             if new_params.get(key, value) != value:
                 raise InvalidParameterValue(
                     f"Duplicate parameter keys have been submitted: '{key}' with values"
                     f" '{new_params[key]}' and '{value}'."
                 )
             new_params[key] = value
-        tag_events = [TagSet(key=validate_key("tag", t.key), value=tag_value(t.key, t.value)) for t in tags]
+        tag_events = [TagSet(key=validate_key("tag", _field(t, "key")), value=tag_value(t.key, t.value))
+                      for t in tags]  # fmt: skip
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             stored = reads.params_of(conn, run_id, list(new_params))
@@ -482,6 +514,7 @@ class Client:
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Delete a tag from a run; the tag must exist."""
+        validate_key("tag", key)
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             if not reads.has_tag(conn, run_id, key):
@@ -490,8 +523,9 @@ class Client:
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point of a metric, in the order logged."""
+        check_text("metric key", key)
         with self.reading() as conn:
-            if reads.run_state(conn, run_id) is None:
+            if reads.run_state(conn, check_text("run id", run_id)) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             return reads.metric_history(conn, run_id, key)
 
@@ -499,6 +533,8 @@ class Client:
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         """Store one file under the run's artifacts (content-addressed)."""
+        local_path = _local_path(local_path)
+        optional_text("artifact path", artifact_path)
         if not os.path.isfile(local_path):
             if os.path.isdir(local_path):
                 return self.log_artifacts(
@@ -511,6 +547,8 @@ class Client:
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str | None = None) -> None:
         """Store every file under a directory, keeping its relative layout."""
+        local_dir = _local_path(local_dir)
+        optional_text("artifact path", artifact_path)
         if not os.path.isdir(local_dir):
             raise InvalidParameterValue(f"No such directory to log as artifacts: {local_dir}")
         files = []
@@ -522,24 +560,47 @@ class Client:
         self._record_artifacts(run_id, files)
 
     def _record_artifacts(self, run_id: str, files: list[tuple[str, str]]) -> None:
-        self.get_run(run_id)  # fail before copying bytes for an unknown run
+        # Every check before the first byte is copied: a refused write leaves no object.
+        logicals = [logical_path(logical) for _local, logical in files]
+        for local, _logical in files:
+            if not os.path.isfile(local) or not os.access(local, os.R_OK):
+                raise InvalidParameterValue(
+                    f"Cannot log {shown(local)} as an artifact: it is not a readable regular file"
+                    " (a dangling symlink, a pipe or a file without read permission)."
+                )
+        self._check_active(run_id)
         events: list[Event] = []
-        for local, logical in files:
-            size, sha = self._artifacts.put_file(local)
-            events.append(ArtifactRecorded(path=logical_path(logical), size=size, sha256=sha))
+        for (local, _logical), logical in zip(files, logicals, strict=True):
+            try:
+                size, sha = self._artifacts.put_file(local)
+            except OSError as e:
+                raise InvalidParameterValue(f"Cannot read {shown(local)}: {e.strerror}") from e
+            events.append(ArtifactRecorded(path=logical, size=size, sha256=sha))
         if events:
             self._run_write(run_id, events)
+
+    def _check_active(self, run_id: str) -> None:
+        """Refuse an unknown, or deleted, run before any artifact bytes are copied."""
+        with self.reading() as conn:
+            self._active_run(conn, run_id)
 
     def record_artifact_bytes(self, run_id: str, path: str, source: Any) -> None:
         """Store bytes from a stream under a logical path (the server's upload)."""
         logical = logical_path(path)
-        size, sha = self._artifacts.put_stream(source)
+        self._check_active(run_id)
+        try:
+            size, sha = self._artifacts.put_stream(source)
+        except (TypeError, AttributeError) as e:
+            raise InvalidParameterValue(
+                f"Artifact content must come from a binary stream, not {type(source).__name__}"
+            ) from e
         self._run_write(run_id, [ArtifactRecorded(path=logical, size=size, sha256=sha)])
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
         """Files and directories directly under ``path`` in a run's artifacts."""
+        optional_text("artifact path", path)
         with self.reading() as conn:
-            if reads.run_state(conn, run_id) is None:
+            if reads.run_state(conn, check_text("run id", run_id)) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             entries = reads.artifact_entries(conn, run_id)
         return reads.list_artifacts(entries, path)
@@ -560,22 +621,27 @@ class Client:
         """Copy a file or directory of a run's artifacts locally; returns the local path."""
         import tempfile
 
+        path = (optional_text("artifact path", path) or "").strip("/")
+        dst = None if dst_path is None else _local_path(dst_path)
         with self.reading() as conn:
-            if reads.run_state(conn, run_id) is None:
+            if reads.run_state(conn, check_text("run id", run_id)) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             entries = reads.artifact_entries(conn, run_id)
-        dst = dst_path or tempfile.mkdtemp(prefix="evstore-artifacts-")
-        path = path.strip("/")
         if path in entries:
-            target = os.path.join(dst, path)
-            self._artifacts.copy_out(entries[path][1], target)
-            return target
-        prefix = path + "/" if path else ""
-        chosen = {p: v for p, v in entries.items() if p.startswith(prefix)}
-        if not chosen:
-            raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
-        for logical, (_size, sha) in chosen.items():
-            self._artifacts.copy_out(sha, os.path.join(dst, logical))
+            chosen = {path: entries[path]}
+        else:
+            prefix = path + "/" if path else ""
+            chosen = {p: v for p, v in entries.items() if p.startswith(prefix)}
+            if not chosen:
+                raise ResourceDoesNotExist(f"No artifact {path!r} in run {run_id}")
+        dst = dst or tempfile.mkdtemp(prefix="evstore-artifacts-")
+        try:
+            for logical, (_size, sha) in chosen.items():
+                self._artifacts.copy_out(sha, os.path.join(dst, logical))
+        except OSError as e:
+            raise InvalidParameterValue(
+                f"Cannot write artifacts under {shown(dst)}: {e.strerror} ({shown(e.filename)})"
+            ) from e
         return os.path.join(dst, path) if path else dst
 
     # --- search -------------------------------------------------------------------
@@ -592,8 +658,13 @@ class Client:
         """Runs matching MLflow's filter grammar (plus OR and parentheses), ordered, paged."""
         from evstore.search import search_run_ids
 
-        if isinstance(experiment_ids, str):
-            experiment_ids = [experiment_ids]
+        if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
+            experiment_ids = [str(experiment_ids)]
+        if not isinstance(experiment_ids, (list, tuple)):
+            raise InvalidParameterValue(
+                f"experiment_ids must be a list of experiment ids, not {shown(experiment_ids)}"
+            )
+        optional_text("filter_string", filter_string)
         with self.reading() as conn:
             run_ids, token = search_run_ids(
                 conn,
@@ -614,18 +685,79 @@ def _join(prefix: str | None, name: str) -> str:
 def _tag_dict(tags: dict[str, Any] | Iterable[RunTag] | None) -> dict[str, str]:
     if tags is None:
         return {}
-    items = tags.items() if isinstance(tags, dict) else ((t.key, t.value) for t in tags)
+    if isinstance(tags, dict):
+        items = list(tags.items())
+    else:
+        try:
+            items = [(t.key, t.value) for t in tags]
+        except (AttributeError, TypeError):
+            raise InvalidParameterValue(
+                f"tags must be a dict of key to value, or RunTag objects, not {shown(tags)[:200]}"
+            ) from None
     return {validate_key("tag", k): tag_value(k, v) for k, v in items}
 
 
-def _stages(view_type: int | str) -> list[str]:
-    if isinstance(view_type, str):
-        view_type = ViewType.from_string(view_type)
-    return {
-        ViewType.ACTIVE_ONLY: [LifecycleStage.ACTIVE],
-        ViewType.DELETED_ONLY: [LifecycleStage.DELETED],
-        ViewType.ALL: [LifecycleStage.ACTIVE, LifecycleStage.DELETED],
-    }[view_type]
+def _field(entity: Any, name: str) -> Any:
+    """One field of a Param or RunTag, or a clear error for something else."""
+    try:
+        return getattr(entity, name)
+    except AttributeError:
+        raise InvalidParameterValue(
+            f"log_batch takes Param and RunTag objects, not {shown(entity)[:200]}"
+        ) from None
+
+
+def _local_path(path: Any) -> str:
+    """A local file or directory path given as str or os.PathLike."""
+    try:
+        return check_text("local path", os.fspath(path))
+    except TypeError:
+        raise InvalidParameterValue(
+            f"Invalid local path {shown(path)}: it must be a str or os.PathLike"
+        ) from None
+
+
+def _experiment_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidParameterValue(
+            f"Invalid experiment name {shown(name)}: the name must be a non-empty string"
+        )
+    return check_text("experiment name", name)
+
+
+def _numeric_id(experiment_id: str) -> tuple[int, Any]:
+    return (0, int(experiment_id)) if experiment_id.isdigit() else (1, experiment_id)
+
+
+# The attributes search_experiments orders by, as in MLflow.
+_EXPERIMENT_SORT_KEYS: dict[str, Any] = {
+    "name": lambda e: e.name,
+    "experiment_id": lambda e: _numeric_id(e.experiment_id),
+    "creation_time": lambda e: e.creation_time or 0,
+    "last_update_time": lambda e: e.last_update_time or 0,
+}
+
+
+def _experiment_order(order_by: Any) -> list[tuple[str, bool]]:
+    """``order_by`` of search_experiments as (attribute, descending) pairs, checked."""
+    if order_by is None:
+        return []
+    if not isinstance(order_by, (list, tuple)):
+        raise InvalidParameterValue(
+            f"order_by must be a list of strings such as ['name DESC'], not {shown(order_by)}"
+        )
+    keys = []
+    for clause in order_by:
+        parts = clause.split() if isinstance(clause, str) else []
+        field = parts[0].removeprefix("attributes.").removeprefix("attribute.") if parts else ""
+        direction = parts[1].upper() if len(parts) == 2 else "ASC"
+        if len(parts) not in (1, 2) or field not in _EXPERIMENT_SORT_KEYS or direction not in ("ASC", "DESC"):
+            raise InvalidParameterValue(
+                f"Invalid order_by clause {shown(clause)}: use one of"
+                f" {', '.join(_EXPERIMENT_SORT_KEYS)}, optionally followed by ASC or DESC"
+            )
+        keys.append((field, direction == "DESC"))
+    return keys
 
 
 def _experiment_matches(experiment: Experiment, filter_string: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,6 +13,7 @@ from evstore import codec
 from evstore.entities import Metric, Param, Run, RunTag, ViewType
 from evstore.errors import InvalidParameterValue
 from evstore.stores import DEFAULT_URI
+from evstore.validation import check_text, shown
 
 _state = threading.local()
 _tracking_uri: str | None = None
@@ -21,7 +23,12 @@ _clients: dict[str, Any] = {}
 def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
     """Choose the store: a path, ``sqlite:///path``, or ``http://host:port`` of a server."""
     global _tracking_uri
-    _tracking_uri = os.fspath(uri)
+    try:
+        _tracking_uri = check_text("tracking URI", os.fspath(uri))
+    except TypeError:
+        raise InvalidParameterValue(
+            f"Invalid tracking URI {shown(uri)}: it must be a str or os.PathLike"
+        ) from None
 
 
 def get_tracking_uri() -> str:
@@ -146,6 +153,8 @@ def start_run(
             "mlflow.source.name": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "<console>",
             "mlflow.source.type": "LOCAL",
         }
+        if parent_run_id:
+            _check_parent(client, stack, parent_run_id)
         parent = parent_run_id or (stack[-1].info.run_id if stack and nested else None)
         if parent:
             run_tags["mlflow.parentRunId"] = parent
@@ -157,6 +166,23 @@ def start_run(
         )
     stack.append(active)
     return active
+
+
+def _check_parent(client: Any, stack: list[ActiveRun], parent_run_id: str) -> None:
+    """MLflow's checks of an explicit parent: the active run if any, existing, not deleted."""
+    if stack and parent_run_id != stack[-1].info.run_id:
+        raise InvalidParameterValue(
+            f"Current run with UUID {stack[-1].info.run_id} does not match the specified"
+            f" parent_run_id {parent_run_id}. To start a new nested run under the parent run"
+            f" with UUID {stack[-1].info.run_id}, first end the current run before calling"
+            " start_run."
+        )
+    parent = client.get_run(parent_run_id)  # ResourceDoesNotExist: Run with id=... not found
+    if parent.info.lifecycle_stage != "active":
+        raise InvalidParameterValue(
+            f"Cannot start run under parent run with ID {parent_run_id} because it is in the"
+            " deleted state."
+        )
 
 
 def active_run() -> ActiveRun | None:
@@ -198,7 +224,8 @@ def log_param(key: str, value: Any, synchronous: bool | None = None) -> Any:
 
 def log_params(params: dict[str, Any], synchronous: bool | None = None) -> None:
     """Log several params in one write."""
-    _client().log_batch(_active_id(), params=[Param(k, str(v)) for k, v in params.items()])
+    batch = [Param(k, str(v)) for k, v in _mapping("params", params).items()]
+    _client().log_batch(_active_id(), params=batch)
 
 
 def log_metric(
@@ -228,7 +255,7 @@ def log_metrics(
 ) -> None:
     """Log several metrics at one step and time, in one write."""
     ts = codec.now_ms() if timestamp is None else timestamp
-    batch = [Metric(k, v, ts, step or 0) for k, v in metrics.items()]
+    batch = [Metric(k, v, ts, step or 0) for k, v in _mapping("metrics", metrics).items()]
     _client().log_batch(run_id or _active_id(), metrics=batch)
 
 
@@ -239,7 +266,15 @@ def set_tag(key: str, value: Any, synchronous: bool | None = None) -> None:
 
 def set_tags(tags: dict[str, Any], synchronous: bool | None = None) -> None:
     """Set several tags in one write."""
-    _client().log_batch(_active_id(), tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    batch = [RunTag(k, str(v)) for k, v in _mapping("tags", tags).items()]
+    _client().log_batch(_active_id(), tags=batch)
+
+
+def _mapping(what: str, value: Any) -> Mapping[str, Any]:
+    """A dict argument, or a clear error before any run is started."""
+    if not isinstance(value, Mapping):
+        raise InvalidParameterValue(f"{what} must be a dict of key to value, not {shown(value)[:200]}")
+    return value
 
 
 def delete_tag(key: str) -> None:
@@ -261,14 +296,22 @@ def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
     """Store a string as an artifact file."""
     import io
 
-    _client().record_artifact_bytes(run_id or _active_id(), artifact_file, io.BytesIO(text.encode()))
+    from evstore.artifacts import logical_path
+
+    data = check_text("text", text).encode("utf-8")
+    logical_path(artifact_file)
+    _client().record_artifact_bytes(run_id or _active_id(), artifact_file, io.BytesIO(data))
 
 
 def log_dict(dictionary: dict[str, Any], artifact_file: str, run_id: str | None = None) -> None:
     """Store a dict as a JSON artifact file."""
     import json
 
-    log_text(json.dumps(dictionary, indent=2), artifact_file, run_id)
+    try:
+        text = json.dumps(dictionary, indent=2)
+    except (TypeError, ValueError) as e:
+        raise InvalidParameterValue(f"Cannot store the dict as JSON: {e}") from None
+    log_text(text, artifact_file, run_id)
 
 
 def get_run(run_id: str, as_of: Any = None) -> Run:

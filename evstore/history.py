@@ -23,7 +23,12 @@ from evstore.stores.base import EventStore
 
 def _cutoff(as_of: int | datetime) -> tuple[str, int]:
     if isinstance(as_of, datetime):
-        return "time", int(as_of.timestamp() * 1000)
+        try:
+            return "time", int(as_of.timestamp() * 1000)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidParameterValue(
+                f"as_of {as_of.isoformat()} is out of the range of times a store can hold"
+            ) from None
     if isinstance(as_of, int) and not isinstance(as_of, bool):
         return "position", as_of
     raise InvalidParameterValue(f"as_of must be a position (int) or a datetime, not {as_of!r}")

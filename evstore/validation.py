@@ -16,6 +16,71 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# MLflow's rule for run ids; ids starting with "experiment-" would name an experiment's stream.
+_RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
+_RESERVED_STREAM_PREFIX = "experiment-"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` safe to print or send as UTF-8 (a lone surrogate is escaped)."""
+    return repr(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_text(what: str, value: Any) -> str:
+    """A string evstore can store: a ``str`` that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise InvalidParameterValue(f"Invalid {what} {shown(value)}: it must be a string.")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidParameterValue(
+                f"Invalid {what} {shown(value)}: it contains a lone surrogate, which cannot be"
+                " stored as UTF-8."
+            ) from None
+    return value
+
+
+def optional_text(what: str, value: Any) -> str | None:
+    """None, or a string as :func:`check_text` accepts it."""
+    return None if value is None else check_text(what, value)
+
+
+def check_int64(what: str, value: Any) -> int:
+    """An integer (not a bool, not a float) that fits in a signed 64-bit column."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise InvalidParameterValue(f"Invalid {what} {shown(value)}: it must be an integer.")
+        value = int(value)  # type: ignore[call-overload]  # numpy ints and the like
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidParameterValue(
+            f"Invalid {what} {value}: it must fit in a signed 64-bit integer"
+            f" ({INT64_MIN} to {INT64_MAX})."
+        )
+    return value
+
+
+def optional_int64(what: str, value: Any) -> int | None:
+    """None, or an integer as :func:`check_int64` accepts it."""
+    return None if value is None else check_int64(what, value)
+
+
+def new_run_id(run_id: Any) -> str:
+    """A caller-chosen id for a new run: MLflow's rule, and not an experiment stream's name."""
+    check_text("run id", run_id)
+    if _RUN_ID.match(run_id) is None:
+        raise InvalidParameterValue(
+            f"Invalid value {shown(run_id)} for parameter 'run_id' supplied: a run id starts with"
+            " a letter or digit, then up to 255 letters, digits, underscores or dashes."
+        )
+    if run_id.startswith(_RESERVED_STREAM_PREFIX):
+        raise InvalidParameterValue(
+            f"Invalid value {shown(run_id)} for parameter 'run_id' supplied: ids starting with"
+            f" '{_RESERVED_STREAM_PREFIX}' are reserved for experiments."
+        )
+    return run_id
 
 
 def validate_key(kind: str, key: Any) -> str:
@@ -23,7 +88,7 @@ def validate_key(kind: str, key: Any) -> str:
     if type(key) is str and (kind, key) in _VALID_KEYS:  # a training loop logs a few keys
         return key
     if not isinstance(key, str) or not key:
-        raise InvalidParameterValue(f"Invalid {kind} name: {key!r}. Names must be non-empty strings.")
+        raise InvalidParameterValue(f"Invalid {kind} name: {shown(key)}. Names must be non-empty strings.")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidParameterValue(
             f"{kind.capitalize()} name '{key[:40]}...' is {len(key)} characters long;"
@@ -31,13 +96,16 @@ def validate_key(kind: str, key: Any) -> str:
         )
     if not _KEY.match(key):
         raise InvalidParameterValue(
-            f"Invalid {kind} name: '{key}'. Names may only contain alphanumerics, underscores (_),"
+            f"Invalid {kind} name: {shown(key)}. Names may only contain alphanumerics, underscores (_),"
             " dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)."
         )
-    if posixpath.normpath(key) != key.rstrip("/") or key.startswith("/") or ".." in key.split("/"):
+    normalized = posixpath.normpath(key)  # MLflow's path_not_unique
+    if normalized != key or normalized == "." or normalized.startswith(("..", "/")):
         raise InvalidParameterValue(
             f"Invalid {kind} name: '{key}'. Names may not be absolute paths or contain '..'"
-            " or empty path segments."
+            " or empty path segments, and may not be '.' or end in '/': names may be treated as"
+            " files, and must not resolve to other names when treated as such. This name would"
+            f" resolve to '{normalized}'."
         )
     if len(_VALID_KEYS) >= _VALID_KEYS_KEPT:
         _VALID_KEYS.clear()
@@ -60,12 +128,17 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
             f"Got invalid value {value!r} for metric '{key}' (timestamp={timestamp}):"
             " the value must be a number."
         )
-    for name, number in (("timestamp", timestamp), ("step", step)):
-        if isinstance(number, bool) or not isinstance(number, numbers.Integral):
-            raise InvalidParameterValue(
-                f"Got invalid {name} {number!r} for metric '{key}': it must be an integer."
-            )
-    return key, as_float, int(timestamp), int(step)  # type: ignore[call-overload]
+    if not (type(timestamp) is int and INT64_MIN <= timestamp <= INT64_MAX):
+        timestamp = check_int64(f"timestamp for metric '{key}'", timestamp)
+    if not (type(step) is int and INT64_MIN <= step <= INT64_MAX):
+        step = check_int64(f"step for metric '{key}'", step)
+    return key, as_float, timestamp, step
+
+
+def metric_context(model_id: Any, dataset_name: Any, dataset_digest: Any) -> tuple[Any, ...]:
+    """MLflow 3's optional context of a metric point: each None or a string."""
+    return (optional_text("model_id", model_id), optional_text("dataset_name", dataset_name),
+            optional_text("dataset_digest", dataset_digest))  # fmt: skip
 
 
 def metric_value(value: Any) -> float | None:
@@ -96,14 +169,23 @@ def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
     Returns ``(key, value, step, timestamp, model_id, dataset_name, dataset_digest)``. Plain float/int values take a fast
     path; anything else goes through the full check of :func:`validate_metric`.
     """
-    for key in {m.key for m in metrics}:
+    try:
+        keys = {m.key for m in metrics}
+    except (AttributeError, TypeError):
+        raise InvalidParameterValue(
+            f"metrics must be a list of Metric objects, not {shown(metrics)[:200]}"
+        ) from None
+    for key in keys:
         validate_key("metric", key)
     points = []
     for m in metrics:
         value, timestamp, step = m.value, m.timestamp, m.step
         context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
                    getattr(m, "dataset_digest", None))  # fmt: skip
-        if type(value) is float and type(timestamp) is int and type(step) is int:
+        if context != _NO_CONTEXT:
+            metric_context(*context)
+        if (type(value) is float and type(timestamp) is int and type(step) is int
+                and INT64_MIN <= timestamp <= INT64_MAX and INT64_MIN <= step <= INT64_MAX):  # fmt: skip
             points.append((m.key, value, step, timestamp, *context))
         else:
             key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
@@ -111,16 +193,21 @@ def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
     return points
 
 
+_NO_CONTEXT = (None, None, None)
+
+
 def param_value(value: Any) -> str:
     """MLflow stores every param value as its string form; evstore keeps all of it."""
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    return text if text.isascii() else check_text("param value", text)
 
 
 def tag_value(key: str, value: Any) -> str:
     """MLflow stores tag values as strings."""
     if value is None:
         raise InvalidParameterValue(f"Tag '{key}' has no value")
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    return text if text.isascii() else check_text(f"value of tag '{key}'", text)
 
 
 def validate_batch_limits(metrics: int, params: int, tags: int) -> None:

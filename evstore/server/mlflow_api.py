@@ -199,8 +199,7 @@ def search_experiments(client: Client, req: s.SearchExperiments, _key: str) -> A
             raise InvalidParameterValue(f"Invalid order_by clause {clause!r}")
     if not 1 <= req.max_results <= 50000:
         raise InvalidParameterValue(f"max_results must be between 1 and 50000, got {req.max_results}")
-    _offset(req.page_token)
-    page = client.search_experiments(
+    page = client.search_experiments(  # checks the page token
         view_type, req.max_results, req.filter, req.order_by or None, req.page_token
     )
     out: dict[str, Any] = {"experiments": [experiment_json(e) for e in page]}
