@@ -7,6 +7,7 @@ check. Reads come from the projections, which the same transaction keeps current
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import random
@@ -15,6 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from evstore import codec, reads
 from evstore.artifacts import ArtifactRepository, logical_path
@@ -110,12 +113,20 @@ def artifact_root_for(uri: str) -> str:
     )
 
 
-def _event_ids(key: str | None, count: int) -> list[str] | None:
-    """Ids derived from a caller's idempotency key, so a retried write is stored once."""
+def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
+    """Ids derived from a caller's idempotency key and what the call asked for.
+
+    A retry (same key, same request) gets the same ids and is stored once. The request is
+    part of the ids so that a key reused for a different write stores that write too,
+    instead of answering it with the first one's positions and dropping it. ``request``
+    holds the caller's values before defaults: a retried ``log_metric`` without a
+    timestamp is the same request though its default timestamp differs.
+    """
     if key is None:
         return None
     check_text("idempotency key", key)
-    return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{i}").hex for i in range(count)]
+    digest = hashlib.sha256(msgspec.msgpack.encode(request)).hexdigest()[:32]
+    return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
 class Client:
@@ -368,10 +379,14 @@ class Client:
                 f"The run {run_id} must be in the 'active' state. Current state is {state[1]}."
             )
 
-    def _run_write(self, run_id: str, events: Sequence[Event], key: str | None = None) -> None:
+    def _run_write(
+        self, run_id: str, events: Sequence[Event], key: str | None = None, request: Any = None
+    ) -> None:
+        """Append to an active run; ``request`` (default: the events) keys a retry."""
+        event_ids = None if key is None else _event_ids(key, len(events), request or events)
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
-            self._store.append(run_id, events, event_ids=_event_ids(key, len(events)))
+            self._store.append(run_id, events, event_ids=event_ids)
 
     def set_terminated(
         self, run_id: str, status: str | None = None, end_time: int | None = None,
@@ -383,9 +398,10 @@ class Client:
             raise InvalidParameterValue(
                 f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
             )
-        end = optional_int64("end_time", end_time)
-        end = codec.now_ms() if end is None else end
-        self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key)
+        given = optional_int64("end_time", end_time)
+        end = codec.now_ms() if given is None else given
+        self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key,
+                        ("set_terminated", status, given))  # fmt: skip
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
@@ -445,13 +461,18 @@ class Client:
         idempotency_key: str | None = None,
     ) -> None:
         """Log one metric point (step 0 and now when not given), with MLflow 3's context."""
+        defaulted = timestamp is None
         key, value, timestamp, step = validate_metric(
-            key, value, codec.now_ms() if timestamp is None else timestamp, step or 0
+            key, value, codec.now_ms() if defaulted else timestamp, step or 0
         )
         if model_id is not None or dataset_name is not None or dataset_digest is not None:
             metric_context(model_id, dataset_name, dataset_digest)
         point = MetricPoint(key, value, step, timestamp, model_id, dataset_name, dataset_digest)
-        self._run_write(run_id, [MetricsLogged(points=[point])], idempotency_key)
+        request = None
+        if idempotency_key is not None:  # the request as asked: no default timestamp in it
+            request = ("log_metric", key, value, step, None if defaulted else timestamp,
+                       model_id, dataset_name, dataset_digest)  # fmt: skip
+        self._run_write(run_id, [MetricsLogged(points=[point])], idempotency_key, request)
 
     def log_batch(
         self,
@@ -500,8 +521,11 @@ class Client:
                 events.append(MetricsLogged(points=points))
             events += tag_events
             if events:
+                # keyed by the whole request: a retry whose params are stored by now
+                # sends fewer events, with the same leading ids
+                request = ("log_batch", points, sorted(new_params.items()), tag_events)
                 self._store.append(
-                    run_id, events, event_ids=_event_ids(idempotency_key, len(events))
+                    run_id, events, event_ids=_event_ids(idempotency_key, len(events), request)
                 )
 
     def set_tag(

@@ -352,6 +352,40 @@ def test_key_validation_answers_the_same_every_time(key: str) -> None:
     assert answer() == first
 
 
+def test_an_idempotency_key_stores_a_retry_once_and_another_write_too(
+    client: Client, run_id: str
+) -> None:
+    # A retry (same key, same call) is stored once...
+    client.log_metric(run_id, "m", 1.0, timestamp=7, step=1, idempotency_key="k")
+    before = head(client)
+    client.log_metric(run_id, "m", 1.0, timestamp=7, step=1, idempotency_key="k")
+    assert head(client) == before
+    # ...and the same key on a different call stores that call instead of dropping it.
+    client.log_metric(run_id, "m", 2.0, timestamp=7, step=2, idempotency_key="k")
+    client.set_tag(run_id, "t", "a", idempotency_key="t")
+    client.set_tag(run_id, "t", "b", idempotency_key="t")
+    assert [p.value for p in client.get_metric_history(run_id, "m")] == [1.0, 2.0]
+    assert client.get_run(run_id).data.tags["t"] == "b"
+    batch = [Metric("b", 1.0, 5, 0)]
+    client.log_batch(run_id, metrics=batch, params=[Param("p", "1")], idempotency_key="b")
+    before = head(client)
+    client.log_batch(run_id, metrics=batch, params=[Param("p", "1")], idempotency_key="b")
+    assert head(client) == before  # the retry finds its params stored: still nothing new
+
+
+def test_a_local_retry_without_a_timestamp_is_still_the_same_request(tmp_path: Path) -> None:
+    # Locally the key covers the call as asked, so the default timestamp (now, different on
+    # the retry) does not make a retry a new write. (Over REST the body carries the time.)
+    client = Client(str(tmp_path / "local.db"))
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    client.log_metric(run_id, "m", 1.0, step=1, idempotency_key="k")
+    before = head(client)
+    client.log_metric(run_id, "m", 1.0, step=1, idempotency_key="k")
+    client.set_terminated(run_id, idempotency_key="end")
+    client.set_terminated(run_id, idempotency_key="end")
+    assert head(client) == before + 1
+
+
 # --- metrics ----------------------------------------------------------------------------
 
 

@@ -330,6 +330,18 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
         remote.close()
 
 
+def test_an_idempotency_key_reused_for_another_request_stores_it(http: httpx.Client) -> None:
+    # The header names a retry of one request; a different body under it is another
+    # write, which used to be answered with the first one's result and dropped.
+    _, run_id = new_run(http)
+    for value in (1, 2):
+        body = {"run_id": run_id, "key": "m", "value": value, "timestamp": 1, "step": value}
+        response = http.post(f"{API}/runs/log-metric", json=body, headers={"Idempotency-Key": "same"})
+        assert response.status_code == 200
+    history = call(http, "metrics/get-history", run_id=run_id, metric_key="m")["metrics"]
+    assert sorted(point["value"] for point in history) == [1, 2]
+
+
 # --- bad input: refused with the right status, a clear message, and nothing stored -----------
 
 
@@ -696,6 +708,8 @@ LOCAL_ONLY = {
     "test_artifacts_are_content_addressed",  # reads the object store's files
     "test_tampered_artifact_bytes_are_refused_on_download",  # edits the object store's files
     "test_two_clients_on_one_file_see_each_other",  # two local clients on one file
+    "test_key_validation_answers_the_same_every_time",  # validation's own memory
+    "test_a_local_retry_without_a_timestamp_is_still_the_same_request",  # a local client
 }
 
 

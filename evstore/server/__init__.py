@@ -81,7 +81,9 @@ def create_app(settings: ServerSettings) -> Any:
         parsed: Any
         parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
         supplied = request.headers.get("idempotency-key")
-        basis = supplied.encode() if supplied else canonical
+        # The body is always part of the key: a header reused for a different request
+        # must store that request, not be answered as a retry of the first one.
+        basis = supplied.encode() + b"\0" + canonical if supplied else canonical
         key = hashlib.sha256(b"mlflow/%s\0%s" % (path.encode(), basis)).hexdigest()
         run = store.slow if path in SLOW_ENDPOINTS else store.quick
         return json_response(await run(handler, client, parsed, key))
