@@ -42,11 +42,12 @@ from evstore.errors import (
     StoreError,
 )  # fmt: skip
 from evstore.inspect import json_number
-from evstore.validation import validate_metric
+from evstore.validation import check_int64, validate_metric
 
 _API = "/api/2.0/mlflow/"
 _ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 _VIEW_NAMES = {ViewType.ACTIVE_ONLY: "ACTIVE_ONLY", ViewType.DELETED_ONLY: "DELETED_ONLY", ViewType.ALL: "ALL"}
+_VIEW_CODES = {name: code for code, name in _VIEW_NAMES.items()}
 _ERRORS: dict[str, type[EvstoreError]] = {
     "RESOURCE_DOES_NOT_EXIST": ResourceDoesNotExist,
     "RESOURCE_ALREADY_EXISTS": ResourceAlreadyExists,
@@ -218,6 +219,13 @@ class RemoteClient:
         filter_string: str | None = None, order_by: list[str] | None = None, page_token: str | None = None,
     ) -> PagedList:  # fmt: skip
         """Experiments in a view; pages through the server when ``max_results`` is None."""
+        if isinstance(view_type, str):  # the names, as the local Client takes them too
+            view_type = _VIEW_CODES.get(view_type.upper(), view_type)
+        if isinstance(view_type, bool) or view_type not in _VIEW_NAMES:
+            raise InvalidParameterValue(
+                "view_type must be ACTIVE_ONLY, DELETED_ONLY or ALL (or 1, 2, 3),"
+                f" not {view_type!r}"
+            )
         payload: dict[str, Any] = {"view_type": _VIEW_NAMES[view_type], "order_by": order_by or []}
         if filter_string:
             payload["filter"] = filter_string
@@ -261,7 +269,8 @@ class RemoteClient:
             raise InvalidParameterValue("a server chooses run ids: create_run(run_id=...) is local only")
         payload: dict[str, Any] = {
             "experiment_id": str(experiment_id), "tags": _pairs(tags),
-            "start_time": codec.now_ms() if start_time is None else int(start_time),
+            "start_time": codec.now_ms() if start_time is None else check_int64(
+                "start_time", start_time),
         }  # fmt: skip
         if run_name:
             payload["run_name"] = run_name

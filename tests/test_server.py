@@ -330,6 +330,26 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
         remote.close()
 
 
+def test_the_remote_client_refuses_what_the_local_one_refuses(http: httpx.Client) -> None:
+    import evstore
+    from evstore.remote import RemoteClient
+
+    remote = RemoteClient(str(http.base_url))
+    try:
+        experiment_id = remote.create_experiment("refusals")
+        before = head(http)
+        for bad in (99, None, "bogus", True):
+            with pytest.raises(evstore.InvalidParameterValue, match="view_type must be"):
+                remote.search_experiments(view_type=bad)  # type: ignore[arg-type]
+        for start_time in ("abc", 1.5, 10**30):
+            with pytest.raises(evstore.InvalidParameterValue, match="start_time"):
+                remote.create_run(experiment_id, start_time=start_time)  # type: ignore[arg-type]
+        assert head(http) == before
+        assert [e.name for e in remote.search_experiments(view_type="all")][:1] == ["refusals"]
+    finally:
+        remote.close()
+
+
 def test_an_idempotency_key_reused_for_another_request_stores_it(http: httpx.Client) -> None:
     # The header names a retry of one request; a different body under it is another
     # write, which used to be answered with the first one's result and dropped.
