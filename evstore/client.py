@@ -521,19 +521,20 @@ class Client:
                 events.append(MetricsLogged(points=points))
             events += tag_events
             if events:
-                # keyed by the whole request: a retry whose params are stored by now
-                # sends fewer events, with the same leading ids
-                request = ("log_batch", points, sorted(new_params.items()), tag_events)
-                self._store.append(
-                    run_id, events, event_ids=_event_ids(idempotency_key, len(events), request)
-                )
+                event_ids = None
+                if idempotency_key is not None:
+                    # keyed by the whole request: a retry whose params are stored by now
+                    # sends fewer events, with the same leading ids
+                    request = ("log_batch", points, sorted(new_params.items()), tag_events)
+                    event_ids = _event_ids(idempotency_key, len(events), request)
+                self._store.append(run_id, events, event_ids=event_ids)
 
     def set_tag(
         self, run_id: str, key: str, value: Any, synchronous: bool | None = None,
         *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Set one tag on a run."""
-        validate_key("tag", key)
+        key = validate_key("tag", key)
         self._run_write(run_id, [TagSet(key=key, value=tag_value(key, value))], idempotency_key)
 
     def delete_tag(self, run_id: str, key: str) -> None:

@@ -173,24 +173,60 @@ def _checked_target(client: Any, out: str) -> str:
             raise InvalidParameterValue(
                 f"{out} is the store itself: give the export another file name"
             )
-    if os.path.isfile(target):
-        with open(target, "rb") as existing:
-            if existing.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER:
-                raise InvalidParameterValue(
-                    f"{out} is a SQLite database (a store?): evstore export never overwrites one"
-                )
+    # Any SQLite database, or the -wal/-shm/-journal beside one (a live WAL holds commits
+    # not yet in the main file).
+    database = target
+    for suffix in _SQLITE_SIDE_FILES:
+        if target.endswith(suffix):
+            database = target[: -len(suffix)]
+    for path in {target, database}:
+        if os.path.isfile(path) and _starts_with(path, _SQLITE_HEADER):
+            raise InvalidParameterValue(
+                f"{out} belongs to a SQLite database (a store?): evstore export never"
+                " overwrites one"
+            )
     return target
 
 
-def _write_atomically(target: str, out: str, write: Any) -> int:
-    """Write through a temporary file beside ``target``, renamed over it once complete:
-    a failed export leaves no half-written file and an existing one as it was."""
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _starts_with(path: str, header: bytes) -> bool:
     from evstore.errors import InvalidParameterValue
 
-    directory, name = os.path.split(target)
-    partial = os.path.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.partial")
     try:
-        rows: int = write(partial)
+        with open(path, "rb") as existing:
+            return existing.read(len(header)) == header
+    except OSError as e:
+        raise InvalidParameterValue(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _write_atomically(target: str, out: str, write: Any) -> int:
+    """Write a regular file through a temporary one beside it, renamed over it once
+    complete (keeping its permissions): a failed export leaves no half-written file and an
+    existing one as it was. Anything else (a pipe, /dev/stdout, a device) is written to
+    directly: renaming over it would replace it."""
+    import stat
+
+    from evstore.errors import InvalidParameterValue
+
+    try:
+        found: os.stat_result | None = os.stat(out)  # through symlinks, as /dev/stdout is one
+    except FileNotFoundError:
+        found = None
+    except OSError as e:
+        raise InvalidParameterValue(f"cannot write {out}: {e.strerror or e}") from e
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        try:
+            return int(write(out))
+        except OSError as e:
+            raise InvalidParameterValue(f"cannot write {out}: {e.strerror or e}") from e
+    directory, name = os.path.split(target)
+    partial = os.path.join(directory, f".{name[:200]}.{os.urandom(4).hex()}.partial")
+    try:
+        rows = int(write(partial))
+        if found is not None:
+            os.chmod(partial, stat.S_IMODE(found.st_mode))
         os.replace(partial, target)
     except OSError as e:
         raise InvalidParameterValue(f"cannot write {out}: {e.strerror or e}") from e

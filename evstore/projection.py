@@ -282,7 +282,7 @@ class _Plan:
         try:
             for ops in self.ops:
                 ops.flush(conn)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OverflowError) as e:  # OverflowError: an int beyond 64 bits
             for ops in self.ops:
                 ops.clear()
             raise _FlushFailed(f"{type(e).__name__}: {e}") from e

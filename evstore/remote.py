@@ -48,6 +48,13 @@ _API = "/api/2.0/mlflow/"
 _ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 _VIEW_NAMES = {ViewType.ACTIVE_ONLY: "ACTIVE_ONLY", ViewType.DELETED_ONLY: "DELETED_ONLY", ViewType.ALL: "ALL"}
 _VIEW_CODES = {name: code for code, name in _VIEW_NAMES.items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what msgspec does not encode itself: str subclasses such as numpy.str_."""
+    if isinstance(value, str):
+        return str(value)
+    raise InvalidParameterValue(f"cannot send a {type(value).__name__} to the server: {value!r}")
 _ERRORS: dict[str, type[EvstoreError]] = {
     "RESOURCE_DOES_NOT_EXIST": ResourceDoesNotExist,
     "RESOURCE_ALREADY_EXISTS": ResourceAlreadyExists,
@@ -189,7 +196,7 @@ class RemoteClient:
         if method == "GET":
             data = self._request("GET", _API + endpoint, query=payload)
         else:
-            body = msgspec.json.encode(payload or {})
+            body = msgspec.json.encode(payload or {}, enc_hook=_plain)
             data = self._request(method, _API + endpoint, body=body, idempotency_key=key)
         return msgspec.json.decode(data) if data else {}
 

@@ -87,6 +87,8 @@ def validate_key(kind: str, key: Any) -> str:
     """A param, metric or tag key as MLflow accepts it."""
     if type(key) is str and (kind, key) in _VALID_KEYS:  # a training loop logs a few keys
         return key
+    if isinstance(key, str) and type(key) is not str:
+        key = str(key)  # numpy.str_ and other str subclasses: stored as a plain str
     if not isinstance(key, str) or not key:
         raise InvalidParameterValue(f"Invalid {kind} name: {shown(key)}. Names must be non-empty strings.")
     if len(key) > MAX_KEY_LENGTH:
@@ -198,7 +200,7 @@ _NO_CONTEXT = (None, None, None)
 
 def param_value(value: Any) -> str:
     """MLflow stores every param value as its string form; evstore keeps all of it."""
-    text = value if isinstance(value, str) else str(value)
+    text = value if type(value) is str else str(value)  # numpy.str_ too: a plain str
     return text if text.isascii() else check_text("param value", text)
 
 
@@ -206,7 +208,7 @@ def tag_value(key: str, value: Any) -> str:
     """MLflow stores tag values as strings."""
     if value is None:
         raise InvalidParameterValue(f"Tag '{key}' has no value")
-    text = value if isinstance(value, str) else str(value)
+    text = value if type(value) is str else str(value)  # numpy.str_ too: a plain str
     return text if text.isascii() else check_text(f"value of tag '{key}'", text)
 
 

@@ -449,6 +449,16 @@ def test_metric_values_convert_as_mlflow_converts_them(client: Client, run_id: s
     assert head(client) == before
 
 
+def test_numpy_strings_are_stored_as_plain_strings(client: Client, run_id: str) -> None:
+    # MLflow turns numpy.str_ keys and values into str; msgspec cannot encode the subclass.
+    import numpy as np
+
+    client.log_param(run_id, np.str_("opt"), np.str_("adam"))
+    client.set_tag(run_id, np.str_("team"), np.str_("vision"))
+    data = client.get_run(run_id).data
+    assert (data.params["opt"], data.tags["team"]) == ("adam", "vision")
+
+
 def test_metric_history_keeps_order_nan_and_inf(client: Client, run_id: str) -> None:
     values = [1.0, math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]
     for step, value in enumerate(values):

@@ -201,7 +201,7 @@ def test_export_never_overwrites_the_store_or_any_database(
     other = tmp_path / "other.db"
     other.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
     for out, says in ((db, "is the store itself"), (Path(f"{db}-wal"), "is the store itself"),
-                      (other, "is a SQLite database"), (tmp_path, "it is a directory")):  # fmt: skip
+                      (other, "belongs to a SQLite database"), (tmp_path, "it is a directory")):  # fmt: skip
         for fmt in ("parquet", "csv"):
             done = run_cli("export", "runs", str(out), "--format", fmt, "--store", str(db))
             assert done.returncode != 0 and says in done.stderr, (out, done.stderr)
@@ -235,3 +235,40 @@ def test_a_failed_export_leaves_the_previous_file_and_no_partial_one(
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
     assert export(client, "metrics", str(out), "csv") == 7
     assert out.read_text().startswith("\"run_id\"")
+
+
+def test_export_writes_into_a_pipe_and_keeps_a_file_s_permissions(
+    store: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    # Renaming a temporary file over a pipe (or /dev/stdout, or a device) would replace it.
+    import stat
+    import threading
+
+    db, _ids = store
+    client = Client(str(db))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert export(client, "runs", str(fifo), "csv") == 3
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and received[0].startswith(b'"run_id"')
+    private = tmp_path / "private.csv"
+    private.write_text("old")
+    private.chmod(0o600)
+    assert export(client, "runs", str(private), "csv") == 3
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600 and private.read_text() != "old"
+
+
+def test_export_never_writes_over_another_database_s_wal(
+    store: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    db, _ids = store
+    other = tmp_path / "other.db"
+    other.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    wal = tmp_path / "other.db-wal"
+    wal.write_bytes(b"\x37\x7f\x06\x82" + b"\x00" * 60)
+    with pytest.raises(InvalidParameterValue, match="belongs to a SQLite database"):
+        export(Client(str(db)), "runs", str(wal), "csv")
+    assert wal.read_bytes()[:4] == b"\x37\x7f\x06\x82"

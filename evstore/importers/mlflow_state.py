@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from evstore import codec
+from evstore.errors import StoreError
 from evstore.events import (
     ArtifactRecorded,
     Event,
@@ -74,7 +75,15 @@ def stream_events(
     while rows := store.query(_SELECT_PAGE, (stream_id, after, PAGE_SIZE)):
         for stream_version, type_name, version, payload, metadata in rows:
             imported = is_import(metadata)
-            decoded = codec.decode(type_name, version, payload) if imported or foreign_too else ()
+            try:
+                decoded = (
+                    codec.decode(type_name, version, payload) if imported or foreign_too else ()
+                )
+            except Exception as e:  # as the store's own read path: name it, no traceback
+                raise StoreError(
+                    f"event {stream_version} of stream {stream_id} ({type_name} v{version})"
+                    f" cannot be decoded: {type(e).__name__}: {e}; run `evstore verify`"
+                ) from e
             yield stream_version, imported, decoded
         after = rows[-1][0]
 
