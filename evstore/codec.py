@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from evstore.errors import InvalidParameterValue
+from evstore.errors import InvalidParameterValue, UndecodableEvent
 from evstore.events import EVENT_TYPES, Event, UnknownEvent
 
 GENESIS_HASH = bytes(32)
@@ -55,13 +55,13 @@ def encode_checked(event: Event) -> bytes:
     the log forever. The store appends only bytes that pass this check.
     """
     name = type(event).__name__
-    current = _current_decoders.get(name) or _register_decoder(name)
     try:
         payload = _encode(event)
-        current[1](payload)
-    except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as e:
+        decode(name, event.version, payload)  # the one decode function, as every read
+    except (UndecodableEvent, TypeError, ValueError, OverflowError) as e:
         # a wrong type, an int beyond 64 bits, a lone surrogate in a string, ...
-        raise InvalidParameterValue(f"{name} cannot be stored: {e}; nothing was stored") from None
+        cause = e.__cause__ if isinstance(e, UndecodableEvent) else e
+        raise InvalidParameterValue(f"{name} cannot be stored: {cause}; nothing was stored") from None
     return payload
 
 
@@ -97,13 +97,20 @@ def chain_hash(previous: bytes, canonical: bytes) -> bytes:
 
 
 def decode(type_name: str, version: int, payload: bytes) -> tuple[Event | UnknownEvent, ...]:
-    """Turn one stored event into current events. Every read path calls this."""
-    current = _current_decoders.get(type_name)
-    if current is None:
-        current = _register_decoder(type_name)
-    if current[0] == version:
-        return (current[1](payload),)
-    return _decode_through_chain(type_name, version, payload)
+    """Turn one stored event into current events. Every read path calls this.
+
+    Raises :class:`~evstore.errors.UndecodableEvent` when the payload, or an upcaster,
+    does not give the current type; callers add where the event is stored.
+    """
+    try:
+        current = _current_decoders.get(type_name)
+        if current is None:
+            current = _register_decoder(type_name)
+        if current[0] == version:
+            return (current[1](payload),)
+        return _decode_through_chain(type_name, version, payload)
+    except Exception as e:  # a bad payload, or whatever an upcaster raises
+        raise UndecodableEvent(type_name, version, e) from e
 
 
 def _register_decoder(type_name: str) -> tuple[int, Callable[[bytes], Any]]:

@@ -7,7 +7,7 @@ strings (run ids 32 hex characters, experiment ids decimal); times are integer m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -19,10 +19,13 @@ class ViewType:
     DELETED_ONLY = 2
     ALL = 3
 
+    #: MLflow's names for the view types.
+    CODES: ClassVar[dict[str, int]] = {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3}
+
     @classmethod
     def from_string(cls, value: str) -> int:
-        """MLflow's names for the view types."""
-        return {"ACTIVE_ONLY": 1, "DELETED_ONLY": 2, "ALL": 3}[value.upper()]
+        """The number of one of MLflow's view type names."""
+        return cls.CODES[value.upper()]
 
 
 class RunStatus:

@@ -7,6 +7,7 @@ line and exits non-zero, and the server answers it in MLflow's error shape using
     EvstoreError
     ├── StoreError                  the store file or server cannot be used as asked
     │   ├── StoreFormatError        written by a newer evstore, or not an evstore store
+    │   ├── UndecodableEvent        a stored event that does not decode into its type
     │   └── AppendOnlyViolation     something tried to update or delete an event
     ├── ConcurrencyError            another writer appended to the stream first
     ├── EventIdConflict             a batch reuses some stored event ids but not all
@@ -38,6 +39,15 @@ class StoreFormatError(StoreError):
 
     error_code = "INVALID_STATE"
     http_status = 400
+
+
+class UndecodableEvent(StoreError):
+    """A stored payload (or an upcaster) that does not give the event's current type."""
+
+    def __init__(self, type_name: str, version: int, cause: Exception) -> None:
+        self.type_name, self.version = type_name, version
+        self.cause = f"{type(cause).__name__}: {cause}"
+        super().__init__(f"{type_name} v{version} cannot be decoded: {self.cause}")
 
 
 class AppendOnlyViolation(StoreError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from evstore import codec
+from evstore.errors import UndecodableEvent
 from evstore.events import EVENT_TYPES
 from evstore.stores.base import EventStore
 
@@ -31,8 +32,8 @@ def _undecodable(type_name: str, version: int, payload: bytes) -> str | None:
     """Why a stored event of a known type cannot be read back, or None if it can."""
     try:
         codec.decode(type_name, version, payload)
-    except Exception as e:  # noqa: BLE001 - verify reports whatever a payload or upcaster raises
-        return f"{type_name} v{version} cannot be decoded: {type(e).__name__}: {e}"
+    except UndecodableEvent as e:
+        return str(e)
     return None
 
 

@@ -46,8 +46,7 @@ from evstore.validation import check_int64, validate_metric
 
 _API = "/api/2.0/mlflow/"
 _ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
-_VIEW_NAMES = {ViewType.ACTIVE_ONLY: "ACTIVE_ONLY", ViewType.DELETED_ONLY: "DELETED_ONLY", ViewType.ALL: "ALL"}
-_VIEW_CODES = {name: code for code, name in _VIEW_NAMES.items()}
+_VIEW_NAMES = {code: name for name, code in ViewType.CODES.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -227,7 +226,7 @@ class RemoteClient:
     ) -> PagedList:  # fmt: skip
         """Experiments in a view; pages through the server when ``max_results`` is None."""
         if isinstance(view_type, str):  # the names, as the local Client takes them too
-            view_type = _VIEW_CODES.get(view_type.upper(), view_type)
+            view_type = ViewType.CODES.get(view_type.upper(), view_type)
         if isinstance(view_type, bool) or view_type not in _VIEW_NAMES:
             raise InvalidParameterValue(
                 "view_type must be ACTIVE_ONLY, DELETED_ONLY or ALL (or 1, 2, 3),"

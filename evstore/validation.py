@@ -200,16 +200,20 @@ _NO_CONTEXT = (None, None, None)
 
 def param_value(value: Any) -> str:
     """MLflow stores every param value as its string form; evstore keeps all of it."""
-    text = value if type(value) is str else str(value)  # numpy.str_ too: a plain str
-    return text if text.isascii() else check_text("param value", text)
+    return _stored_text("param value", value)
 
 
 def tag_value(key: str, value: Any) -> str:
     """MLflow stores tag values as strings."""
     if value is None:
         raise InvalidParameterValue(f"Tag '{key}' has no value")
-    text = value if type(value) is str else str(value)  # numpy.str_ too: a plain str
-    return text if text.isascii() else check_text(f"value of tag '{key}'", text)
+    return _stored_text(f"value of tag '{key}'", value)
+
+
+def _stored_text(what: str, value: Any) -> str:
+    """The string MLflow stores for a value (numpy.str_ too: a plain str), storable."""
+    text = value if type(value) is str else str(value)
+    return text if text.isascii() else check_text(what, text)
 
 
 def validate_batch_limits(metrics: int, params: int, tags: int) -> None:

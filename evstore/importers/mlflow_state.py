@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from evstore import codec
-from evstore.errors import StoreError
+from evstore.errors import StoreError, UndecodableEvent
 from evstore.events import (
     ArtifactRecorded,
     Event,
@@ -79,10 +79,10 @@ def stream_events(
                 decoded = (
                     codec.decode(type_name, version, payload) if imported or foreign_too else ()
                 )
-            except Exception as e:  # as the store's own read path: name it, no traceback
+            except UndecodableEvent as e:  # as the store's own read path: name it
                 raise StoreError(
                     f"event {stream_version} of stream {stream_id} ({type_name} v{version})"
-                    f" cannot be decoded: {type(e).__name__}: {e}; run `evstore verify`"
+                    f" cannot be decoded: {e.cause}; run `evstore verify`"
                 ) from e
             yield stream_version, imported, decoded
         after = rows[-1][0]

@@ -26,6 +26,7 @@ from evstore.errors import (
     InvalidParameterValue,
     StoreError,
     StoreFormatError,
+    UndecodableEvent,
 )
 from evstore.events import Event
 from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, default_metadata
@@ -467,10 +468,10 @@ def _decode_rows(rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
     for position, stream_id, stream_version, event_id, type_name, version, at, payload, meta in rows:
         try:
             events = decode(type_name, version, payload)
-        except Exception as e:  # a payload, or an upcaster, that does not give the current type
+        except UndecodableEvent as e:
             raise StoreError(
                 f"the event at position {position} ({type_name} v{version}) cannot be decoded:"
-                f" {type(e).__name__}: {e}; run `evstore verify`"
+                f" {e.cause}; run `evstore verify`"
             ) from e
         for event in events:
             yield RecordedEvent(
