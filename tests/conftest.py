@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole suite: a temp store path, and the log over every backend."""
+"""Fixtures shared by the whole suite: a temp store path, the log over every backend, and a
+Client over a fresh store (with a run), closed afterwards."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from evstore import Client, fluent
+from evstore import client as client_module
 from evstore.stores import EventStore, open_log
 
 #: Every backend the log contract runs against. A new backend adds its name here and a
@@ -34,3 +37,26 @@ def _open_backend(backend: str, db_path: Path) -> EventStore:
     if backend == "sqlite":
         return open_log(db_path)
     raise ValueError(f"no such backend in the test suite: {backend}")
+
+
+def close_cached_stores(directory: Path) -> None:
+    """Close and forget the stores evstore.Client cached for files under ``directory``."""
+    for path in [p for p in client_module._stores if p.startswith(str(directory))]:
+        runner = client_module._stores.pop(path)
+        runner.detach()
+        runner.store.close()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Client]:
+    """A Client over a fresh store file; the cached store is closed afterwards."""
+    fluent._state.__dict__.clear()
+    yield Client(str(tmp_path / "evstore.db"))
+    fluent._state.__dict__.clear()
+    close_cached_stores(tmp_path)
+
+
+@pytest.fixture
+def run_id(client: Client) -> str:
+    """A RUNNING run in a fresh experiment."""
+    return client.create_run(client.create_experiment("exp")).info.run_id

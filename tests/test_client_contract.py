@@ -10,7 +10,6 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,35 +27,14 @@ from evstore import (
     ResourceDoesNotExist,
     RunTag,
     ViewType,
-    fluent,
 )
-from evstore import client as client_module
 from evstore.events import MetricsLogged
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Client]:
-    """A Client over a fresh store file; the cached store is closed afterwards."""
-    fluent._state.__dict__.clear()
-    yield Client(str(tmp_path / "evstore.db"))
-    _close_stores(tmp_path)
-
-
-def _close_stores(tmp_path: Path) -> None:
-    """Close and forget the stores the Client cached for files under ``tmp_path``."""
-    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(path)
-        runner.detach()
-        runner.store.close()
-
-
-@pytest.fixture
-def run_id(client: Client) -> str:
-    """A RUNNING run in a fresh experiment."""
-    experiment_id = client.create_experiment("exp")
-    return client.create_run(experiment_id).info.run_id
+# ``client`` and ``run_id`` come from conftest.py; tests/test_server.py runs this whole
+# module again with ``client`` a RemoteClient of a real server.
 
 
 def head(client: Client) -> int:

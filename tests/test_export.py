@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import close_cached_stores
 
 from evstore import Client, InvalidParameterValue, Metric, Param, RunTag
 from evstore import client as client_module
@@ -39,10 +40,7 @@ def store(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         client.set_terminated(run_id)
         ids[optimizer] = run_id
     yield tmp_path / "evstore.db", ids
-    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(path)
-        runner.detach()
-        runner.store.close()
+    close_cached_stores(tmp_path)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import close_cached_stores
 
 import evstore as mlflow
 from evstore import Client, InvalidParameterValue, ResourceDoesNotExist, fluent
@@ -36,10 +37,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     mlflow.set_tracking_uri(str(path))
     yield path
     _reset()
-    for cached in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(cached)
-        runner.detach()
-        runner.store.close()
+    close_cached_stores(tmp_path)
 
 
 def client(path: Path) -> Client:

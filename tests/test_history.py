@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from evstore import (
     Run,
     fluent,
 )
-from evstore import client as client_module
 
 
 @pytest.fixture
@@ -35,10 +35,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
     monkeypatch.setenv("EVSTORE_USER", "alice")
     fluent._state.__dict__.clear()
     yield Client(str(tmp_path / "evstore.db"))
-    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(path)
-        runner.detach()
-        runner.store.close()
+    close_cached_stores(tmp_path)
 
 
 def comparable(run: Run) -> Any:

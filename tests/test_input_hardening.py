@@ -11,7 +11,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,29 +29,13 @@ from evstore import (
     RunTag,
     fluent,
 )
-from evstore import client as client_module
 from evstore.errors import EvstoreError
 
 REPO = str(Path(__file__).resolve().parent.parent)
 SURROGATE = "a\ud800b"
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Client]:
-    """A Client over a fresh store file; the cached store is closed afterwards."""
-    fluent._state.__dict__.clear()
-    yield Client(str(tmp_path / "evstore.db"))
-    fluent._state.__dict__.clear()
-    for path in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(path)
-        runner.detach()
-        runner.store.close()
-
-
-@pytest.fixture
-def run_id(client: Client) -> str:
-    """A RUNNING run in a fresh experiment."""
-    return client.create_run(client.create_experiment("exp")).info.run_id
+# ``client`` and ``run_id`` come from conftest.py.
 
 
 def assert_refused(

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 import test_client_contract as contract
+from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -682,17 +683,7 @@ def test_remote_client_matches_the_local_client(
         assert [r.info.run_id for r in found] == [run_id]
         assert verify(local.store).ok
     finally:
-        close_local_stores(server.store.parent)
-
-
-def close_local_stores(directory: Path) -> None:
-    """Close and forget the stores evstore.Client cached for files under ``directory``."""
-    from evstore import client as client_module
-
-    for path in [p for p in client_module._stores if p.startswith(str(directory))]:
-        runner = client_module._stores.pop(path)
-        runner.detach()
-        runner.store.close()
+        close_cached_stores(server.store.parent)
 
 
 def test_fluent_api_over_http(server: ServerProcess, tmp_path: Path) -> None:
@@ -747,7 +738,6 @@ def client(tmp_path: Path) -> Iterator[Any]:
         running.stop()
 
 
-run_id = contract.run_id
 
 for _name in dir(contract):
     if _name.startswith("test_") and _name not in LOCAL_ONLY:

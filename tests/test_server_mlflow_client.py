@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server import ServerProcess, close_local_stores
+from conftest import close_cached_stores
+from test_server import ServerProcess
 
 import evstore
 from evstore.integrity import verify
@@ -143,7 +144,7 @@ def local_client(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iter
         return opened[0]
 
     yield open_store
-    close_local_stores(server.store.parent)
+    close_cached_stores(server.store.parent)
 
 
 def test_seed_script_unchanged(server: ServerProcess, local_client: Any, tmp_path: Path) -> None:
