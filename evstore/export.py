@@ -90,33 +90,43 @@ def _metric_batches(conn: Any, run_ids: list[str], batch_size: int) -> Iterator[
 
 def write_table_batches(batches: Iterable[Any], out: str, fmt: str, schema: Any) -> int:
     """Write record batches to parquet, csv or arrow, streaming; returns rows written."""
-    import pyarrow as pa
+    import contextlib
 
+    check_format(fmt)
     rows = 0
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    with contextlib.ExitStack() as stack:
+        writer = _open_writer(stack, fmt, out, schema)
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
 
-        with pq.ParquetWriter(out, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    elif fmt == "csv":
-        import pyarrow.csv as pcsv
 
-        with pcsv.CSVWriter(out, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    elif fmt == "arrow":
-        with pa.OSFile(out, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    else:
+FORMATS = ("parquet", "csv", "arrow")
+
+
+def check_format(fmt: str) -> None:
+    """Refuse an export format pyarrow is not asked to write here."""
+    if fmt not in FORMATS:
         from evstore.errors import InvalidParameterValue
 
         raise InvalidParameterValue(f"unknown export format {fmt!r}: use parquet, csv or arrow")
-    return rows
+
+
+def _open_writer(stack: Any, fmt: str, out: str, schema: Any) -> Any:
+    """A record-batch writer of ``fmt`` to ``out``, closed with ``stack``."""
+    import pyarrow as pa
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return stack.enter_context(pq.ParquetWriter(out, schema))
+    if fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        return stack.enter_context(pcsv.CSVWriter(out, schema))
+    sink = stack.enter_context(pa.OSFile(out, "wb"))
+    return stack.enter_context(pa.ipc.new_file(sink, schema))
 
 
 def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
@@ -131,8 +141,7 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
 
     if what not in ("runs", "metrics"):
         raise InvalidParameterValue(f"export runs or metrics, not {what!r}")
-    if fmt not in FORMATS:
-        raise InvalidParameterValue(f"unknown export format {fmt!r}: use parquet, csv or arrow")
+    check_format(fmt)  # before anything is read or written
     target = _checked_target(client, out)
     ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
     if what == "runs":
@@ -151,7 +160,6 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
             _metric_batches(conn, run_ids, batch_size), path, fmt, _metric_schema()))  # fmt: skip
 
 
-FORMATS = ("parquet", "csv", "arrow")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
