@@ -3,8 +3,11 @@ Client over a fresh store (with a run), closed afterwards."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +63,31 @@ def client(tmp_path: Path) -> Iterator[Client]:
 def run_id(client: Client) -> str:
     """A RUNNING run in a fresh experiment."""
     return client.create_run(client.create_experiment("exp")).info.run_id
+
+
+# --- references the tests compare against ------------------------------------------------
+
+
+def nan_safe(value: Any) -> Any:
+    """The value with NaN replaced by a marker, so == compares NaN as equal to NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return "<NaN>"
+    if isinstance(value, dict):
+        return {k: nan_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [nan_safe(v) for v in value]
+    return value
+
+
+def like_reference(value: str, pattern: str, flags: int = 0) -> bool:
+    """SQL LIKE by a backtracking regex, escapes turned into literals by hand."""
+    parts, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            parts.append(re.escape(pattern[i + 1] if i + 1 < len(pattern) else "\\"))
+            i += 2
+            continue
+        parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.fullmatch("".join(parts), value, flags | re.DOTALL) is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from conftest import nan_safe
 
 from evstore import codec
 from evstore.events import EVENT_TYPES
@@ -108,17 +109,6 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "TagDeleted/v1.json": [("TagDeleted", {"key": "temp"})],
     "TagSet/v1.json": [("TagSet", {"key": "temp", "value": "to-delete"})],
 }  # fmt: skip
-
-
-def nan_safe(value: Any) -> Any:
-    """The value with NaN replaced by a marker, so == compares NaN as equal to NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return "<NaN>"
-    if isinstance(value, dict):
-        return {k: nan_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [nan_safe(v) for v in value]
-    return value
 
 
 def golden_payload_files() -> list[str]:

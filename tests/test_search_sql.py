@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import like_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -489,23 +490,12 @@ def test_long_or_chains_and_long_patterns_compile_to_working_sql(store: sqlite3.
 # --- the compiled SQL agrees with a reference evaluator on generated filters ----------
 
 
-def _like(value: str, pattern: str, flags: int) -> bool:
-    parts, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            parts.append(re.escape(pattern[i + 1] if i + 1 < len(pattern) else "\\"))
-            i += 2
-            continue
-        parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-        i += 1
-    return re.fullmatch("".join(parts), value, flags | re.DOTALL) is not None
 
 
 _COMPARE = {
     "=": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b,
     ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    "LIKE": lambda a, b: _like(a, b, 0), "ILIKE": lambda a, b: _like(a, b, re.IGNORECASE),
+    "LIKE": lambda a, b: like_reference(a, b), "ILIKE": lambda a, b: like_reference(a, b, re.IGNORECASE),
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from conftest import nan_safe
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,17 +33,6 @@ from evstore.stores import open_log
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TEXT = st.text(max_size=20)  # any unicode, surrogates excluded (msgpack str is UTF-8)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
-
-
-def nan_safe(value: Any) -> Any:
-    """The value with NaN replaced by a marker, so == compares NaN as equal to NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return "<NaN>"
-    if isinstance(value, dict):
-        return {k: nan_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [nan_safe(v) for v in value]
-    return value
 
 
 def same_events(got: tuple[Any, ...], want: tuple[Any, ...]) -> bool:
