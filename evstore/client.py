@@ -681,7 +681,7 @@ class Client:
         page_token: str | None = None,
     ) -> PagedList:
         """Runs matching MLflow's filter grammar (plus OR and parentheses), ordered, paged."""
-        from evstore.search import search_run_ids
+        from evstore.search import search_runs_rows
 
         if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
             experiment_ids = [str(experiment_ids)]
@@ -691,16 +691,17 @@ class Client:
             )
         optional_text("filter_string", filter_string)
         with self.reading() as conn:
-            run_ids, token = search_run_ids(
+            rows, token = search_runs_rows(
                 conn,
                 filter_string or "",
+                columns=reads.RUN_ROW,
                 experiment_ids=[str(e) for e in experiment_ids],
                 run_view_type=run_view_type,
                 order_by=order_by,
                 max_results=max_results,
                 page_token=page_token,
             )
-            return PagedList(reads.load_runs(conn, run_ids), token)
+            return PagedList(reads.runs_from_rows(conn, rows), token)
 
 
 def _join(prefix: str | None, name: str) -> str:

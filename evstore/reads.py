@@ -15,9 +15,14 @@ from evstore.entities import Experiment, FileInfo, Metric, Run, RunData, RunInfo
 
 NAN = float("nan")
 
-_RUN_COLUMNS = (
-    "run_id, experiment_id, run_name, user_id, status, start_time, end_time,"
-    " lifecycle_stage, artifact_uri"
+#: One run as a row of ``runs r``: the columns of its ``RunInfo`` in field order, then
+#: its params and its tags, each as one JSON object (strings only: exact in JSON) that
+#: msgspec decodes, which costs far less than a row per key.
+RUN_ROW = (
+    "r.run_id, r.experiment_id, r.run_name, r.user_id, r.status, r.start_time, r.end_time,"
+    " r.lifecycle_stage, r.artifact_uri,"
+    " (SELECT json_group_object(key, value) FROM params p WHERE p.run_id = r.run_id),"
+    " (SELECT json_group_object(key, value) FROM tags t WHERE t.run_id = r.run_id)"
 )
 _EXPERIMENT_COLUMNS = (
     "experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time"
@@ -42,32 +47,29 @@ def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
     """Runs with their params, latest metrics and tags, in the order of ``run_ids``."""
     if not run_ids:
         return []
-    infos = {
-        row[0]: RunInfo(*row)
-        for row in _in(conn, f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id IN ({{marks}})", run_ids)
+    found = {
+        row[0]: row
+        for row in _in(conn, f"SELECT {RUN_ROW} FROM runs r WHERE r.run_id IN ({{marks}})", run_ids)
     }
-    params: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
-    metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in infos}
-    tags: dict[str, dict[str, str]] = {run_id: {} for run_id in infos}
-    # Params and tags (strings) come back as one JSON object per run, decoded by msgspec:
-    # far fewer rows to build than one per key. Metric values stay row by row, since
-    # SQLite writes infinities into JSON as a bare Inf that no parser reads.
-    for table, into in (("params", params), ("tags", tags)):
-        for run_id, packed in _in(
-            conn,
-            f"SELECT run_id, json_group_object(key, value) FROM {table}"
-            " WHERE run_id IN ({marks}) GROUP BY run_id",
-            run_ids,
-        ):
-            into[run_id] = _decode_object(packed)
-    for run_id, key, value in _in(
-        conn, "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})", run_ids
-    ):
+    return runs_from_rows(conn, [found[run_id] for run_id in run_ids if run_id in found])
+
+
+def runs_from_rows(conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[Run]:
+    """Runs from rows of ``RUN_ROW``, in their order, with their latest metrics.
+
+    Metric values come row by row: SQLite writes floats into JSON with 15 digits, which
+    do not always read back as the same float, and infinities as a bare Inf.
+    """
+    if not rows:
+        return []
+    metrics: dict[str, dict[str, float]] = {row[0]: {} for row in rows}
+    sql = "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})"
+    for run_id, key, value in _in(conn, sql, list(metrics)):
         metrics[run_id][key] = NAN if value is None else value
+    decode = _decode_object
     return [
-        Run(infos[run_id], RunData(params[run_id], metrics[run_id], tags[run_id]))
-        for run_id in run_ids
-        if run_id in infos
+        Run(RunInfo(*row[:9]), RunData(decode(row[9]), metrics[row[0]], decode(row[10])))
+        for row in rows
     ]
 
 

@@ -541,18 +541,26 @@ _SHORT_LIST = 50
 
 
 class CompiledSearch(NamedTuple):
-    """Parameterized SQL selecting the page's run ids (one more row than the page)."""
+    """Parameterized SQL selecting the page's runs (one more row than the page).
+
+    ``sql`` walks the runs of the chosen experiments. When the filter ANDs clauses that
+    only runs having a key can pass, ``plans`` also holds, per such clause, the same
+    search driven from that clause's index instead, and ``probes`` the counts that pick
+    one (``choose_plan``). Every plan selects the same rows in the same order.
+    """
 
     sql: str
     params: tuple[Any, ...]
     offset: int
     max_results: int | None
+    plans: tuple[str, ...] = ()
+    probes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
-    def page(self, run_ids: Sequence[str]) -> tuple[list[str], str | None]:
-        """Trim the fetched ids to the page; return them and the next page token."""
-        if self.max_results is None or len(run_ids) <= self.max_results:
-            return list(run_ids), None
-        return list(run_ids[: self.max_results]), create_page_token(
+    def page(self, rows: Sequence[Any]) -> tuple[list[Any], str | None]:
+        """Trim the fetched rows to the page; return them and the next page token."""
+        if self.max_results is None or len(rows) <= self.max_results:
+            return list(rows), None
+        return list(rows[: self.max_results]), create_page_token(
             self.offset + self.max_results
         )
 
@@ -584,43 +592,62 @@ def _in_list(values: Sequence[str], params: list[Any]) -> str:
     return "(SELECT value FROM json_each(?))"
 
 
-def _compile_clause(clause: Clause, params: list[Any]) -> str:
+def _has_key_test(clause: Clause, params: list[Any]) -> str:
+    """The subquery of the runs that have the clause's key and pass its test (any value
+    for IS NULL and IS NOT NULL, which test for the key)."""
+    params.append(clause.key)
+    table = _ENTITY_TABLES[clause.entity]
+    sql = f"SELECT e.run_id FROM {table} e WHERE e.key = ?"
+    if clause.op in _NULL_OPS:
+        return sql
+    if clause.entity == METRIC:
+        params.append(clause.value)
+        if clause.op == "!=":  # NaN is stored as NULL and differs from every number
+            return f"{sql} AND (e.value IS NULL OR e.value != ?)"
+        return f"{sql} AND e.value {clause.op} ?"
+    return f"{sql} AND {_string_test('e.value', clause.op, clause.value, params)}"
+
+
+def _compile_clause(clause: Clause, params: list[Any], driver: Clause | None) -> str:
     if clause.entity == ATTRIBUTE:
         column = f"r.{clause.key}"  # the key is one of the fixed attribute names
         if clause.key in NUMERIC_ATTRIBUTES:
             params.append(clause.value)
             return f"{column} {clause.op} ?"
         return _string_test(column, clause.op, clause.value, params)
-    # A non-correlated subquery: SQLite evaluates it once through the (key, value) index,
-    # rather than probing once per run as a correlated EXISTS would.
-    table = _ENTITY_TABLES[clause.entity]
-    params.append(clause.key)
-    having = f"r.run_id IN (SELECT e.run_id FROM {table} e WHERE e.key = ?"
+    # A non-correlated subquery: SQLite builds its list once through the (key, value)
+    # index, rather than probing once per run as a correlated EXISTS would. A unary +
+    # keeps SQLite from looking runs up through it unless this clause drives the plan.
     if clause.op == "IS NULL":
-        return f"NOT {having})"
-    if clause.op == "IS NOT NULL":
-        return f"{having})"
-    if clause.entity == METRIC:
-        params.append(clause.value)
-        if clause.op == "!=":  # NaN is stored as NULL and differs from every number
-            return f"{having} AND (e.value IS NULL OR e.value != ?))"
-        return f"{having} AND e.value {clause.op} ?)"
-    return f"{having} AND {_string_test('e.value', clause.op, clause.value, params)})"
+        return f"+r.run_id NOT IN ({_has_key_test(clause, params)})"
+    lookup = "" if clause is driver else "+"
+    return f"{lookup}r.run_id IN ({_has_key_test(clause, params)})"
 
 
-def _compile_expr(expr: Expr, params: list[Any]) -> str:
+def _compile_expr(expr: Expr, params: list[Any], driver: Clause | None) -> str:
     if isinstance(expr, Clause):
-        return _compile_clause(expr, params)
-    return _join(expr.op, expr.items, params)
+        return _compile_clause(expr, params, driver)
+    return _join(expr.op, expr.items, params, driver)
 
 
-def _join(op: str, items: Sequence[Expr], params: list[Any]) -> str:
+def _join(op: str, items: Sequence[Expr], params: list[Any], driver: Clause | None) -> str:
     # Split in halves so a long flat OR chain stays shallow in SQLite's expression tree.
     if len(items) == 1:
-        return _compile_expr(items[0], params)
+        return _compile_expr(items[0], params, driver)
     middle = len(items) // 2
-    left = _join(op, items[:middle], params)
-    return f"({left} {op} {_join(op, items[middle:], params)})"
+    left = _join(op, items[:middle], params, driver)
+    return f"({left} {op} {_join(op, items[middle:], params, driver)})"
+
+
+def _driver_candidates(expr: Expr | None) -> list[Clause]:
+    """Clauses ANDed at the top that only runs having their key pass: each can drive."""
+    if expr is None:
+        return []
+    if isinstance(expr, Clause):
+        return [expr] if expr.entity != ATTRIBUTE and expr.op != "IS NULL" else []
+    if expr.op != "AND":
+        return []
+    return [clause for item in expr.items for clause in _driver_candidates(item)]
 
 
 def _compile_order(keys: list[OrderKey], joins: list[str], params: list[Any]) -> list[str]:
@@ -703,8 +730,10 @@ def compile_search(
     order_by: Sequence[str] | str | None = None,
     max_results: int | None = 1000,
     page_token: str | bytes | None = None,
+    columns: str = "r.run_id",
 ) -> CompiledSearch:
-    """Compile a search to SQL selecting run ids in order; values only ever bind."""
+    """Compile a search to SQL selecting ``columns`` of the runs (alias ``r``) in order;
+    values only ever bind."""
     expr = parse_filter(filter_string)
     keys = parse_order_by(order_by)
     stages = view_type_stages(run_view_type)
@@ -718,27 +747,81 @@ def compile_search(
         )
     experiments = [str(e) for e in ids]
 
-    params: list[Any] = []
-    joins: list[str] = []
-    order = _compile_order(keys, joins, params)
-    where = [
-        f"r.experiment_id IN {_in_list(experiments, params)}",
-        f"r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
-    ]
-    params += stages
-    if expr is not None:
-        where.append(_compile_expr(expr, params))
-    params += [-1 if max_results is None else max_results + 1, offset]
-    sql = (
-        "SELECT r.run_id FROM runs r "
-        + "".join(j + " " for j in joins)
-        + "WHERE "
-        + " AND ".join(where)
-        + " ORDER BY "
-        + ", ".join(order)
-        + " LIMIT ? OFFSET ?"
+    def plan(driver: Clause | None) -> tuple[str, list[Any]]:
+        params: list[Any] = []
+        joins: list[str] = []
+        order = _compile_order(keys, joins, params)
+        walk = "+" if driver is not None else ""  # a driver: no lookup by experiment
+        where = [
+            f"{walk}r.experiment_id IN {_in_list(experiments, params)}",
+            f"{walk}r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
+        ]
+        params += stages
+        if expr is not None:
+            where.append(_compile_expr(expr, params, driver))
+        params += [-1 if max_results is None else max_results + 1, offset]
+        sql = (
+            f"SELECT {columns} FROM runs r "
+            + "".join(j + " " for j in joins)
+            + "WHERE "
+            + " AND ".join(where)
+            + " ORDER BY "
+            + ", ".join(order)
+            + " LIMIT ? OFFSET ?"
+        )
+        return sql, params
+
+    sql, params = plan(None)
+    drivers = _driver_candidates(expr)
+    if not drivers:
+        return CompiledSearch(sql, tuple(params), offset, max_results)
+    walk: list[Any] = []
+    experiment_runs = (
+        f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.experiment_id IN"
+        f" {_in_list(experiments, walk)} AND r.lifecycle_stage IN"
+        f" ({', '.join('?' * len(stages))}) LIMIT ?)"
     )
-    return CompiledSearch(sql, tuple(params), offset, max_results)
+    probes = [(experiment_runs, (*walk, *stages))]
+    for driver in drivers:
+        found: list[Any] = []
+        having = f"SELECT count(*) FROM ({_has_key_test(driver, found)} LIMIT ?)"
+        probes.append((having, tuple(found)))
+    plans = (sql, *(plan(driver)[0] for driver in drivers))
+    return CompiledSearch(sql, tuple(params), offset, max_results, plans, tuple(probes))
+
+
+#: Counting past this many runs would cost more than any plan it picks could save.
+_PROBE_LIMIT = 20_000
+
+
+def choose_plan(connection: sqlite3.Connection, compiled: CompiledSearch) -> str:
+    """The SQL of the cheaper plan: look runs up from the rows of the most selective
+    driving clause, or walk the experiments' runs, whichever visits fewer runs. Each
+    count stops at the fewest found so far, so probing costs less than either plan."""
+    if not compiled.plans:
+        return compiled.sql
+    walk, *drivers = compiled.probes
+    best, fewest = 0, _PROBE_LIMIT
+    for index, (sql, params) in enumerate(drivers, start=1):
+        counted = connection.execute(sql, (*params, fewest)).fetchone()[0]
+        if counted < fewest:
+            best, fewest = index, counted
+    if best and connection.execute(walk[0], (*walk[1], fewest)).fetchone()[0] < fewest:
+        best = 0
+    return compiled.plans[best]
+
+
+def search_runs_rows(
+    connection: sqlite3.Connection,
+    filter_string: str | None,
+    **options: Any,
+) -> tuple[list[tuple[Any, ...]], str | None]:
+    """Run ``compile_search`` on a connection: the page's rows and the next page token."""
+    compiled = compile_search(filter_string, **options)
+    if "evstore_" in compiled.sql:
+        _ensure_search_functions(connection)
+    rows = connection.execute(choose_plan(connection, compiled), compiled.params).fetchall()
+    return compiled.page(rows)
 
 
 def search_run_ids(
@@ -746,9 +829,6 @@ def search_run_ids(
     filter_string: str | None,
     **options: Any,
 ) -> tuple[list[str], str | None]:
-    """Run ``compile_search`` on a connection: the page's run ids and the next token."""
-    compiled = compile_search(filter_string, **options)
-    if "evstore_" in compiled.sql:
-        _ensure_search_functions(connection)
-    rows = connection.execute(compiled.sql, compiled.params).fetchall()
-    return compiled.page([row[0] for row in rows])
+    """The page's run ids and the next page token."""
+    rows, token = search_runs_rows(connection, filter_string, columns="r.run_id", **options)
+    return [row[0] for row in rows], token

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from evstore.errors import FilterParseError, InvalidParameterValue
 from evstore.search import (
     MAX_RESULTS_LIMIT,
+    choose_plan,
     compile_search,
     create_page_token,
     parse_page_token,
@@ -580,6 +581,49 @@ def test_sql_agrees_with_reference_evaluator(store: sqlite3.Connection, data: st
     expected = {r.name for r in RUNS if r.experiment_id == "1" and r.lifecycle_stage == "active"
                 and _evaluate(r, tree)}  # fmt: skip
     assert set(names(store, text)) == expected, text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_every_plan_finds_the_same_runs_in_the_same_order(
+    store: sqlite3.Connection, data: st.DataObject
+) -> None:
+    text, tree = data.draw(st.composite(lambda draw: _tree(draw, 2))())
+    orders = [None, ["metrics.acc DESC"], ["params.model"], ["run_name"]]
+    order_by = data.draw(st.sampled_from(orders))
+    compiled = compile_search(text, experiment_ids=["1"], order_by=order_by, max_results=None)
+    register_search_functions(store)
+    walked = store.execute(compiled.sql, compiled.params).fetchall()
+    expected = {r.name for r in RUNS if r.experiment_id == "1" and r.lifecycle_stage == "active"
+                and _evaluate(r, tree)}  # fmt: skip
+    assert {BY_ID[row[0]].name for row in walked} == expected, text
+    for sql in compiled.plans[1:]:
+        assert store.execute(sql, compiled.params).fetchall() == walked, (text, sql)
+
+
+def test_the_plan_follows_the_fewest_runs_to_visit(tmp_path: Path) -> None:
+    # Experiment 1 has 40 runs, experiment 2 has 3; every run has p = 'x', one has rare.
+    runs = [Run(f"a{i}", params={"p": "x"}) for i in range(40)]
+    runs += [Run(f"b{i}", experiment_id="2", params={"p": "x"}) for i in range(3)]
+    runs[7].params["rare"] = "y"
+    conn = build_store(tmp_path / "plans.db", runs)
+
+    def chosen(filter_string: str, experiment: str) -> int:
+        compiled = compile_search(filter_string, experiment_ids=[experiment])
+        found = conn.execute(choose_plan(conn, compiled), compiled.params).fetchall()
+        assert found == conn.execute(compiled.sql, compiled.params).fetchall()
+        return (compiled.plans or (compiled.sql,)).index(choose_plan(conn, compiled))
+
+    # One run has rare: look it up from rare's rows rather than walk 40 runs.
+    assert chosen("params.p = 'x' AND params.rare = 'y'", "1") == 2
+    # 43 runs have p, experiment 2 holds 3: walk the experiment.
+    assert chosen("params.p = 'x'", "2") == 0
+    # p drives experiment 1 no better than its own 40 runs do: walk.
+    assert chosen("params.p = 'x'", "1") == 0
+    # Nothing under OR or IS NULL can drive.
+    assert chosen("params.rare = 'y' OR params.p = 'x'", "1") == 0
+    assert chosen("params.rare IS NULL", "1") == 0
+    conn.close()
 
 
 def test_long_in_lists_bind_once(store: sqlite3.Connection) -> None:
