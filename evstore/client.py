@@ -400,8 +400,12 @@ class Client:
             )
         given = optional_int64("end_time", end_time)
         end = codec.now_ms() if given is None else given
-        self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key,
-                        ("set_terminated", status, given))  # fmt: skip
+        with self._store.transaction():
+            self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)],
+                            idempotency_key, ("set_terminated", status, given))  # fmt: skip
+            # A run's end leaves every table whole: the trailing metric models catch up
+            # in the same transaction, so a reader of the file at rest sees everything.
+            self._runner.catch_up()
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,

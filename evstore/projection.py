@@ -21,6 +21,11 @@ checkpoint, the last position applied):
   moves the checkpoints, inside the append's transaction. A read model whose recorded
   version differs from the code's is *stale*: appends go on, it is not updated and its
   checkpoint stays behind; ``check_fresh`` raises ``StaleProjectionError`` for it.
+- **trailing**: a model with a ``max_lag`` lets small appends pass, rows and checkpoint
+  alike, until it is that many events behind; the append that reaches it applies the
+  whole trail from the log, in its transaction. ``check_fresh`` catches up first, so a
+  read never sees the trail. The appends it lets pass are checked (``ReadModel.trail``)
+  and refused if the model could not apply them, as an applying model would refuse them.
 - **new**: a read model never built in this store is built when the store is opened if
   the log holds at most ``BUILD_ON_OPEN_LIMIT`` events (always true of a new store);
   on a bigger log it waits for ``evstore rebuild`` (or ``auto_rebuild=True``).
@@ -96,6 +101,18 @@ class ReadModel:
     #: handler call: the statement's ``prepare`` turns them into rows. Such a statement
     #: must be the only one on its table (so nothing else needs ordering against it).
     collect: dict[type[Event], str] = field(default_factory=dict)
+    #: How many events this model may trail the log's head by between reads (0: none).
+    #: A small append leaves it behind, checkpoint and all, until the trail reaches
+    #: this; then one append applies the whole trail from the log in its transaction.
+    #: Every read catches up first (``check_fresh``), so readers never see the trail.
+    #: For tables a per-call write would otherwise touch on every call (metric points).
+    max_lag: int = 0
+    #: Per event type the model reads, the rows an event would write; it raises
+    #: ValueError for an event the model could not apply. An append trails only if its
+    #: events are all known here and write at most ``TRAIL_ROWS`` rows: it is refused
+    #: then (as an applying model would refuse it, never failing a later write or read),
+    #: and a bigger one is applied at once, as reading it back later would cost more.
+    trail: dict[type[Event], Callable[[RecordedEvent], int]] = field(default_factory=dict)
 
     def ddl(self, suffix: str = "") -> list[str]:
         """The DDL that creates this model's tables, each named ``<table><suffix>``."""
@@ -449,6 +466,33 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
 
 _VERSIONS_AND_CHECKPOINTS = "SELECT name, version, checkpoint FROM projection_state"
 _MOVE_ALL_CHECKPOINTS = "UPDATE projection_state SET checkpoint = ?"
+_MOVE_CHECKPOINTS_AT = "UPDATE projection_state SET checkpoint = ? WHERE checkpoint = ?"
+
+
+#: The most rows an append may leave to a trailing model (``ReadModel.trail``).
+TRAIL_ROWS = 64
+
+
+def _trails(model: ReadModel, events: Sequence[RecordedEvent]) -> bool:
+    """Whether a trailing model may leave these events for later; raises
+    ``ProjectionError`` for one it could not apply (``ReadModel.trail``)."""
+    weigh: dict[type, Callable[[RecordedEvent], int]] = model.trail
+    rows = 0
+    for rec in events:
+        kind = rec.event.__class__
+        found = weigh.get(kind)
+        if found is None:
+            if kind in model.collect or kind in model.handlers:
+                return False  # a weight the model does not declare: apply it now
+            continue
+        try:
+            rows += found(rec)
+        except ValueError as e:
+            raise ProjectionError(
+                f"projection {model.name} cannot apply position {rec.position} ({rec.type}"
+                f" v{rec.version}, stream {rec.stream_id}): {e}"
+            ) from e
+    return rows <= TRAIL_ROWS
 
 
 class ProjectionRunner:
@@ -472,16 +516,21 @@ class ProjectionRunner:
         except sqlite3.OperationalError:  # no read model was ever built here
             return
         state = {name: (version, checkpoint) for name, version, checkpoint in rows}
-        fresh = []
+        fresh: list[ReadModel] = []
+        behind: dict[int, list[ReadModel]] = {}
         for model in self.models:
             found = state.get(model.name)
             if found is None or found[0] != model.version or found[1] >= last:
                 continue  # stale or not built: left behind for rebuild
-            if found[1] < first - 1:  # a writer without projections appended
-                _apply_range(self.store, conn, _Plan([model]), found[1], first - 1)
+            if model.max_lag and last - found[1] < model.max_lag and _trails(model, events):
+                continue  # trails: applied with a later append or before a read
+            if found[1] < first - 1:  # a trailing model, or a writer without projections
+                behind.setdefault(found[1], []).append(model)
             fresh.append(model)
         if not fresh:
             return
+        for checkpoint, models in behind.items():
+            _apply_range(self.store, conn, _Plan(models), checkpoint, first - 1)
         plan, move_checkpoints = self._plan(fresh)
         plan.feed(events)
         try:
@@ -491,10 +540,16 @@ class ProjectionRunner:
             where = f"position {first}" if first == last else f"positions {first}..{last}"
             raise ProjectionError(f"projection failed at {where} ({kinds}): {e}") from e
         if len(fresh) == len(state):
-            # Every recorded model moves (the usual case: fresh names are distinct names
-            # of recorded rows, so equal counts mean the same set), and the write lock
-            # keeps the table as read: no IN list, which costs SQLite 6x the statement.
+            # Every recorded model moves (fresh names are distinct names of recorded rows,
+            # so equal counts mean the same set), and the write lock keeps the table as
+            # read: no IN list, which costs SQLite 6x the statement.
             conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
+        elif all(state[model.name][1] == first - 1 for model in fresh) and len(fresh) == sum(
+            checkpoint == first - 1 for _, checkpoint in state.values()
+        ):
+            # The usual append while some model trails: the models that move are exactly
+            # the rows at the previous head, so the checkpoint picks them without a list.
+            conn.execute(_MOVE_CHECKPOINTS_AT, (last, first - 1))
         else:
             conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
 

@@ -12,6 +12,7 @@ from typing import Any
 from evstore.events import MetricsLogged
 from evstore.projection import FlatRows, ReadModel
 from evstore.stores.base import RecordedEvent
+from evstore.validation import INT64_MAX, INT64_MIN
 
 
 def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]] | FlatRows:
@@ -40,6 +41,24 @@ def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]] | FlatRows:
 
 _run_and_key = itemgetter(0, 1)
 
+#: How many events the two metric models may trail the head by (``ReadModel.max_lag``).
+#: A per-call ``log_metric`` then writes only the log and the checkpoints: its commit
+#: touched four B-trees of these tables, about 25 us of 110 per call. One append in 256
+#: applies the trail in a batch; a read first catches up at most 255 events.
+METRIC_LAG = 256
+
+
+def point_count(rec: RecordedEvent) -> int:
+    """The rows of one MetricsLogged (``ReadModel.trail``); a step or timestamp beyond
+    64 bits, which the log holds but SQLite does not, is refused."""
+    points = rec.event.points  # type: ignore[union-attr]
+    for p in points:
+        if not (INT64_MIN <= p.step <= INT64_MAX and INT64_MIN <= p.timestamp <= INT64_MAX):
+            raise ValueError(
+                f"metric {p.key!r}: step {p.step} and timestamp {p.timestamp} must fit in 64 bits"
+            )
+    return len(points)
+
 
 METRICS = ReadModel(
     name="metrics",
@@ -57,4 +76,6 @@ METRICS = ReadModel(
     statements={"insert": "INSERT INTO {metrics} VALUES (?, ?, ?, ?, ?, ?, ?)"},
     prepare={"insert": point_rows},
     collect={MetricsLogged: "insert"},
+    max_lag=METRIC_LAG,
+    trail={MetricsLogged: point_count},
 )

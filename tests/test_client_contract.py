@@ -10,6 +10,7 @@ import hashlib
 import math
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,28 @@ def test_create_and_get_run(client: Client) -> None:
     assert client.get_run(info.run_id) == run
     unnamed = client.create_run(experiment_id, tags=[RunTag("k", "v")])
     assert unnamed.info.run_name and unnamed.data.tags["k"] == "v"
+
+
+def test_reads_see_every_point_and_a_run_s_end_leaves_the_tables_whole(
+    client: Client, run_id: str, tmp_path: Path
+) -> None:
+    # The metric tables may trail the log between reads (a per-call log_metric writes
+    # only the log); every read catches up first, and a run's end settles them on disk.
+    for step in range(5):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), timestamp=step, step=step)
+        assert len(client.get_metric_history(run_id, "loss")) == step + 1
+        assert client.get_run(run_id).data.metrics == {"loss": 1.0 / (step + 1)}
+    client.log_metric(run_id, "loss", 9.0, timestamp=9, step=9)
+    found = client.search_runs([client.get_run(run_id).info.experiment_id], "metrics.loss > 5")
+    assert [run.info.run_id for run in found] == [run_id]
+    client.log_metric(run_id, "loss", 10.0, timestamp=10, step=10)
+    client.set_terminated(run_id)
+    with sqlite3.connect(tmp_path / "evstore.db") as raw:  # a reader of the file at rest
+        head = raw.execute("SELECT max(position) FROM events").fetchone()[0]
+        assert raw.execute("SELECT DISTINCT checkpoint FROM projection_state").fetchall() == [(head,)]
+        assert raw.execute("SELECT count(*) FROM metrics").fetchone() == (7,)
+        assert raw.execute("SELECT value FROM latest_metrics").fetchall() == [(10.0,)]
+    raw.close()
 
 
 def test_create_run_errors(client: Client) -> None:

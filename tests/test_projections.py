@@ -12,6 +12,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,6 +53,8 @@ from evstore.projection import (
 from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
+from projections.latest_metrics import LATEST_METRICS
+from projections.metrics import METRIC_LAG, METRICS
 from projections.runs import RUNS
 
 RUN_A, RUN_B = "a" * 32, "b" * 32
@@ -154,6 +157,7 @@ def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
     points = [MetricPoint("loss", 1.0, 0, 10), MetricPoint("loss", NAN, 1, 11),
               MetricPoint("loss", INF, 1, 11), MetricPoint("loss", -INF, -5, 12)]  # fmt: skip
     (position,) = store.append(RUN_A, [MetricsLogged(points=points)])
+    runner.check_fresh()  # the metric models may trail the log: a read catches up first
     assert rows(runner, "SELECT key, value, step, timestamp, position, seq FROM metrics ORDER BY seq") == [
         ("loss", 1.0, 0, 10, position, 0), ("loss", None, 1, 11, position, 1),
         ("loss", INF, 1, 11, position, 2), ("loss", -INF, -5, 12, position, 3),
@@ -178,27 +182,99 @@ def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
     ],
 )
 @pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("max_lag", [0, 2, METRIC_LAG])  # inline; trail applied by appends; by the read
 def test_latest_metric_follows_mlflows_rule(
     runner: ProjectionRunner,
     points: list[tuple[float, int, int]],
     latest: tuple[Any, ...],
     batched: bool,
+    max_lag: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", max_lag)
     store = runner.store
     store.append(RUN_A, [started()])
     events = [MetricsLogged(points=[MetricPoint("m", v, s, t)]) for v, s, t in points]
     for batch in [events] if batched else [[e] for e in events]:
         store.append(RUN_A, batch)
+    runner.check_fresh()
     assert rows(runner, "SELECT value, step, timestamp FROM latest_metrics") == [latest]
 
 
 def test_every_append_moves_every_checkpoint_in_the_same_transaction(
-    runner: ProjectionRunner,
+    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", 0)
     runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
     state, head = mechanism.store_state(runner.store)
     assert head == 2
     assert {s.name: s.checkpoint for s in state.values()} == {m.name: 2 for m in runner.models}
+
+
+def checkpoints(runner: ProjectionRunner) -> dict[str, int]:
+    return {s.name: s.checkpoint for s in mechanism.store_state(runner.store)[0].values()}
+
+
+def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
+    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", 3)
+    inline = {m.name for m in runner.models} - {"metrics", "latest_metrics"}
+    point = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])
+    runner.store.append(RUN_A, [started()])
+    runner.store.append(RUN_A, [point])
+    # Two events behind: the metric models wait, rows and checkpoint alike.
+    assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 2)
+    assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (0, 0)
+    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]
+    # The third event makes the trail 3: that append applies all of it, then moves them.
+    runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
+    assert set(checkpoints(runner).values()) == {3}
+    assert rows(runner, "SELECT value FROM metrics ORDER BY position") == [(1.0,), (2.0,)]
+    assert rows(runner, "SELECT value, step FROM latest_metrics") == [(2.0, 1)]
+    # A point the tables could not hold is refused by its own append, whether the models
+    # trail (their check) or apply the trail (SQLite); the trail stays as it was.
+    beyond = MetricsLogged(points=[MetricPoint("m", 1.0, 2**63, 3)])
+    runner.store.append(RUN_A, [point])
+    with pytest.raises(ProjectionError, match="cannot apply position 5 .* must fit in 64 bits"):
+        runner.store.append(RUN_A, [beyond])
+    runner.store.append(RUN_A, [point])
+    with pytest.raises(ProjectionError, match="position 6 .*OverflowError"):
+        runner.store.append(RUN_A, [beyond])
+    assert runner.store.head_position() == 5
+    assert checkpoints(runner)["metrics"] == 3 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
+    # A read catches up first, whatever the trail.
+    runner.check_fresh()
+    assert set(checkpoints(runner).values()) == {5}
+    assert rows(runner, "SELECT count(*) FROM metrics") == [(4,)]
+    # A batch of more rows than an append may leave behind is applied at once, with the
+    # trail before it: reading it back later would cost more than applying it now.
+    runner.store.append(RUN_A, [point])
+    many = [MetricPoint("m", float(i), 10 + i, 10) for i in range(mechanism.TRAIL_ROWS + 1)]
+    runner.store.append(RUN_A, [MetricsLogged(points=many)])
+    assert set(checkpoints(runner).values()) == {7}
+    assert rows(runner, "SELECT count(*) FROM metrics") == [(5 + len(many),)]
+
+
+def test_only_events_a_model_weighs_may_trail(db_path: Path) -> None:
+    weighed = ReadModel(
+        name="weighed", version=1, tables={"weighed": ("CREATE TABLE {weighed} (key TEXT)",)},
+        statements={"insert": "INSERT INTO {weighed} VALUES (?)"}, handlers={TagSet: shout},
+        max_lag=10, trail={TagSet: lambda rec: 1},
+    )  # fmt: skip
+    unweighed = ReadModel(**{**vars(weighed), "name": "unweighed", "trail": {},
+                             "tables": {"unweighed": ("CREATE TABLE {unweighed} (key TEXT)",)},
+                             "statements": {"insert": "INSERT INTO {unweighed} VALUES (?)"}})  # fmt: skip
+    with open_log(db_path) as log:
+        runner = mechanism.attach(log, models=[weighed, unweighed])
+        log.append(RUN_A, [TagSet(key="k", value="v")])
+        assert checkpoints(runner) == {"weighed": 0, "unweighed": 1}
+        assert rows(runner, "SELECT key FROM unweighed") == [("k",)]
+        runner.check_fresh()
+        assert rows(runner, "SELECT key FROM weighed") == [("k",)]
 
 
 def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: ProjectionRunner) -> None:
@@ -211,7 +287,9 @@ def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: Projecti
         MetricPoint("m", 1.0, 0, 1)])])  # fmt: skip
     state, head = mechanism.store_state(runner.store)
     assert head == 3 and state["params"].checkpoint == 3
-    assert {s.checkpoint for name, s in state.items() if name != "params"} == {1}
+    trailing = {"metrics", "latest_metrics"}  # they had not applied the first event either
+    assert {s.checkpoint for name, s in state.items() if name not in trailing | {"params"}} == {1}
+    assert {state[name].checkpoint for name in trailing} == {0}
     assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]  # left for catch-up
 
 
@@ -522,11 +600,14 @@ def snapshot(store: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(history=HISTORIES)
+@given(history=HISTORIES, max_lag=st.sampled_from([0, 1, 2, 5, METRIC_LAG]))
 def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
-    history: list[tuple[str, list[Any]]],
+    history: list[tuple[str, list[Any]]], max_lag: int
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    # Whether the metric models apply each append, apply trails in appends, or are
+    # caught up by the read: the tables come out the same as a rebuild's, row for row.
+    trailing = (METRICS, LATEST_METRICS)
+    with tempfile.TemporaryDirectory() as tmp, _max_lag(trailing, max_lag):
         runner = open_store(Path(tmp) / "store.db")
         store = runner.store
         try:
@@ -547,6 +628,9 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
                 else:
                     store.append(target, ops)
                     points += sum(len(op.points) for op in ops if isinstance(op, MetricsLogged))
+            state, head = mechanism.store_state(store)
+            assert all(head - state[m.name].checkpoint < max(m.max_lag, 1) for m in trailing)
+            runner.check_fresh()
             inline = snapshot(store)
             assert len(inline["metrics"]) == points
 
@@ -556,6 +640,19 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             runner.check_fresh()
         finally:
             store.close()
+
+
+@contextmanager
+def _max_lag(models: tuple[ReadModel, ...], lag: int) -> Iterator[None]:
+    """The models' max_lag set to ``lag`` for the block (hypothesis has no monkeypatch)."""
+    saved = [model.max_lag for model in models]
+    for model in models:
+        model.max_lag = lag
+    try:
+        yield
+    finally:
+        for model, old in zip(models, saved):
+            model.max_lag = old
 
 
 def test_sqlite_turns_nan_into_null_which_the_tables_rely_on() -> None:

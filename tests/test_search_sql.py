@@ -159,6 +159,7 @@ def append_runs(path: Path, runs: list[Run]) -> Iterator[sqlite3.Connection]:
         if run.lifecycle_stage == "deleted":
             events.append(RunDeleted(deleted_time=run.start_time + 1))
         store.append(run.run_id, events)  # type: ignore[arg-type]
+    runner.check_fresh()  # searches read the tables as the Client does: caught up
     try:
         yield store.connection
     finally:
