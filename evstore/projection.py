@@ -473,9 +473,10 @@ _MOVE_CHECKPOINTS_AT = "UPDATE projection_state SET checkpoint = ? WHERE checkpo
 TRAIL_ROWS = 64
 
 
-def _trails(model: ReadModel, events: Sequence[RecordedEvent]) -> bool:
-    """Whether a trailing model may leave these events for later; raises
-    ``ProjectionError`` for one it could not apply (``ReadModel.trail``)."""
+def _trail_rows(model: ReadModel, events: Sequence[RecordedEvent]) -> int | None:
+    """The rows these events would write into a model that may trail, or None if they
+    must be applied now (``ReadModel.trail``); raises ``ProjectionError`` for an event
+    the model could not apply."""
     weigh: dict[type, Callable[[RecordedEvent], int]] = model.trail
     rows = 0
     for rec in events:
@@ -483,7 +484,7 @@ def _trails(model: ReadModel, events: Sequence[RecordedEvent]) -> bool:
         found = weigh.get(kind)
         if found is None:
             if kind in model.collect or kind in model.handlers:
-                return False  # a weight the model does not declare: apply it now
+                return None  # a weight the model does not declare: apply it now
             continue
         try:
             rows += found(rec)
@@ -492,7 +493,7 @@ def _trails(model: ReadModel, events: Sequence[RecordedEvent]) -> bool:
                 f"projection {model.name} cannot apply position {rec.position} ({rec.type}"
                 f" v{rec.version}, stream {rec.stream_id}): {e}"
             ) from e
-    return rows <= TRAIL_ROWS
+    return rows if rows <= TRAIL_ROWS else None
 
 
 class ProjectionRunner:
@@ -522,8 +523,12 @@ class ProjectionRunner:
             found = state.get(model.name)
             if found is None or found[0] != model.version or found[1] >= last:
                 continue  # stale or not built: left behind for rebuild
-            if model.max_lag and last - found[1] < model.max_lag and _trails(model, events):
-                continue  # trails: applied with a later append or before a read
+            if model.max_lag and last - found[1] < model.max_lag:
+                weight = _trail_rows(model, events)
+                # Trail, or go on trailing; a model with nothing behind it and nothing
+                # to write stays in step (it moves for free with the others).
+                if weight is not None and (weight or found[1] < first - 1):
+                    continue
             if found[1] < first - 1:  # a trailing model, or a writer without projections
                 behind.setdefault(found[1], []).append(model)
             fresh.append(model)

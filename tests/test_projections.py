@@ -225,37 +225,40 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
     inline = {m.name for m in runner.models} - {"metrics", "latest_metrics"}
     point = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])
     runner.store.append(RUN_A, [started()])
+    # Nothing to write and nothing behind: the metric models keep in step.
+    assert set(checkpoints(runner).values()) == {1}
     runner.store.append(RUN_A, [point])
-    # Two events behind: the metric models wait, rows and checkpoint alike.
-    assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 2)
-    assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (0, 0)
+    runner.store.append(RUN_A, [TagSet(key="k", value="v")])
+    # Two events behind (one of them not theirs): they wait, rows and checkpoint alike.
+    assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 3)
+    assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (1, 1)
     assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]
-    # The third event makes the trail 3: that append applies all of it, then moves them.
+    # The next event makes the trail 3: that append applies all of it, then moves them.
     runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
-    assert set(checkpoints(runner).values()) == {3}
+    assert set(checkpoints(runner).values()) == {4}
     assert rows(runner, "SELECT value FROM metrics ORDER BY position") == [(1.0,), (2.0,)]
     assert rows(runner, "SELECT value, step FROM latest_metrics") == [(2.0, 1)]
     # A point the tables could not hold is refused by its own append, whether the models
     # trail (their check) or apply the trail (SQLite); the trail stays as it was.
     beyond = MetricsLogged(points=[MetricPoint("m", 1.0, 2**63, 3)])
     runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="cannot apply position 5 .* must fit in 64 bits"):
+    with pytest.raises(ProjectionError, match="cannot apply position 6 .* must fit in 64 bits"):
         runner.store.append(RUN_A, [beyond])
     runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="position 6 .*OverflowError"):
+    with pytest.raises(ProjectionError, match="position 7 .*OverflowError"):
         runner.store.append(RUN_A, [beyond])
-    assert runner.store.head_position() == 5
-    assert checkpoints(runner)["metrics"] == 3 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
+    assert runner.store.head_position() == 6
+    assert checkpoints(runner)["metrics"] == 4 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
     # A read catches up first, whatever the trail.
     runner.check_fresh()
-    assert set(checkpoints(runner).values()) == {5}
+    assert set(checkpoints(runner).values()) == {6}
     assert rows(runner, "SELECT count(*) FROM metrics") == [(4,)]
     # A batch of more rows than an append may leave behind is applied at once, with the
     # trail before it: reading it back later would cost more than applying it now.
     runner.store.append(RUN_A, [point])
     many = [MetricPoint("m", float(i), 10 + i, 10) for i in range(mechanism.TRAIL_ROWS + 1)]
     runner.store.append(RUN_A, [MetricsLogged(points=many)])
-    assert set(checkpoints(runner).values()) == {7}
+    assert set(checkpoints(runner).values()) == {8}
     assert rows(runner, "SELECT count(*) FROM metrics") == [(5 + len(many),)]
 
 
@@ -287,9 +290,7 @@ def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: Projecti
         MetricPoint("m", 1.0, 0, 1)])])  # fmt: skip
     state, head = mechanism.store_state(runner.store)
     assert head == 3 and state["params"].checkpoint == 3
-    trailing = {"metrics", "latest_metrics"}  # they had not applied the first event either
-    assert {s.checkpoint for name, s in state.items() if name not in trailing | {"params"}} == {1}
-    assert {state[name].checkpoint for name in trailing} == {0}
+    assert {s.checkpoint for name, s in state.items() if name != "params"} == {1}
     assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]  # left for catch-up
 
 
