@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -208,6 +210,16 @@ def end_run(status: str = "FINISHED") -> None:
     run = stack.pop()
     _state.last_run_id = run.info.run_id
     _client().set_terminated(run.info.run_id, status)
+
+
+def _end_run_at_exit() -> None:
+    """As in MLflow: a run still active when the interpreter exits ends FINISHED (which
+    also settles the trailing metric tables on disk); nothing may fail the exit."""
+    with contextlib.suppress(Exception):
+        end_run()
+
+
+atexit.register(_end_run_at_exit)
 
 
 def _active_id() -> str:

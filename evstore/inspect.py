@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from typing import Any
 
 import msgspec
@@ -33,9 +34,21 @@ def store_info(store: EventStore) -> dict[str, Any]:
         facts["storage_format"] = f"{format_version()} (this evstore writes {FORMAT_VERSION})"
     connection = getattr(store, "connection", None)
     if connection is not None:
+        facts["projections_behind"] = projections_behind(connection, facts["head_position"])
         facts["tables"] = table_counts(connection)
     facts["events_by_type"] = {f"{t} v{v}": n for (t, v), n in sorted(counts.items())}
     return facts
+
+
+def projections_behind(connection: Any, head: int) -> str:
+    """Read models whose checkpoint trails the head, and by how many events: their
+    tables do not hold those events yet (the next read through evstore applies them)."""
+    try:
+        rows = connection.execute("SELECT name, checkpoint FROM projection_state").fetchall()
+    except sqlite3.OperationalError:  # no read model was ever built here
+        return "no read models"
+    behind = [f"{name} by {head - n}" for name, n in sorted(rows) if n < head]
+    return ", ".join(behind) + " events (the next read applies them)" if behind else "none"
 
 
 def table_counts(connection: Any) -> dict[str, int]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +112,32 @@ def test_clean_exit_ends_finished(tracking: Path) -> None:
     assert tags["team"] == "a" and tags["mlflow.note.content"] == "notes"
     assert tags["mlflow.runName"] == "clean" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.user"] == stored.info.user_id
+
+
+def test_a_run_left_active_ends_finished_when_the_process_exits(tmp_path: Path) -> None:
+    # As in MLflow: a script that never ends its run still leaves it FINISHED, and the
+    # file at rest holds every table whole (the metric tables trail between reads).
+    path = tmp_path / "exit.db"
+    script = (
+        "import evstore as mlflow\n"
+        f"mlflow.set_tracking_uri({str(path)!r})\n"
+        "run = mlflow.start_run()\n"
+        "for step in range(3):\n"
+        "    mlflow.log_metric('m', step, step=step)\n"
+        "print(run.info.run_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVSTORE_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, check=True)  # fmt: skip
+    run_id = done.stdout.strip()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone() == (
+            "FINISHED",
+        )
+        assert raw.execute("SELECT count(*) FROM metrics").fetchone() == (3,)
+        head = raw.execute("SELECT max(position) FROM events").fetchone()[0]
+        assert raw.execute("SELECT DISTINCT checkpoint FROM projection_state").fetchall() == [(head,)]
+    raw.close()
 
 
 def test_exception_ends_failed_and_propagates(tracking: Path) -> None:

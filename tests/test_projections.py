@@ -44,6 +44,7 @@ from evstore.events import (
     TagDeleted,
     TagSet,
 )
+from evstore.inspect import store_info
 from evstore.projection import (
     ProjectionRunner,
     ReadModel,
@@ -249,8 +250,12 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
         runner.store.append(RUN_A, [beyond])
     assert runner.store.head_position() == 6
     assert checkpoints(runner)["metrics"] == 4 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
-    # A read catches up first, whatever the trail.
+    # `evstore info` says how far they trail; a read catches up first, whatever the trail.
+    assert store_info(runner.store)["projections_behind"] == (
+        "latest_metrics by 2, metrics by 2 events (the next read applies them)"
+    )
     runner.check_fresh()
+    assert store_info(runner.store)["projections_behind"] == "none"
     assert set(checkpoints(runner).values()) == {6}
     assert rows(runner, "SELECT count(*) FROM metrics") == [(4,)]
     # A batch of more rows than an append may leave behind is applied at once, with the
