@@ -751,10 +751,10 @@ def compile_search(
         params: list[Any] = []
         joins: list[str] = []
         order = _compile_order(keys, joins, params)
-        walk = "+" if driver is not None else ""  # a driver: no lookup by experiment
+        by_experiment = "" if driver is None else "+"  # a driver: no lookup by experiment
         where = [
-            f"{walk}r.experiment_id IN {_in_list(experiments, params)}",
-            f"{walk}r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
+            f"{by_experiment}r.experiment_id IN {_in_list(experiments, params)}",
+            f"{by_experiment}r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
         ]
         params += stages
         if expr is not None:
@@ -775,13 +775,13 @@ def compile_search(
     drivers = _driver_candidates(expr)
     if not drivers:
         return CompiledSearch(sql, tuple(params), offset, max_results)
-    walk: list[Any] = []
+    listed: list[Any] = []
     experiment_runs = (
         f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.experiment_id IN"
-        f" {_in_list(experiments, walk)} AND r.lifecycle_stage IN"
+        f" {_in_list(experiments, listed)} AND r.lifecycle_stage IN"
         f" ({', '.join('?' * len(stages))}) LIMIT ?)"
     )
-    probes = [(experiment_runs, (*walk, *stages))]
+    probes = [(experiment_runs, (*listed, *stages))]
     for driver in drivers:
         found: list[Any] = []
         having = f"SELECT count(*) FROM ({_has_key_test(driver, found)} LIMIT ?)"
