@@ -10,6 +10,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from conftest import close_cached_stores
+
 from evstore.events import TagSet
 from evstore.integrity import verify
 from evstore.stores import open_log
@@ -148,3 +150,57 @@ def test_four_processes_append_at_once(db_path: Path) -> None:
         report = verify(log)
         assert report.ok, report
         assert report.events == total
+
+
+# Each client: log per-call metric points into its own run of a shared store, so the
+# metric tables trail and catch up (by appends and by reads) across the processes.
+CLIENT = """
+import sys
+import evstore
+path, run_id, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+client = evstore.MlflowClient(path)
+print("ready", flush=True)
+sys.stdin.readline()
+for step in range(count):
+    client.log_metric(run_id, "loss", 1.0 / (step + 1), timestamp=step, step=step)
+    if step % 97 == 0:
+        assert len(client.get_metric_history(run_id, "loss")) == step + 1
+"""
+
+
+def test_processes_logging_per_call_see_and_keep_every_point(db_path: Path) -> None:
+    import evstore
+    from evstore.rebuild import rebuild
+
+    client = evstore.MlflowClient(str(db_path))
+    experiment_id = client.create_experiment("together")
+    runs = [client.create_run(experiment_id).info.run_id for _ in range(3)]
+    count = 400  # past the metric tables' trail of 256, so appends apply trails too
+    workers = [
+        subprocess.Popen([sys.executable, "-c", CLIENT, str(db_path), run_id, str(count)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for run_id in runs
+    ]  # fmt: skip
+    for worker in workers:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    for worker in workers:
+        worker.communicate(timeout=120)
+        assert worker.returncode == 0
+    for run_id in runs:  # this process reads: it catches up what the others left
+        history = client.get_metric_history(run_id, "loss")
+        assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(count)]
+    store = client.store
+    try:
+        kept = store.query("SELECT * FROM metrics ORDER BY position, seq")
+        latest = store.query("SELECT * FROM latest_metrics ORDER BY run_id")
+        assert len(kept) == 3 * count and len(latest) == 3
+        rebuild(store)
+        assert store.query("SELECT * FROM metrics ORDER BY position, seq") == kept
+        assert store.query("SELECT * FROM latest_metrics ORDER BY run_id") == latest
+        assert verify(store).ok
+    finally:
+        close_cached_stores(db_path.parent)
