@@ -10,7 +10,8 @@ The five workloads of issue 5:
 1. ``seed``: the seed script as a whole process on a fresh store: ``python seed.py`` in a
    fresh temp dir, with ``import mlflow`` (``MLFLOW_TRACKING_URI=sqlite:///mlflow.db``) or
    ``import evstore as mlflow`` (default ``./evstore.db``). The two alternate; median.
-2. ``log_metric``: 5,000 per-call ``client.log_metric`` in one run, then one ``get_run``.
+2. ``log_metric``: 5,000 per-call ``client.log_metric`` in one run, then one ``get_run``;
+   three rounds, the libraries alternating, each round a fresh process per library.
 3. ``log_batch``: ``client.log_batch`` of 1,000 metrics per call (10 keys x 100 steps), 10
    calls, then one ``get_run``.
 4. ``search``: ``client.search_runs`` with a two-clause filter over 2,000 runs of 5 params
@@ -21,10 +22,10 @@ The ``get_run`` closing workloads 2 and 3 is timed: evstore's metric tables may 
 log by up to 255 events between reads, and a read catches them up first, so the time
 includes every table write. Workloads 4 and 5 settle the store the same way before timing.
 
-Workloads 2-5 run the same code against both libraries, each in its own fresh process
-(``--worker``): ``MlflowClient``, ``Metric``, ``Param`` and ``RunTag`` come from ``mlflow``
-or from ``evstore`` (which mirrors them), and nothing else differs. Each figure is a median
-of repeats. MLflow's telemetry is switched off (that only makes MLflow faster).
+Workloads 2-5 run the same code against both libraries, each workload in a fresh process
+per library (``--worker``), the two one after the other: ``MlflowClient``, ``Metric``,
+``Param`` and ``RunTag`` come from ``mlflow`` or from ``evstore`` (which mirrors them), and
+nothing else differs. Each figure is a median of repeats. MLflow's telemetry is switched off (that only makes MLflow faster).
 
 Durability differs and is printed with the ratios: evstore's default is WAL with
 ``synchronous=NORMAL``; MLflow runs SQLite with its defaults, ``journal_mode=DELETE`` and
@@ -58,10 +59,12 @@ with mlflow.start_run():
 """
 IMPORTS = {"mlflow": "import mlflow", "evstore": "import evstore as mlflow"}
 
-FULL = {"seed_repeats": 3, "log_metric": 5000, "log_metric_repeats": 3, "mlflow_log_metric_repeats": 1,
+FULL = {"seed_repeats": 3, "log_metric": 5000, "log_metric_repeats": 1, "mlflow_log_metric_repeats": 1,
+        "log_metric_rounds": 3,
         "batch_calls": 10, "batch_repeats": 3, "runs": 2000, "search_repeats": 11,
         "history_points": 100_000, "history_repeats": 3}  # fmt: skip
-QUICK = {"seed_repeats": 1, "log_metric": 500, "log_metric_repeats": 3, "mlflow_log_metric_repeats": 1,
+QUICK = {"seed_repeats": 1, "log_metric": 500, "log_metric_repeats": 1, "mlflow_log_metric_repeats": 1,
+         "log_metric_rounds": 2,
          "batch_calls": 3, "batch_repeats": 2, "runs": 200, "search_repeats": 3,
          "history_points": 10_000, "history_repeats": 2}  # fmt: skip
 
@@ -291,6 +294,14 @@ def run_worker(name: str, workloads: list[str], sizes: dict[str, int], profile: 
     return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
 
 
+def merged(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One library's results of a workload over rounds: every repeat, and their median."""
+    if len(rounds) == 1:
+        return rounds[0]
+    every = [value for found in rounds for value in found["all"]]
+    return {**rounds[-1], "value": statistics.median(every), "all": every}
+
+
 # --- the table ----------------------------------------------------------------------------
 
 
@@ -336,11 +347,16 @@ def main() -> None:
     started = time.perf_counter()
     if "seed" in chosen:
         results["seed"] = bench_seed(sizes)
-    in_workers = [w for w in chosen if w != "seed"]
-    by_library = {name: run_worker(name, in_workers, sizes, profile) for name in ("mlflow", "evstore")}
+    # Workload by workload, the two libraries one after the other (log_metric in rounds,
+    # alternating): this machine's speed drifts over minutes, and a ratio of figures
+    # measured minutes apart measured the drift as much as the libraries.
+    for workload in (w for w in chosen if w != "seed"):
+        rounds: dict[str, list[dict[str, Any]]] = {"mlflow": [], "evstore": []}
+        for _ in range(sizes.get(f"{workload}_rounds", 1)):
+            for name, found in rounds.items():
+                found.append(run_worker(name, [workload], sizes, profile)[workload])
+        results[workload] = {name: merged(found) for name, found in rounds.items()}
     full = run_worker("evstore-full", ["log_metric"], sizes, []) if "log_metric" in chosen else {}
-    for workload in in_workers:
-        results[workload] = {name: by_library[name][workload] for name in by_library}
 
     header = f"{'workload':46} {'mlflow':>16} {'evstore':>16} {'ratio':>8} {'target':>8}  result"
     print(header)
