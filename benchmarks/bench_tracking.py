@@ -25,7 +25,8 @@ includes every table write. Workloads 4 and 5 settle the store the same way befo
 Workloads 2-5 run the same code against both libraries, each workload in a fresh process
 per library (``--worker``), the two one after the other: ``MlflowClient``, ``Metric``,
 ``Param`` and ``RunTag`` come from ``mlflow`` or from ``evstore`` (which mirrors them), and
-nothing else differs. Each figure is a median of repeats. MLflow's telemetry is switched off (that only makes MLflow faster).
+nothing else differs. Each figure is a median of repeats. MLflow's telemetry is switched
+off (that only makes MLflow faster).
 
 Durability differs and is printed with the ratios: evstore's default is WAL with
 ``synchronous=NORMAL``; MLflow runs SQLite with its defaults, ``journal_mode=DELETE`` and
