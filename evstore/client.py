@@ -160,9 +160,18 @@ class Client:
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
-        """The connection for one consistent read (one snapshot) of current read models."""
-        self._runner.check_fresh()
-        with self._store.reading() as conn:
+        """The connection for one consistent read (one snapshot) of read models that hold
+        every event. Another writer's trailing append can land between the catch-up and
+        the snapshot: such a snapshot is dropped and the catch-up runs again; after a few
+        misses the read runs inside the catch-up's write transaction."""
+        for _ in range(_READ_ATTEMPTS):
+            self._runner.check_fresh()
+            with self._store.reading() as conn:
+                if self._runner.in_step(conn):
+                    yield conn
+                    return
+        with self._store.transaction() as conn:
+            self._runner.check_fresh()  # its catch-up joins this transaction
             yield conn
 
     def _ensure_default_experiment(self) -> None:
@@ -387,6 +396,10 @@ class Client:
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             self._store.append(run_id, events, event_ids=event_ids)
+            if any(isinstance(e, RunStatusChanged) and e.status in _ENDED for e in events):
+                # A run's end leaves every table whole: the trailing metric models catch
+                # up in the same transaction, so a reader of the file at rest sees all.
+                self._runner.catch_up()
 
     def set_terminated(
         self, run_id: str, status: str | None = None, end_time: int | None = None,
@@ -400,12 +413,8 @@ class Client:
             )
         given = optional_int64("end_time", end_time)
         end = codec.now_ms() if given is None else given
-        with self._store.transaction():
-            self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)],
-                            idempotency_key, ("set_terminated", status, given))  # fmt: skip
-            # A run's end leaves every table whole: the trailing metric models catch up
-            # in the same transaction, so a reader of the file at rest sees everything.
-            self._runner.catch_up()
+        self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key,
+                        ("set_terminated", status, given))  # fmt: skip
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
@@ -685,7 +694,7 @@ class Client:
         page_token: str | None = None,
     ) -> PagedList:
         """Runs matching MLflow's filter grammar (plus OR and parentheses), ordered, paged."""
-        from evstore.search import search_runs_rows
+        from evstore.search import search_run_ids
 
         if isinstance(experiment_ids, (str, int)) and not isinstance(experiment_ids, bool):
             experiment_ids = [str(experiment_ids)]
@@ -695,17 +704,24 @@ class Client:
             )
         optional_text("filter_string", filter_string)
         with self.reading() as conn:
-            rows, token = search_runs_rows(
+            run_ids, token = search_run_ids(
                 conn,
                 filter_string or "",
-                columns=reads.RUN_ROW,
                 experiment_ids=[str(e) for e in experiment_ids],
                 run_view_type=run_view_type,
                 order_by=order_by,
                 max_results=max_results,
                 page_token=page_token,
             )
-            return PagedList(reads.runs_from_rows(conn, rows), token)
+            # The page's ids first, then its rows: a run's params and tags are built for
+            # the page alone, not for every run the sort or the offset passes over.
+            return PagedList(reads.load_runs(conn, run_ids), token)
+
+
+#: Snapshots a read may find behind before it reads under the write lock.
+_READ_ATTEMPTS = 3
+#: The statuses that end a run.
+_ENDED = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 
 def _join(prefix: str | None, name: str) -> str:

@@ -48,7 +48,9 @@ def projections_behind(connection: Any, head: int) -> str:
     except sqlite3.OperationalError:  # no read model was ever built here
         return "no read models"
     behind = [f"{name} by {head - n}" for name, n in sorted(rows) if n < head]
-    return ", ".join(behind) + " events (the next read applies them)" if behind else "none"
+    if not behind:
+        return "none"
+    return ", ".join(behind) + " events (a read catches up a fresh model; rebuild a stale one)"
 
 
 def table_counts(connection: Any) -> dict[str, int]:

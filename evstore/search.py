@@ -541,7 +541,7 @@ _SHORT_LIST = 50
 
 
 class CompiledSearch(NamedTuple):
-    """Parameterized SQL selecting the page's runs (one more row than the page).
+    """Parameterized SQL selecting the page's run ids (one more row than the page).
 
     ``sql`` walks the runs of the chosen experiments. When the filter ANDs clauses that
     only runs having a key can pass, ``plans`` also holds, per such clause, the same
@@ -556,11 +556,11 @@ class CompiledSearch(NamedTuple):
     plans: tuple[str, ...] = ()
     probes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
-    def page(self, rows: Sequence[Any]) -> tuple[list[Any], str | None]:
-        """Trim the fetched rows to the page; return them and the next page token."""
-        if self.max_results is None or len(rows) <= self.max_results:
-            return list(rows), None
-        return list(rows[: self.max_results]), create_page_token(
+    def page(self, run_ids: Sequence[str]) -> tuple[list[str], str | None]:
+        """Trim the fetched ids to the page; return them and the next page token."""
+        if self.max_results is None or len(run_ids) <= self.max_results:
+            return list(run_ids), None
+        return list(run_ids[: self.max_results]), create_page_token(
             self.offset + self.max_results
         )
 
@@ -730,10 +730,8 @@ def compile_search(
     order_by: Sequence[str] | str | None = None,
     max_results: int | None = 1000,
     page_token: str | bytes | None = None,
-    columns: str = "r.run_id",
 ) -> CompiledSearch:
-    """Compile a search to SQL selecting ``columns`` of the runs (alias ``r``) in order;
-    values only ever bind."""
+    """Compile a search to SQL selecting run ids in order; values only ever bind."""
     expr = parse_filter(filter_string)
     keys = parse_order_by(order_by)
     stages = view_type_stages(run_view_type)
@@ -761,7 +759,7 @@ def compile_search(
             where.append(_compile_expr(expr, params, driver))
         params += [-1 if max_results is None else max_results + 1, offset]
         sql = (
-            f"SELECT {columns} FROM runs r "
+            "SELECT r.run_id FROM runs r "
             + "".join(j + " " for j in joins)
             + "WHERE "
             + " AND ".join(where)
@@ -811,24 +809,14 @@ def choose_plan(connection: sqlite3.Connection, compiled: CompiledSearch) -> str
     return compiled.plans[best]
 
 
-def search_runs_rows(
-    connection: sqlite3.Connection,
-    filter_string: str | None,
-    **options: Any,
-) -> tuple[list[tuple[Any, ...]], str | None]:
-    """Run ``compile_search`` on a connection: the page's rows and the next page token."""
-    compiled = compile_search(filter_string, **options)
-    if "evstore_" in compiled.sql:
-        _ensure_search_functions(connection)
-    rows = connection.execute(choose_plan(connection, compiled), compiled.params).fetchall()
-    return compiled.page(rows)
-
-
 def search_run_ids(
     connection: sqlite3.Connection,
     filter_string: str | None,
     **options: Any,
 ) -> tuple[list[str], str | None]:
-    """The page's run ids and the next page token."""
-    rows, token = search_runs_rows(connection, filter_string, columns="r.run_id", **options)
-    return [row[0] for row in rows], token
+    """Run ``compile_search`` on a connection: the page's run ids and the next token."""
+    compiled = compile_search(filter_string, **options)
+    if "evstore_" in compiled.sql:
+        _ensure_search_functions(connection)
+    rows = connection.execute(choose_plan(connection, compiled), compiled.params).fetchall()
+    return compiled.page([row[0] for row in rows])

@@ -49,9 +49,10 @@ METRIC_LAG = 256
 
 
 def point_count(rec: RecordedEvent) -> int:
-    """The rows of one MetricsLogged (``ReadModel.trail``); a step or timestamp beyond
-    64 bits, which the log holds but SQLite does not, is refused in a batch that may
-    trail (a bigger one is applied at once, and SQLite refuses it)."""
+    """The rows of one MetricsLogged (``ReadModel.trail``); an integer beyond 64 bits
+    (step, timestamp, or a value given as an int), which the log holds but SQLite does
+    not, is refused in a batch that may trail (a bigger one is applied at once, and
+    SQLite refuses it)."""
     points = rec.event.points  # type: ignore[union-attr]
     if len(points) > TRAIL_ROWS:
         return len(points)
@@ -60,6 +61,8 @@ def point_count(rec: RecordedEvent) -> int:
             raise ValueError(
                 f"metric {p.key!r}: step {p.step} and timestamp {p.timestamp} must fit in 64 bits"
             )
+        if type(p.value) is int and not INT64_MIN <= p.value <= INT64_MAX:
+            raise ValueError(f"metric {p.key!r}: value {p.value} must fit in 64 bits")
     return len(points)
 
 

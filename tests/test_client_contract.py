@@ -29,6 +29,7 @@ from evstore import (
     RunTag,
     ViewType,
 )
+from evstore import client as client_module
 from evstore.events import MetricsLogged
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -218,6 +219,52 @@ def test_reads_see_every_point_and_a_run_s_end_leaves_the_tables_whole(
         assert raw.execute("SELECT DISTINCT checkpoint FROM projection_state").fetchall() == [(head,)]
         assert raw.execute("SELECT count(*) FROM metrics").fetchone() == (7,)
         assert raw.execute("SELECT value FROM latest_metrics").fetchall() == [(10.0,)]
+    raw.close()
+
+
+@pytest.mark.parametrize("misses", [1, 5])  # a retried snapshot; then the write lock
+def test_a_read_never_sees_a_later_write_without_an_earlier_one(
+    client: Client, run_id: str, tmp_path: Path, misses: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer appends between a read's catch-up and its snapshot: a point the
+    # metric tables leave trailing, then a tag applied at once. The read must not show
+    # the tag without the point.
+    from evstore.events import MetricPoint, TagSet
+    from evstore.projection import open_store
+
+    other = open_store(tmp_path / "evstore.db")
+    runner = client._runner  # type: ignore[attr-defined]
+    catch_up = runner.check_fresh
+    step = iter(range(misses))
+
+    def then_another_writer_appends(names: object = None) -> None:
+        catch_up(names)
+        if client.store.connection.in_transaction:
+            return  # the read holds the write lock: nobody else can append now
+        for i in step:
+            other.store.append(run_id, [MetricsLogged(points=[MetricPoint("m", i, i, i)])])
+            other.store.append(run_id, [TagSet(key="last", value=str(i))])
+            return
+
+    monkeypatch.setattr(runner, "check_fresh", then_another_writer_appends)
+    try:
+        run = client.get_run(run_id)
+        # Each missed snapshot is read again; past the last try the read holds the lock.
+        seen = min(misses, client_module._READ_ATTEMPTS) - 1
+        assert (run.data.tags["last"], run.data.metrics) == (str(seen), {"m": seen})
+    finally:
+        other.store.close()
+
+
+def test_ending_a_run_any_way_leaves_the_tables_whole(
+    client: Client, run_id: str, tmp_path: Path
+) -> None:
+    client.log_metric(run_id, "loss", 1.0, timestamp=1, step=1)
+    client.update_run(run_id, status="KILLED")
+    with sqlite3.connect(tmp_path / "evstore.db") as raw:
+        head = raw.execute("SELECT max(position) FROM events").fetchone()[0]
+        assert raw.execute("SELECT DISTINCT checkpoint FROM projection_state").fetchall() == [(head,)]
+        assert raw.execute("SELECT count(*) FROM metrics").fetchone() == (1,)
     raw.close()
 
 

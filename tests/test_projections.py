@@ -252,7 +252,7 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
     assert checkpoints(runner)["metrics"] == 4 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
     # `evstore info` says how far they trail; a read catches up first, whatever the trail.
     assert store_info(runner.store)["projections_behind"] == (
-        "latest_metrics by 2, metrics by 2 events (the next read applies them)"
+        "latest_metrics by 2, metrics by 2 events (a read catches up a fresh model; rebuild a stale one)"
     )
     runner.check_fresh()
     assert store_info(runner.store)["projections_behind"] == "none"

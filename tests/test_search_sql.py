@@ -600,6 +600,11 @@ def test_every_plan_finds_the_same_runs_in_the_same_order(
     assert {BY_ID[row[0]].name for row in walked} == expected, text
     for sql in compiled.plans[1:]:
         assert store.execute(sql, compiled.params).fetchall() == walked, (text, sql)
+    # A page further on (two runs after the first two) is the same page under every plan.
+    paged = compile_search(text, experiment_ids=["1"], order_by=order_by, max_results=2,
+                           page_token=create_page_token(2))  # fmt: skip
+    pages = {tuple(store.execute(sql, paged.params).fetchall()) for sql in paged.plans or [paged.sql]}
+    assert pages == {tuple(walked[2:5])}, text
 
 
 def test_the_plan_follows_the_fewest_runs_to_visit(tmp_path: Path) -> None:
