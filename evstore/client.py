@@ -389,14 +389,15 @@ class Client:
             )
 
     def _run_write(
-        self, run_id: str, events: Sequence[Event], key: str | None = None, request: Any = None
-    ) -> None:
+        self, run_id: str, events: Sequence[Event], key: str | None = None, request: Any = None,
+        *, ends: bool = False,
+    ) -> None:  # fmt: skip
         """Append to an active run; ``request`` (default: the events) keys a retry."""
         event_ids = None if key is None else _event_ids(key, len(events), request or events)
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             self._store.append(run_id, events, event_ids=event_ids)
-            if any(isinstance(e, RunStatusChanged) and e.status in _ENDED for e in events):
+            if ends:
                 # A run's end leaves every table whole: the trailing metric models catch
                 # up in the same transaction, so a reader of the file at rest sees all.
                 self._runner.catch_up()
@@ -414,7 +415,7 @@ class Client:
         given = optional_int64("end_time", end_time)
         end = codec.now_ms() if given is None else given
         self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key,
-                        ("set_terminated", status, given))  # fmt: skip
+                        ("set_terminated", status, given), ends=status in _ENDED)  # fmt: skip
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
@@ -433,7 +434,7 @@ class Client:
         if name:
             events.append(RunRenamed(run_name=name))
         if events:
-            self._run_write(run_id, events, idempotency_key)
+            self._run_write(run_id, events, idempotency_key, ends=status in _ENDED)
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted (soft; restore_run undoes it)."""

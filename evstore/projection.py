@@ -436,16 +436,23 @@ def stale_message(model: ReadModel, state: ProjectionState | None) -> str:
     )
 
 
+_STATE_AND_HEAD = (
+    "SELECT *, (SELECT coalesce(max(position), 0) FROM events) FROM projection_state"
+)
+
+
 def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
     """The recorded state of every read model, and the head position, in one query."""
     try:
-        rows = _query(store)(
-            "SELECT *, (SELECT coalesce(max(position), 0) FROM events) FROM projection_state"
-        )
+        rows = _query(store)(_STATE_AND_HEAD)
     except sqlite3.OperationalError:
         return {}, store.head_position()
     if not rows:
         return {}, store.head_position()
+    return _state_and_head(rows)
+
+
+def _state_and_head(rows: list[tuple[Any, ...]]) -> tuple[dict[str, ProjectionState], int]:
     return {row[0]: ProjectionState(*row[:5]) for row in rows}, rows[0][5]
 
 
@@ -467,10 +474,6 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
 _VERSIONS_AND_CHECKPOINTS = "SELECT name, version, checkpoint FROM projection_state"
 _MOVE_ALL_CHECKPOINTS = "UPDATE projection_state SET checkpoint = ?"
 _MOVE_CHECKPOINTS_AT = "UPDATE projection_state SET checkpoint = ? WHERE checkpoint = ?"
-_IN_STEP = (
-    "SELECT name, version, checkpoint, (SELECT coalesce(max(position), 0) FROM events)"
-    " FROM projection_state"
-)
 
 
 #: The most rows an append may leave to a trailing model (``ReadModel.trail``).
@@ -553,9 +556,9 @@ class ProjectionRunner:
             # so equal counts mean the same set), and the write lock keeps the table as
             # read: no IN list, which costs SQLite 6x the statement.
             conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
-        elif all(state[model.name][1] == first - 1 for model in fresh) and len(fresh) == sum(
-            checkpoint == first - 1 for _, checkpoint in state.values()
-        ):
+        elif {model.name for model in fresh} == {
+            name for name, (_, checkpoint) in state.items() if checkpoint == first - 1
+        }:
             # The usual append while some model trails: the models that move are exactly
             # the rows at the previous head, so the checkpoint picks them without a list.
             conn.execute(_MOVE_CHECKPOINTS_AT, (last, first - 1))
@@ -566,15 +569,13 @@ class ProjectionRunner:
         """Whether, in the snapshot ``conn`` reads, every read model at this code's version
         holds every event: a trailing append can land between a catch-up and a read."""
         try:
-            rows = conn.execute(_IN_STEP).fetchall()
+            rows = conn.execute(_STATE_AND_HEAD).fetchall()
         except sqlite3.OperationalError:  # no read model was ever built here
             return True
-        state = {name: (version, checkpoint, head) for name, version, checkpoint, head in rows}
-        for model in self.models:
-            found = state.get(model.name)
-            if found is not None and found[0] == model.version and found[1] < found[2]:
-                return False
-        return True
+        if not rows:
+            return True
+        state, head = _state_and_head(rows)
+        return all(state[m.name].checkpoint >= head for m in self.models if _is_fresh(m, state))
 
     def _plan(self, models: list[ReadModel]) -> tuple[_Plan, str]:
         key = tuple(model.name for model in models)
