@@ -44,32 +44,25 @@ def _in(
 
 
 def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
-    """Runs with their params, latest metrics and tags, in the order of ``run_ids``."""
+    """Runs with their params, latest metrics and tags, in the order of ``run_ids``.
+
+    Metric values come row by row: SQLite writes floats into JSON with 15 digits, which
+    do not always read back as the same float, and infinities as a bare Inf.
+    """
     if not run_ids:
         return []
     found = {
         row[0]: row
         for row in _in(conn, f"SELECT {RUN_ROW} FROM runs r WHERE r.run_id IN ({{marks}})", run_ids)
     }
-    return runs_from_rows(conn, [found[run_id] for run_id in run_ids if run_id in found])
-
-
-def runs_from_rows(conn: Any, rows: Sequence[tuple[Any, ...]]) -> list[Run]:
-    """Runs from rows of ``RUN_ROW``, in their order, with their latest metrics.
-
-    Metric values come row by row: SQLite writes floats into JSON with 15 digits, which
-    do not always read back as the same float, and infinities as a bare Inf.
-    """
-    if not rows:
-        return []
-    metrics: dict[str, dict[str, float]] = {row[0]: {} for row in rows}
+    metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in found}
     sql = "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})"
     for run_id, key, value in _in(conn, sql, list(metrics)):
         metrics[run_id][key] = NAN if value is None else value
     decode = _decode_object
     return [
         Run(RunInfo(*row[:9]), RunData(decode(row[9]), metrics[row[0]], decode(row[10])))
-        for row in rows
+        for row in (found[run_id] for run_id in run_ids if run_id in found)
     ]
 
 
