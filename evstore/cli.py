@@ -228,9 +228,11 @@ def _view_type(view: str) -> int:
 
 
 def _client(store: str) -> Any:
-    from evstore.client import Client
+    from evstore.tracking.service import TrackingService
 
-    return Client(store)
+    service = TrackingService(store)
+    service.ensure_default_experiment()
+    return service
 
 
 def _timestamp(ms: int | None) -> str:

@@ -110,11 +110,13 @@ class RunInfo(msgspec.Struct, frozen=True):
 
 
 class RunData(msgspec.Struct, frozen=True):
-    """A run's params, latest metrics and tags, as dicts."""
+    """A run's params, latest metrics and tags, as dicts; ``latest_metrics`` holds each
+    latest metric with its step and timestamp (MLflow's ``_metric_objs``)."""
 
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    latest_metrics: list[Metric] = msgspec.field(default_factory=list)
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -125,7 +127,9 @@ class Run(msgspec.Struct, frozen=True):
 
     def to_dictionary(self) -> dict[str, Any]:
         """The run as plain data, as MLflow's ``Run.to_dictionary``."""
-        return msgspec.to_builtins(self)
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        del out["data"]["latest_metrics"]
+        return out
 
 
 class FileInfo(msgspec.Struct, frozen=True):

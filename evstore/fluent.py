@@ -42,14 +42,9 @@ def _client() -> Any:
     uri = get_tracking_uri()
     client = _clients.get(uri)
     if client is None:
-        if uri.startswith(("http://", "https://")):
-            from evstore.remote import RemoteClient
+        from evstore.client import Client
 
-            client = RemoteClient(uri)
-        else:
-            from evstore.client import Client
-
-            client = Client(uri)
+        client = Client(uri)
         _clients[uri] = client
     return client
 

@@ -56,14 +56,18 @@ def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
         for row in _in(conn, f"SELECT {RUN_ROW} FROM runs r WHERE r.run_id IN ({{marks}})", run_ids)
     }
     metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in found}
-    sql = "SELECT run_id, key, value FROM latest_metrics WHERE run_id IN ({marks})"
-    for run_id, key, value in _in(conn, sql, list(metrics)):
-        metrics[run_id][key] = NAN if value is None else value
+    latest: dict[str, list[Metric]] = {run_id: [] for run_id in found}
+    sql = "SELECT run_id, key, value, timestamp, step FROM latest_metrics WHERE run_id IN ({marks})"
+    for run_id, key, value, timestamp, step in _in(conn, sql, list(metrics)):
+        value = NAN if value is None else value
+        metrics[run_id][key] = value
+        latest[run_id].append(Metric(key, value, timestamp, step))
     decode = _decode_object
     return [
-        Run(RunInfo(*row[:9]), RunData(decode(row[9]), metrics[row[0]], decode(row[10])))
+        Run(RunInfo(*row[:9]),
+            RunData(decode(row[9]), metrics[row[0]], decode(row[10]), latest[row[0]]))
         for row in (found[run_id] for run_id in run_ids if run_id in found)
-    ]
+    ]  # fmt: skip
 
 
 _decode_object = msgspec.json.Decoder(dict[str, str]).decode
@@ -77,10 +81,11 @@ def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
 
 
 def metric_history(conn: Any, run_id: str, key: str) -> list[Metric]:
-    """Every point of one metric of one run, in logging order."""
+    """Every distinct point of one metric of one run (an identical point logged twice is
+    listed once, as MLflow keeps it once), in logging order."""
     rows = conn.execute(
         "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
-        " ORDER BY position, seq",
+        " GROUP BY value, timestamp, step ORDER BY min(position), min(seq)",
         (run_id, key),
     ).fetchall()
     return [Metric(key, NAN if value is None else value, ts, step) for value, ts, step in rows]
@@ -154,6 +159,12 @@ def param_value(conn: Any, run_id: str, key: str) -> str | None:
 def params_of(conn: Any, run_id: str, keys: Sequence[str]) -> dict[str, str]:
     """The stored values of some params of one run."""
     sql = "SELECT key, value FROM params WHERE run_id = ? AND key IN ({marks})"
+    return dict(_in(conn, sql, keys, (run_id,))) if keys else {}
+
+
+def tag_values(conn: Any, run_id: str, keys: Sequence[str]) -> dict[str, str]:
+    """The stored values of some tags of one run."""
+    sql = "SELECT key, value FROM tags WHERE run_id = ? AND key IN ({marks})"
     return dict(_in(conn, sql, keys, (run_id,))) if keys else {}
 
 

@@ -7,7 +7,9 @@ import posixpath
 import re
 from typing import Any
 
+from evstore.entities import Metric
 from evstore.errors import InvalidParameterValue
+from evstore.events import MetricPoint
 
 # MLflow's rule: alphanumerics, underscores, dashes, periods, spaces, colons and slashes.
 _KEY = re.compile(r"^[/\w.\- :]*$")
@@ -130,8 +132,13 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
             f"Got invalid value {value!r} for metric '{key}' (timestamp={timestamp}):"
             " the value must be a number."
         )
-    if not (type(timestamp) is int and INT64_MIN <= timestamp <= INT64_MAX):
+    if not (type(timestamp) is int and 0 <= timestamp <= INT64_MAX):
         timestamp = check_int64(f"timestamp for metric '{key}'", timestamp)
+        if timestamp < 0:
+            raise InvalidParameterValue(
+                f"Got invalid value {timestamp} for timestamp of metric '{key}' (value={value}):"
+                " the timestamp must be a nonnegative long (64-bit integer), as in MLflow."
+            )
     if not (type(step) is int and INT64_MIN <= step <= INT64_MAX):
         step = check_int64(f"step for metric '{key}'", step)
     return key, as_float, timestamp, step
@@ -165,11 +172,11 @@ def metric_value(value: Any) -> float | None:
         return None
 
 
-def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
+def metric_points(metrics: Any) -> list[MetricPoint]:
     """Validate a batch of Metric-like objects: each distinct key once, then each point.
 
-    Returns ``(key, value, step, timestamp, model_id, dataset_name, dataset_digest)``. Plain float/int values take a fast
-    path; anything else goes through the full check of :func:`validate_metric`.
+    Returns the events' points. Plain float/int values take a fast path; anything else
+    goes through the full check of :func:`validate_metric`.
     """
     try:
         keys = {m.key for m in metrics}
@@ -179,19 +186,23 @@ def metric_points(metrics: Any) -> list[tuple[Any, ...]]:
         ) from None
     for key in keys:
         validate_key("metric", key)
-    points = []
+    points: list[MetricPoint] = []
+    append = points.append
     for m in metrics:
         value, timestamp, step = m.value, m.timestamp, m.step
-        context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
-                   getattr(m, "dataset_digest", None))  # fmt: skip
+        if type(m) is Metric:  # the common case: no getattr defaults to look up
+            context = (m.model_id, m.dataset_name, m.dataset_digest)
+        else:
+            context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
+                       getattr(m, "dataset_digest", None))  # fmt: skip
         if context != _NO_CONTEXT:
             metric_context(*context)
         if (type(value) is float and type(timestamp) is int and type(step) is int
-                and INT64_MIN <= timestamp <= INT64_MAX and INT64_MIN <= step <= INT64_MAX):  # fmt: skip
-            points.append((m.key, value, step, timestamp, *context))
+                and 0 <= timestamp <= INT64_MAX and INT64_MIN <= step <= INT64_MAX):  # fmt: skip
+            append(MetricPoint(m.key, value, step, timestamp, *context))
         else:
             key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
-            points.append((key, value, step, timestamp, *context))
+            append(MetricPoint(key, value, step, timestamp, *context))
     return points
 
 

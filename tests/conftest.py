@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from evstore import Client, fluent
-from evstore import client as client_module
 from evstore.stores import EventStore, open_log
+from evstore.tracking import service as client_module
 
 #: Every backend the log contract runs against. A new backend adds its name here and a
 #: branch in ``_open_backend``; the contract tests then run against it unchanged.

@@ -16,8 +16,8 @@ import typer
 from typer.testing import CliRunner
 
 from evstore import Client, Metric, Param
-from evstore import client as client_module
 from evstore.cli import app
+from evstore.tracking import service as client_module
 
 EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 

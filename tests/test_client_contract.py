@@ -11,11 +11,14 @@ import math
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import ServerProcess
 
 import evstore
 from evstore import (
@@ -29,14 +32,51 @@ from evstore import (
     RunTag,
     ViewType,
 )
-from evstore import client as client_module
 from evstore.events import MetricsLogged
+from evstore.tracking import service as client_module
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-# ``client`` and ``run_id`` come from conftest.py; tests/test_server.py runs this whole
-# module again with ``client`` a RemoteClient of a real server.
+# Every test runs over both transports: ``local`` (the tracking service in this process,
+# on a store file) and ``remote`` (a real ``evstore server`` subprocess, reached over HTTP).
+# ``run_id`` comes from conftest.py and takes the client below.
+
+#: Contract tests about the local store itself, which a client of a server cannot see.
+LOCAL_ONLY = {
+    "test_entities_take_mlflows_positional_order",  # no client involved
+    "test_artifacts_are_content_addressed",  # reads the object store's files
+    "test_tampered_artifact_bytes_are_refused_on_download",  # edits the object store's files
+    "test_two_clients_on_one_file_see_each_other",  # two local clients on one file
+    "test_reads_see_every_point_and_a_run_s_end_leaves_the_tables_whole",  # reads the file
+    "test_a_read_never_sees_a_later_write_without_an_earlier_one",  # a second local writer
+    "test_ending_a_run_any_way_leaves_the_tables_whole",  # reads the file
+    "test_key_validation_answers_the_same_every_time",  # validation's own memory
+    "test_a_local_retry_without_a_timestamp_is_still_the_same_request",  # a local client
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that takes a client over the transports it can observe."""
+    if "client" in metafunc.fixturenames:
+        local_only = metafunc.function.__name__ in LOCAL_ONLY
+        metafunc.parametrize("transport", ["local"] if local_only else ["local", "remote"])
+
+
+@pytest.fixture
+def client(transport: str, tmp_path: Path) -> Iterator[Client]:
+    """A Client over a fresh store: in process, or through a server of its own."""
+    if transport == "local":
+        yield Client(str(tmp_path / "evstore.db"))
+        close_cached_stores(tmp_path)
+        return
+    running = ServerProcess(tmp_path / "server-side")
+    remote = Client(running.url)
+    try:
+        yield remote
+    finally:
+        remote.close()
+        running.stop()
 
 
 def head(client: Client) -> int:
@@ -151,13 +191,15 @@ def test_delete_and_restore_experiment(client: Client) -> None:
     experiment_id = client.create_experiment("exp")
     client.delete_experiment(experiment_id)
     assert client.get_experiment(experiment_id).lifecycle_stage == "deleted"
-    with pytest.raises(InvalidState):
+    # As MLflow: deleting a deleted experiment finds no (active) experiment, and a run
+    # under a deleted experiment is an invalid parameter.
+    with pytest.raises(ResourceDoesNotExist):
         client.delete_experiment(experiment_id)
-    with pytest.raises(InvalidState, match="non-active experiment"):
+    with pytest.raises(InvalidParameterValue, match="must be in the 'active' state"):
         client.create_run(experiment_id)
     client.restore_experiment(experiment_id)
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
-    with pytest.raises(InvalidState):
+    with pytest.raises(ResourceDoesNotExist):
         client.restore_experiment(experiment_id)
     with pytest.raises(ResourceDoesNotExist):
         client.delete_experiment("77")
@@ -175,6 +217,22 @@ def test_set_experiment_tag(client: Client) -> None:
         client.set_experiment_tag("77", "owner", "x")
     with pytest.raises(InvalidParameterValue, match="bad\\|key"):
         client.set_experiment_tag(experiment_id, "bad|key", "x")
+
+
+def test_experiment_tags_change_only_when_their_value_does(client: Client) -> None:
+    # A tag set to the value it holds writes nothing (a retry is free); a deleted
+    # experiment's tags are refused, as MLflow refuses them.
+    experiment_id = client.create_experiment("exp")
+    client.set_experiment_tag(experiment_id, "owner", "ana")
+    before = head(client)
+    client.set_experiment_tag(experiment_id, "owner", "ana")
+    assert head(client) == before
+    client.delete_experiment(experiment_id)
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="must be in the 'active' state"):
+        client.set_experiment_tag(experiment_id, "owner", "bo")
+    assert head(client) == before
+    assert client.get_experiment(experiment_id).tags == {"owner": "ana"}
 
 
 # --- runs -------------------------------------------------------------------------------
@@ -233,7 +291,7 @@ def test_a_read_never_sees_a_later_write_without_an_earlier_one(
     from evstore.projection import open_store
 
     other = open_store(tmp_path / "evstore.db")
-    runner = client._runner  # type: ignore[attr-defined]
+    runner = client._transport._runner
     catch_up = runner.check_fresh
     step = iter(range(misses))
 
@@ -319,8 +377,8 @@ def test_logging_to_a_deleted_run_is_refused(client: Client, run_id: str) -> Non
         lambda: client.set_tag(run_id, "t", "v"),
         lambda: client.set_terminated(run_id),
     ]
-    for write in writes:
-        with pytest.raises(InvalidState, match="active"):
+    for write in writes:  # MLflow answers INVALID_PARAMETER_VALUE
+        with pytest.raises(InvalidParameterValue, match="must be in the 'active' state"):
             write()
     assert head(client) == before
 
@@ -555,6 +613,58 @@ def test_log_batch_stores_everything(client: Client, run_id: str) -> None:
     ]
 
 
+def test_identical_points_are_kept_once_as_mlflow_keeps_them(client: Client, run_id: str) -> None:
+    # The same (key, value, timestamp, step) twice in one batch, and again in another call:
+    # the log holds what was sent, the history lists the point once.
+    twice = [Metric("m", 0.5, 10, 1), Metric("m", 0.5, 10, 1), Metric("m", math.nan, 11, 2),
+             Metric("m", math.nan, 11, 2)]  # fmt: skip
+    client.log_batch(run_id, metrics=twice)
+    client.log_metric(run_id, "m", 0.5, timestamp=10, step=1)
+    client.log_metric(run_id, "m", 0.25, timestamp=10, step=1)  # another value: another point
+    history = client.get_metric_history(run_id, "m")
+    assert [(p.timestamp, p.step) for p in history] == [(10, 1), (10, 1), (11, 2)]
+    assert sorted(p.value for p in history[:2]) == [0.25, 0.5] and math.isnan(history[2].value)
+
+
+def test_writes_mlflow_refuses_are_refused(client: Client, run_id: str) -> None:
+    before = head(client)
+    with pytest.raises(InvalidParameterValue, match="Duplicate parameter keys"):
+        client.log_batch(run_id, params=[Param("p", "1"), Param("p", "1")])  # even the same value
+    with pytest.raises(InvalidParameterValue, match="nonnegative"):
+        client.log_metric(run_id, "m", 1.0, timestamp=-1)
+    with pytest.raises(InvalidParameterValue, match="nonnegative"):
+        client.log_batch(run_id, metrics=[Metric("m", 1.0, -5, 0)])
+    assert head(client) == before
+
+
+def test_tags_change_only_when_their_value_does(client: Client, run_id: str) -> None:
+    # set_tag and log_batch write a tag only when it changes; in a batch the last value of
+    # a key wins, as in MLflow; update_run with what the run holds writes nothing.
+    client.set_tag(run_id, "t", "1")
+    before = head(client)
+    client.set_tag(run_id, "t", "1")
+    client.log_batch(run_id, tags=[RunTag("t", "1")])
+    client.update_run(run_id, status="RUNNING", name=client.get_run(run_id).info.run_name)
+    assert head(client) == before
+    client.log_batch(run_id, tags=[RunTag("t", "2"), RunTag("t", "3")])
+    assert client.get_run(run_id).data.tags["t"] == "3"
+    client.set_tag(run_id, "t", "1")  # back to an earlier value: written
+    assert client.get_run(run_id).data.tags["t"] == "1"
+
+
+def test_a_run_carries_each_latest_metric_with_its_step_and_timestamp(
+    client: Client, run_id: str
+) -> None:
+    client.log_batch(run_id, metrics=[Metric("a", 1.0, 100, 3), Metric("a", 2.0, 50, 7),
+                                      Metric("b", math.inf, 7, 0)])  # fmt: skip
+    latest = {m.key: m for m in client.get_run(run_id).data.latest_metrics}
+    assert (latest["a"].value, latest["a"].timestamp, latest["a"].step) == (2.0, 50, 7)
+    assert (latest["b"].value, latest["b"].timestamp, latest["b"].step) == (math.inf, 7, 0)
+    run = client.search_runs([client.get_run(run_id).info.experiment_id])[0]
+    assert {m.key: m.step for m in run.data.latest_metrics} == {"a": 7, "b": 0}
+    assert "latest_metrics" not in run.to_dictionary()["data"]
+
+
 @pytest.mark.parametrize(
     "batch",
     [
@@ -734,7 +844,7 @@ def test_artifact_errors(client: Client, run_id: str, tmp_path: Path) -> None:
     with pytest.raises(ResourceDoesNotExist):
         client.list_artifacts("d" * 32)
     client.delete_run(run_id)
-    with pytest.raises(InvalidState):
+    with pytest.raises(InvalidParameterValue, match="active"):
         client.log_artifact(run_id, str(tmp_path / "f.txt"))
 
 
@@ -805,6 +915,6 @@ def test_metric_context_of_mlflow_3_is_kept_in_the_log(client: Client) -> None:
 
 
 def test_a_client_for_an_http_uri_talks_to_a_server() -> None:
-    from evstore.remote import RemoteClient
+    from evstore.tracking.http import HttpTransport
 
-    assert isinstance(Client("http://127.0.0.1:9"), RemoteClient)
+    assert isinstance(Client("http://127.0.0.1:9")._transport, HttpTransport)

@@ -15,10 +15,10 @@ import pytest
 from conftest import close_cached_stores
 
 from evstore import Client, InvalidParameterValue, Metric, Param, RunTag
-from evstore import client as client_module
 from evstore.export import export
 from evstore.integrity import verify
 from evstore.stores import open_log
+from evstore.tracking import service as client_module
 
 LOSSES = {"adam": [1.0, math.nan, 0.25, math.inf], "sgd": [2.0, 1.5], "rmsprop": [3.0]}
 

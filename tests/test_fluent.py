@@ -20,7 +20,7 @@ from conftest import close_cached_stores
 
 import evstore as mlflow
 from evstore import Client, InvalidParameterValue, ResourceDoesNotExist, fluent
-from evstore import client as client_module
+from evstore.tracking import service as client_module
 
 
 def _reset() -> None:

@@ -34,12 +34,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evstore import Client
-from evstore import client as client_module
 from evstore.entities import ViewType
 from evstore.importers import FILE_STORE_REVISION, KNOWN_REVISIONS, mlflow_import
 from evstore.importers.mlflow_import import import_mlflow
 from evstore.integrity import verify
 from evstore.stores import open_log
+from evstore.tracking import service as client_module
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "mlflow"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from evstore import Client
-from evstore import client as client_module
+from evstore.tracking import service as client_module
 
 #: The MLflow seed script of the project, verbatim; only the import line is changed.
 SEED_SCRIPT = """\

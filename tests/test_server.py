@@ -9,11 +9,9 @@ The real ``mlflow`` client runs against the server in ``test_server_mlflow_clien
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,68 +19,13 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-import test_client_contract as contract
 from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import ServerProcess
 
-EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    """``evstore server`` in a subprocess on a free port, with its store in ``directory``."""
-
-    def __init__(self, directory: Path, *args: str, token: str | None = None) -> None:
-        self.store = directory / "server.db"
-        self.artifacts = directory / "artifacts"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = token
-        env = {k: v for k, v in os.environ.items() if k != "EVSTORE_SERVER_TOKEN"}
-        if token:
-            env["EVSTORE_SERVER_TOKEN"] = token
-        directory.mkdir(parents=True, exist_ok=True)
-        self.log_path = directory / f"server-{self.port}.log"
-        command = [
-            EVSTORE, "server", "--store", str(self.store), "--port", str(self.port),
-            "--artifacts-root", str(self.artifacts), *args,
-        ]  # fmt: skip
-        started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.startup_seconds = self._wait_ready(started)
-
-    def _wait_ready(self, started: float, timeout: float = 30.0) -> float:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        while time.perf_counter() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"evstore server exited: {self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/health", headers=headers, timeout=1).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.TransportError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"evstore server did not answer in {timeout}s: {self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        """Stop the server and wait for it to close the store."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
@@ -315,11 +258,15 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
     assert http.post(f"{API}/runs/log-metric", json=body, headers={"Idempotency-Key": "b"}).status_code == 200
     before = head(http)
     assert http.post(f"{API}/runs/log-metric", json=body, headers={"Idempotency-Key": "b"}).status_code == 200
-    assert head(http) == before
-    assert len(call(http, "metrics/get-history", run_id=run_id, metric_key="m")["metrics"]) == 2
+    assert head(http) == before  # "b" again: a retry, stored once
+    # Two keys, two requests: the log holds both writes; the history lists the identical
+    # point once, as MLflow's store keeps it.
+    page = http.get("/api/evstore/events", params={"stream": run_id, "type": "MetricsLogged"}).json()
+    assert len(page["events"]) == 2
+    assert len(call(http, "metrics/get-history", run_id=run_id, metric_key="m")["metrics"]) == 1
 
     # RemoteClient passes its idempotency_key on as the header.
-    from evstore.remote import RemoteClient
+    from evstore.tracking.http import HttpTransport as RemoteClient
 
     remote = RemoteClient(str(http.base_url))
     try:
@@ -333,7 +280,7 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
 
 def test_the_remote_client_refuses_what_the_local_one_refuses(http: httpx.Client) -> None:
     import evstore
-    from evstore.remote import RemoteClient
+    from evstore.tracking.http import HttpTransport as RemoteClient
 
     remote = RemoteClient(str(http.base_url))
     try:
@@ -435,7 +382,7 @@ def test_unknown_ids_and_states(http: httpx.Client) -> None:
     call(http, "runs/delete", {"run_id": run_id})
     deleted_head = head(http)
     body = {"run_id": run_id, "key": "m", "value": 1, "timestamp": 1}
-    refused(http, http.post(f"{API}/runs/log-metric", json=body), 400, "INVALID_STATE", "active")
+    refused(http, http.post(f"{API}/runs/log-metric", json=body), 400, "INVALID_PARAMETER_VALUE", "active")
     assert head(http) == deleted_head
     verified(http)
 
@@ -640,7 +587,7 @@ def test_remote_client_matches_the_local_client(
     import evstore
     from evstore import Metric, Param, RunTag
     from evstore.integrity import verify
-    from evstore.remote import RemoteClient
+    from evstore.tracking.http import HttpTransport as RemoteClient
 
     remote = RemoteClient(server.url)
     experiment_id = remote.create_experiment("remote", tags={"a": 1})
@@ -711,42 +658,6 @@ print(run.info.run_id)
         assert http.get(f"{ARTIFACTS}/{exp}/{run_id}/artifacts/notes/hi.txt").content == b"hi"
 
 
-# --- the Client contract suite, run again through a server ---------------------------------
-
-#: Contract tests about the local store itself, which a client of a server cannot see.
-LOCAL_ONLY = {
-    "test_entities_take_mlflows_positional_order",  # no client involved
-    "test_artifacts_are_content_addressed",  # reads the object store's files
-    "test_tampered_artifact_bytes_are_refused_on_download",  # edits the object store's files
-    "test_two_clients_on_one_file_see_each_other",  # two local clients on one file
-    "test_reads_see_every_point_and_a_run_s_end_leaves_the_tables_whole",  # reads the file
-    "test_a_read_never_sees_a_later_write_without_an_earlier_one",  # a second local writer
-    "test_ending_a_run_any_way_leaves_the_tables_whole",  # reads the file
-    "test_key_validation_answers_the_same_every_time",  # validation's own memory
-    "test_a_local_retry_without_a_timestamp_is_still_the_same_request",  # a local client
-}
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Any]:
-    """A RemoteClient of a fresh server: the contract's ``client``, over HTTP."""
-    from evstore.remote import RemoteClient
-
-    running = ServerProcess(tmp_path / "server-side")
-    remote = RemoteClient(running.url)
-    try:
-        yield remote
-    finally:
-        remote.close()
-        running.stop()
-
-
-
-for _name in dir(contract):
-    if _name.startswith("test_") and _name not in LOCAL_ONLY:
-        globals()["test_remote_" + _name[len("test_") :]] = getattr(contract, _name)
-
-
 def test_metric_context_sent_by_the_client_reaches_the_log(http: httpx.Client) -> None:
     # MLflow 3 sends model_id and dataset fields with metrics; they are kept in the events.
     _, run_id = new_run(http)
@@ -765,7 +676,7 @@ def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> Non
     # the fluent API with an http tracking URI returns the pyarrow table a local store does.
     from evstore import fluent
     from evstore.export import all_runs
-    from evstore.remote import RemoteClient
+    from evstore.tracking.http import HttpTransport as RemoteClient
 
     remote = RemoteClient(server.url)
     experiment_id = remote.create_experiment("fluent-remote")

@@ -43,7 +43,6 @@ def create_app(settings: ServerSettings) -> Any:
     from starlette.routing import Route
 
     from evstore import __version__
-    from evstore.client import Client
     from evstore.server import artifacts_api, evstore_api
     from evstore.server._http import (
         HTTPError,
@@ -54,13 +53,15 @@ def create_app(settings: ServerSettings) -> Any:
         response_for,
     )
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
+    from evstore.tracking.service import TrackingService
 
     if settings.artifacts_root:
         # The Client reads its artifact root from the environment; this is the server's
         # own process, so setting it here is how the server chooses it.
         os.environ["EVSTORE_ARTIFACT_ROOT"] = os.path.abspath(settings.artifacts_root)
     store = StoreGate()
-    client = store.call(Client, settings.store)
+    client = store.call(TrackingService, settings.store, True)
+    store.call(client.ensure_default_experiment)
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -98,7 +99,7 @@ def create_app(settings: ServerSettings) -> Any:
     async def artifact_list(request: Request) -> Response:
         return await artifacts_api.list_files(request, client, store)
 
-    def evstore_route(view: Callable[[Client, Request], Any]) -> Callable[[Request], Any]:
+    def evstore_route(view: Callable[[Any, Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             return json_response(await store.slow(view(client, request)))
 

@@ -23,10 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from evstore.client import Client
 from evstore.entities import LifecycleStage
 from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.server._http import HTTPError, StoreGate, json_response
+from evstore.tracking.service import TrackingService as Client
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
@@ -79,7 +79,9 @@ def _run_for_artifacts(client: Client, experiment_id: str, run_id: str, *, write
     if info.experiment_id != experiment_id:
         raise ResourceDoesNotExist(f"Run {run_id} is not in experiment {experiment_id}")
     if write and info.lifecycle_stage != LifecycleStage.ACTIVE:
-        raise InvalidState(f"The run {run_id} must be in the 'active' state to log artifacts.")
+        raise InvalidParameterValue(  # as the tracking service answers any write to it
+            f"The run {run_id} must be in the 'active' state. Current state is {info.lifecycle_stage}."
+        )
 
 
 def check_confined(root: str, sha256: str) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 
-from evstore.client import Client
 from evstore.errors import InvalidParameterValue
+from evstore.tracking.service import TrackingService as Client
 
 MAX_EVENTS_PER_PAGE = 1000
 

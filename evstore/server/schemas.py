@@ -12,6 +12,8 @@ from typing import Annotated
 
 import msgspec
 
+from evstore.entities import Metric
+
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Int32 = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 
@@ -34,18 +36,6 @@ class KeyValue(msgspec.Struct):
 
     key: str
     value: str
-
-
-class MetricIn(msgspec.Struct, kw_only=True):
-    """One metric point of a log-batch request."""
-
-    key: str
-    value: float
-    timestamp: Int64
-    step: Int64 = 0
-    model_id: str | None = None
-    dataset_name: str | None = None
-    dataset_digest: str | None = None
 
 
 # --- experiments ------------------------------------------------------------------------
@@ -136,7 +126,7 @@ class DeleteTag(_RunRequest):
 
 
 class LogBatch(_RunRequest):
-    metrics: list[MetricIn] = []
+    metrics: list[Metric] = []  # decoded straight into the entity the service takes
     params: list[KeyValue] = []
     tags: list[KeyValue] = []
 
@@ -152,6 +142,15 @@ class SearchRuns(msgspec.Struct):
 
 class GetMetricHistory(_RunRequest):
     metric_key: str
+    max_results: Int32 | None = None
+    page_token: str | None = None
+
+
+class SearchLoggedModels(msgspec.Struct):
+    """MLflow 3's logged-model search; its fields are read when logged models are stored."""
+
+    experiment_ids: list[str] = []
+    filter: str | None = None
     max_results: Int32 | None = None
     page_token: str | None = None
 

@@ -1,9 +1,10 @@
-"""``RemoteClient``: the Client's methods over the REST API of an ``evstore server``.
+"""The HTTP transport: the tracking service's methods over the REST API of ``evstore server``.
 
-The fluent API uses it when the tracking URI is ``http(s)://``. It speaks the same MLflow
-REST API as the ``mlflow`` client (stdlib ``http.client``, one keep-alive connection per
-thread) and returns evstore's entities. A server error comes back as the matching
-``EvstoreError``. Bearer token: ``EVSTORE_SERVER_TOKEN`` or ``MLFLOW_TRACKING_TOKEN``.
+``evstore.Client`` uses it for an ``http(s)://`` tracking URI. It holds no rules: each call
+is encoded as MLflow's REST request, the server's tracking service decides, and the answer
+is decoded by ``evstore.tracking.wire`` (stdlib ``http.client``, one keep-alive connection
+per thread). A server error comes back as the matching ``EvstoreError``. Bearer token:
+``EVSTORE_SERVER_TOKEN`` or ``MLFLOW_TRACKING_TOKEN``.
 """
 
 from __future__ import annotations
@@ -28,20 +29,17 @@ from evstore.entities import (
     PagedList,
     Param,
     Run,
-    RunData,
     RunInfo,
     RunTag,
     ViewType,
 )  # fmt: skip
 from evstore.errors import (
-    EvstoreError,
     InvalidParameterValue,
-    InvalidState,
-    ResourceAlreadyExists,
     ResourceDoesNotExist,
     StoreError,
 )  # fmt: skip
 from evstore.inspect import json_number
+from evstore.tracking import wire
 from evstore.validation import check_int64, validate_metric
 
 _API = "/api/2.0/mlflow/"
@@ -54,69 +52,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str):
         return str(value)
     raise InvalidParameterValue(f"cannot send a {type(value).__name__} to the server: {value!r}")
-_ERRORS: dict[str, type[EvstoreError]] = {
-    "RESOURCE_DOES_NOT_EXIST": ResourceDoesNotExist,
-    "RESOURCE_ALREADY_EXISTS": ResourceAlreadyExists,
-    "INVALID_PARAMETER_VALUE": InvalidParameterValue,
-    "BAD_REQUEST": InvalidParameterValue,
-    "INVALID_STATE": InvalidState,
-}
-
-
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, str) else value
-
-
 def _context(model_id: str | None, dataset_name: str | None, dataset_digest: str | None) -> dict[str, str]:
     """MLflow 3's optional metric context, as the REST API names it (only the fields set)."""
     found = {"model_id": model_id, "dataset_name": dataset_name, "dataset_digest": dataset_digest}
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _pairs(items: dict[str, Any] | Iterable[Any] | None) -> list[dict[str, str]]:
-    if not items:
-        return []
-    entries: Iterable[Any] = items.items() if isinstance(items, dict) else items
-    pairs = entries if isinstance(items, dict) else ((i.key, i.value) for i in entries)
-    return [{"key": k, "value": v if isinstance(v, str) else str(v)} for k, v in pairs]
-
-
-def _experiment(data: dict[str, Any]) -> Experiment:
-    return Experiment(
-        experiment_id=data["experiment_id"], name=data["name"],
-        artifact_location=data.get("artifact_location", ""),
-        lifecycle_stage=data.get("lifecycle_stage", "active"),
-        tags={t["key"]: t.get("value", "") for t in data.get("tags", [])},
-        creation_time=data.get("creation_time"), last_update_time=data.get("last_update_time"),
-    )  # fmt: skip
-
-
-def _run_info(info: dict[str, Any]) -> RunInfo:
-    return RunInfo(
-        run_id=info.get("run_id") or info["run_uuid"], experiment_id=info["experiment_id"],
-        run_name=info.get("run_name", ""), user_id=info.get("user_id", ""),
-        status=info.get("status", "RUNNING"), start_time=info.get("start_time", 0),
-        end_time=info.get("end_time"), lifecycle_stage=info.get("lifecycle_stage", "active"),
-        artifact_uri=info.get("artifact_uri", ""),
-    )  # fmt: skip
-
-
-def _run(data: dict[str, Any]) -> Run:
-    body = data.get("data", {})
-    return Run(
-        _run_info(data["info"]),
-        RunData(
-            params={p["key"]: p.get("value", "") for p in body.get("params", [])},
-            metrics={m["key"]: _float(m.get("value", 0.0)) for m in body.get("metrics", [])},
-            tags={t["key"]: t.get("value", "") for t in body.get("tags", [])},
-        ),
-    )
-
-
 class ServerLog:
     """The little a remote client can ask of the server's log: its head position."""
 
-    def __init__(self, client: RemoteClient) -> None:
+    def __init__(self, client: HttpTransport) -> None:
         self._client = client
 
     def head_position(self) -> int:
@@ -125,8 +70,8 @@ class ServerLog:
         return int(info["head_position"])
 
 
-class RemoteClient:
-    """A tracking client for a server at ``http(s)://host:port``, mirroring ``Client``."""
+class HttpTransport:
+    """The tracking service of a server at ``http(s)://host:port``, over HTTP."""
 
     def __init__(self, tracking_uri: str, token: str | None = None) -> None:
         parts = urlsplit(tracking_uri)
@@ -186,7 +131,7 @@ class RemoteClient:
             except OSError as e:
                 raise StoreError(f"{self.tracking_uri} is unreachable: {e}") from e
         if response.status >= 400:
-            raise _error(response.status, data)
+            raise wire.error_from(response.status, data)
         return data
 
     def _call(
@@ -203,14 +148,14 @@ class RemoteClient:
 
     def create_experiment(self, name: str, artifact_location: str | None = None, tags: dict[str, Any] | None = None) -> str:
         """Create an experiment; returns its id."""
-        payload: dict[str, Any] = {"name": name, "tags": _pairs(tags)}
+        payload: dict[str, Any] = {"name": name, "tags": wire.pairs(tags)}
         if artifact_location:
             payload["artifact_location"] = artifact_location
         return str(self._call("POST", "experiments/create", payload)["experiment_id"])
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment; raises ResourceDoesNotExist when there is none."""
-        return _experiment(self._call("GET", "experiments/get", {"experiment_id": str(experiment_id)})["experiment"])
+        return wire.experiment_from(self._call("GET", "experiments/get", {"experiment_id": str(experiment_id)})["experiment"])
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """One experiment by name, or None."""
@@ -218,7 +163,7 @@ class RemoteClient:
             found = self._call("GET", "experiments/get-by-name", {"experiment_name": name})
         except ResourceDoesNotExist:
             return None
-        return _experiment(found["experiment"])
+        return wire.experiment_from(found["experiment"])
 
     def search_experiments(
         self, view_type: int = ViewType.ACTIVE_ONLY, max_results: int | None = None,
@@ -241,7 +186,7 @@ class RemoteClient:
             if page_token:
                 payload["page_token"] = page_token
             page = self._call("POST", "experiments/search", payload)
-            found += [_experiment(e) for e in page.get("experiments", [])]
+            found += [wire.experiment_from(e) for e in page.get("experiments", [])]
             page_token = page.get("next_page_token")
             if not page_token or max_results is not None:
                 return PagedList(found, page_token)
@@ -274,7 +219,7 @@ class RemoteClient:
         if run_id is not None:
             raise InvalidParameterValue("a server chooses run ids: create_run(run_id=...) is local only")
         payload: dict[str, Any] = {
-            "experiment_id": str(experiment_id), "tags": _pairs(tags),
+            "experiment_id": str(experiment_id), "tags": wire.pairs(tags),
             "start_time": codec.now_ms() if start_time is None else check_int64(
                 "start_time", start_time),
         }  # fmt: skip
@@ -282,24 +227,25 @@ class RemoteClient:
             payload["run_name"] = run_name
         if user_id:
             payload["user_id"] = user_id
-        return _run(self._call("POST", "runs/create", payload)["run"])
+        return wire.run_from(self._call("POST", "runs/create", payload)["run"])
 
     def get_run(self, run_id: str, as_of: int | datetime | None = None) -> Run:
         """A run with its params, latest metrics and tags (``as_of`` is local only)."""
         if as_of is not None:
             raise InvalidParameterValue("get_run(as_of=...) reads the log; use a local store")
-        return _run(self._call("GET", "runs/get", {"run_id": run_id})["run"])
+        return wire.run_from(self._call("GET", "runs/get", {"run_id": run_id})["run"])
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
         end_time: int | None = None, *, idempotency_key: str | None = None,
-    ) -> None:  # fmt: skip
-        """Change a run's status and/or name."""
+    ) -> RunInfo:  # fmt: skip
+        """Change a run's status and/or name; returns the run's info."""
         payload: dict[str, Any] = {"run_id": run_id}
         for field, value in (("status", status), ("run_name", name), ("end_time", end_time)):
             if value is not None:
                 payload[field] = value
-        self._call("POST", "runs/update", payload)
+        return wire.run_info_from(
+            self._call("POST", "runs/update", payload, idempotency_key)["run_info"])
 
     def set_terminated(
         self, run_id: str, status: str | None = None, end_time: int | None = None,
@@ -307,7 +253,7 @@ class RemoteClient:
     ) -> None:  # fmt: skip
         """End a run with a status (FINISHED by default) and an end time."""
         end = codec.now_ms() if end_time is None else end_time
-        self.update_run(run_id, status or "FINISHED", end_time=end)
+        self.update_run(run_id, status or "FINISHED", end_time=end, idempotency_key=idempotency_key)
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted."""
@@ -358,8 +304,8 @@ class RemoteClient:
                 }
                 for m, (key, value, timestamp, step) in zip(metrics, checked)
             ],
-            "params": _pairs(params),
-            "tags": _pairs(tags),
+            "params": wire.pairs(params),
+            "tags": wire.pairs(tags),
         }
         self._call("POST", "runs/log-batch", payload, idempotency_key)
 
@@ -368,7 +314,8 @@ class RemoteClient:
         *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
         """Set one tag on a run."""
-        self._call("POST", "runs/set-tag", {"run_id": run_id, "key": key, "value": str(value)})
+        payload = {"run_id": run_id, "key": key, "value": str(value)}
+        self._call("POST", "runs/set-tag", payload, idempotency_key)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Delete a tag from a run."""
@@ -381,7 +328,7 @@ class RemoteClient:
         while True:
             page = self._call("GET", "metrics/get-history", query)
             points += [
-                Metric(m["key"], _float(m.get("value", 0.0)), m.get("timestamp", 0), m.get("step", 0))
+                wire.metric_from(m)
                 for m in page.get("metrics", [])
             ]
             if not page.get("next_page_token"):
@@ -402,7 +349,7 @@ class RemoteClient:
         if page_token:
             payload["page_token"] = page_token
         page = self._call("POST", "runs/search", payload)
-        return PagedList([_run(r) for r in page.get("runs", [])], page.get("next_page_token"))
+        return PagedList([wire.run_from(r) for r in page.get("runs", [])], page.get("next_page_token"))
 
     # --- artifacts ------------------------------------------------------------------
 
@@ -474,13 +421,3 @@ def _rewind(body: Any) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def _error(status: int, data: bytes) -> EvstoreError:
-    try:
-        payload = msgspec.json.decode(data)
-        code, message = payload.get("error_code", ""), payload.get("message", "")
-    except (msgspec.DecodeError, AttributeError):
-        code, message = "", data[:200].decode("utf-8", "replace")
-    error_type = _ERRORS.get(code) or (ResourceDoesNotExist if status == 404 else StoreError)
-    return error_type(message or f"HTTP {status}")

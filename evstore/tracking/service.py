@@ -1,5 +1,7 @@
-"""``evstore.Client``: MlflowClient's names, signatures and return shapes over the log.
+"""The tracking service: every rule of MLflow's tracking API, over one local store.
 
+``evstore.Client`` calls it in process; ``evstore server`` calls it for each HTTP request,
+so a rule (validation, lifecycle checks, "write only if changed", paging) lives here once.
 Every write checks the current state and appends its events inside one write
 transaction, so a failed write changes nothing and two writers cannot both pass a
 check. Reads come from the projections, which the same transaction keeps current.
@@ -29,6 +31,7 @@ from evstore.entities import (
     PagedList,
     Param,
     Run,
+    RunInfo,
     RunTag,
     ViewType,
 )
@@ -129,29 +132,17 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
-class Client:
-    """A tracking client for one store, mirroring ``mlflow.MlflowClient``."""
+class TrackingService:
+    """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
-    def __new__(cls, tracking_uri: str | None = None) -> Any:
-        """A local Client, or a RemoteClient with the same methods for an http(s) URI."""
-        from evstore import fluent
-
-        uri = check_text("tracking URI", tracking_uri or fluent.get_tracking_uri())
-        if uri.startswith(("http://", "https://")):
-            from evstore.remote import RemoteClient
-
-            return RemoteClient(uri)
-        return super().__new__(cls)
-
-    def __init__(self, tracking_uri: str | None = None) -> None:
-        from evstore import fluent
-
-        self.tracking_uri = tracking_uri or fluent.get_tracking_uri()
-        self._runner = open_tracking_store(self.tracking_uri)
+    def __init__(self, tracking_uri: str, served: bool = False) -> None:
+        self.tracking_uri = tracking_uri
+        self._runner = open_tracking_store(tracking_uri)
         self._store = self._runner.store
-        self.artifact_root = artifact_root_for(self.tracking_uri)
+        self.artifact_root = artifact_root_for(tracking_uri)
         self._artifacts = ArtifactRepository(self.artifact_root)
-        self._ensure_default_experiment()
+        # A server hands out artifact locations its proxy serves (mlflow-artifacts:/<id>).
+        self._served = served
 
     @property
     def store(self) -> Any:
@@ -174,7 +165,9 @@ class Client:
             self._runner.check_fresh()  # its catch-up joins this transaction
             yield conn
 
-    def _ensure_default_experiment(self) -> None:
+    def ensure_default_experiment(self) -> None:
+        """Create experiment 0, "Default", in a store that has no experiment (as MLflow's
+        stores do when first opened for writing)."""
         with self.reading() as conn:
             if conn.execute("SELECT 1 FROM experiments LIMIT 1").fetchone():
                 return
@@ -208,11 +201,16 @@ class Client:
         event = ExperimentCreated(
             experiment_id=experiment_id,
             name=name,
-            artifact_location=location or posixpath.join(self.artifact_root, experiment_id),
+            artifact_location=location or self._default_location(experiment_id),
             creation_time=codec.now_ms(),
             tags=tags,
         )
         self._store.append(experiment_stream(experiment_id), [event], expected_version=NO_STREAM)
+
+    def _default_location(self, experiment_id: str) -> str:
+        if self._served:
+            return f"mlflow-artifacts:/{experiment_id}"
+        return posixpath.join(self.artifact_root, experiment_id)
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment; raises ResourceDoesNotExist when there is none."""
@@ -301,9 +299,8 @@ class Client:
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, experiment_id)
             if experiment.lifecycle_stage != required:
-                raise InvalidState(
-                    f"Experiment {experiment_id} is {experiment.lifecycle_stage}; expected {required}."
-                )
+                # MLflow looks the experiment up in the stage the change applies to.
+                raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
             now = codec.now_ms()
             self._store.append(
                 experiment_stream(experiment.experiment_id),
@@ -319,12 +316,15 @@ class Client:
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         """Set a tag on an experiment."""
         validate_key("tag", key)
+        value = tag_value(key, value)
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, experiment_id)
+            _check_experiment_active(experiment)
+            if experiment.tags.get(key) == value:
+                return  # unchanged: a retry writes nothing
             self._store.append(
                 experiment_stream(experiment.experiment_id),
-                [ExperimentTagSet(experiment_id=experiment.experiment_id, key=key,
-                                  value=tag_value(key, value))],
+                [ExperimentTagSet(experiment_id=experiment.experiment_id, key=key, value=value)],
             )  # fmt: skip
 
     # --- runs ---------------------------------------------------------------------
@@ -349,10 +349,7 @@ class Client:
         run_id = uuid.uuid4().hex if run_id is None else new_run_id(run_id)
         with self._store.transaction() as conn:
             experiment = self._experiment_for_write(conn, str(experiment_id))
-            if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
-                raise InvalidState(
-                    f"Could not create run under non-active experiment with id {experiment_id}."
-                )
+            _check_experiment_active(experiment)
             started = RunStarted(
                 experiment_id=experiment.experiment_id,
                 run_name=run_name,
@@ -384,7 +381,7 @@ class Client:
         if state is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         if state[1] != LifecycleStage.ACTIVE:
-            raise InvalidState(
+            raise InvalidParameterValue(  # MLflow's code for a write to a deleted run
                 f"The run {run_id} must be in the 'active' state. Current state is {state[1]}."
             )
 
@@ -420,21 +417,27 @@ class Client:
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
         end_time: int | None = None, *, idempotency_key: str | None = None,
-    ) -> None:  # fmt: skip
-        """Change a run's status and/or name, as MLflow's update_run."""
-        events: list[Event] = []
+    ) -> RunInfo:  # fmt: skip
+        """Change a run's status, name and/or end time, as MLflow's update_run; a change
+        to what the run already holds writes nothing. Returns the run's info."""
         end_time = optional_int64("end_time", end_time)
         optional_text("run name", name)
-        if status is not None:
-            if status not in RUN_STATUSES:
-                raise InvalidParameterValue(
-                    f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
-                )
-            events.append(RunStatusChanged(status=status, end_time=end_time))
-        if name:
-            events.append(RunRenamed(run_name=name))
-        if events:
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidParameterValue(
+                f"Invalid run status {status!r}: use one of {', '.join(RUN_STATUSES)}"
+            )
+        with self._store.transaction() as conn:
+            self._active_run(conn, run_id)
+            info = reads.load_runs(conn, [run_id])[0].info
+            events: list[Event] = []
+            if status not in (None, info.status) or end_time not in (None, info.end_time):
+                events.append(RunStatusChanged(status=status or info.status, end_time=end_time))
+            if name and name != info.run_name:
+                events.append(RunRenamed(run_name=name))
+            if not events:
+                return info
             self._run_write(run_id, events, idempotency_key, ends=status in _ENDED)
+            return reads.load_runs(conn, [run_id])[0].info
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted (soft; restore_run undoes it)."""
@@ -505,18 +508,20 @@ class Client:
             raise InvalidParameterValue(
                 "log_batch takes lists of Metric, Param and RunTag objects"
             ) from None
-        points = [MetricPoint(*point) for point in metric_points(metrics)]
+        points = metric_points(metrics)
         new_params: dict[str, str] = {}
         for param in params:
             key, value = validate_key("param", _field(param, "key")), param_value(param.value)
-            if new_params.get(key, value) != value:
+            if key in new_params:
                 raise InvalidParameterValue(
-                    f"Duplicate parameter keys have been submitted: '{key}' with values"
-                    f" '{new_params[key]}' and '{value}'."
+                    f"Duplicate parameter keys have been submitted: ['{key}']. Please ensure"
+                    " the request contains only one param value per param key."
                 )
             new_params[key] = value
-        tag_events = [TagSet(key=validate_key("tag", _field(t, "key")), value=tag_value(t.key, t.value))
-                      for t in tags]  # fmt: skip
+        new_tags: dict[str, str] = {}  # the last value of a key wins, as in MLflow
+        for t in tags:
+            key = validate_key("tag", _field(t, "key"))
+            new_tags[key] = tag_value(key, t.value)
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             stored = reads.params_of(conn, run_id, list(new_params))
@@ -533,23 +538,34 @@ class Client:
                 events.append(ParamsLogged(params=fresh))
             if points:
                 events.append(MetricsLogged(points=points))
-            events += tag_events
             if events:
                 event_ids = None
                 if idempotency_key is not None:
-                    # keyed by the whole request: a retry whose params are stored by now
-                    # sends fewer events, with the same leading ids
-                    request = ("log_batch", points, sorted(new_params.items()), tag_events)
+                    # keyed by the request's params and metrics: a retry whose params are
+                    # stored by now sends fewer events, with the same leading ids
+                    request = ("log_batch", points, sorted(new_params.items()))
                     event_ids = _event_ids(idempotency_key, len(events), request)
                 self._store.append(run_id, events, event_ids=event_ids)
+            if new_tags:
+                # Tags are kept idempotent by state instead: one set to the value it holds
+                # writes nothing, so A=1, A=2, A=1 ends at 1 and a retry adds nothing.
+                held = reads.tag_values(conn, run_id, list(new_tags))
+                changed = [TagSet(key=k, value=v) for k, v in new_tags.items() if held.get(k) != v]
+                if changed:
+                    self._store.append(run_id, changed)
 
     def set_tag(
         self, run_id: str, key: str, value: Any, synchronous: bool | None = None,
         *, idempotency_key: str | None = None,
     ) -> None:  # fmt: skip
-        """Set one tag on a run."""
+        """Set one tag on a run; setting the value it holds writes nothing."""
         key = validate_key("tag", key)
-        self._run_write(run_id, [TagSet(key=key, value=tag_value(key, value))], idempotency_key)
+        value = tag_value(key, value)
+        with self._store.transaction() as conn:
+            self._active_run(conn, run_id)
+            if reads.tag_values(conn, run_id, [key]).get(key) == value:
+                return
+            self._run_write(run_id, [TagSet(key=key, value=value)], idempotency_key)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Delete a tag from a run; the tag must exist."""
@@ -561,12 +577,23 @@ class Client:
             self._store.append(run_id, [TagDeleted(key=key)])
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every point of a metric, in the order logged."""
+        """Every distinct point of a metric."""
         check_text("metric key", key)
         with self.reading() as conn:
             if reads.run_state(conn, check_text("run id", run_id)) is None:
                 raise ResourceDoesNotExist(f"Run with id={run_id} not found")
             return reads.metric_history(conn, run_id, key)
+
+    def get_metric_history_page(
+        self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> PagedList:
+        """One page of a metric's history (all of it when ``max_results`` is None or 0)."""
+        from evstore.search import create_page_token, parse_page_token
+
+        start = parse_page_token(page_token)
+        history = self.get_metric_history(run_id, key)
+        end = len(history) if not max_results else start + max_results
+        return PagedList(history[start:end], create_page_token(end) if end < len(history) else None)
 
     # --- artifacts ----------------------------------------------------------------
 
@@ -762,6 +789,15 @@ def _local_path(path: Any) -> str:
         raise InvalidParameterValue(
             f"Invalid local path {shown(path)}: it must be a str or os.PathLike"
         ) from None
+
+
+def _check_experiment_active(experiment: Experiment) -> None:
+    """MLflow's refusal of a write under a deleted experiment."""
+    if experiment.lifecycle_stage != LifecycleStage.ACTIVE:
+        raise InvalidParameterValue(
+            f"The experiment {experiment.experiment_id} must be in the 'active' state."
+            f" Current state is {experiment.lifecycle_stage}."
+        )
 
 
 def _experiment_name(name: Any) -> str:
