@@ -215,10 +215,7 @@ class TrackingService:
     def get_experiment(self, experiment_id: str) -> Experiment:
         """One experiment; raises ResourceDoesNotExist when there is none."""
         with self.reading() as conn:
-            found = reads.experiment_by_id(conn, str(experiment_id))
-        if found is None:
-            raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
-        return found
+            return _found_experiment(conn, experiment_id)
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """One experiment by name, or None."""
@@ -263,10 +260,7 @@ class TrackingService:
         return PagedList(found[start:end], token)
 
     def _experiment_for_write(self, conn: Any, experiment_id: str) -> Experiment:
-        found = reads.experiment_by_id(conn, str(experiment_id))
-        if found is None:
-            raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
-        return found
+        return _found_experiment(conn, experiment_id)
 
     def rename_experiment(self, experiment_id: str, new_name: str) -> None:
         """Give an experiment a new, unused name."""
@@ -577,12 +571,10 @@ class TrackingService:
             self._store.append(run_id, [TagDeleted(key=key)])
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
-        """Every distinct point of a metric."""
+        """Every distinct point of a metric (none for an unknown run, as MLflow answers)."""
         check_text("metric key", key)
         with self.reading() as conn:
-            if reads.run_state(conn, check_text("run id", run_id)) is None:
-                raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-            return reads.metric_history(conn, run_id, key)
+            return reads.metric_history(conn, check_text("run id", run_id), key)
 
     def get_metric_history_page(
         self, run_id: str, key: str, max_results: int | None = None, page_token: str | None = None
@@ -789,6 +781,20 @@ def _local_path(path: Any) -> str:
         raise InvalidParameterValue(
             f"Invalid local path {shown(path)}: it must be a str or os.PathLike"
         ) from None
+
+
+def _found_experiment(conn: Any, experiment_id: Any) -> Experiment:
+    """An experiment by id, or MLflow's error: an id that is no integer is an invalid
+    parameter (unless an imported store holds it), a missing one does not exist."""
+    experiment_id = str(experiment_id)
+    found = reads.experiment_by_id(conn, experiment_id)
+    if found is not None:
+        return found
+    if not experiment_id.isdigit():
+        raise InvalidParameterValue(
+            f"Invalid experiment ID '{experiment_id}'. Experiment ID must be a valid integer."
+        )
+    raise ResourceDoesNotExist(f"No Experiment with id={experiment_id} exists")
 
 
 def _check_experiment_active(experiment: Experiment) -> None:
