@@ -451,6 +451,16 @@ def server(
     ] = None,
     max_json_mb: Annotated[int, typer.Option(help="Largest JSON request body, MiB.")] = 16,
     max_artifact_mb: Annotated[int, typer.Option(help="Largest artifact upload, MiB.")] = 5120,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(envvar="EVSTORE_ALLOWED_HOSTS", help="Comma-separated Host headers served, replacing"
+                     " the default (loopback, the bound address, private IPs); '*' allows all."),
+    ] = None,
+    cors_allowed_origins: Annotated[
+        str | None,
+        typer.Option(envvar="EVSTORE_CORS_ALLOWED_ORIGINS", help="Comma-separated browser origins"
+                     " allowed to write (loopback origins always are); '*' allows all."),
+    ] = None,
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
@@ -461,9 +471,12 @@ def server(
     _check_range("--port", port, 0, 65535)
     _check_range("--max-json-mb", max_json_mb, 1, 1 << 20)
     _check_range("--max-artifact-mb", max_artifact_mb, 1, 1 << 30)
+    hosts, origins = ([i.strip() for i in (text or "").split(",") if i.strip()]
+                      for text in (allowed_hosts, cors_allowed_origins))  # fmt: skip
     settings = ServerSettings(
-        store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20
-    )
+        store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20,
+        allowed_hosts=tuple(hosts) or None, cors_allowed_origins=tuple(origins),
+    )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
     serve(settings, host=host, port=port)
 

@@ -6,6 +6,7 @@ import numbers
 import posixpath
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from evstore.entities import Metric
 from evstore.errors import InvalidParameterValue
@@ -23,6 +24,12 @@ INT64_MAX = 2**63 - 1
 # MLflow's rule for run ids; ids starting with "experiment-" would name an experiment's stream.
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 _RESERVED_STREAM_PREFIX = "experiment-"
+# Tag values are kept whole past MLflow's caps (8,000 characters for run tags, 20,000 for
+# experiment tags), up to this many characters; the importer writes MLflow's values as found.
+MAX_TAG_VALUE_LENGTH = 65536
+MAX_ARTIFACT_PATH_LENGTH = 1024
+MAX_ARTIFACT_NAME_BYTES = 255
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def shown(value: Any) -> str:
@@ -218,7 +225,54 @@ def tag_value(key: str, value: Any) -> str:
     """MLflow stores tag values as strings."""
     if value is None:
         raise InvalidParameterValue(f"Tag '{key}' has no value")
-    return _stored_text(f"value of tag '{key}'", value)
+    text = _stored_text(f"value of tag '{key}'", value)
+    if len(text) > MAX_TAG_VALUE_LENGTH:
+        raise InvalidParameterValue(
+            f"Tag '{key}' has a value of {len(text)} characters; the limit is {MAX_TAG_VALUE_LENGTH}"
+            " (evstore keeps tag values whole, far past MLflow's 8,000)."
+        )
+    return text
+
+
+def check_artifact_path(path: str) -> str:
+    """A run-relative artifact path (``dir/file.txt``) safe to become a local path anywhere.
+
+    MLflow's ``validate_path_is_safe`` refuses '..' components, absolute paths (POSIX and
+    Windows), backslashes (as Windows separators) and '#', checking the path percent-decoded
+    until it stops changing. evstore also refuses NUL, empty and '.' components, and
+    components that are '.' or '..' before a ';' (``..;/x``, which servlet-style proxies read
+    as '..'). Lengths: each component at most 255 UTF-8 bytes (NAME_MAX of common file
+    systems) and the whole path at most 1,024 characters; that also bounds the depth at 512,
+    so no separate depth limit. Raises InvalidParameterValue saying what is wrong.
+    """
+    check_text("artifact path", path)
+    if len(path) > MAX_ARTIFACT_PATH_LENGTH:
+        raise InvalidParameterValue(
+            f"Invalid artifact path {shown(path[:40])}...: it is {len(path)} characters long;"
+            f" the limit is {MAX_ARTIFACT_PATH_LENGTH}."
+        )
+    forms = [path]
+    while len(forms) < 10 and unquote(forms[-1]) != forms[-1]:
+        forms.append(unquote(forms[-1]))  # '..' encoded once, twice or more is refused too
+    for form in forms:
+        if "\x00" in form or "\\" in form or "#" in form:
+            raise InvalidParameterValue(
+                f"Invalid artifact path {shown(path)}: NUL, backslash and '#' are not allowed"
+            )
+        if form.startswith("/") or _DRIVE.match(form):
+            raise InvalidParameterValue(f"Invalid artifact path {shown(path)}: must be relative")
+        for part in form.split("/"):
+            if part in ("", ".", "..") or part.partition(";")[0] in (".", ".."):
+                raise InvalidParameterValue(
+                    f"Invalid artifact path {shown(path)}: '.', '..' and empty segments are not allowed"
+                )
+    for part in path.split("/"):
+        if len(part.encode("utf-8")) > MAX_ARTIFACT_NAME_BYTES:
+            raise InvalidParameterValue(
+                f"Invalid artifact path {shown(path[:40])}...: the name {shown(part[:40])}... is"
+                f" {len(part.encode('utf-8'))} bytes long; the limit is {MAX_ARTIFACT_NAME_BYTES}."
+            )
+    return path
 
 
 def _stored_text(what: str, value: Any) -> str:

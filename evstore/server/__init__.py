@@ -6,12 +6,14 @@ A Starlette app served by uvicorn: Starlette is small, plain ASGI and leaves JSO
 
 Layout: ``mlflow_api`` (the tracking endpoints), ``artifacts_api`` (the artifact proxy),
 ``evstore_api`` (read-only ``/api/evstore/``), ``schemas`` (request Structs), ``_http``
-(errors, body limits, bearer auth, the store gate). Store calls run one at a time
-(``StoreGate``), so requests never use the SQLite connection concurrently.
+(errors, body limits, bearer auth, the store gate), ``security`` (Host and Origin checks
+against DNS rebinding and cross-origin writes, as MLflow 3.17's). Store calls run one at a
+time (``StoreGate``), so requests never use the SQLite connection concurrently.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +35,12 @@ class ServerSettings:
     auth_token: str | None = None
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
     max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES
+    #: Host header values served (None: loopback names, the bound address, private IPs).
+    allowed_hosts: tuple[str, ...] | None = None
+    #: Browser origins allowed to write, besides loopback ones and the server's own.
+    cors_allowed_origins: tuple[str, ...] = ()
+    #: The address the server binds (its own name is an allowed Host).
+    bind_host: str = "127.0.0.1"
 
 
 def create_app(settings: ServerSettings) -> Any:
@@ -48,11 +56,13 @@ def create_app(settings: ServerSettings) -> Any:
         HTTPError,
         StoreGate,
         bearer_token_middleware,
+        hidden_paths,
         json_response,
         parse_request,
         response_for,
     )
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
+    from evstore.server.security import security_middleware
     from evstore.tracking.service import TrackingService
 
     if settings.artifacts_root:
@@ -62,13 +72,15 @@ def create_app(settings: ServerSettings) -> Any:
     store = StoreGate()
     client = store.call(TrackingService, settings.store, True)
     store.call(client.ensure_default_experiment)
+    artifacts_api.remove_stray_uploads(client.artifact_root)
+    hidden = hidden_paths(str(getattr(client.store, "path", settings.store)), client.artifact_root)
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request)
             except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
-                return response_for(e)
+                return response_for(e, hidden)
 
         return endpoint
 
@@ -143,14 +155,16 @@ def create_app(settings: ServerSettings) -> Any:
         ],
         lifespan=lifespan,
     )
-    return bearer_token_middleware(app, settings.auth_token) if settings.auth_token else app
+    guarded_app = bearer_token_middleware(app, settings.auth_token) if settings.auth_token else app
+    hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
+    return security_middleware(guarded_app, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 
 
 def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000) -> None:
     """Serve the store with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, bind_host=host))
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
         timeout_keep_alive=60, server_header=False,

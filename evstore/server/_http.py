@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -49,14 +50,36 @@ def error_response(status: int, error_code: str, message: str) -> Response:
     return json_response({"error_code": error_code, "message": message}, status)
 
 
-def response_for(error: BaseException) -> Response:
-    """The response for an exception raised while serving a request."""
+def response_for(error: BaseException, hidden: tuple[tuple[str, str], ...] = ()) -> Response:
+    """The response for an exception raised while serving a request.
+
+    Each ``(absolute path, stand-in)`` of ``hidden`` is replaced in the message, so a
+    refusal never tells a caller where the store lives on the server.
+    """
     if isinstance(error, HTTPError):
-        return error_response(error.status, error.error_code, error.message)
+        return error_response(error.status, error.error_code, _hide(error.message, hidden))
     if isinstance(error, EvstoreError):
-        return error_response(error.http_status, error.error_code, str(error))
+        return error_response(error.http_status, error.error_code, _hide(str(error), hidden))
     logger.error("internal error while serving a request", exc_info=error)
     return error_response(500, "INTERNAL_ERROR", f"internal server error: {type(error).__name__}")
+
+
+def _hide(message: str, hidden: tuple[tuple[str, str], ...]) -> str:
+    for path, stand_in in hidden:
+        if path in message:
+            message = message.replace(path, stand_in)
+    return message
+
+
+def hidden_paths(store: str, artifact_root: str) -> tuple[tuple[str, str], ...]:
+    """What :func:`response_for` hides: the store file, its directory, the artifacts root."""
+    pairs = []
+    for path, stand_in in ((store, os.path.basename(store)), (artifact_root, "<artifacts root>"),
+                           (os.path.dirname(store), "<store directory>")):  # fmt: skip
+        for form in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+            if len(form) > 1:  # never the root directory itself
+                pairs.append((form, stand_in))
+    return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))  # a path before its directory
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -94,12 +117,32 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[
             parsed = msgspec.convert(fields, schema, strict=False)
         else:
             body = await read_body(request, limit)
+            check_json_content_type(request.headers.get("content-type"))
             parsed = msgspec.json.decode(body or b"{}", type=schema, strict=False)
+    except RecursionError:
+        raise HTTPError(
+            400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: JSON nested too deeply."
+        ) from None
     except msgspec.ValidationError as e:
         raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {_said(e)}") from e
     except msgspec.DecodeError as e:
         raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {request.url.path}: {e}") from e
     return parsed, msgspec.msgpack.encode(parsed)
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """MLflow's rule for request bodies of its API: ``application/json`` (parameters allowed).
+
+    A browser's cross-origin ``text/plain`` or form POST is refused here even where CORS lets it.
+    """
+    if content_type == JSON:
+        return
+    if content_type is None:
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", "Bad Request. Content-Type header is missing.")
+    if content_type.partition(";")[0].strip().lower() != JSON:
+        raise HTTPError(
+            400, "INVALID_PARAMETER_VALUE", f"Bad Request. Content-Type must be one of ['{JSON}']."
+        )
 
 
 _TYPE_WORDS = {"float": "a number", "int": "an integer", "str": "a string", "array": "a list",
@@ -119,15 +162,23 @@ def _said(error: msgspec.ValidationError) -> str:
 
 
 def bearer_token_middleware(app: Any, token: str) -> Any:
-    """An ASGI wrapper answering 401 unless ``Authorization: Bearer <token>`` is sent."""
+    """An ASGI wrapper answering 401 unless ``Authorization: Bearer <token>`` is sent.
+
+    The scheme is case-insensitive (RFC 9110: ``bearer``, ``BEARER`` too), the token is not.
+    """
     expected = f"Bearer {token}".encode()
+    token_bytes = token.encode()
+
+    def matches(sent: bytes) -> bool:
+        scheme, _, credentials = sent.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), token_bytes)
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if hmac.compare_digest(sent, expected):
+        if hmac.compare_digest(sent, expected) or matches(sent):
             await app(scope, receive, send)
             return
         message = (

@@ -3,9 +3,10 @@
 URLs name ``<experiment_id>/<run_id>/artifacts/<path>``. Bytes go to the Client's
 content-addressed store (``objects/<sha[:2]>/<sha>`` under the artifacts root), so a
 logical path never becomes a file path on the server. Paths are still checked strictly,
-because the mlflow client turns them into local paths when it downloads: '..', '.',
-empty segments, absolute paths, backslashes, NUL and percent-encoded separators are
-refused with 400, as is an object directory that is a symlink or leads out of the root.
+because the mlflow client turns them into local paths when it downloads: what
+``evstore.validation.check_artifact_path`` refuses ('..', '.', empty segments, absolute
+paths, backslashes, NUL, '#', overlong names) and percent-encoded separators are refused
+with 400, as is an object directory that is a symlink or leads out of the root.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import hashlib
 import mimetypes
 import os
 import posixpath
-import re
 import tempfile
+import time
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,28 +27,14 @@ from evstore.entities import LifecycleStage
 from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.server._http import HTTPError, StoreGate, json_response
 from evstore.tracking.service import TrackingService as Client
+from evstore.validation import check_artifact_path
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")
 _SPOOL_IN_MEMORY = 8 << 20
-_DRIVE = re.compile(r"^[A-Za-z]:(/|$)")
-
-
-def check_relative_path(path: str) -> str:
-    """A run-relative artifact path, or InvalidParameterValue saying what is wrong with it."""
-    forms = [path]
-    while len(forms) < 4 and unquote(forms[-1]) != forms[-1]:
-        forms.append(unquote(forms[-1]))  # '..' encoded once, twice or thrice is refused too
-    for form in forms:
-        if "\x00" in form or "\\" in form:
-            raise InvalidParameterValue(f"Invalid artifact path {path!r}: NUL and backslash are not allowed")
-        if form.startswith("/") or _DRIVE.match(form):
-            raise InvalidParameterValue(f"Invalid artifact path {path!r}: must be relative")
-        if any(part in ("", ".", "..") for part in form.split("/")):
-            raise InvalidParameterValue(
-                f"Invalid artifact path {path!r}: '.', '..' and empty segments are not allowed"
-            )
-    return path
+UPLOAD_DIRECTORY = ".uploads"
+UPLOAD_PREFIX = "evstore-upload-"
+STALE_INCOMING_SECONDS = 3600
 
 
 def split_artifact_path(path: str, *, allow_root: bool = False) -> tuple[str, str, str]:
@@ -60,9 +46,9 @@ def split_artifact_path(path: str, *, allow_root: bool = False) -> tuple[str, st
         )
     relative = parts[3] if len(parts) == 4 else ""
     if relative or not allow_root:
-        check_relative_path(relative)
+        check_artifact_path(relative)
     for part in parts[:2]:
-        check_relative_path(part)
+        check_artifact_path(part)
     return parts[0], parts[1], relative
 
 
@@ -98,12 +84,62 @@ def check_confined(root: str, sha256: str) -> None:
             )
 
 
-async def _spool(request: Request, limit: int) -> tuple[Any, str]:
-    """The body in a temp file (memory when small) and its sha256, within ``limit``."""
+def remove_stray_uploads(root: str, now: float | None = None) -> list[str]:
+    """Delete what killed uploads left under ``root``; returns the paths removed.
+
+    Spool files (``.uploads/evstore-upload-<pid>-*``) of processes that are gone, and the
+    repository's ``objects/.incoming-*`` temp files untouched for an hour (a live writer
+    keeps its file's mtime fresh; another process may be writing one right now).
+    """
+    removed = []
+    now = time.time() if now is None else now
+    for directory, prefix in ((os.path.join(root, UPLOAD_DIRECTORY), UPLOAD_PREFIX),
+                              (os.path.join(root, "objects"), ".incoming-")):  # fmt: skip
+        try:
+            names = [n for n in os.listdir(directory) if n.startswith(prefix)]
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                if _is_stray(name, prefix, path, now):
+                    os.unlink(path)
+                    removed.append(path)
+            except OSError:  # gone already, or not ours to delete
+                continue
+    return removed
+
+
+def _is_stray(name: str, prefix: str, path: str, now: float) -> bool:
+    if prefix != UPLOAD_PREFIX:
+        return now - os.lstat(path).st_mtime > STALE_INCOMING_SECONDS
+    pid = name[len(prefix):].partition("-")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+
+async def _spool(request: Request, limit: int, root: str) -> tuple[Any, str]:
+    """The body in a temp file (memory when small) and its sha256, within ``limit``.
+
+    On disk it is ``<root>/.uploads/evstore-upload-<pid>-*``: on Linux an unnamed file
+    (O_TMPFILE), elsewhere named and unlinked at once, and any a crash leaves is
+    removed by :func:`remove_stray_uploads` when a server starts.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPError(413, "INVALID_PARAMETER_VALUE", f"Artifact of {declared} bytes exceeds the limit of {limit} bytes.")
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - the caller closes it
+    directory = os.path.join(root, UPLOAD_DIRECTORY)
+    os.makedirs(directory, exist_ok=True)
+    spool = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - the caller closes it
+        max_size=_SPOOL_IN_MEMORY, prefix=f"{UPLOAD_PREFIX}{os.getpid()}-", dir=directory
+    )
     digest = hashlib.sha256()
     size = 0
     try:
@@ -125,7 +161,7 @@ async def upload(request: Request, client: Client, store: StoreGate, limit: int)
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
     await store.quick(lambda: _run_for_artifacts(client, experiment_id, run_id, write=True))
-    spool, sha256 = await _spool(request, limit)
+    spool, sha256 = await _spool(request, limit, client.artifact_root)
     try:
         check_confined(client.artifact_root, sha256)
         await store.slow(client.record_artifact_bytes, run_id, relative, spool)
@@ -177,7 +213,7 @@ async def list_files(request: Request, client: Client, store: StoreGate) -> Resp
     files = []
     for info in await store.quick(listing):
         entry: dict[str, Any] = {"path": posixpath.basename(info.path), "is_dir": info.is_dir}
-        if info.file_size is not None:
+        if info.file_size:  # MLflow omits the size of an empty file, as protobuf omits a 0
             entry["file_size"] = info.file_size
         files.append(entry)
     return json_response({"files": files})

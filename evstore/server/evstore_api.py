@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import posixpath
 from typing import Any
 
 import msgspec
@@ -55,7 +57,12 @@ def verify(client: Client, request: Request) -> Any:
 
 
 def info(client: Client, request: Request) -> Any:
-    """Counts, head position and hash: ``evstore info`` as JSON."""
+    """Counts, head position and hash: ``evstore info`` as JSON (the store by file name only)."""
     from evstore.inspect import store_info
 
-    return lambda: store_info(client.store)
+    def facts() -> dict[str, Any]:
+        found = store_info(client.store)
+        found["store"] = posixpath.basename(str(found["store"]).replace(os.sep, "/"))
+        return found
+
+    return facts

@@ -391,7 +391,8 @@ class HttpTransport:
         query = {"path": posixpath.join(root, path) if path else root}
         found = msgspec.json.decode(self._request("GET", _ARTIFACTS, query=query)).get("files", [])
         return [
-            FileInfo(posixpath.join(path, f["path"]) if path else f["path"], f["is_dir"], f.get("file_size"))
+            FileInfo(posixpath.join(path, f["path"]) if path else f["path"], f["is_dir"],
+                     f.get("file_size", None if f["is_dir"] else 0))  # an empty file: size omitted
             for f in found
         ]
 

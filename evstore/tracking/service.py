@@ -63,6 +63,7 @@ from evstore.events import (
 )
 from evstore.stores import NO_STREAM, sqlite_path
 from evstore.validation import (
+    check_artifact_path,
     check_text,
     metric_context,
     metric_points,
@@ -619,7 +620,7 @@ class TrackingService:
 
     def _record_artifacts(self, run_id: str, files: list[tuple[str, str]]) -> None:
         # Every check before the first byte is copied: a refused write leaves no object.
-        logicals = [logical_path(logical) for _local, logical in files]
+        logicals = [check_artifact_path(logical_path(logical)) for _local, logical in files]
         for local, _logical in files:
             if not os.path.isfile(local) or not os.access(local, os.R_OK):
                 raise InvalidParameterValue(
@@ -644,7 +645,7 @@ class TrackingService:
 
     def record_artifact_bytes(self, run_id: str, path: str, source: Any) -> None:
         """Store bytes from a stream under a logical path (the server's upload)."""
-        logical = logical_path(path)
+        logical = check_artifact_path(logical_path(path))
         self._check_active(run_id)
         try:
             size, sha = self._artifacts.put_stream(source)
