@@ -63,8 +63,8 @@ def main() -> None:
         sys.exit(1)
     except sqlite3.DatabaseError as e:  # a damaged file, found below the store boundary
         where = _opened[-1] if _opened else "the store"
-        typer.echo(f"error: {where} is damaged ({e}); run `evstore verify --store {where}`"
-                   " and restore it from a copy", err=True)  # fmt: skip
+        typer.echo(f"error: {where} is damaged (SQLite: {e}): `evstore verify` cannot vouch"
+                   " for it; restore the file from a copy", err=True)  # fmt: skip
         sys.exit(1)
 
 
@@ -261,7 +261,8 @@ def rebuild(
                TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn())  # fmt: skip
     log = _open_log(store)
     with _interrupted(_REBUILD_STOPPED.format(store=store)), \
-            Progress(*columns, console=Console(stderr=True), transient=True) as bar:  # fmt: skip
+            Progress(*columns, console=Console(stderr=True), transient=True,
+                     disable=not sys.stderr.isatty()) as bar:  # fmt: skip
         task = bar.add_task("rebuild", total=None, rate=0.0)
 
         def progress(done: int, total: int) -> None:
@@ -356,15 +357,15 @@ _DEFAULT_RUN_COLUMNS = "run_id,experiment,name,status,started,metrics,params"
 
 def _run_cell(run: Any, column: str) -> Any:
     """One cell of the runs table: an attribute, or params.X, metrics.X or tags.X."""
+    if column in _RUN_ATTRIBUTES:
+        return _RUN_ATTRIBUTES[column](run)
     kind, _, key = column.partition(".")
     if kind == "params":
         return run.data.params.get(key)
     if kind == "metrics":
         value = run.data.metrics.get(key)
         return None if value is None else f"{value:.6g}"
-    if kind == "tags":
-        return run.data.tags.get(key)
-    return _RUN_ATTRIBUTES[column](run)
+    return run.data.tags.get(key)
 
 
 def _run_columns(text: str) -> list[str]:
@@ -561,7 +562,7 @@ def import_mlflow(
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with _interrupted(_IMPORT_STOPPED.format(source=source, store=store)), \
-            Progress(*columns, transient=True) as progress:  # fmt: skip
+            Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as progress:  # fmt: skip
         task = progress.add_task("importing", total=None)
         counts = {"runs": 0, "metric_points": 0}
 
