@@ -353,6 +353,10 @@ _RUN_ATTRIBUTES = {
     "params": lambda r: " ".join(f"{k}={v}" for k, v in sorted(r.data.params.items())),
 }
 _DEFAULT_RUN_COLUMNS = "run_id,experiment,name,status,started,metrics,params"
+_COLUMNS_HELP = (
+    "Table columns, comma-separated: run_id, experiment, name, status, started, ended, user,"
+    " metrics, params, or one value as params.KEY, metrics.KEY, tags.KEY."
+)
 
 
 def _run_cell(run: Any, column: str) -> Any:
@@ -390,10 +394,7 @@ def runs(
     max_: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 100,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     view: View = "active",
-    columns: Annotated[str, typer.Option(
-        help="Table columns, comma-separated: run_id, experiment, name, status, started, ended,"
-        " user, metrics, params, or one value as params.KEY, metrics.KEY, tags.KEY.")
-    ] = _DEFAULT_RUN_COLUMNS,  # fmt: skip
+    columns: Annotated[str, typer.Option(help=_COLUMNS_HELP)] = _DEFAULT_RUN_COLUMNS,
 ) -> None:
     """Search runs with MLflow's filter grammar (plus OR and parentheses).
 

@@ -27,6 +27,12 @@ EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 FIXTURES = Path(__file__).parent / "fixtures" / "mlflow"
 
 
+FAKE_READ_ONLY = (
+    "import sys, evstore.stores.sqlite as s; s._writable = lambda path: False;"
+    " sys.argv[0] = 'evstore'; from evstore.cli import main; main()"
+)
+
+
 def run_cli(*args: str, cwd: Path | None = None, columns: int = 250,
             read_only: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """``evstore ARGS`` as its own process; ``read_only`` makes every store file read as
@@ -35,9 +41,7 @@ def run_cli(*args: str, cwd: Path | None = None, columns: int = 250,
     env["COLUMNS"] = str(columns)
     command = [EVSTORE, *args]
     if read_only:
-        command = [sys.executable, "-c", "import sys, evstore.stores.sqlite as s;"
-                   " s._writable = lambda path: False; sys.argv[0] = 'evstore';"
-                   " from evstore.cli import main; main()", *args]  # fmt: skip
+        command = [sys.executable, "-c", FAKE_READ_ONLY, *args]
     return subprocess.run(command, check=False, capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=120)  # fmt: skip
 
@@ -90,11 +94,11 @@ def store(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
 # --- 1. reads never create or write a store ---------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["runs"], ["experiments"], ["show", "abc"], ["history", "abc"], ["info"], ["verify"],
-     ["export", "runs", "out.parquet"], ["log"], ["rebuild"]],  # fmt: skip
-)
+READS = [["runs"], ["experiments"], ["show", "abc"], ["history", "abc"], ["info"], ["verify"],
+         ["export", "runs", "out.parquet"], ["log"], ["rebuild"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", READS)
 def test_a_read_of_a_missing_store_is_an_error_and_creates_nothing(tmp_path: Path, args: list[str]) -> None:
     done = run_cli(*args, "--store", "typo.db", cwd=tmp_path)
     one_line_error(done, "no store at typo.db", "evstore init")

@@ -22,7 +22,7 @@ def section(title: str) -> str:
 
 def fenced(text: str, language: str) -> list[str]:
     """The bodies of the ```language blocks in ``text``."""
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:

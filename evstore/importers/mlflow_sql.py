@@ -159,10 +159,9 @@ class SqlSource(MlflowSource):
         """Logged models and dataset inputs: tables this importer does not read."""
         counts = {}
         for kind, sql in _NOT_IMPORTED.items():
-            try:
-                (count,) = next(self._query(self._sql(sql), ()))
-            except Exception:  # an older schema without the table; driver errors vary
-                continue
+            if kind == "logged models" and not self.schema.has_logged_model_metrics:
+                continue  # MLflow 2 has no logged models table
+            (count,) = next(self._query(self._sql(sql), ()))
             if count:
                 counts[kind] = int(count)
         return counts
