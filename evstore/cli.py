@@ -123,7 +123,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 
 @app.command()
 def init(store: Store = DEFAULT_STORE) -> None:
-    """Create a store, its read models and the Default experiment (no other command does).
+    """Create a store, its read models and the Default experiment (reads never create one).
 
     Example: evstore init --store sqlite:///runs.db
     """

@@ -147,6 +147,7 @@ def _vacuum(conn: sqlite3.Connection) -> int:
     (page,) = conn.execute("PRAGMA page_size").fetchone()
     if not free:
         return 0
+    conn.execute("PRAGMA busy_timeout = 2000")
     try:
         conn.execute("VACUUM")
     except sqlite3.OperationalError:
