@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -41,8 +43,16 @@ View = Annotated[
 _VIEWS = {"active": 1, "deleted": 2, "all": 3}  # MLflow's ViewType numbers
 
 
+#: The store a command opened, named by a corruption error (SQLite's own names no file).
+_opened: list[str] = []
+
+_INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (SIGINT)
+
+
 def main() -> None:
     """Entry point of the console script."""
+    import sqlite3
+
     try:
         app()
     except EvstoreError as e:
@@ -51,35 +61,78 @@ def main() -> None:
         for line in rest:  # a filter error's caret lines
             typer.echo(line, err=True)
         sys.exit(1)
+    except sqlite3.DatabaseError as e:  # a damaged file, found below the store boundary
+        where = _opened[-1] if _opened else "the store"
+        typer.echo(f"error: {where} is damaged (SQLite: {e}): `evstore verify` cannot vouch"
+                   " for it; restore the file from a copy", err=True)  # fmt: skip
+        sys.exit(1)
 
 
-def _open_log(store: str) -> Any:
-    from evstore.stores import open_log
+def _version(show: bool) -> None:
+    if show:
+        from evstore import __version__
 
-    return open_log(store)
+        typer.echo(f"evstore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _open_log(store: str, *, create: bool = False) -> Any:
+    """The log at ``store``; a read never creates one (a typo is an error, not a new file)."""
+    from evstore.stores import open_log, sqlite_path
+
+    _opened.append(sqlite_path(store))
+    return open_log(store, create=create)
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    """A table; when it does not fit the terminal, one block of ``name value`` lines per row."""
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
-    for index, column in enumerate(columns):
-        last = index == len(columns) - 1
-        table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
-    for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
+    cells = [["" if value is None else str(value) for value in row] for row in rows]
     # Piped output keeps whole rows: rich would otherwise fold them at 80 columns.
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240).print(table)
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(soft_wrap=True, width=240 if piped else None)
+    table = Table(box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    if sum(widths) + 2 * len(widths) <= console.width:  # each cell is padded by a space each side
+        console.print(table)
+        return
+    name_width = max(map(len, columns), default=0)
+    for number, row in enumerate(cells):
+        if number:
+            typer.echo("")
+        for column, value in zip(columns, row):
+            typer.echo(f"{column:{name_width}}  {value}".rstrip())
 
 
 @app.command()
 def init(store: Store = DEFAULT_STORE) -> None:
-    """Create an empty store (opening any command on a new path does it too).
+    """Create a store, its read models and the Default experiment (reads never create one).
 
     Example: evstore init --store sqlite:///runs.db
     """
-    log = _open_log(store)
+    from evstore.tracking.service import TrackingService
+
+    _opened.append(store)
+    service = TrackingService(store)
+    service.ensure_default_experiment()
+    log = service.store
     typer.echo(f"store ready: {log.uri} (format {log.format_version()})")
 
 
@@ -96,8 +149,11 @@ def info(store: Store = DEFAULT_STORE, as_json: bool = typer.Option(False, "--js
         typer.echo(json.dumps(facts, indent=2))
         return
     for key, value in facts.items():
-        if key not in ("events_by_type", "tables"):
+        if key not in ("events_by_type", "tables", "rebuild_leftovers"):
             typer.echo(f"{key:22} {value}")
+    if found := facts.get("rebuild_leftovers"):
+        typer.echo(f"{'rebuild_leftovers':22} {'; '.join(found)} (a killed rebuild's: the next"
+                   " `evstore rebuild` removes them)")  # fmt: skip
     for name, count in facts.get("tables", {}).items():
         typer.echo(f"  table {name:15} {count} rows")
     if facts["unknown_events"]:
@@ -205,19 +261,45 @@ def rebuild(
 
     columns = (TextColumn("rebuild"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>10,.0f} events/s"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    log = _open_log(store)
+    with _interrupted(_REBUILD_STOPPED.format(store=store)), \
+            Progress(*columns, console=Console(stderr=True), transient=True,
+                     disable=not sys.stderr.isatty()) as bar:  # fmt: skip
         task = bar.add_task("rebuild", total=None, rate=0.0)
 
         def progress(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
             bar.update(task, completed=done, total=total, rate=done / elapsed if elapsed else 0.0)
 
-        summary = rebuild_read_models(_open_log(store), projection, progress=progress)
+        summary = rebuild_read_models(log, projection, progress=progress)
     typer.echo(
         f"rebuilt {', '.join(summary.projections)}: {summary.events:,} events replayed,"
         f" {summary.unknown_skipped:,} unknown skipped, head {summary.head_position:,},"
-        f" {summary.seconds:.1f} s ({summary.events / max(summary.seconds, 1e-9):,.0f} events/s)"
+        f" {summary.seconds:.1f} s ({summary.events / max(summary.seconds, 1e-9):,.0f} events/s),"
+        f" {summary.freed_bytes:,} bytes of free pages returned"
     )
+
+
+_REBUILD_STOPPED = (
+    "interrupted: the rebuild stopped before its swap and was rolled back; the log is"
+    " unchanged and the old read models still serve. Run `evstore rebuild --store {store}`"
+    " again to rebuild (it clears what this one left)."
+)
+_IMPORT_STOPPED = (
+    "interrupted: what was imported so far is kept (each batch commits whole, nothing half"
+    " written). Run the same `evstore import mlflow {source} --store {store}` again to"
+    " resume: it appends only what is still missing."
+)
+
+
+@contextmanager
+def _interrupted(message: str) -> Iterator[None]:
+    """Ctrl-C: say in what state the store is and how to resume, then exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(message, err=True)
+        raise typer.Exit(_INTERRUPTED) from None
 
 
 def _view_type(view: str) -> int:
@@ -228,17 +310,18 @@ def _view_type(view: str) -> int:
 
 
 def _client(store: str) -> Any:
+    """The tracking service of an existing store: a read never creates one, nor writes."""
     from evstore.tracking.service import TrackingService
 
-    service = TrackingService(store)
-    service.ensure_default_experiment()
-    return service
+    _open_log(store).close()
+    return TrackingService(store)
 
 
 def _timestamp(ms: int | None) -> str:
+    """A time in ms as ISO 8601 in local time, with its zone."""
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone().isoformat(timespec="milliseconds")
 
 
 @app.command()
@@ -260,6 +343,50 @@ def experiments(
     )  # fmt: skip
 
 
+_RUN_ATTRIBUTES = {
+    "run_id": lambda r: r.info.run_id,
+    "experiment": lambda r: r.info.experiment_id,
+    "name": lambda r: r.info.run_name,
+    "status": lambda r: r.info.status,
+    "started": lambda r: _timestamp(r.info.start_time),
+    "ended": lambda r: _timestamp(r.info.end_time),
+    "user": lambda r: r.info.user_id,
+    "metrics": lambda r: " ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items())),
+    "params": lambda r: " ".join(f"{k}={v}" for k, v in sorted(r.data.params.items())),
+}
+_DEFAULT_RUN_COLUMNS = "run_id,experiment,name,status,started,metrics,params"
+_COLUMNS_HELP = (
+    "Table columns, comma-separated: run_id, experiment, name, status, started, ended, user,"
+    " metrics, params, or one value as params.KEY, metrics.KEY, tags.KEY."
+)
+
+
+def _run_cell(run: Any, column: str) -> Any:
+    """One cell of the runs table: an attribute, or params.X, metrics.X or tags.X."""
+    if column in _RUN_ATTRIBUTES:
+        return _RUN_ATTRIBUTES[column](run)
+    kind, _, key = column.partition(".")
+    if kind == "params":
+        return run.data.params.get(key)
+    if kind == "metrics":
+        value = run.data.metrics.get(key)
+        return None if value is None else f"{value:.6g}"
+    return run.data.tags.get(key)
+
+
+def _run_columns(text: str) -> list[str]:
+    """The --columns list, checked before the store is opened."""
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    for column in columns:
+        kind, dot, key = column.partition(".")
+        if not (column in _RUN_ATTRIBUTES or (dot and key and kind in ("params", "metrics", "tags"))):
+            raise InvalidParameterValue(
+                f"--columns: {column!r} is not one of {', '.join(_RUN_ATTRIBUTES)},"
+                " params.KEY, metrics.KEY or tags.KEY"
+            )
+    return columns if "run_id" in columns else ["run_id", *columns]
+
+
 @app.command()
 def runs(
     store: Store = DEFAULT_STORE,
@@ -269,14 +396,19 @@ def runs(
     max_: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 100,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
     view: View = "active",
+    columns: Annotated[str, typer.Option(help=_COLUMNS_HELP)] = _DEFAULT_RUN_COLUMNS,
 ) -> None:
     """Search runs with MLflow's filter grammar (plus OR and parentheses).
 
-    Example: evstore runs --experiment sweep --filter "metrics.acc > 0.9 and params.lr = '0.01'"
+    Run ids are printed whole; a table too wide for the terminal is printed as one block
+    per run instead. Example: evstore runs --experiment sweep --filter "metrics.acc > 0.9"
+    --columns name,params.lr,metrics.acc
     """
     from evstore.entities import ViewType
 
-    view_type = _view_type(view)
+    view_type, chosen = _view_type(view), _run_columns(columns)
+    if fmt not in ("table", "json", "csv"):
+        raise EvstoreError(f"unknown format {fmt!r}: use table, json or csv")
     client = _client(store)
     ids = [_experiment_id(client, e) for e in experiment] if experiment else [
         e.experiment_id for e in client.search_experiments(ViewType.ALL)]  # fmt: skip
@@ -285,24 +417,20 @@ def runs(
         for run in found:
             typer.echo(json.dumps(json_safe(run.to_dictionary()), ensure_ascii=False))
     elif fmt == "csv":
-        import csv
-
-        from evstore.export import runs_table
-
-        table = runs_table(list(found))
-        writer = csv.writer(sys.stdout)
-        writer.writerow(table.column_names)
-        writer.writerows(zip(*(table.column(c).to_pylist() for c in table.column_names)))
-    elif fmt == "table":
-        _table(
-            ["run_id", "experiment", "name", "status", "started", "metrics", "params"],
-            [[r.info.run_id, r.info.experiment_id, r.info.run_name, r.info.status,
-              _timestamp(r.info.start_time),
-              " ".join(f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items())),
-              " ".join(f"{k}={v}" for k, v in sorted(r.data.params.items()))] for r in found],
-        )  # fmt: skip
+        _write_csv(list(found))
     else:
-        raise EvstoreError(f"unknown format {fmt!r}: use table, json or csv")
+        _table(chosen, [[_run_cell(run, c) for c in chosen] for run in found])
+
+
+def _write_csv(found: list[Any]) -> None:
+    import csv
+
+    from evstore.export import runs_table
+
+    table = runs_table(found)
+    writer = csv.writer(sys.stdout)
+    writer.writerow(table.column_names)
+    writer.writerows(zip(*(table.column(c).to_pylist() for c in table.column_names)))
 
 
 def _experiment_id(client: Any, id_or_name: str) -> str:
@@ -310,18 +438,25 @@ def _experiment_id(client: Any, id_or_name: str) -> str:
     return found.experiment_id if found is not None else client.get_experiment(id_or_name).experiment_id
 
 
+_AS_OF_HELP = (
+    "A point in the log: a position (12345), an ISO 8601 time (2026-11-26T10:00, local time"
+    " unless it names a zone: 2026-11-26T10:00+01:00) or epoch milliseconds as ms:1764151200000."
+)
+
+
 @app.command()
 def show(
     run_id: str,
     store: Store = DEFAULT_STORE,
-    as_of: Annotated[str | None, typer.Option(help="A position, or an ISO date/time.")] = None,
+    as_of: Annotated[str | None, typer.Option(help=_AS_OF_HELP)] = None,
 ) -> None:
     """One run: info, params, latest metrics, tags (optionally as of an earlier point).
 
     Example: evstore show 3f1c0a... --as-of 2026-11-26T10:00:00
     """
+    point = _parse_as_of(as_of) if as_of else None
     client = _client(store)
-    run = client.get_run(run_id, as_of=_parse_as_of(as_of)) if as_of else client.get_run(run_id)
+    run = client.get_run(run_id, as_of=point) if point is not None else client.get_run(run_id)
     typer.echo(json.dumps(json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
 
 
@@ -332,25 +467,34 @@ def _check_range(option: str, value: int, low: int, high: int) -> None:
 
 
 def _parse_as_of(text: str) -> Any:
-    from datetime import datetime
+    """--as-of: a position, an ISO time (local unless zoned), or ms:EPOCH_MS."""
+    from datetime import timedelta
 
-    if text.isascii() and text.isdigit():
-        return int(text)
+    digits = text.removeprefix("ms:")
+    if digits.isascii() and digits.isdigit():
+        if digits == text:
+            return int(text)
+        try:
+            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(digits))
+        except OverflowError:
+            raise InvalidParameterValue(f"--as-of {text} is out of the range of times") from None
     try:
         return datetime.fromisoformat(text)
     except ValueError as e:
-        raise EvstoreError(f"--as-of takes a position or an ISO date/time, not {text!r}") from e
+        raise InvalidParameterValue(
+            f"--as-of takes a position, an ISO date/time or ms:EPOCH_MS, not {text!r}"
+        ) from e
 
 
 @app.command()
 def history(run_id: str, store: Store = DEFAULT_STORE) -> None:
-    """A run's audit trail: every event with position, time, type, user and change.
+    """A run's audit trail: every event with position, time (ISO 8601, local), type, user, change.
 
     Example: evstore history 3f1c0a...
     """
     from evstore.history import run_history
 
-    rows = run_history(_client(store).store, run_id)
+    rows = run_history(_open_log(store), run_id)
     _table(
         ["position", "time", "type", "user", "change"],
         [[r["position"], _timestamp(r["occurred_at"]), r["type"], r["user"], r["change"]] for r in rows],
@@ -420,7 +564,8 @@ def import_mlflow(
     from evstore.importers.mlflow_import import import_mlflow as run_import
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as progress:
+    with _interrupted(_IMPORT_STOPPED.format(source=source, store=store)), \
+            Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as progress:  # fmt: skip
         task = progress.add_task("importing", total=None)
         counts = {"runs": 0, "metric_points": 0}
 
@@ -430,12 +575,23 @@ def import_mlflow(
                 f"importing: {counts['runs']} runs, {counts['metric_points']:,} metric points"))  # fmt: skip
 
         summary = run_import(store, source, artifacts_root=artifacts_root, progress=advance)
+    _import_report(summary, artifacts_root_given=artifacts_root is not None)
+
+
+def _import_report(summary: Any, *, artifacts_root_given: bool) -> None:
     typer.echo(
         f"imported from {summary.source} (schema {summary.schema_revision}): "
         f"{summary.experiments} experiments, {summary.runs} runs, {summary.metric_points} metric"
         f" points, {summary.params} params, {summary.tags} tags, {summary.artifacts} artifacts;"
         f" {summary.events_appended} new events"
     )
+    if summary.runs_without_artifacts:
+        hint = "" if artifacts_root_given else "; if some did, pass --artifacts-root"
+        typer.echo(f"{summary.runs_without_artifacts} runs have no artifact folder: runs that"
+                   f" never logged an artifact{hint}")  # fmt: skip
+    if summary.not_imported:
+        found = ", ".join(f"{count} {kind}" for kind, count in summary.not_imported.items())
+        typer.echo(f"not imported (evstore does not track them): {found}")
     for what, reason in summary.skipped:
         typer.echo(f"skipped {what}: {reason}")
 

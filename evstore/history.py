@@ -46,10 +46,12 @@ def run_as_of(store: EventStore, run_id: str, as_of: int | datetime) -> Run:
     from evstore.projection import project, registered
 
     kind, limit = _cutoff(as_of)
-    events = [
-        e for e in store.read_stream(run_id)
-        if (e.position if kind == "position" else e.recorded_at) <= limit
-    ]  # fmt: skip
+    stream = store.read_stream(run_id)
+    if not stream:
+        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+    if kind == "position" and limit > (head := store.head_position()):
+        raise InvalidParameterValue(f"as_of position {limit} is past the head of the log ({head})")
+    events = [e for e in stream if (e.position if kind == "position" else e.recorded_at) <= limit]
     if not events:
         raise ResourceDoesNotExist(f"Run with id={run_id} did not exist as of {as_of}")
     models = registered()

@@ -34,7 +34,10 @@ def store_info(store: EventStore) -> dict[str, Any]:
         facts["storage_format"] = f"{format_version()} (this evstore writes {FORMAT_VERSION})"
     connection = getattr(store, "connection", None)
     if connection is not None:
+        from evstore.rebuild import leftovers
+
         facts["projections_behind"] = projections_behind(connection, facts["head_position"])
+        facts["rebuild_leftovers"] = leftovers(store)
         facts["tables"] = table_counts(connection)
     facts["events_by_type"] = {f"{t} v{v}": n for (t, v), n in sorted(counts.items())}
     return facts

@@ -47,8 +47,10 @@ class RebuildSummary(msgspec.Struct, frozen=True):
     head_position: int
     seconds: float
     #: Seconds per phase: ``replay`` (the bulk, without the lock), ``indexes``, then
-    #: ``tail and swap`` (under the write lock).
+    #: ``tail and swap`` (under the write lock), then ``vacuum``.
     phases: dict[str, float] = {}
+    #: Bytes of free pages (the old tables') given back to the file system by VACUUM.
+    freed_bytes: int = 0
 
 
 def rebuild(
@@ -67,9 +69,11 @@ def rebuild(
     """
     started = time.perf_counter()
     path = _sqlite_file(store)
+    if getattr(store, "read_only", False):
+        raise StoreError(f"{path} is open read-only: a rebuild writes its read models")
     everything = registered() if models is None else list(models)
     chosen = select(names, everything)
-    with _exclusive(f"{path}.rebuild-lock"):
+    with _exclusive(lock_path(path)):
         if only_stale:
             state, head = store_state(store)
             chosen = [model for model in chosen if not _is_fresh(model, state)]
@@ -113,6 +117,8 @@ def rebuild(
                 _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
                 _swap(conn, chosen, suffix, head)
             clock.lap("tail and swap")
+            freed = _vacuum(shadow)
+            clock.lap("vacuum")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 shadow.execute("PRAGMA busy_timeout = 2000")
@@ -122,8 +128,32 @@ def rebuild(
             shadow.close()
     return RebuildSummary(
         [model.name for model in chosen], plan.events, plan.unknown, head,
-        time.perf_counter() - started, clock.phases,
+        time.perf_counter() - started, clock.phases, freed,
     )  # fmt: skip
+
+
+def lock_path(path: str) -> str:
+    """The file a rebuild of the store at ``path`` holds locked while it runs."""
+    return f"{path}.rebuild-lock"
+
+
+def _vacuum(conn: sqlite3.Connection) -> int:
+    """Give the pages of the replaced tables back to the file system; returns the bytes.
+
+    A busy store (a long reader in another process) keeps them for later: SQLite reuses
+    free pages for new rows anyway.
+    """
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    (page,) = conn.execute("PRAGMA page_size").fetchone()
+    if not free:
+        return 0
+    conn.execute("PRAGMA busy_timeout = 2000")
+    try:
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError:
+        return 0
+    (left,) = conn.execute("PRAGMA freelist_count").fetchone()
+    return int((free - left) * page)
 
 
 class _PhaseClock:
@@ -169,16 +199,48 @@ def _sqlite_file(store: EventStore) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: str) -> Iterator[None]:
-    """One rebuild at a time per store; the OS releases the lock if the process dies."""
+def _exclusive(path: str) -> Iterator[None]:
+    """One rebuild at a time per store; the OS releases the lock if the process dies, and
+    the file is removed when the rebuild ends (a killed one leaves it: ``info`` says so)."""
     import fcntl
 
-    with open(lock_path, "a") as handle:
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 - closed below, after the unlink
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:  # the rebuild before ours removed it while we waited
+            same = False
+        if same:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        handle.close()  # releases the lock
+
+
+def leftovers(store: EventStore) -> list[str]:
+    """What a killed rebuild left behind: its shadow tables and its lock file (none while
+    a rebuild is running: then they are its own)."""
+    import fcntl
+
+    path = _sqlite_file(store)
+    found: list[str] = []
+    if os.path.exists(lock_path(path)):
+        try:
+            with open(lock_path(path)) as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []  # a rebuild holds it
+        except OSError:
+            pass
+        found.append(f"lock file {lock_path(path)}")
+    tables = store.query("SELECT name FROM sqlite_master WHERE type = 'table'")  # type: ignore[attr-defined]
+    found += [f"shadow table {name}" for (name,) in tables if _SHADOW_MARK in name]
+    return found
 
 
 def _create_shadow(

@@ -117,6 +117,8 @@ def test_as_of_before_the_run_or_with_a_bad_value(client: Client) -> None:
         client.get_run(run_id, as_of="yesterday")  # type: ignore[arg-type]
     with pytest.raises(ResourceDoesNotExist):
         client.get_run("e" * 32, as_of=10**9)
+    with pytest.raises(InvalidParameterValue, match="past the head of the log"):
+        client.get_run(run_id, as_of=client.store.head_position() + 1)
 
 
 # A write the property test can make: (kind, arguments).
@@ -213,10 +215,10 @@ def test_history_cli_lists_every_event(client: Client, tmp_path: Path) -> None:
     for row, recorded in zip(rows, events):
         cells = row.split()
         assert cells[0] == str(recorded.position)
-        stamp = datetime.fromtimestamp(recorded.recorded_at / 1000, tz=UTC)
-        assert f"{cells[1]} {cells[2]}" == stamp.strftime("%Y-%m-%d %H:%M:%S")
-        assert cells[3] == type(recorded.event).__name__
-        assert cells[4] == "alice"
+        stamp = datetime.fromtimestamp(recorded.recorded_at / 1000, tz=UTC).astimezone()
+        assert cells[1] == stamp.isoformat(timespec="milliseconds")  # ISO 8601, local, zoned
+        assert cells[2] == type(recorded.event).__name__
+        assert cells[3] == "alice"
     text = done.stdout
     assert "started 'audited'" in text
     assert "lr=0.01" in text

@@ -57,6 +57,16 @@ class FileStoreSource(MlflowSource):
                 f"{self.root} is not an MLflow file store (no <experiment>/{META_FILE}){hint}"
             )
 
+    def not_imported(self) -> dict[str, int]:
+        """Logged models (``<experiment>/models/``) and run dataset inputs (``<run>/inputs/``)."""
+        counts = {"logged models": 0, "dataset inputs": 0}
+        for experiment in self._experiment_dirs():
+            counts["logged models"] += sum(1 for _ in _subdirs(experiment / "models"))
+            for run in _subdirs(experiment):
+                if run.name not in EXPERIMENT_RESERVED:
+                    counts["dataset inputs"] += sum(1 for _ in _subdirs(run / "inputs"))
+        return {kind: count for kind, count in counts.items() if count}
+
     # --- experiments ----------------------------------------------------------------
 
     def _experiment_dirs(self) -> Iterator[Path]:

@@ -57,7 +57,7 @@ import msgspec
 
 from evstore import codec, reads
 from evstore.artifacts import ArtifactRepository
-from evstore.errors import ConcurrencyError, EventIdConflict
+from evstore.errors import ConcurrencyError, EventIdConflict, InvalidParameterValue
 from evstore.events import (
     ArtifactRecorded,
     Event,
@@ -105,6 +105,11 @@ class ImportSummary(msgspec.Struct):
     artifacts: int = 0
     events_appended: int = 0
     skipped: list[tuple[str, str]] = []
+    #: Runs whose artifact folder was found nowhere: runs that never logged an artifact
+    #: (MLflow makes the folder on the first upload), or whose artifacts moved or are lost.
+    runs_without_artifacts: int = 0
+    #: What the source holds that evstore does not import, by kind: {"logged models": 2}.
+    not_imported: dict[str, int] = {}
 
 
 def event_id(key: str, version: int, what: str) -> str:
@@ -148,11 +153,12 @@ class _Importer:
 
     def _retrying(self, what: str, sync: Callable[[], bool]) -> bool:
         """Run a fold-and-sync; on a concurrent writer, fold again and retry once."""
-        reported = len(self.summary.skipped)
+        reported, without = len(self.summary.skipped), self.summary.runs_without_artifacts
         try:
             return sync()
         except _RETRIED:
             del self.summary.skipped[reported:]  # the retry reports them again
+            self.summary.runs_without_artifacts = without
         try:
             return sync()
         except _RETRIED as e:
@@ -407,8 +413,7 @@ class _Importer:
                     where = f"run {run.run_id} artifact {artifact.path}"
                     self.summary.skipped.append((where, artifact.missing_reason or "missing"))
                 else:  # the whole location: MLflow makes it on a run's first upload
-                    reason = f"{artifact.missing_reason}; nothing to copy, or artifacts lost"
-                    self.summary.skipped.append((f"run {run.run_id} artifact location", reason))
+                    self.summary.runs_without_artifacts += 1
                 continue
             found += 1
             local = artifact.local_path or ""
@@ -472,6 +477,10 @@ def import_mlflow(
     """Sync an MLflow store (``mlruns/``, ``file:`` or ``sqlite:///``) into ``target``."""
     from evstore.client import artifact_root_for, open_tracking_store
 
+    if artifacts_root is not None and not os.path.isdir(artifacts_root):
+        raise InvalidParameterValue(
+            f"artifacts root {artifacts_root} is not a directory; nothing was imported"
+        )
     with open_source(source) as mlflow_store:
         runner = open_tracking_store(target)
         importer = _Importer(
@@ -483,4 +492,5 @@ def import_mlflow(
                 for run in mlflow_store.runs(experiment):
                     importer.run(run)
         importer.summary.skipped.extend(mlflow_store.skipped)
+        importer.summary.not_imported = mlflow_store.not_imported()
     return importer.summary

@@ -158,6 +158,11 @@ class MlflowSource(ABC):
             return  # the run never uploaded an artifact
         yield ArtifactFile("", None, location.not_found_reason(root))
 
+    def not_imported(self) -> dict[str, int]:
+        """Counts of what the source holds that evstore does not import (logged models,
+        dataset inputs), by kind; kinds the source has none of are left out."""
+        return {}
+
     def close(self) -> None:  # a source without resources has nothing to do
         """Release the store (a database connection); the source cannot be used after."""
 

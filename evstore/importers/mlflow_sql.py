@@ -82,6 +82,10 @@ SELECT_METRICS = (
     "SELECT {key}, CASE WHEN is_nan THEN NULL ELSE value END, step, timestamp "
     "FROM metrics WHERE run_uuid = ? ORDER BY timestamp, step, {key}, value, is_nan"
 )
+_NOT_IMPORTED = {
+    "logged models": "SELECT count(*) FROM logged_models",
+    "dataset inputs": "SELECT count(*) FROM inputs WHERE source_type = 'DATASET'",
+}
 SELECT_RUNS_WITH_MODEL_METRICS = "SELECT DISTINCT run_id FROM logged_model_metrics"
 SELECT_MODEL_METRIC_CONTEXT = (
     "SELECT metric_name, metric_timestamp_ms, metric_step, metric_value, model_id, "
@@ -150,6 +154,17 @@ class SqlSource(MlflowSource):
                 f"does not know (known: {known}); nothing was read"
             )
         return revision
+
+    def not_imported(self) -> dict[str, int]:
+        """Logged models and dataset inputs: tables this importer does not read."""
+        counts = {}
+        for kind, sql in _NOT_IMPORTED.items():
+            if kind == "logged models" and not self.schema.has_logged_model_metrics:
+                continue  # MLflow 2 has no logged models table
+            (count,) = next(self._query(self._sql(sql), ()))
+            if count:
+                counts[kind] = int(count)
+        return counts
 
     def close(self) -> None:
         """Close the database connection."""

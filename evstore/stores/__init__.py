@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from evstore.errors import InvalidParameterValue
+from evstore.errors import InvalidParameterValue, StoreError
 from evstore.stores.base import ANY, NO_STREAM, EventStore, RawEvent, RecordedEvent
 
 DEFAULT_URI = "./evstore.db"
@@ -40,12 +40,22 @@ def sqlite_path(uri: str | os.PathLike[str]) -> str:
     return text
 
 
-def open_log(uri: str | os.PathLike[str] = DEFAULT_URI, *, durability: str = "normal") -> EventStore:
-    """Open (creating if needed) the event log at ``uri``."""
+def open_log(
+    uri: str | os.PathLike[str] = DEFAULT_URI,
+    *,
+    durability: str = "normal",
+    create: bool = True,
+    read_only: bool = False,
+) -> EventStore:
+    """Open the event log at ``uri``: created if missing unless ``create`` is False; read
+    only when asked, or when this process may not write the file or its folder."""
     from evstore.stores.sqlite import SQLiteEventStore
 
     path = sqlite_path(uri)
     parent = os.path.dirname(os.path.abspath(path))
+    if not create and not os.path.isfile(path):
+        missing = "" if os.path.isdir(parent) else f" ({parent}: no such directory)"
+        raise StoreError(f"no store at {path}{missing}; `evstore init --store {path}` creates one")
     if not os.path.isdir(parent):
         raise InvalidParameterValue(f"cannot create a store in {parent}: no such directory")
-    return SQLiteEventStore(path, durability=durability)
+    return SQLiteEventStore(path, durability=durability, read_only=read_only)

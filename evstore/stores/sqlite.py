@@ -122,7 +122,9 @@ FORMAT_VERSION = len(FORMAT_MIGRATIONS)
 class SQLiteEventStore(EventStore):
     """The event log in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: str = "normal", read_only: bool = False
+    ) -> None:
         if durability not in DURABILITY:
             raise InvalidParameterValue(
                 f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}"
@@ -130,10 +132,17 @@ class SQLiteEventStore(EventStore):
         self.path = os.fspath(path)
         self.uri = f"sqlite:///{self.path}"
         self.durability = durability
+        #: Opened without write access (asked for, or the file or its folder is not
+        #: writable): reads and verify work, any write is refused with one clear line.
+        self.read_only = read_only or not _writable(self.path)
         self.append_hooks = []
         self._lock = threading.RLock()
         self._owner: int | None = None
         try:
+            if self.read_only:
+                self._conn = _connect_read_only(self.path)
+                self._check_format_read_only()
+                return
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60
             )
@@ -150,6 +159,17 @@ class SQLiteEventStore(EventStore):
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreFormatError(f"{self.path} is not an evstore store: {e}") from e
+
+    def _check_format_read_only(self) -> None:
+        """A read-only store is read at its own format (older layouts read the same)."""
+        found = self.format_version()
+        if found > FORMAT_VERSION:
+            raise StoreFormatError(
+                f"{self.path} has storage format {found}, written by a newer evstore;"
+                f" this evstore reads formats up to {FORMAT_VERSION}. Upgrade evstore."
+            )
+        if found == 0:
+            raise StoreFormatError(f"{self.path} is not an evstore store (opened read-only)")
 
     # --- format -----------------------------------------------------------------
 
@@ -203,6 +223,8 @@ class SQLiteEventStore(EventStore):
         if self._owner == threading.get_ident():
             yield self._conn
             return
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only: it cannot be written")
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -449,6 +471,30 @@ class SQLiteEventStore(EventStore):
             self._conn.close()
         except sqlite3.Error as e:  # pragma: no cover - closing a broken file
             raise StoreError(str(e)) from e
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write the store: the file, and its folder (WAL files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write. In a folder it cannot write either, a WAL store
+    without its ``-shm`` file is opened immutable (nobody can be writing it there)."""
+    from urllib.parse import quote
+
+    folder = os.path.dirname(os.path.abspath(path))
+    frozen = not os.access(folder, os.W_OK) and not os.path.exists(f"{path}-shm")
+    mode = "immutable=1" if frozen else "mode=ro"
+    conn = sqlite3.connect(
+        f"file:{quote(os.path.abspath(path))}?{mode}",
+        uri=True, isolation_level=None, check_same_thread=False, timeout=60,
+    )  # fmt: skip
+    conn.execute("PRAGMA cache_size = -65536")
+    return conn
 
 
 _default_meta: tuple[str | None, bytes] | None = None
