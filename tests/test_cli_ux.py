@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evstore import Client, Metric, Param
-from evstore import client as client_module
+from evstore.tracking import service as client_module
 from evstore.cli import app
 from evstore.errors import StoreError
 from evstore.integrity import verify
