@@ -34,7 +34,8 @@ Semantics, following MLflow's SQL store unless said otherwise:
   ``+`` on numbers.
 
 Order: each ``order_by`` key puts runs lacking the value last (for metrics: values, then
-NaN, then missing), then ``start_time DESC`` (unless ordered by it) and ``run_id``.
+NaN, then missing), then ``start_time DESC`` (unless ordered by it) and ``run_id``; at
+most ``MAX_ORDER_KEYS`` keys (MLflow has no limit), each one subquery, never a join.
 Paging: ``max_results`` in 1..50,000 (or None for all) and MLflow's opaque page token,
 base64 JSON of the offset.
 """
@@ -70,6 +71,8 @@ ATTRIBUTE_ALIASES: dict[str, str] = {
 }  # fmt: skip
 LIST_ATTRIBUTES = frozenset({"run_id"})
 MAX_RESULTS_LIMIT = 50_000
+#: MLflow sets no limit; this one only bounds the work a single request may ask for.
+MAX_ORDER_KEYS = 1000
 VIEW_TYPES: dict[str, tuple[str, ...]] = {
     "ACTIVE_ONLY": ("active",), "DELETED_ONLY": ("deleted",), "ALL": ("active", "deleted"),
 }  # fmt: skip
@@ -424,6 +427,10 @@ def parse_order_by(order_by: Sequence[str] | str | None) -> list[OrderKey]:
         return []
     if isinstance(order_by, str):
         order_by = [order_by]
+    if len(order_by) > MAX_ORDER_KEYS:
+        raise InvalidParameterValue(
+            f"order_by has {len(order_by)} entries; at most {MAX_ORDER_KEYS} are accepted"
+        )
     keys: list[OrderKey] = []
     seen: set[tuple[str, str]] = set()
     for entry in order_by:
@@ -650,27 +657,33 @@ def _driver_candidates(expr: Expr | None) -> list[Clause]:
     return [clause for item in expr.items for clause in _driver_candidates(item)]
 
 
-def _compile_order(keys: list[OrderKey], joins: list[str], params: list[Any]) -> list[str]:
+def _order_value(key: OrderKey, params: list[Any]) -> str:
+    """One sortable value per run for a param, tag or metric key, from one correlated
+    subquery, so the number of keys never multiplies joins (31 LEFT JOINs crashed SQLite
+    3.40). SQLite sorts NULL < numbers < text < blobs: a missing value becomes a blob when
+    ascending, NULL when descending, so it sorts last; a NaN metric (stored NULL) becomes
+    the text 'nan', after every number; a descending metric sorts its negation ascending,
+    so that NaN and missing still come last."""
+    params.append(key.key)
+    table = _ENTITY_TABLES[key.entity]
+    if key.entity == METRIC:
+        value = "coalesce(o.value, 'nan')" if key.ascending else "coalesce(-o.value, 'nan')"
+    else:
+        value = "o.value"
+    found = f"(SELECT {value} FROM {table} o WHERE o.run_id = r.run_id AND o.key = ?)"
+    if key.entity != METRIC and not key.ascending:
+        return f"{found} DESC"
+    return f"coalesce({found}, x'')"
+
+
+def _compile_order(keys: list[OrderKey], params: list[Any]) -> list[str]:
     terms: list[str] = []
-    for i, key in enumerate(keys):
-        direction = "" if key.ascending else " DESC"
+    for key in keys:
         if key.entity == ATTRIBUTE:
+            direction = "" if key.ascending else " DESC"
             terms += [f"r.{key.key} IS NULL", f"r.{key.key}{direction}"]
-            continue
-        alias = f"o{i}"
-        joins.append(
-            f"LEFT JOIN {_ENTITY_TABLES[key.entity]} {alias} "
-            f"ON {alias}.run_id = r.run_id AND {alias}.key = ?"
-        )
-        params.append(key.key)
-        if key.entity == METRIC:  # values first, then NaN (stored NULL), then missing
-            terms.append(
-                f"CASE WHEN {alias}.run_id IS NULL THEN 2 "
-                f"WHEN {alias}.value IS NULL THEN 1 ELSE 0 END"
-            )
         else:
-            terms.append(f"{alias}.run_id IS NULL")
-        terms.append(f"{alias}.value{direction}")
+            terms.append(_order_value(key, params))
     if not any(k.entity == ATTRIBUTE and k.key == "start_time" for k in keys):
         terms.append("r.start_time DESC")
     terms.append("r.run_id")
@@ -747,8 +760,6 @@ def compile_search(
 
     def plan(driver: Clause | None) -> tuple[str, list[Any]]:
         params: list[Any] = []
-        joins: list[str] = []
-        order = _compile_order(keys, joins, params)
         by_experiment = "" if driver is None else "+"  # a driver: no lookup by experiment
         where = [
             f"{by_experiment}r.experiment_id IN {_in_list(experiments, params)}",
@@ -757,11 +768,10 @@ def compile_search(
         params += stages
         if expr is not None:
             where.append(_compile_expr(expr, params, driver))
+        order = _compile_order(keys, params)  # binds after the WHERE's values, as it reads
         params += [-1 if max_results is None else max_results + 1, offset]
         sql = (
-            "SELECT r.run_id FROM runs r "
-            + "".join(j + " " for j in joins)
-            + "WHERE "
+            "SELECT r.run_id FROM runs r WHERE "
             + " AND ".join(where)
             + " ORDER BY "
             + ", ".join(order)
