@@ -808,31 +808,10 @@ def _experiment_order(order_by: Any) -> list[tuple[str, bool]]:
 
 
 def _experiment_matches(experiment: Experiment, filter_string: str) -> bool:
-    """A small filter for experiments: ``name`` or ``tags.<key>`` with =, !=, LIKE, ILIKE."""
-    import re
+    """Whether an experiment passes a search_experiments filter (MLflow's grammar)."""
+    from evstore.search import experiment_filter
 
-    match = re.fullmatch(
-        r"\s*(?:attributes\.)?(name|tags\.`?[^`=!<> ]+`?)\s*(=|!=|LIKE|ILIKE)\s*'(.*)'\s*",
-        filter_string,
-        flags=re.IGNORECASE,
-    )
-    if not match:
-        raise InvalidParameterValue(
-            f"Unsupported experiment filter {filter_string!r}: use name or tags.<key> with"
-            " =, !=, LIKE or ILIKE and a quoted value"
-        )
-    field, op, value = match.groups()
-    if field.lower() == "name":
-        actual: str | None = experiment.name
-    else:
-        actual = experiment.tags.get(field[5:].strip("`"))
-    if actual is None:
-        return False
-    op = op.upper()
-    if op in ("=", "!="):
-        return (actual == value) == (op == "=")
-    pattern = "^" + re.escape(value).replace("%", ".*").replace("_", ".") + "$"
-    return re.match(pattern, actual, flags=re.IGNORECASE if op == "ILIKE" else 0) is not None
+    return experiment_filter(filter_string)(experiment)
 
 
 _ADJECTIVES = ("amber", "bold", "calm", "deft", "eager", "fair", "glad", "keen", "lucid", "merry",

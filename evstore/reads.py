@@ -76,13 +76,18 @@ def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
     ).fetchone()
 
 
+#: MLflow's SQL store sorts a history by timestamp, step, then value, where it stores NaN
+#: as 0 (after a real 0) and +-inf as +-max float (they tie with it); equal points then
+#: keep the order they were logged in.
+_METRIC_HISTORY = (
+    "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
+    " ORDER BY timestamp, step, coalesce(value, 0.0), value IS NULL, position, seq"
+)
+
+
 def metric_history(conn: Any, run_id: str, key: str) -> list[Metric]:
-    """Every point of one metric of one run, in logging order."""
-    rows = conn.execute(
-        "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
-        " ORDER BY position, seq",
-        (run_id, key),
-    ).fetchall()
+    """Every point of one metric of one run, in MLflow's order: by timestamp, step, value."""
+    rows = conn.execute(_METRIC_HISTORY, (run_id, key)).fetchall()
     return [Metric(key, NAN if value is None else value, ts, step) for value, ts, step in rows]
 
 
@@ -126,13 +131,17 @@ def experiment_by_name(conn: Any, name: str) -> Experiment | None:
 
 
 def experiments(conn: Any, stages: Sequence[str]) -> list[Experiment]:
-    """Every experiment in the given lifecycle stages, newest first (as MLflow orders)."""
+    """Every experiment in the given lifecycle stages, newest first (as MLflow orders),
+    within a search's time budget (``SearchTimeout`` past it)."""
+    from evstore.search import time_budget
+
     marks = ",".join("?" * len(stages))
-    return _experiments(
-        conn,
-        f"WHERE lifecycle_stage IN ({marks}) ORDER BY creation_time DESC, experiment_id ASC",
-        stages,
-    )
+    with time_budget(conn):
+        return _experiments(
+            conn,
+            f"WHERE lifecycle_stage IN ({marks}) ORDER BY creation_time DESC, experiment_id ASC",
+            stages,
+        )
 
 
 def next_experiment_id(conn: Any) -> str:
