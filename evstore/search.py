@@ -38,6 +38,10 @@ NaN, then missing), then ``start_time DESC`` (unless ordered by it) and ``run_id
 most ``MAX_ORDER_KEYS`` keys (MLflow has no limit), each one subquery, never a join.
 Paging: ``max_results`` in 1..50,000 (or None for all) and MLflow's opaque page token,
 base64 JSON of the offset.
+
+A search runs within a time budget (``time_budget``: $EVSTORE_SEARCH_TIMEOUT seconds,
+default 10) and past it raises ``SearchTimeout``. ``search_experiments`` filters parse with
+the same parser under the experiments' grammar (``experiment_filter``).
 """
 
 from __future__ import annotations
