@@ -17,6 +17,7 @@ line and exits non-zero, and the server answers it in MLflow's error shape using
     ├── ResourceAlreadyExists       an experiment name that is taken
     ├── InvalidState                e.g. logging to a deleted run
     ├── StaleProjectionError        a read model built at another version: run rebuild
+    ├── SearchTimeout               a search ran past its time budget and was stopped
     └── ProjectionError             a projection handler failed on an event
 """
 
@@ -115,6 +116,17 @@ class StaleProjectionError(EvstoreError):
 
     error_code = "INVALID_STATE"
     http_status = 503
+
+
+class SearchTimeout(EvstoreError):
+    """A search ran longer than its time budget ($EVSTORE_SEARCH_TIMEOUT) and was stopped.
+
+    Answered as 400, not MLflow's 504 for DEADLINE_EXCEEDED: the mlflow client retries a
+    504 up to seven times, and the same search would run out of time again each time.
+    """
+
+    error_code = "DEADLINE_EXCEEDED"
+    http_status = 400
 
 
 class ProjectionError(EvstoreError):

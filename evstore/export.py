@@ -5,6 +5,7 @@ pyarrow is imported inside these functions, never when ``evstore`` is imported.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -155,6 +156,7 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
         run_ids, _ = search_run_ids(
             conn, filter_string, experiment_ids=ids, run_view_type=run_view_type,
             order_by=None, max_results=None, page_token=None,
+            timeout=math.inf,  # an export reads everything it was asked for, however long
         )  # fmt: skip
         return _write_atomically(target, out, lambda path: write_table_batches(
             _metric_batches(conn, run_ids, batch_size), path, fmt, _metric_schema()))  # fmt: skip

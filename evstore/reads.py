@@ -80,14 +80,19 @@ def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
     ).fetchone()
 
 
+#: MLflow's SQL store keeps one of identical points and sorts a history by timestamp, step,
+#: then value, where it stores NaN as 0 (after a real 0) and +-inf as +-max float.
+_METRIC_HISTORY = (
+    "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
+    " GROUP BY value, timestamp, step"
+    " ORDER BY timestamp, step, coalesce(value, 0.0), value IS NULL"
+)
+
+
 def metric_history(conn: Any, run_id: str, key: str) -> list[Metric]:
-    """Every distinct point of one metric of one run (an identical point logged twice is
-    listed once, as MLflow keeps it once), in logging order."""
-    rows = conn.execute(
-        "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
-        " GROUP BY value, timestamp, step ORDER BY min(position), min(seq)",
-        (run_id, key),
-    ).fetchall()
+    """Every distinct point of one metric of one run, in MLflow's order: by timestamp, step,
+    value (an identical point logged twice is listed once, as MLflow keeps it once)."""
+    rows = conn.execute(_METRIC_HISTORY, (run_id, key)).fetchall()
     return [Metric(key, NAN if value is None else value, ts, step) for value, ts, step in rows]
 
 
@@ -131,13 +136,17 @@ def experiment_by_name(conn: Any, name: str) -> Experiment | None:
 
 
 def experiments(conn: Any, stages: Sequence[str]) -> list[Experiment]:
-    """Every experiment in the given lifecycle stages, newest first (as MLflow orders)."""
+    """Every experiment in the given lifecycle stages, newest first (as MLflow orders),
+    within a search's time budget (``SearchTimeout`` past it)."""
+    from evstore.search import time_budget
+
     marks = ",".join("?" * len(stages))
-    return _experiments(
-        conn,
-        f"WHERE lifecycle_stage IN ({marks}) ORDER BY creation_time DESC, experiment_id ASC",
-        stages,
-    )
+    with time_budget(conn):
+        return _experiments(
+            conn,
+            f"WHERE lifecycle_stage IN ({marks}) ORDER BY creation_time DESC, experiment_id ASC",
+            stages,
+        )
 
 
 def next_experiment_id(conn: Any) -> str:

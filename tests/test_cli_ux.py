@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from evstore import Client, Metric, Param
-from evstore.tracking import service as client_module
 from evstore.cli import app
 from evstore.errors import StoreError
 from evstore.integrity import verify
 from evstore.stores import open_log
+from evstore.tracking import service as client_module
 
 EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 FIXTURES = Path(__file__).parent / "fixtures" / "mlflow"

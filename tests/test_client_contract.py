@@ -578,12 +578,13 @@ def test_metric_history_keeps_order_nan_and_inf(client: Client, run_id: str) -> 
         client.log_metric(run_id, "m", value, timestamp=10_000 - step, step=step)
     client.log_batch(run_id, metrics=[Metric("m", 7.0, 1, 0), Metric("m", math.nan, 2, 9)])
     history = client.get_metric_history(run_id, "m")
-    assert [p.step for p in history] == [*range(len(values)), 0, 9]  # the order logged
-    assert [p.timestamp for p in history][-2:] == [1, 2]
+    # MLflow's order: by timestamp, then step, then value (not the order logged).
+    assert [p.step for p in history] == [0, 9, *reversed(range(len(values)))]
+    assert [p.timestamp for p in history][:2] == [1, 2]
     got = [p.value for p in history]
-    assert math.isnan(got[1]) and math.isnan(got[-1])
-    assert got[2] == math.inf and got[3] == -math.inf
-    assert [got[0], *got[4:7], got[7]] == [1.0, -0.0, 1e308, 5e-324, 7.0]
+    assert math.isnan(got[1]) and math.isnan(got[7])
+    assert got[5] == -math.inf and got[6] == math.inf
+    assert [got[0], *got[2:5], got[8]] == [7.0, 5e-324, 1e308, -0.0, 1.0]
     assert client.get_metric_history(run_id, "other") == []
     assert client.get_metric_history("b" * 32, "m") == []  # an unknown run: none, as MLflow
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
 import re
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from evstore.errors import EvstoreError
+from evstore.server.gate import StoreGate  # noqa: F401 - moved to gate.py; still importable here
 from evstore.server.schemas import LIST_QUERY_FIELDS
 
 logger = logging.getLogger("evstore.server")
 
-T = TypeVar("T")
 S = TypeVar("S", bound=msgspec.Struct)
 
 JSON = "application/json"
@@ -192,46 +188,3 @@ def bearer_token_middleware(app: Any, token: str) -> Any:
         await response(scope, receive, send)
 
     return guarded
-
-
-class StoreGate:
-    """Every store call, one at a time: quick ones inline, slow ones on one worker thread.
-
-    The store is one SQLite connection. Its lock makes single calls safe across threads,
-    but the Client reads the connection outside that lock, so a reader on one thread can
-    see another thread's open transaction (measured: 31 of 3,000 reads saw a metric that
-    was then rolled back). Here a lock admits one whole call at a time. A quick call runs
-    on the event loop when the store is free (no thread hand-off: +17% per-call
-    throughput); a slow call (searches, histories, verify, copying artifact bytes), or a
-    quick one that finds the store busy, is queued for the worker thread.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evstore-store")
-
-    def _locked(self, function: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            return function(*args)
-
-    async def quick(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a short call: inline when the store is free, else after the queued ones."""
-        if self._lock.acquire(blocking=False):
-            try:
-                return function(*args)
-            finally:
-                self._lock.release()
-        return await self.slow(function, *args)
-
-    async def slow(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a call that may take long on the worker thread, keeping the event loop free."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._locked, function, *args)
-
-    def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a call from synchronous code (startup)."""
-        return self._executor.submit(self._locked, function, *args).result()
-
-    def shutdown(self) -> None:
-        """Finish queued work and stop the worker thread."""
-        self._executor.shutdown(wait=True)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from evstore import codec
@@ -138,6 +140,8 @@ class SQLiteEventStore(EventStore):
         self.append_hooks = []
         self._lock = threading.RLock()
         self._owner: int | None = None
+        self._readers: dict[int | None, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}
+        self._readers_lock = threading.Lock()
         try:
             if self.read_only:
                 self._conn = _connect_read_only(self.path)
@@ -245,17 +249,46 @@ class SQLiteEventStore(EventStore):
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection for one consistent read: a single snapshot, and no other
-        thread's write half-done on this connection."""
-        with self._lock:
-            if self._conn.in_transaction:  # inside this thread's own write: read it
-                yield self._conn
-                return
-            self._conn.execute("BEGIN")
+        """The connection for one consistent read: a single snapshot. It is this thread's
+        own read-only connection (a WAL reader), so a read never waits for a write nor
+        delays one; inside this thread's write it is the write's connection."""
+        if self._owner == threading.get_ident():  # inside this thread's own write: read it
+            yield self._conn
+            return
+        conn = self.read_connection()
+        if conn.in_transaction:  # a read inside this thread's read: the same snapshot
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def read_connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection to the store, opened on first use; those of
+        threads that have ended are closed then."""
+        thread = threading.current_thread()
+        found = self._readers.get(thread.ident)
+        if found is not None and found[0]() is thread:
+            return found[1]
+        with self._readers_lock:
+            for ident, (owner, conn) in list(self._readers.items()):
+                alive = owner()
+                if alive is None or not alive.is_alive() or ident == thread.ident:
+                    conn.close()
+                    del self._readers[ident]
             try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+                conn = sqlite3.connect(
+                    f"{Path(self.path).absolute().as_uri()}?mode=ro", uri=True,
+                    isolation_level=None, check_same_thread=False, timeout=60,
+                )  # fmt: skip
+                conn.execute("PRAGMA cache_size = -16384")
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: cannot open a read connection: {e}") from e
+            self._readers[thread.ident] = (weakref.ref(thread), conn)
+        return conn
 
     def append(
         self,
@@ -466,8 +499,12 @@ class SQLiteEventStore(EventStore):
         return self._conn
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and every thread's read connection."""
         try:
+            with self._readers_lock:
+                for _owner, conn in self._readers.values():
+                    conn.close()
+                self._readers.clear()
             self._conn.close()
         except sqlite3.Error as e:  # pragma: no cover - closing a broken file
             raise StoreError(str(e)) from e

@@ -235,6 +235,7 @@ class TrackingService:
         """Experiments in the given view, newest first. Filters: ``name`` =, !=, LIKE, ILIKE."""
         from evstore.search import (
             create_page_token,
+            experiment_filter,
             parse_page_token,
             validate_max_results,
             view_type_stages,
@@ -250,10 +251,11 @@ class TrackingService:
         optional_text("filter_string", filter_string)
         sort_keys = _experiment_order(order_by)
         start = parse_page_token(page_token)
+        matches = experiment_filter(filter_string) if filter_string else None  # checked first
         with self.reading() as conn:
             found = reads.experiments(conn, stages)
-        if filter_string:
-            found = [e for e in found if _experiment_matches(e, filter_string)]
+        if matches is not None:
+            found = [e for e in found if matches(e)]
         for field, descending in reversed(sort_keys):
             found.sort(key=_EXPERIMENT_SORT_KEYS[field], reverse=descending)
         end = len(found) if max_results is None else start + max_results
@@ -848,34 +850,6 @@ def _experiment_order(order_by: Any) -> list[tuple[str, bool]]:
             )
         keys.append((field, direction == "DESC"))
     return keys
-
-
-def _experiment_matches(experiment: Experiment, filter_string: str) -> bool:
-    """A small filter for experiments: ``name`` or ``tags.<key>`` with =, !=, LIKE, ILIKE."""
-    import re
-
-    match = re.fullmatch(
-        r"\s*(?:attributes\.)?(name|tags\.`?[^`=!<> ]+`?)\s*(=|!=|LIKE|ILIKE)\s*'(.*)'\s*",
-        filter_string,
-        flags=re.IGNORECASE,
-    )
-    if not match:
-        raise InvalidParameterValue(
-            f"Unsupported experiment filter {filter_string!r}: use name or tags.<key> with"
-            " =, !=, LIKE or ILIKE and a quoted value"
-        )
-    field, op, value = match.groups()
-    if field.lower() == "name":
-        actual: str | None = experiment.name
-    else:
-        actual = experiment.tags.get(field[5:].strip("`"))
-    if actual is None:
-        return False
-    op = op.upper()
-    if op in ("=", "!="):
-        return (actual == value) == (op == "=")
-    pattern = "^" + re.escape(value).replace("%", ".*").replace("_", ".") + "$"
-    return re.match(pattern, actual, flags=re.IGNORECASE if op == "ILIKE" else 0) is not None
 
 
 _ADJECTIVES = ("amber", "bold", "calm", "deft", "eager", "fair", "glad", "keen", "lucid", "merry",

@@ -22,6 +22,7 @@ from evstore.errors import (
     InvalidState,
     ResourceAlreadyExists,
     ResourceDoesNotExist,
+    SearchTimeout,
     StoreError,
 )
 from evstore.inspect import json_number
@@ -33,6 +34,7 @@ ERRORS: dict[str, type[EvstoreError]] = {
     "INVALID_PARAMETER_VALUE": InvalidParameterValue,
     "BAD_REQUEST": InvalidParameterValue,
     "INVALID_STATE": InvalidState,
+    "DEADLINE_EXCEEDED": SearchTimeout,
 }
 
 
