@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from evstore import codec, reads
+from evstore.artifact_logging import ArtifactLogging
 from evstore.artifacts import ArtifactRepository, logical_path
 from evstore.entities import (
     Experiment,
@@ -129,7 +130,7 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
-class Client:
+class Client(ArtifactLogging):
     """A tracking client for one store, mirroring ``mlflow.MlflowClient``."""
 
     def __new__(cls, tracking_uri: str | None = None) -> Any:

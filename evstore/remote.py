@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import msgspec
 
 from evstore import codec
+from evstore.artifact_logging import ArtifactLogging
 from evstore.entities import (
     Experiment,
     FileInfo,
@@ -125,7 +126,7 @@ class ServerLog:
         return int(info["head_position"])
 
 
-class RemoteClient:
+class RemoteClient(ArtifactLogging):
     """A tracking client for a server at ``http(s)://host:port``, mirroring ``Client``."""
 
     def __init__(self, tracking_uri: str, token: str | None = None) -> None:

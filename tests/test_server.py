@@ -783,12 +783,12 @@ def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> Non
     assert len(all_runs(remote, [experiment_id], "params.i != '4'", max_results=3)) == 3
     assert pages == [3]
     remote.close()
-    previous = fluent._tracking_uri
+    previous = fluent.get_tracking_uri() if fluent.config.is_set() else None
     fluent.set_tracking_uri(server.url)
     try:
-        table = fluent.search_runs([experiment_id], order_by=["params.i ASC"])
+        table = fluent.search_runs([experiment_id], order_by=["params.i ASC"], output_format="arrow")
         assert table.column("params.i").to_pylist() == ["0", "1", "2", "3", "4"]
         assert "run_id" in table.column_names
     finally:
         fluent._clients.pop(server.url).close()
-        fluent._tracking_uri = previous
+        fluent.set_tracking_uri(previous)
