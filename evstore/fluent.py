@@ -140,6 +140,9 @@ def start_run(
     until the run ends (None: as enable/disable_system_metrics_logging chose)."""
     client = _client()
     stack = _runs()
+    sample_system = system_metrics.wanted(log_system_metrics)
+    if sample_system:
+        system_metrics.check_available()  # before the run exists
     if stack and not nested:
         raise InvalidParameterValue(
             f"Run with UUID {stack[-1].info.run_id} is already active. To start a nested run,"
@@ -170,7 +173,7 @@ def start_run(
             client.create_run(experiment_id or _experiment_id(), tags=run_tags, run_name=run_name)
         )
     stack.append(active)
-    if system_metrics.wanted(log_system_metrics):
+    if sample_system:
         monitor = system_metrics.SystemMetricsMonitor(client, active.info.run_id,
                                                       resume=run_id is not None)  # fmt: skip
         monitor.start()

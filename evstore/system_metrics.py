@@ -15,7 +15,7 @@ from typing import Any
 
 from evstore import codec
 from evstore.entities import Metric
-from evstore.errors import EvstoreError, InvalidParameterValue
+from evstore.errors import EvstoreError, InvalidParameterValue, InvalidState
 
 PREFIX = "system/"
 DEFAULT_SAMPLING_INTERVAL = 10.0
@@ -56,6 +56,17 @@ def wanted(log_system_metrics: bool | None) -> bool:
     if log_system_metrics is not None:
         return bool(log_system_metrics)
     return os.environ.get(_ENABLE, "false").strip().lower() in ("true", "1")
+
+
+def check_available() -> None:
+    """Refuse, with the install command, when psutil (which samples the figures) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("psutil") is None:
+        raise InvalidState(
+            "System metrics need psutil: pip install 'evstore[system-metrics]'"
+            " (or start_run(log_system_metrics=False))"
+        )
 
 
 def _positive(what: str, value: Any) -> float:
