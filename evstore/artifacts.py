@@ -124,6 +124,7 @@ def download_artifacts(
         run_id, artifact_path = _run_and_path(client, check_text("artifact URI", artifact_uri))
     if dst_path is not None:
         os.makedirs(dst_path, exist_ok=True)
+    assert run_id is not None  # one of the two was given
     return str(client.download_artifacts(run_id, artifact_path or "", dst_path))
 
 

@@ -9,17 +9,18 @@ import os
 import posixpath
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from evstore import codec, config, system_metrics
-from evstore.config import get_tracking_uri, set_tracking_uri
+from evstore.artifact_logging import LOGGED_ARTIFACTS_TAG, artifact_file_path, dict_text, read_table
+from evstore.artifacts import logical_path
+from evstore.config import get_tracking_uri as get_tracking_uri
+from evstore.config import set_tracking_uri as set_tracking_uri
 from evstore.entities import Metric, Param, Run, RunTag, ViewType
-from evstore.errors import InvalidParameterValue, InvalidState
+from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.validation import check_text, shown
-
-__all__ = ["get_tracking_uri", "set_tracking_uri"]  # re-exported from evstore.config
 
 _state = threading.local()
 _clients: dict[str, Any] = {}
@@ -228,7 +229,7 @@ def end_run(status: str = "FINISHED") -> None:
     run = stack.pop()
     _state.last_run_id = run.info.run_id
     monitor = _monitors().pop(run.info.run_id, None)
-    if monitor is not None:  # its last sample is logged before the run ends
+    if monitor is not None:  # sampling stops before the run ends (a partial interval is dropped, as MLflow)
         monitor.finish()
     _client().set_terminated(run.info.run_id, status)
 
@@ -327,8 +328,6 @@ def log_artifacts(local_dir: str, artifact_path: str | None = None, run_id: str 
 
 def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
     """Store a string as an artifact file."""
-    from evstore.artifact_logging import artifact_file_path
-
     check_text("text", text)
     artifact_file_path(artifact_file)  # bad input starts no run
     _client().log_text(run_id or _active_id(), text, artifact_file)
@@ -336,8 +335,6 @@ def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
 
 def log_dict(dictionary: dict[str, Any], artifact_file: str, run_id: str | None = None) -> None:
     """Store a dict as a JSON (or YAML, for ``.yml``/``.yaml``) artifact file."""
-    from evstore.artifact_logging import dict_text
-
     log_text(dict_text(dictionary, artifact_file), artifact_file, run_id)
 
 
@@ -377,8 +374,6 @@ def get_artifact_uri(artifact_path: str | None = None) -> str:
     root = _client().get_run(_active_id()).info.artifact_uri
     if not artifact_path:
         return str(root)
-    from evstore.artifacts import logical_path
-
     return posixpath.join(root, logical_path(artifact_path))
 
 
@@ -450,9 +445,6 @@ def load_table(
     (or in ``run_ids``), concatenated into one DataFrame."""
     import pandas as pd
 
-    from evstore.artifact_logging import LOGGED_ARTIFACTS_TAG, read_table
-    from evstore.errors import ResourceDoesNotExist
-
     client = _client()
     entry = {"path": artifact_file, "type": "table"}
     frames = []
@@ -510,7 +502,9 @@ def search_runs(
     ``output_format="list"`` for Run objects, or ``"arrow"`` for a ``pyarrow.Table``."""
     from evstore.export import all_runs, runs_table
 
-    builders = {"pandas": _runs_frame, "list": list, "arrow": runs_table}
+    builders: dict[str, Callable[[list[Run]], Any]] = {
+        "pandas": _runs_frame, "list": list, "arrow": runs_table,
+    }  # fmt: skip
     if output_format not in builders:
         raise InvalidParameterValue(
             f"Unsupported output format: {shown(output_format)}. Supported string values are"
