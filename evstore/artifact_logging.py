@@ -167,8 +167,10 @@ class ArtifactLogging:
             self.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps(listed))
 
     def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
-        """Delete a tag of an active experiment; the tag must exist (as MLflow)."""
+        """Delete a tag of an active experiment; the tag must exist (as MLflow). Local stores
+        only: it appends to ``self.store`` (the tracking service is to take it over)."""
         from evstore import reads
+        from evstore.client import experiment_stream
         from evstore.events import ExperimentTagDeleted
 
         check_text("tag key", key)
@@ -192,7 +194,7 @@ class ArtifactLogging:
                     f"No tag with name: {key} in experiment with id {experiment_id}"
                 )
             store.append(  # type: ignore[union-attr]
-                f"experiment-{experiment.experiment_id}",
+                experiment_stream(experiment.experiment_id),
                 [ExperimentTagDeleted(experiment_id=experiment.experiment_id, key=key)],
             )
 

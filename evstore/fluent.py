@@ -537,8 +537,15 @@ FRAME_INFO_COLUMNS = ("run_id", "experiment_id", "status", "artifact_uri", "star
 def _runs_frame(runs: list[Run]) -> Any:
     """MLflow's search_runs DataFrame, built through Arrow: FRAME_INFO_COLUMNS (times as UTC
     datetimes), then metrics.* (float, NaN when missing), params.* and tags.* (sorted)."""
+    import importlib.util
+
     import pyarrow as pa
 
+    if importlib.util.find_spec("pandas") is None:
+        raise InvalidState(
+            "search_runs returns a pandas DataFrame, as MLflow's does: pip install pandas,"
+            " or pass output_format='list' (Run objects) or 'arrow' (a pyarrow Table)"
+        )
     text, time = pa.string(), pa.timestamp("us", tz="UTC")
     if not runs:  # MLflow's frame of no runs: its info columns, float64
         empty = pa.table({name: pa.array([], pa.float64()) for name in FRAME_INFO_COLUMNS})

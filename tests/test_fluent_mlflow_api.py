@@ -203,6 +203,16 @@ def test_search_runs_output_formats(tracking: Path) -> None:
             mlflow.search_runs(max_results=bad)
 
 
+def test_search_runs_without_pandas_names_the_other_formats(
+    tracking: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mlflow.start_run():
+        pass
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(InvalidState, match="output_format='list'"):
+        mlflow.search_runs()
+
+
 def test_search_runs_as_a_list_does_not_import_pandas(tracking: Path) -> None:
     code = (
         "import sys, evstore as mlflow\n"
