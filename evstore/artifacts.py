@@ -1,13 +1,17 @@
-"""Content-addressed artifact files: stored once by sha256, checked on the way out."""
+"""Content-addressed artifact files: stored once by sha256, checked on the way out; and
+``mlflow.artifacts``' readers (``download_artifacts``, ``load_text``, ``load_dict``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
 import tempfile
+from pathlib import Path
+from typing import Any
 
-from evstore.errors import InvalidParameterValue, InvalidState
+from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.validation import check_text, shown
 
 _CHUNK = 1 << 20
@@ -95,3 +99,77 @@ def logical_path(path: str) -> str:
         raise InvalidParameterValue(f"invalid artifact path {shown(path)}: '.' and '..' are not allowed")
     return posixpath.normpath(path)
 
+
+
+# --- mlflow.artifacts: reading a run's artifacts by URI ------------------------------------
+
+
+def download_artifacts(
+    artifact_uri: str | None = None,
+    run_id: str | None = None,
+    artifact_path: str | None = None,
+    dst_path: str | None = None,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+) -> str:
+    """Copy a run's artifact file or directory locally (by ``run_id`` and ``artifact_path``,
+    or by an ``artifact_uri`` such as ``runs:/<run_id>/path``); returns the local path."""
+    from evstore.client import Client
+
+    if (run_id, artifact_uri).count(None) != 1:
+        raise InvalidParameterValue("Exactly one of `run_id` or `artifact_uri` must be specified")
+    if artifact_uri is not None and artifact_path is not None:
+        raise InvalidParameterValue("`artifact_path` cannot be specified if `artifact_uri` is specified")
+    client = Client(tracking_uri)
+    if artifact_uri is not None:
+        run_id, artifact_path = _run_and_path(client, check_text("artifact URI", artifact_uri))
+    if dst_path is not None:
+        os.makedirs(dst_path, exist_ok=True)
+    assert run_id is not None  # one of the two was given
+    return str(client.download_artifacts(run_id, artifact_path or "", dst_path))
+
+
+def load_text(artifact_uri: str) -> str:
+    """The text of an artifact file named by URI."""
+    with tempfile.TemporaryDirectory(prefix="evstore-load-") as folder:
+        data = Path(download_artifacts(artifact_uri, dst_path=folder)).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameterValue(f"The artifact {shown(artifact_uri)} is not UTF-8 text") from None
+
+
+def load_dict(artifact_uri: str) -> dict[str, Any]:
+    """A JSON (or YAML) artifact file named by URI, as a dict."""
+    import json
+
+    text = load_text(artifact_uri)
+    if artifact_uri.endswith((".yml", ".yaml")):
+        import yaml
+
+        return dict(yaml.safe_load(text))
+    try:
+        return dict(json.loads(text))
+    except (ValueError, TypeError):
+        raise InvalidParameterValue(f"The artifact {shown(artifact_uri)} is not a JSON object") from None
+
+
+def _run_and_path(client: Any, uri: str) -> tuple[str, str]:
+    """(run id, path) of ``runs:/<run_id>/<path>`` or of a URI under a run's artifact URI."""
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri[len("runs:/") :].strip("/").partition("/")
+        return run_id, path
+    marker = "/artifacts"
+    at = uri.find(marker)
+    while at != -1:
+        end = at + len(marker)
+        if end == len(uri) or uri[end] == "/":
+            run_id = posixpath.basename(uri[:at])
+            with contextlib.suppress(ResourceDoesNotExist, InvalidParameterValue):
+                if client.get_run(run_id).info.artifact_uri.rstrip("/") == uri[:end]:
+                    return run_id, uri[end:].strip("/")
+        at = uri.find(marker, end)
+    raise InvalidParameterValue(
+        f"Cannot tell which run's artifact {shown(uri)} is: use runs:/<run_id>/<path>"
+        " or a URI under a run's artifact_uri"
+    )

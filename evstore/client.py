@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from evstore import config
+from evstore.artifact_logging import ArtifactLogging
 from evstore.entities import Experiment, FileInfo, Metric, PagedList, Param, Run, RunTag, ViewType
 from evstore.tracking.service import (  # noqa: F401 - the names other modules import from here
     DEFAULT_EXPERIMENT_ID,
@@ -38,14 +40,14 @@ def transport_for(tracking_uri: str) -> Any:
     return service
 
 
-class Client:
+class Client(ArtifactLogging):
     """A tracking client for one store or server, mirroring ``mlflow.MlflowClient``."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from evstore import fluent
-
-        uri = tracking_uri if tracking_uri is not None else fluent.get_tracking_uri()
-        self.tracking_uri: str = check_text("tracking URI", uri)
+        if tracking_uri is None:
+            self.tracking_uri: str = config.get_tracking_uri()
+        else:
+            self.tracking_uri = config.check_tracking_uri(check_text("tracking URI", tracking_uri))
         self._transport = transport_for(self.tracking_uri)
 
     @property
@@ -107,6 +109,10 @@ class Client:
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         """Set a tag on an active experiment."""
         self._transport.set_experiment_tag(experiment_id, key, value)
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Delete a tag of an active experiment; the tag must exist."""
+        self._transport.delete_experiment_tag(experiment_id, key)
 
     # --- runs ---------------------------------------------------------------------
 

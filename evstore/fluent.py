@@ -4,42 +4,41 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
+import posixpath
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from evstore import codec
+from evstore import codec, config, system_metrics
+from evstore.artifact_logging import LOGGED_ARTIFACTS_TAG, artifact_file_path, dict_text, read_table
+from evstore.artifacts import logical_path
+from evstore.config import get_tracking_uri, set_tracking_uri  # noqa: F401 - MLflow's names
 from evstore.entities import Metric, Param, Run, RunTag, ViewType
-from evstore.errors import InvalidParameterValue
-from evstore.stores import DEFAULT_URI
+from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.validation import check_text, shown
 
 _state = threading.local()
-_tracking_uri: str | None = None
 _clients: dict[str, Any] = {}
+#: MLflow's default of ``search_runs``' max_results (SEARCH_MAX_RESULTS_PANDAS).
+SEARCH_MAX_RESULTS_PANDAS = 100_000
 
 
-def set_tracking_uri(uri: str | os.PathLike[str]) -> None:
-    """Choose the store: a path, ``sqlite:///path``, or ``http://host:port`` of a server."""
-    global _tracking_uri
-    try:
-        _tracking_uri = check_text("tracking URI", os.fspath(uri))
-    except TypeError:
-        raise InvalidParameterValue(
-            f"Invalid tracking URI {shown(uri)}: it must be a str or os.PathLike"
-        ) from None
-
-
-def get_tracking_uri() -> str:
-    """The store in use: set_tracking_uri, else $EVSTORE_TRACKING_URI, else ./evstore.db."""
-    return _tracking_uri or os.environ.get("EVSTORE_TRACKING_URI") or DEFAULT_URI
+def reset() -> None:
+    """Forget the tracking URI, the active runs and experiment and the cached clients
+    (for tests; a process normally never needs it). Stops any system-metrics sampling."""
+    for monitor in getattr(_state, "monitors", {}).values():
+        monitor.finish()
+    _state.__dict__.clear()
+    config.set_tracking_uri(None)
+    _clients.clear()
 
 
 def _client() -> Any:
-    uri = get_tracking_uri()
+    uri = config.get_tracking_uri()
     client = _clients.get(uri)
     if client is None:
         from evstore.client import Client
@@ -125,13 +124,20 @@ def start_run(
     experiment_id: str | None = None,
     run_name: str | None = None,
     nested: bool = False,
+    parent_run_id: str | None = None,
     tags: dict[str, Any] | None = None,
     description: str | None = None,
-    parent_run_id: str | None = None,
+    log_system_metrics: bool | None = None,
 ) -> ActiveRun:
-    """Start (or resume, with ``run_id``) a run; use it in a ``with`` block."""
+    """Start (or resume, with ``run_id``) a run; use it in a ``with`` block.
+
+    ``log_system_metrics``: sample CPU, memory, disk and network as ``system/*`` metrics
+    until the run ends (None: as enable/disable_system_metrics_logging chose)."""
     client = _client()
     stack = _runs()
+    sample_system = system_metrics.wanted(log_system_metrics)
+    if sample_system:
+        system_metrics.check_available()  # before the run exists
     if stack and not nested:
         raise InvalidParameterValue(
             f"Run with UUID {stack[-1].info.run_id} is already active. To start a nested run,"
@@ -162,7 +168,19 @@ def start_run(
             client.create_run(experiment_id or _experiment_id(), tags=run_tags, run_name=run_name)
         )
     stack.append(active)
+    if sample_system:
+        monitor = system_metrics.SystemMetricsMonitor(client, active.info.run_id,
+                                                      resume=run_id is not None)  # fmt: skip
+        monitor.start()
+        _monitors()[active.info.run_id] = monitor
     return active
+
+
+def _monitors() -> dict[str, Any]:
+    monitors = getattr(_state, "monitors", None)
+    if monitors is None:
+        monitors = _state.monitors = {}
+    return monitors
 
 
 def _check_parent(client: Any, stack: list[ActiveRun], parent_run_id: str) -> None:
@@ -204,6 +222,9 @@ def end_run(status: str = "FINISHED") -> None:
         return
     run = stack.pop()
     _state.last_run_id = run.info.run_id
+    monitor = _monitors().pop(run.info.run_id, None)
+    if monitor is not None:  # sampling stops before the run ends (a partial interval is dropped, as MLflow)
+        monitor.finish()
     _client().set_terminated(run.info.run_id, status)
 
 
@@ -301,24 +322,74 @@ def log_artifacts(local_dir: str, artifact_path: str | None = None, run_id: str 
 
 def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
     """Store a string as an artifact file."""
-    import io
-
-    from evstore.artifacts import logical_path
-
-    data = check_text("text", text).encode("utf-8")
-    logical_path(artifact_file)
-    _client().record_artifact_bytes(run_id or _active_id(), artifact_file, io.BytesIO(data))
+    check_text("text", text)
+    artifact_file_path(artifact_file)  # bad input starts no run
+    _client().log_text(run_id or _active_id(), text, artifact_file)
 
 
 def log_dict(dictionary: dict[str, Any], artifact_file: str, run_id: str | None = None) -> None:
-    """Store a dict as a JSON artifact file."""
-    import json
+    """Store a dict as a JSON (or YAML, for ``.yml``/``.yaml``) artifact file."""
+    log_text(dict_text(dictionary, artifact_file), artifact_file, run_id)
 
-    try:
-        text = json.dumps(dictionary, indent=2)
-    except (TypeError, ValueError) as e:
-        raise InvalidParameterValue(f"Cannot store the dict as JSON: {e}") from None
-    log_text(text, artifact_file, run_id)
+
+def log_figure(figure: Any, artifact_file: str, *, save_kwargs: dict[str, Any] | None = None) -> None:
+    """Store a matplotlib or plotly figure as an artifact file."""
+    _client().log_figure(_active_id(), figure, artifact_file, save_kwargs=save_kwargs)
+
+
+def log_image(
+    image: Any,
+    artifact_file: str | None = None,
+    key: str | None = None,
+    step: int | None = None,
+    timestamp: int | None = None,
+    synchronous: bool | None = False,
+) -> None:
+    """Store a numpy array or PIL image as a file, or as a step of an image ``key``."""
+    _client().log_image(_active_id(), image, artifact_file, key, step, timestamp, synchronous)
+
+
+def log_table(data: Any, artifact_file: str, run_id: str | None = None) -> None:
+    """Store a dict or DataFrame as a table MLflow's client and UI read."""
+    _client().log_table(run_id or _active_id(), data, artifact_file)
+
+
+def log_input(dataset: Any = None, context: str | None = None, tags: dict[str, str] | None = None,
+              model: Any = None) -> None:  # fmt: skip
+    """Not yet: datasets and run inputs come with a later evstore release."""
+    raise InvalidState(
+        "log_input is not supported yet: evstore does not record datasets or run inputs"
+        " (issue: datasets and log_inputs); the run is unchanged"
+    )
+
+
+def get_artifact_uri(artifact_path: str | None = None) -> str:
+    """The active run's artifact URI, or that of a path under it."""
+    root = _client().get_run(_active_id()).info.artifact_uri
+    if not artifact_path:
+        return str(root)
+    return posixpath.join(root, logical_path(artifact_path))
+
+
+def get_parent_run(run_id: str) -> Run | None:
+    """The parent of a nested run, or None."""
+    return _client().get_parent_run(run_id)  # type: ignore[no-any-return]
+
+
+def set_experiment_tag(key: str, value: Any) -> None:
+    """Set a tag on the active experiment."""
+    _client().set_experiment_tag(_experiment_id(), key, value)
+
+
+def set_experiment_tags(tags: dict[str, Any]) -> None:
+    """Set several tags on the active experiment."""
+    for key, value in _mapping("tags", tags).items():
+        set_experiment_tag(key, value)
+
+
+def delete_experiment_tag(key: str) -> None:
+    """Delete a tag from the active experiment."""
+    _client().delete_experiment_tag(_experiment_id(), key)
 
 
 def get_run(run_id: str, as_of: Any = None) -> Run:
@@ -351,6 +422,41 @@ def delete_run(run_id: str) -> None:
     _client().delete_run(run_id)
 
 
+def restore_run(run_id: str) -> None:
+    """Make a deleted run active again."""
+    _client().restore_run(run_id)
+
+
+def restore_experiment(experiment_id: str) -> None:
+    """Make a deleted experiment (and its runs) active again."""
+    _client().restore_experiment(experiment_id)
+
+
+def load_table(
+    artifact_file: str, run_ids: list[str] | None = None, extra_columns: list[str] | None = None
+) -> Any:
+    """The tables ``log_table`` stored at ``artifact_file`` in the active experiment's runs
+    (or in ``run_ids``), concatenated into one DataFrame."""
+    import pandas as pd
+
+    client = _client()
+    entry = {"path": artifact_file, "type": "table"}
+    frames = []
+    for run in search_runs(output_format="list"):
+        if run_ids and run.info.run_id not in run_ids:
+            continue
+        if entry not in json.loads(run.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]")):
+            continue
+        frame = read_table(client.read_artifact(run.info.run_id, artifact_file), artifact_file)
+        for column in extra_columns or []:
+            name = f"{column}_" if column in frame else column
+            frame[name] = run.info.run_id if column == "run_id" else getattr(run.info, column, None)
+        frames.append(frame)
+    if not frames:
+        raise ResourceDoesNotExist("No runs found with the corresponding table artifact.")
+    return pd.concat(frames, ignore_index=True)
+
+
 def search_experiments(
     view_type: int = ViewType.ACTIVE_ONLY,
     max_results: int | None = None,
@@ -380,28 +486,78 @@ def search_runs(
     experiment_ids: list[str] | None = None,
     filter_string: str = "",
     run_view_type: int = ViewType.ACTIVE_ONLY,
-    max_results: int = 100000,
+    max_results: int = SEARCH_MAX_RESULTS_PANDAS,
     order_by: list[str] | None = None,
+    output_format: str = "pandas",
     search_all_experiments: bool = False,
     experiment_names: list[str] | None = None,
 ) -> Any:
-    """Runs as a ``pyarrow.Table``: run info, ``params.*``, ``metrics.*`` and ``tags.*``."""
+    """Runs as MLflow returns them: a pandas DataFrame (MLflow's columns and dtypes),
+    ``output_format="list"`` for Run objects, or ``"arrow"`` for a ``pyarrow.Table``."""
     from evstore.export import all_runs, runs_table
 
+    builders: dict[str, Callable[[list[Run]], Any]] = {
+        "pandas": _runs_frame, "list": list, "arrow": runs_table,
+    }  # fmt: skip
+    if output_format not in builders:
+        raise InvalidParameterValue(
+            f"Unsupported output format: {shown(output_format)}. Supported string values are"
+            " 'pandas', 'list' or 'arrow'"
+        )
+    if max_results is not None and (type(max_results) is not int or max_results < 1):
+        raise InvalidParameterValue(  # MLflow's fluent search_runs returns no runs for <= 0
+            f"Invalid value {shown(max_results)} for parameter 'max_results': it must be a"
+            " positive integer, or None for every run"
+        )
     client = _client()
     if experiment_names:
         found = [client.get_experiment_by_name(n) for n in experiment_names]
         experiment_ids = [e.experiment_id for e in found if e is not None]
         if not experiment_ids:  # none of the names exists: no runs, as MLflow
-            return runs_table([])
+            return builders[output_format]([])
     if not experiment_ids:
         if search_all_experiments:
             experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
         else:
             experiment_ids = [_experiment_id()]
-    return runs_table(
-        all_runs(client, experiment_ids, filter_string, run_view_type, max_results, order_by)
-    )
+    runs = all_runs(client, experiment_ids, filter_string, run_view_type, max_results, order_by)
+    return builders[output_format](runs)
+
+
+#: The run info columns of MLflow's search_runs DataFrame, in its order.
+FRAME_INFO_COLUMNS = ("run_id", "experiment_id", "status", "artifact_uri", "start_time", "end_time")
+
+
+def _runs_frame(runs: list[Run]) -> Any:
+    """MLflow's search_runs DataFrame, built through Arrow: FRAME_INFO_COLUMNS (times as UTC
+    datetimes), then metrics.* (float, NaN when missing), params.* and tags.* (sorted)."""
+    import importlib.util
+
+    import pyarrow as pa
+
+    if importlib.util.find_spec("pandas") is None:
+        raise InvalidState(
+            "search_runs returns a pandas DataFrame, as MLflow's does: pip install pandas,"
+            " or pass output_format='list' (Run objects) or 'arrow' (a pyarrow Table)"
+        )
+    text, time = pa.string(), pa.timestamp("us", tz="UTC")
+    if not runs:  # MLflow's frame of no runs: its info columns, float64
+        empty = pa.table({name: pa.array([], pa.float64()) for name in FRAME_INFO_COLUMNS})
+        return empty.to_pandas()
+    fields = [pa.field(name, time if name.endswith("_time") else text) for name in FRAME_INFO_COLUMNS]
+    columns: list[list[Any]] = [
+        [_frame_info(r, name) for r in runs] for name in FRAME_INFO_COLUMNS
+    ]
+    for prefix, kind in (("metrics", pa.float64()), ("params", text), ("tags", text)):
+        for key in sorted({k for r in runs for k in getattr(r.data, prefix)}):
+            fields.append(pa.field(f"{prefix}.{key}", kind))
+            columns.append([getattr(r.data, prefix).get(key) for r in runs])
+    return pa.table(columns, schema=pa.schema(fields)).to_pandas()
+
+
+def _frame_info(run: Run, name: str) -> Any:
+    value = getattr(run.info, name)
+    return value * 1000 if name.endswith("_time") and value is not None else value
 
 
 def _user_name() -> str:

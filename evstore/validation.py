@@ -147,6 +147,8 @@ def validate_metric(key: Any, value: Any, timestamp: Any, step: Any) -> tuple[st
                 " the timestamp must be a nonnegative long (64-bit integer), as in MLflow."
             )
     if not (type(step) is int and INT64_MIN <= step <= INT64_MAX):
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)  # 2.0 is step 2, as MLflow's SQL store keeps it; 1.5 is refused
         step = check_int64(f"step for metric '{key}'", step)
     return key, as_float, timestamp, step
 
@@ -222,9 +224,7 @@ def param_value(value: Any) -> str:
 
 
 def tag_value(key: str, value: Any) -> str:
-    """MLflow stores tag values as strings."""
-    if value is None:
-        raise InvalidParameterValue(f"Tag '{key}' has no value")
+    """MLflow stores tag values as strings (None as "None", as MLflow's client does)."""
     text = _stored_text(f"value of tag '{key}'", value)
     if len(text) > MAX_TAG_VALUE_LENGTH:
         raise InvalidParameterValue(

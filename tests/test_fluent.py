@@ -24,9 +24,7 @@ from evstore.tracking import service as client_module
 
 
 def _reset() -> None:
-    fluent._state.__dict__.clear()
-    fluent._tracking_uri = None
-    fluent._clients.clear()
+    fluent.reset()
 
 
 @pytest.fixture
@@ -61,7 +59,7 @@ def test_tracking_uri_path_sqlite_env_and_default(
     assert client(tmp_path / "other.db").get_experiment_by_name("in-other") is not None
     mlflow.set_tracking_uri(tmp_path / "pathlike.db")  # an os.PathLike works too
     assert mlflow.get_tracking_uri() == str(tmp_path / "pathlike.db")
-    fluent._tracking_uri = None
+    fluent.set_tracking_uri(None)
     monkeypatch.setenv("EVSTORE_TRACKING_URI", str(tmp_path / "env.db"))
     assert mlflow.get_tracking_uri() == str(tmp_path / "env.db")
     monkeypatch.delenv("EVSTORE_TRACKING_URI")
@@ -203,7 +201,7 @@ def test_nested_runs_record_their_parent(tracking: Path) -> None:
     ).fetchone()
     assert row == (parent_id,)
     found = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert found.column("run_id").to_pylist() == [child_id]
+    assert found["run_id"].tolist() == [child_id]
     assert all(mlflow.get_run(r).info.status == "FINISHED" for r in (parent_id, child_id))
 
 
@@ -310,7 +308,7 @@ def test_reads(tracking: Path) -> None:
     assert [e.creation_time for e in found] == sorted((e.creation_time for e in found), reverse=True)
 
 
-def test_search_runs_returns_a_pyarrow_table(tracking: Path) -> None:
+def test_search_runs_returns_a_pyarrow_table_when_asked(tracking: Path) -> None:
     import pyarrow as pa
 
     mlflow.set_experiment("sweep")
@@ -321,7 +319,7 @@ def test_search_runs_returns_a_pyarrow_table(tracking: Path) -> None:
             mlflow.set_tag("kind", "grid")
     with mlflow.start_run(run_name="bare"):
         mlflow.log_param("other", "x")
-    table = mlflow.search_runs(order_by=["attributes.run_name ASC"])
+    table = mlflow.search_runs(order_by=["attributes.run_name ASC"], output_format="arrow")
     assert isinstance(table, pa.Table)
     assert table.num_rows == 3
     columns = table.column_names
@@ -336,13 +334,14 @@ def test_search_runs_returns_a_pyarrow_table(tracking: Path) -> None:
     assert [r["metrics.acc"] for r in rows] == [None, 0.9, 0.7]
     assert [r["params.lr"] for r in rows] == [None, "0.01", "0.1"]
     assert [r["status"] for r in rows] == ["FINISHED"] * 3
-    filtered = mlflow.search_runs(filter_string="metrics.acc > 0.8")
+    arrow = {"output_format": "arrow"}
+    filtered = mlflow.search_runs(filter_string="metrics.acc > 0.8", **arrow)
     assert filtered.column("run_name").to_pylist() == ["lr=0.01"]
-    assert mlflow.search_runs(experiment_names=["sweep"], max_results=2).num_rows == 2
-    unknown = mlflow.search_runs(experiment_names=["no such experiment"])  # empty, as MLflow
+    assert mlflow.search_runs(experiment_names=["sweep"], max_results=2, **arrow).num_rows == 2
+    unknown = mlflow.search_runs(experiment_names=["no such experiment"], **arrow)  # empty, as MLflow
     assert unknown.num_rows == 0 and "run_id" in unknown.column_names
-    assert mlflow.search_runs(experiment_ids=["0"]).num_rows == 0
-    assert mlflow.search_runs(search_all_experiments=True).num_rows == 3
+    assert mlflow.search_runs(experiment_ids=["0"], **arrow).num_rows == 0
+    assert mlflow.search_runs(search_all_experiments=True, **arrow).num_rows == 3
 
 
 def test_default_store_is_evstore_db_in_the_working_directory(

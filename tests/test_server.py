@@ -1,4 +1,4 @@
-"""``evstore server`` over HTTP: shapes, retries, refusals, own endpoints, RemoteClient.
+"""``evstore server`` over HTTP: shapes, retries, refusals, own endpoints, the Client over HTTP.
 
 Each test starts the real server as a subprocess on a free loopback port (``ServerProcess``)
 and talks to it with httpx. Refused requests are checked three ways: the status code,
@@ -265,10 +265,10 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
     assert len(page["events"]) == 2
     assert len(call(http, "metrics/get-history", run_id=run_id, metric_key="m")["metrics"]) == 1
 
-    # RemoteClient passes its idempotency_key on as the header.
-    from evstore.tracking.http import HttpTransport as RemoteClient
+    # The Client over HTTP passes its idempotency_key on as the header.
+    from evstore import Client
 
-    remote = RemoteClient(str(http.base_url))
+    remote = Client(str(http.base_url))
     try:
         remote.log_metric(run_id, "r", 1.0, timestamp=1, step=0, idempotency_key="k1")
         before = head(http)
@@ -280,9 +280,9 @@ def test_idempotency_key_header_overrides_the_body_hash(http: httpx.Client) -> N
 
 def test_the_remote_client_refuses_what_the_local_one_refuses(http: httpx.Client) -> None:
     import evstore
-    from evstore.tracking.http import HttpTransport as RemoteClient
+    from evstore import Client
 
-    remote = RemoteClient(str(http.base_url))
+    remote = Client(str(http.base_url))
     try:
         experiment_id = remote.create_experiment("refusals")
         before = head(http)
@@ -578,18 +578,17 @@ def test_evstore_endpoints(http: httpx.Client) -> None:
     assert report["head_position"] == head(http)
 
 
-# --- the Python side: RemoteClient and the fluent API over http ------------------------------
+# --- the Python side: the Client over HTTP and the fluent API over http ------------------------------
 
 
 def test_remote_client_matches_the_local_client(
     server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import evstore
-    from evstore import Metric, Param, RunTag
+    from evstore import Client, Metric, Param, RunTag
     from evstore.integrity import verify
-    from evstore.tracking.http import HttpTransport as RemoteClient
 
-    remote = RemoteClient(server.url)
+    remote = Client(server.url)
     experiment_id = remote.create_experiment("remote", tags={"a": 1})
     assert remote.get_experiment_by_name("remote").tags == {"a": "1"}
     assert remote.get_experiment_by_name("nope") is None
@@ -674,11 +673,10 @@ def test_metric_context_sent_by_the_client_reaches_the_log(http: httpx.Client) -
 def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> None:
     # all_runs pages through any client's search_runs, asking no more than max_results;
     # the fluent API with an http tracking URI returns the pyarrow table a local store does.
-    from evstore import fluent
+    from evstore import Client, fluent
     from evstore.export import all_runs
-    from evstore.tracking.http import HttpTransport as RemoteClient
 
-    remote = RemoteClient(server.url)
+    remote = Client(server.url)
     experiment_id = remote.create_experiment("fluent-remote")
     for i in range(5):
         remote.log_param(remote.create_run(experiment_id).info.run_id, "i", str(i))
@@ -694,12 +692,12 @@ def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> Non
     assert len(all_runs(remote, [experiment_id], "params.i != '4'", max_results=3)) == 3
     assert pages == [3]
     remote.close()
-    previous = fluent._tracking_uri
+    previous = fluent.get_tracking_uri() if fluent.config.is_set() else None
     fluent.set_tracking_uri(server.url)
     try:
-        table = fluent.search_runs([experiment_id], order_by=["params.i ASC"])
+        table = fluent.search_runs([experiment_id], order_by=["params.i ASC"], output_format="arrow")
         assert table.column("params.i").to_pylist() == ["0", "1", "2", "3", "4"]
         assert "run_id" in table.column_names
     finally:
         fluent._clients.pop(server.url).close()
-        fluent._tracking_uri = previous
+        fluent.set_tracking_uri(previous)

@@ -97,6 +97,12 @@ def set_experiment_tag(client: TrackingService, req: s.SetExperimentTag, _key: s
     return EMPTY_OBJECT
 
 
+@endpoint("POST", "experiments/delete-experiment-tag", s.DeleteExperimentTag)
+def delete_experiment_tag(client: TrackingService, req: s.DeleteExperimentTag, _key: str) -> Any:
+    client.delete_experiment_tag(req.experiment_id, req.key)
+    return EMPTY_OBJECT
+
+
 # --- runs -------------------------------------------------------------------------------
 
 

@@ -68,6 +68,11 @@ class SetExperimentTag(msgspec.Struct):
     value: str
 
 
+class DeleteExperimentTag(msgspec.Struct):
+    experiment_id: str
+    key: str
+
+
 class SearchExperiments(msgspec.Struct):
     max_results: Int32 = 1000
     page_token: str | None = None

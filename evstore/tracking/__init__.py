@@ -13,7 +13,8 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    # The Client is imported on first use: evstore.client imports this package.
+    # MLflow's ``mlflow.tracking.MlflowClient``; imported on first use, since
+    # evstore.client imports this package.
     if name in ("Client", "MlflowClient"):
         from evstore.client import Client
 

@@ -208,6 +208,11 @@ class HttpTransport:
         payload = {"experiment_id": str(experiment_id), "key": key, "value": str(value)}
         self._call("POST", "experiments/set-experiment-tag", payload)
 
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Delete a tag of an experiment."""
+        payload = {"experiment_id": str(experiment_id), "key": key}
+        self._call("POST", "experiments/delete-experiment-tag", payload)
+
     # --- runs -----------------------------------------------------------------------
 
     def create_run(

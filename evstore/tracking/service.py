@@ -49,6 +49,7 @@ from evstore.events import (
     ExperimentDeleted,
     ExperimentRenamed,
     ExperimentRestored,
+    ExperimentTagDeleted,
     ExperimentTagSet,
     MetricPoint,
     MetricsLogged,
@@ -323,6 +324,21 @@ class TrackingService:
                 experiment_stream(experiment.experiment_id),
                 [ExperimentTagSet(experiment_id=experiment.experiment_id, key=key, value=value)],
             )  # fmt: skip
+
+    def delete_experiment_tag(self, experiment_id: str, key: str) -> None:
+        """Delete a tag of an active experiment; the tag must exist (as MLflow)."""
+        check_text("tag key", key)
+        with self._store.transaction() as conn:
+            experiment = self._experiment_for_write(conn, experiment_id)
+            _check_experiment_active(experiment)
+            if key not in experiment.tags:
+                raise ResourceDoesNotExist(
+                    f"No tag with name: {key} in experiment with id {experiment_id}"
+                )
+            self._store.append(
+                experiment_stream(experiment.experiment_id),
+                [ExperimentTagDeleted(experiment_id=experiment.experiment_id, key=key)],
+            )
 
     # --- runs ---------------------------------------------------------------------
 
