@@ -9,6 +9,7 @@ check. Reads come from the projections, which the same transaction keeps current
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import posixpath
@@ -85,6 +86,20 @@ USER_TAG = "mlflow.user"
 DEFAULT_EXPERIMENT_ID = "0"
 
 _stores: dict[str, Any] = {}
+
+
+def close_tracking_stores() -> None:
+    """Close every store this process opened for tracking: each thread's read connection
+    first, then the writer, so the last connection folds the WAL back into the file."""
+    while _stores:
+        _path, runner = _stores.popitem()
+        runner.store.close()
+
+
+# Registered when this module is first imported, before the fluent API registers its own
+# exit hook (evstore imports the client first): exit hooks run last-in first-out, so a run
+# still active at exit is ended before its store is closed.
+atexit.register(close_tracking_stores)
 
 
 def experiment_stream(experiment_id: str) -> str:
