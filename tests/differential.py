@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -134,7 +133,8 @@ class Op:
     bind: str | None = None
 
     def __str__(self) -> str:
-        parts = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        parts = [_short(a) for a in self.args]
+        parts += [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
         return f"{self.method}({', '.join(parts)})" + (f" -> {self.bind}" if self.bind else "")
 
 
@@ -148,7 +148,7 @@ def _short(value: Any) -> str:
     if isinstance(value, str) and len(value) > 40:
         return repr(value[:20] + f"...<{len(value)} chars>")
     if isinstance(value, M | P | T):
-        return f"{type(value).__name__}{tuple(_short(v) for v in value)}"
+        return f"{type(value).__name__}({', '.join(_short(v) for v in value)})"
     return repr(value)
 
 
@@ -646,11 +646,6 @@ def where_different(left: Any, right: Any, path: str = "") -> Iterator[tuple[str
             yield from where_different(a, b, f"{path}[{i}]")
     elif left != right:
         yield path or ".", left, right
-
-
-def cleanup(path: Path) -> None:
-    """Remove a work directory if it exists."""
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def compact(value: Any) -> Any:

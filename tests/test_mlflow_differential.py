@@ -29,17 +29,16 @@ difference, with the servers' messages, to that file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from differential import (
-    BIN, Op, Player, Server, compact, differences, scenario, where_different,
-)
+from differential import BIN, Op, Player, Server, compact, differences, scenario, where_different
 
 SEEDS = [int(os.environ["EVSTORE_DIFF_SEED"])] if os.environ.get("EVSTORE_DIFF_SEED") else [1, 2]
 SHOWN = 10_000 if os.environ.get("EVSTORE_DIFF_SEED") else 12
@@ -63,10 +62,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     os.environ.update(RETRY_ENV)
     servers = Pair(root)
     try:
-        servers.mlflow.wait_ready()
-        servers.evstore.wait_ready()
+        # Importing mlflow here (seconds) overlaps the servers' start.
         servers.mlflow_player = Player(servers.mlflow.url, root / "mlflow-work")
         servers.evstore_player = Player(servers.evstore.url, root / "evstore-work")
+        servers.mlflow.wait_ready()
+        servers.evstore.wait_ready()
         yield servers
     finally:
         servers.mlflow.stop()
@@ -151,3 +151,39 @@ def write_report(
                 lines.append(f"  - {side} said: {brief(raw['message'], 200)}")
     with open(path, "a", encoding="utf-8") as out:
         out.write("\n".join(lines) + "\n")
+
+
+# --- the harness itself: normalizing must not hide a real difference ------------------------
+
+
+def test_normalize_maps_ids_and_clocks_only(tmp_path: Path) -> None:
+    player = Player("http://127.0.0.1:9", tmp_path)
+    player.experiment_names["7"] = "<s1:e0>"
+    player.run_names["ab" * 16] = "<s1:r0>"
+    outcome = {
+        "info": {"experiment_id": "7", "run_id": "ab" * 16, "start_time": 1_000_123,
+                 "end_time": 1_700_000_000_000, "user_id": "someone",
+                 "artifact_uri": f"mlflow-artifacts:/7/{'ab' * 16}/artifacts"},
+        "data": {"tags": {"idx": "7", "mlflow.parentRunId": "ab" * 16}, "metrics": {"m": math.nan}},
+    }  # fmt: skip
+    assert player.normalize(outcome) == {
+        "info": {"experiment_id": "<s1:e0>", "run_id": "<s1:r0>", "start_time": 1_000_123,
+                 "end_time": "<clock>", "user_id": "<user>",
+                 "artifact_uri": "<artifacts>/<s1:e0>/<s1:r0>/artifacts"},
+        "data": {"tags": {"idx": "7", "mlflow.parentRunId": "<s1:r0>"}, "metrics": {"m": "NaN"}},
+    }  # fmt: skip
+    served = "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/7/x"
+    assert player.normalize(served, "artifact_uri") == "<artifacts>/<s1:e0>/x"
+
+
+def test_where_different_points_at_the_smallest_part() -> None:
+    left = {"items": [{"a": 1, "b": [1, 2]}], "more": False}
+    right = {"items": [{"a": 1, "b": [1, 3]}], "more": True}
+    assert list(where_different(left, right)) == [(".items[0].b[1]", 2, 3), (".more", False, True)]
+    assert list(where_different({"error": "X"}, None)) == [(".", {"error": "X"}, None)]
+    assert list(where_different([1], [1, 2])) == [(".", [1], [1, 2])]
+
+
+def test_scenario_is_the_same_for_the_same_seed() -> None:
+    assert [str(op) for op in scenario(5)] == [str(op) for op in scenario(5)]
+    assert [str(op) for op in scenario(5)] != [str(op) for op in scenario(6)]
