@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import httpx
 BIN = Path(sys.executable).parent
 #: Times at or after this (ms) were stamped by a server or client clock, not by the scenario.
 CLOCK_FLOOR_MS = 1_500_000_000_000
+#: The shape of the run names MLflow makes up ("bold-cat-123"); another shape is compared as is.
+GENERATED_RUN_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
 #: Where the scenario's own start times begin: far below any clock reading.
 SCENARIO_EPOCH_MS = 1_000_000
 
@@ -510,8 +513,9 @@ class Player:
                 real = result.info.run_id
                 self.run_names[real] = f"<s{seed}:{op.bind}>"
             self.ids[f"s{seed}:{op.bind}"] = real
-            if op.method == "create_run" and "run_name" not in op.kwargs:
-                self.generated_run_names[result.info.run_name] = f"<name of {op.bind}>"
+            generated = result.info.run_name if op.method == "create_run" else ""
+            if "run_name" not in op.kwargs and GENERATED_RUN_NAME.fullmatch(generated):
+                self.generated_run_names[generated] = f"<name of {op.bind}>"
         return plain(result)
 
     def _dispatch(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
