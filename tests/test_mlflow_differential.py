@@ -4,8 +4,10 @@
 
 An outcome is the call's return value as plain data (entities as dicts of their properties,
 paged searches as the list of pages) or, when it raises, ``{"error": error_code}`` for an
-``MlflowException`` and ``{"raised": type name}`` for anything else. Messages are kept for
-the report but not compared.
+``MlflowException`` and ``{"raised": type name}`` for anything else (plus the HTTP status and
+error_code for the artifact endpoints' ``requests.HTTPError``). Messages are kept for the
+report but not compared. A 5xx answer is not retried (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``),
+and the client's pooled connections are dropped after a failed call.
 
 Normalized, because it legitimately differs between two servers:
 
