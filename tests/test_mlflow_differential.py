@@ -114,7 +114,8 @@ def test_same_outcomes_as_mlflow(pair: Pair) -> None:
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert not reports, "\n\n".join(reports)
+    if reports:
+        pytest.fail("\n\n".join(reports), pytrace=False)
 
 
 def render(seed: int, found: list[tuple[int, Op, Any, Any]], total: int) -> str:
