@@ -25,10 +25,17 @@ from __future__ import annotations
 
 
 class EvstoreError(Exception):
-    """Root of every error evstore raises on purpose."""
+    """Root of every error evstore raises on purpose (``MlflowException`` to MLflow code)."""
 
     error_code = "INTERNAL_ERROR"
     http_status = 500
+
+    def __init__(self, message: object = "", error_code: str | None = None, **_: object) -> None:
+        # MLflow's signature: MlflowException(message, error_code=..., **kwargs).
+        super().__init__(message)
+        self.message = str(message)
+        if error_code is not None:
+            self.error_code = error_code
 
 
 class StoreError(EvstoreError):

@@ -187,6 +187,11 @@ def test_mlflow_exception_catches_evstore_errors_with_mlflows_codes(tracking: Pa
         mlflow.get_run("no-such-run")
     assert caught.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert MlflowException is EvstoreError
+    # MLflow code raises it too: MlflowException(message, error_code=...) and .message
+    raised = MlflowException("bad input", error_code="INVALID_PARAMETER_VALUE")
+    assert (raised.message, raised.error_code, str(raised)) == (
+        "bad input", "INVALID_PARAMETER_VALUE", "bad input")
+    assert MlflowException("plain").error_code == "INTERNAL_ERROR"
 
 
 # --- search_runs and MLflow's leniencies --------------------------------------------------
