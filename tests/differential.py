@@ -229,6 +229,11 @@ def scenario(seed: int) -> list[Op]:
     add(Op("update_run", (Ref("r2"),), {"status": "RUNNING"}))
     for key in runs[:3]:
         add(Op("get_run", (Ref(key),)))
+    # Names the servers made up sort differently on each side: give those runs a name of
+    # their own before any search orders by run_name.
+    unnamed = [op.bind for op in ops if op.method == "create_run" and "run_name" not in op.kwargs]
+    for key in filter(None, unnamed):
+        add(Op("update_run", (Ref(key),), {"name": f"named-{key}"}))
 
     # Params: repeats with the same and a different value, repeats inside one batch.
     target = Ref(rng.choice(runs))
@@ -497,7 +502,7 @@ class Player:
         except MlflowException as e:
             _drop_connections()
             return {"error": e.error_code, "message": str(e)[:300]}
-        except Exception as e:  # a client-side failure is an outcome too
+        except Exception as e:  # noqa: BLE001 (a client-side failure is an outcome too)
             _drop_connections()
             outcome = {"raised": type(e).__name__, "message": str(e)[:300]}
             response = getattr(e, "response", None)
