@@ -7,8 +7,9 @@ A Starlette app served by uvicorn: Starlette is small, plain ASGI and leaves JSO
 Layout: ``mlflow_api`` (the tracking endpoints), ``artifacts_api`` (the artifact proxy),
 ``evstore_api`` (read-only ``/api/evstore/``), ``schemas`` (request Structs), ``_http``
 (errors, body limits, bearer auth, the store gate), ``security`` (Host and Origin checks
-against DNS rebinding and cross-origin writes, as MLflow 3.17's). Store calls run one at a
-time (``StoreGate``), so requests never use the SQLite connection concurrently.
+against DNS rebinding and cross-origin writes, as MLflow 3.17's), ``gate`` (``StoreGate``:
+quick calls keep their order in one lane, searches and downloads run beside it on their
+own read connections, so a long read never delays an append).
 """
 
 from __future__ import annotations

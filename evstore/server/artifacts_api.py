@@ -1,6 +1,6 @@
-"""MLflow's artifact proxy (``/api/2.0/mlflow-artifacts/artifacts/...``) over the Client.
+"""MLflow's artifact proxy (``/api/2.0/mlflow-artifacts/artifacts/...``) over the tracking service.
 
-URLs name ``<experiment_id>/<run_id>/artifacts/<path>``. Bytes go to the Client's
+URLs name ``<experiment_id>/<run_id>/artifacts/<path>``. Bytes go to the service's
 content-addressed store (``objects/<sha[:2]>/<sha>`` under the artifacts root), so a
 logical path never becomes a file path on the server. Paths are still checked strictly,
 because the mlflow client turns them into local paths when it downloads: what
@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, Response
 from evstore.entities import LifecycleStage
 from evstore.errors import InvalidParameterValue, InvalidState, ResourceDoesNotExist
 from evstore.server._http import HTTPError, StoreGate, json_response
-from evstore.tracking.service import TrackingService as Client
+from evstore.tracking.service import TrackingService
 from evstore.validation import check_artifact_path
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
@@ -60,8 +60,8 @@ def _raw_path_checked(request: Request) -> None:
         )
 
 
-def _run_for_artifacts(client: Client, experiment_id: str, run_id: str, *, write: bool) -> None:
-    info = client.get_run(run_id).info
+def _run_for_artifacts(service: TrackingService, experiment_id: str, run_id: str, *, write: bool) -> None:
+    info = service.get_run(run_id).info
     if info.experiment_id != experiment_id:
         raise ResourceDoesNotExist(f"Run {run_id} is not in experiment {experiment_id}")
     if write and info.lifecycle_stage != LifecycleStage.ACTIVE:
@@ -156,32 +156,32 @@ async def _spool(request: Request, limit: int, root: str) -> tuple[Any, str]:
     return spool, digest.hexdigest()
 
 
-async def upload(request: Request, client: Client, store: StoreGate, limit: int) -> Response:
+async def upload(request: Request, service: TrackingService, store: StoreGate, limit: int) -> Response:
     """PUT: store the body as one artifact file of the run."""
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
-    await store.quick(lambda: _run_for_artifacts(client, experiment_id, run_id, write=True))
-    spool, sha256 = await _spool(request, limit, client.artifact_root)
+    await store.quick(lambda: _run_for_artifacts(service, experiment_id, run_id, write=True))
+    spool, sha256 = await _spool(request, limit, service.artifact_root)
     try:
-        check_confined(client.artifact_root, sha256)
-        await store.slow(client.record_artifact_bytes, run_id, relative, spool)
+        check_confined(service.artifact_root, sha256)
+        await store.slow(service.record_artifact_bytes, run_id, relative, spool)
     finally:
         spool.close()
     return json_response({})
 
 
-async def download(request: Request, client: Client, store: StoreGate) -> Response:
+async def download(request: Request, service: TrackingService, store: StoreGate) -> Response:
     """GET: one artifact file, streamed once its bytes match the sha256 recorded for it."""
     _raw_path_checked(request)
     experiment_id, run_id, relative = split_artifact_path(request.path_params["path"])
 
     def digest() -> str:
-        _run_for_artifacts(client, experiment_id, run_id, write=False)
-        return client.artifact_digest(run_id, relative)[1]
+        _run_for_artifacts(service, experiment_id, run_id, write=False)
+        return service.artifact_digest(run_id, relative)[1]
 
     sha256 = await store.quick(digest)
-    check_confined(client.artifact_root, sha256)
-    path = os.path.join(client.artifact_root, "objects", sha256[:2], sha256)
+    check_confined(service.artifact_root, sha256)
+    path = os.path.join(service.artifact_root, "objects", sha256[:2], sha256)
     # Hashed in a worker thread, outside the gate (no database involved), then streamed.
     if await run_in_threadpool(_file_sha256, path) != sha256:
         raise InvalidState(f"artifact {relative!r} of run {run_id} is corrupt: its bytes do not match")
@@ -201,14 +201,14 @@ def _file_sha256(path: str) -> str | None:
     return digest.hexdigest()
 
 
-async def list_files(request: Request, client: Client, store: StoreGate) -> Response:
+async def list_files(request: Request, service: TrackingService, store: StoreGate) -> Response:
     """GET ?path=<exp>/<run>/artifacts[/dir]: the entries directly under a directory."""
     path = request.query_params.get("path", "")
     experiment_id, run_id, relative = split_artifact_path(path.strip("/"), allow_root=True)
 
     def listing() -> list[Any]:
-        _run_for_artifacts(client, experiment_id, run_id, write=False)
-        return client.list_artifacts(run_id, relative or None)
+        _run_for_artifacts(service, experiment_id, run_id, write=False)
+        return service.list_artifacts(run_id, relative or None)
 
     files = []
     for info in await store.quick(listing):

@@ -10,7 +10,7 @@ import msgspec
 from starlette.requests import Request
 
 from evstore.errors import InvalidParameterValue
-from evstore.tracking.service import TrackingService as Client
+from evstore.tracking.service import TrackingService
 
 MAX_EVENTS_PER_PAGE = 1000
 
@@ -24,7 +24,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     return int(text)
 
 
-def events_page(client: Client, request: Request) -> Any:
+def events_page(service: TrackingService, request: Request) -> Any:
     """A page of the event log, oldest first: ``?after=&limit=&stream=&type=`` (type repeats)."""
     from evstore.inspect import event_lines
 
@@ -34,34 +34,34 @@ def events_page(client: Client, request: Request) -> Any:
     types = request.query_params.getlist("type") or None
 
     def page() -> dict[str, Any]:
-        lines = event_lines(client.store, stream=stream, types=types, after=after, limit=limit)
+        lines = event_lines(service.store, stream=stream, types=types, after=after, limit=limit)
         more = len(lines) == limit
         return {"events": lines, "next_after": lines[-1]["position"] if more else None}
 
     return page
 
 
-def run_history(client: Client, request: Request) -> Any:
+def run_history(service: TrackingService, request: Request) -> Any:
     """Every event of one run with what it changed."""
     from evstore.history import run_history as history
 
     run_id = request.path_params["run_id"]
-    return lambda: {"run_id": run_id, "events": history(client.store, run_id)}
+    return lambda: {"run_id": run_id, "events": history(service.store, run_id)}
 
 
-def verify(client: Client, request: Request) -> Any:
+def verify(service: TrackingService, request: Request) -> Any:
     """The hash chain and sequences recomputed: ``evstore verify`` as JSON."""
     from evstore.integrity import verify as verify_log
 
-    return lambda: msgspec.to_builtins(verify_log(client.store))
+    return lambda: msgspec.to_builtins(verify_log(service.store))
 
 
-def info(client: Client, request: Request) -> Any:
+def info(service: TrackingService, request: Request) -> Any:
     """Counts, head position and hash: ``evstore info`` as JSON (the store by file name only)."""
     from evstore.inspect import store_info
 
     def facts() -> dict[str, Any]:
-        found = store_info(client.store)
+        found = store_info(service.store)
         found["store"] = posixpath.basename(str(found["store"]).replace(os.sep, "/"))
         return found
 
