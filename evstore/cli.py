@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from evstore.errors import EvstoreError, InvalidParameterValue
+from evstore.history import local_time
 from evstore.inspect import json_safe
 from evstore.validation import INT64_MAX
 
@@ -321,7 +322,7 @@ def _timestamp(ms: int | None) -> str:
     """A time in ms as ISO 8601 in local time, with its zone."""
     if ms is None:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone().isoformat(timespec="milliseconds")
+    return local_time(ms)
 
 
 @app.command()

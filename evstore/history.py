@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from evstore.entities import Run
@@ -19,6 +19,11 @@ from evstore.events import (
     UnknownEvent,
 )
 from evstore.stores.base import EventStore
+
+
+def local_time(ms: int) -> str:
+    """A time in epoch ms as ISO 8601 in local time, with its zone."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone().isoformat(timespec="milliseconds")
 
 
 def _cutoff(as_of: int | datetime) -> tuple[str, int]:
@@ -86,7 +91,7 @@ def describe(event: Any) -> str:
     if isinstance(event, ArtifactRecorded):
         return f"{event.path} ({event.size} bytes, sha256 {event.sha256[:12]})"
     if isinstance(event, RunStatusChanged):
-        return f"status {event.status}" + (f" at {event.end_time}" if event.end_time else "")
+        return f"status {event.status}" + (f" at {local_time(event.end_time)}" if event.end_time else "")
     if isinstance(event, RunRenamed):
         return f"renamed to '{event.run_name}'"
     return type(event).__name__

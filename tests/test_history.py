@@ -225,7 +225,9 @@ def test_history_cli_lists_every_event(client: Client, tmp_path: Path) -> None:
     assert "acc[3]=0.95" in text
     assert "stage=dev" in text and "deleted tag stage" in text
     assert "model.txt (7 bytes" in text
-    assert "status FINISHED" in text
+    ended = client.get_run(run_id).info.end_time
+    ended_at = datetime.fromtimestamp(ended / 1000, tz=UTC).astimezone().isoformat(timespec="milliseconds")
+    assert f"status FINISHED at {ended_at}" in text  # an end time reads as a time, not epoch ms
 
 
 def test_history_of_an_unknown_run_is_a_one_line_error(client: Client, tmp_path: Path) -> None:
