@@ -10,10 +10,18 @@ not. Every read path turns stored bytes into events through :func:`decode`:
 - a type or version this code does not know (a newer evstore wrote it) decodes to an
   :class:`~evstore.events.UnknownEvent` instead of failing.
 
-The hash of an event is ``sha256(previous_hash + canonical)``, where ``canonical`` is
-the msgpack array ``[stream_id, stream_version, event_id, type, version, recorded_at,
-payload, metadata]`` (payload and metadata as msgpack bin). The first event's previous
-hash is 32 zero bytes. Anyone with the rows can recompute the chain.
+The hash of an event (its link) is ``sha256(previous_hash + canonical)``, where
+``canonical`` is the msgpack array ``[stream_id, stream_version, event_id, type,
+version, recorded_at, digest, metadata, commit]``: the stream's name, the event id as
+text, ``digest`` is ``sha256(payload)`` (32 bytes, msgpack bin), ``metadata`` the
+msgpack bytes of the commit's metadata (bin), and ``commit`` the position of the last
+event appended together with this one (events of one append share it). The first
+event's previous hash is 32 zero bytes. Because a link covers the payload's digest and
+not its bytes, a payload can be erased and its link still verified from the digest
+kept in its place. This is canonical form 4. Events written before storage format 4
+keep the links they were written with, canonical form 3: the array without ``commit``,
+with the payload bytes themselves where the digest stands. Neither form depends on how the rows are laid out on disk;
+anyone with the events can recompute the chain.
 """
 
 from __future__ import annotations
@@ -84,11 +92,23 @@ def canonical_bytes(
     recorded_at: int,
     payload: bytes,
     metadata: bytes,
+    commit: int | None = None,
 ) -> bytes:
-    """The bytes the hash chain covers for one event."""
+    """The bytes the hash chain covers for one event: canonical form 4 when ``commit``
+    is given (``payload`` is then the payload's digest), form 3 when it is not."""
+    if commit is None:
+        return _encode(
+            (stream_id, stream_version, event_id, type_name, version, recorded_at, payload, metadata)
+        )
     return _encode(
-        (stream_id, stream_version, event_id, type_name, version, recorded_at, payload, metadata)
-    )
+        (stream_id, stream_version, event_id, type_name, version, recorded_at, payload, metadata,
+         commit)
+    )  # fmt: skip
+
+
+def payload_digest(payload: bytes) -> bytes:
+    """What a form-4 link covers of a payload: its sha256."""
+    return hashlib.sha256(payload).digest()
 
 
 def chain_hash(previous: bytes, canonical: bytes) -> bytes:

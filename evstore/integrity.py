@@ -7,7 +7,7 @@ import msgspec
 from evstore import codec
 from evstore.errors import UndecodableEvent
 from evstore.events import EVENT_TYPES
-from evstore.stores.base import EventStore
+from evstore.stores.base import EventStore, RawEvent
 
 
 class VerifyReport(msgspec.Struct, frozen=True):
@@ -50,23 +50,28 @@ def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport
     expected_position = 1
     stream_versions: dict[str, int] = {}
     count = unknown = 0
+    start_hash = codec.GENESIS_HASH
+    commit = start = 0  # the last event's commit (its last position) and its first position
     for batch in store.read_raw():
         for row in batch:
-            reason = None
-            if row.position != expected_position:
-                reason = f"position {row.position} follows {expected_position - 1}: events are missing"
-            elif row.stream_version != stream_versions.get(row.stream_id, 0) + 1:
-                reason = (
-                    f"stream {row.stream_id} jumps from version"
-                    f" {stream_versions.get(row.stream_id, 0)} to {row.stream_version}"
-                )
-            else:
+            reason = _broken(row, expected_position, stream_versions)
+            if reason is None and commit >= expected_position and row.commit != commit:
+                # reported at the commit's first event: the whole commit is in doubt
+                return VerifyReport(
+                    False, start - 1, start - 1, start_hash.hex(), unknown, start,
+                    f"the commit of positions {start}..{commit} does not hold position"
+                    f" {expected_position}: an event was moved into it or out of it",
+                )  # fmt: skip
+            if reason is None:
+                if row.form == 3:
+                    covered, commit_id = row.payload, None
+                else:
+                    covered, commit_id = codec.payload_digest(row.payload), row.commit
                 canonical = codec.canonical_bytes(
                     row.stream_id, row.stream_version, row.event_id, row.type, row.version,
-                    row.recorded_at, row.payload, row.metadata,
+                    row.recorded_at, covered, row.metadata, commit_id,
                 )  # fmt: skip
-                computed = codec.chain_hash(previous, canonical)
-                if computed != row.hash:
+                if codec.chain_hash(previous, canonical) != row.hash:
                     reason = "hash mismatch: the event or one before it was altered"
                 else:
                     reason = _undecodable(row.type, row.version, row.payload)
@@ -75,6 +80,8 @@ def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport
                 return VerifyReport(
                     False, count, expected_position - 1, previous.hex(), unknown, row.position, reason
                 )
+            if row.commit != commit:  # the first event of a commit
+                commit, start, start_hash = row.commit, row.position, previous
             previous = row.hash
             if not seen_wanted and previous.hex() == wanted:
                 seen_wanted = True
@@ -84,6 +91,12 @@ def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport
             if not is_known(row.type, row.version):
                 unknown += 1
     head = expected_position - 1
+    if commit > head:
+        return VerifyReport(
+            False, start - 1, start - 1, start_hash.hex(), unknown, start,
+            f"the log ends inside the commit of positions {start}..{commit}: its events after"
+            f" position {head} were removed",
+        )  # fmt: skip
     if not seen_wanted:
         return VerifyReport(
             False, count, head, previous.hex(), unknown, None,
@@ -91,3 +104,21 @@ def verify(store: EventStore, *, expect_head: str | None = None) -> VerifyReport
             " the chain was rewritten",
         )  # fmt: skip
     return VerifyReport(True, count, head, previous.hex(), unknown)
+
+
+def _broken(row: RawEvent, position: int, versions: dict[str, int]) -> str | None:
+    """What is wrong with a row's place in the log, before its link is checked."""
+    if row.position != position:
+        return f"position {row.position} follows {position - 1}: events are missing"
+    if row.stream_version != versions.get(row.stream_id, 0) + 1:
+        return (
+            f"stream {row.stream_id} jumps from version {versions.get(row.stream_id, 0)}"
+            f" to {row.stream_version}"
+        )
+    if row.form is None or row.recorded_at is None:
+        return "the event's commit record is missing"
+    if row.form not in (3, 4):
+        return f"the event's commit names canonical form {row.form}, which does not exist"
+    if row.commit < row.position:
+        return f"the event names commit {row.commit}, which ended before it"
+    return None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -30,20 +35,103 @@ def _triggers(path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
+FORMAT_3_DEMO = Path(__file__).parent / "fixtures" / "format3" / "demo.db"
+FORMAT_3_HEAD = json.loads((FORMAT_3_DEMO.parent / "demo-head.json").read_text())
+
+
+def _stored_events(path: Path) -> list[tuple[object, ...]]:
+    """Every event of an older layout as its own ``events`` table holds it."""
+    uri = f"file:{path}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as connection:
+        return connection.execute(
+            "SELECT position, stream_id, stream_version, event_id, type, version, recorded_at,"
+            " payload, metadata, hash FROM events ORDER BY position"
+        ).fetchall()
+
+
+def _read_back(log: object) -> list[tuple[object, ...]]:
+    """The same columns, as the store reads them back after migrating."""
+    return [
+        (r.position, r.stream_id, r.stream_version, r.event_id, r.type, r.version,
+         r.recorded_at, r.payload, r.metadata, r.hash)
+        for batch in log.read_raw()  # type: ignore[attr-defined]
+        for r in batch
+    ]  # fmt: skip
+
+
 def test_an_older_layout_is_migrated_on_open_and_keeps_its_history(tmp_path: Path) -> None:
     path = _format_1_copy(tmp_path)
-    before = sqlite3.connect(path).execute("SELECT * FROM events ORDER BY position").fetchall()
+    before = _stored_events(path)
     with open_log(path) as log:
-        assert log.format_version() == sqlite_store.FORMAT_VERSION == 3  # type: ignore[attr-defined]
+        assert log.format_version() == sqlite_store.FORMAT_VERSION == 4  # type: ignore[attr-defined]
         report = verify(log)
+        # every event keeps its id, time, payload, metadata and hash, read back as stored
+        assert _read_back(log) == before
     assert report.ok and report.events == len(before)
-    assert "events_refuse_replace" in _triggers(path)
+    assert report.head_hash == before[-1][-1].hex()  # type: ignore[union-attr]
+    assert {f"{t}_refuse_{a}" for t in ("events", "commits", "streams", "event_metadata")
+            for a in ("update", "delete", "replace")} == _triggers(path)  # fmt: skip
     indexes = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
     assert "events_by_type" not in {name for (name,) in indexes}
-    # the migration touched no event
-    assert sqlite3.connect(path).execute("SELECT * FROM events ORDER BY position").fetchall() == before
     with pytest.raises(sqlite3.IntegrityError, match="REPLACE refused"):
         sqlite3.connect(path).execute("INSERT OR REPLACE INTO events SELECT * FROM events LIMIT 1")
+
+
+def test_a_format_3_store_keeps_its_head_hash_and_expected_heads_through_migration(
+    tmp_path: Path,
+) -> None:
+    # demo.db: `evstore demo` written by evstore at format 3 (e911b30), then a two-event
+    # append, a caller's hex event id and a caller's text id with its own metadata.
+    path = tmp_path / "demo.db"
+    shutil.copy(FORMAT_3_DEMO, path)
+    before = _stored_events(path)
+    middle = before[len(before) // 2][-1].hex()  # type: ignore[union-attr]
+    with open_log(path) as log:
+        assert _read_back(log) == before
+        report = verify(log, expect_head=FORMAT_3_HEAD["head_hash"])
+        assert report.ok, report
+        assert (report.events, report.head_position, report.head_hash) == (
+            FORMAT_3_HEAD["events"], FORMAT_3_HEAD["head_position"], FORMAT_3_HEAD["head_hash"]
+        )
+        assert verify(log, expect_head=middle).ok
+        # new appends chain on from the old head, in the new canonical form
+        log.append("f" * 32, [ParamsLogged(params={"after": "migration"})])
+        assert verify(log).ok
+    done = subprocess.run(
+        [sys.executable, "-m", "evstore.cli", "verify", "--store", str(path),
+         "--expect-head", FORMAT_3_HEAD["head_hash"]],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+_KILL_MIDWAY = """
+import os, signal, sys
+from evstore.stores import open_log, sqlite as store
+real = store._format_4
+def killed(db):
+    real(db)  # every row copied, the old table dropped; the transaction still open
+    os.kill(os.getpid(), signal.SIGKILL)
+store.FORMAT_MIGRATIONS = (*store.FORMAT_MIGRATIONS[:3], killed)
+open_log(sys.argv[1])
+"""
+
+
+def test_a_migration_killed_midway_leaves_format_3_and_migrates_on_the_next_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "demo.db"
+    shutil.copy(FORMAT_3_DEMO, path)
+    before = _stored_events(path)
+    done = subprocess.run(
+        [sys.executable, "-c", _KILL_MIDWAY, str(path)], check=False, capture_output=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert _stored_events(path) == before  # rolled back: format 3, every event where it was
+    with open_log(path) as log:
+        assert log.format_version() == 4  # type: ignore[attr-defined]
+        assert verify(log).head_hash == FORMAT_3_HEAD["head_hash"]
+        assert _read_back(log) == before
 
 
 def test_a_failing_migration_step_changes_nothing(
@@ -56,8 +144,8 @@ def test_a_failing_migration_step_changes_nothing(
         raise sqlite3.OperationalError("disk on fire")
 
     monkeypatch.setattr(sqlite_store, "FORMAT_MIGRATIONS", (*sqlite_store.FORMAT_MIGRATIONS, half_done))
-    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 4)
-    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 4 failed, nothing was changed: disk on fire"):
+    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 5)
+    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 5 failed, nothing was changed: disk on fire"):
         open_log(path)
     connection = sqlite3.connect(path)
     # all pending steps share one transaction: not even steps 2 and 3 are applied
@@ -73,7 +161,7 @@ def test_a_store_from_a_newer_evstore_is_refused_naming_both_versions(tmp_path: 
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 7")
     connection.commit()
-    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 3"):
+    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 4"):
         open_log(path)
 
 

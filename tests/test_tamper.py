@@ -3,6 +3,10 @@
 The attacker here has the SQLite file and the ``sqlite3`` module: first they try plain
 UPDATE and DELETE (the triggers refuse), then they drop the triggers and edit rows
 directly, and ``verify`` must name the first position that no longer holds and why.
+
+Storage format 4 keeps an event in four tables: ``events`` (its row), ``commits`` (the
+time and metadata of the append it came in, and the canonical form of its link),
+``streams`` (its stream's name) and ``event_metadata`` (metadata, stored once).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from evstore.codec import encode, encode_metadata
@@ -62,20 +66,45 @@ def attacker(store: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+LOG_TABLES = ("events", "commits", "streams", "event_metadata")
+
+
 def drop_triggers(connection: sqlite3.Connection) -> None:
     """Remove the append-only triggers, as someone with write access to the file can."""
     names = connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
+        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'"
     ).fetchall()
-    assert names, "the store has no triggers to drop"
-    for (name,) in names:
+    assert {table for _, table in names} == set(LOG_TABLES), names
+    for name, _ in names:
         connection.execute(f"DROP TRIGGER {name}")
 
 
+#: Where each stored column of one event lives: the table and the row's key for a position.
+COMMIT_OF = "(SELECT commit_id FROM events WHERE position = ?)"
+WHERE = {
+    "events": ("events", "position = ?"),
+    "commits": ("commits", f"commit_id = {COMMIT_OF}"),
+}
+COMMIT_COLUMNS = {"recorded_at", "metadata_key", "form"}
+
+
 def column(connection: sqlite3.Connection, name: str, position: int = TAMPERED) -> object:
-    """One stored column of one event."""
-    return connection.execute(
-        f"SELECT {name} FROM events WHERE position = ?", (position,)
+    """One stored column of one event (of its commit for the commit's columns)."""
+    table, where = WHERE["commits" if name in COMMIT_COLUMNS else "events"]
+    return connection.execute(f"SELECT {name} FROM {table} WHERE {where}", (position,)).fetchone()[0]
+
+
+def edit(connection: sqlite3.Connection, name: str, value: object, position: int = TAMPERED) -> None:
+    """Set one stored column of one event (of its commit for the commit's columns)."""
+    table, where = WHERE["commits" if name in COMMIT_COLUMNS else "events"]
+    connection.execute(f"UPDATE {table} SET {name} = ? WHERE {where}", (value, position))
+
+
+def metadata_of(connection: sqlite3.Connection, position: int = TAMPERED) -> bytes:
+    """The metadata bytes of an event's commit."""
+    key = column(connection, "metadata_key", position)
+    return connection.execute(  # type: ignore[no-any-return]
+        "SELECT bytes FROM event_metadata WHERE metadata_key = ?", (key,)
     ).fetchone()[0]
 
 
@@ -87,8 +116,11 @@ def column(connection: sqlite3.Connection, name: str, position: int = TAMPERED) 
     [
         "UPDATE events SET payload = x'00' WHERE position = 5",
         "UPDATE events SET hash = hash",
-        "UPDATE events SET stream_id = 'other' WHERE stream_id = 'run-a'",
+        "UPDATE events SET stream_key = 2 WHERE stream_key = 1",
         "UPDATE OR REPLACE events SET position = 1 WHERE position = 2",
+        "UPDATE streams SET name = 'other' WHERE name = 'run-a'",
+        "UPDATE commits SET recorded_at = 0",
+        "UPDATE event_metadata SET bytes = x'80'",
     ],
 )
 def test_update_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) -> None:
@@ -100,7 +132,13 @@ def test_update_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) 
 
 @pytest.mark.parametrize(
     "sql",
-    ["DELETE FROM events WHERE position = 5", "DELETE FROM events"],
+    [
+        "DELETE FROM events WHERE position = 5",
+        "DELETE FROM events",
+        "DELETE FROM commits WHERE commit_id = 5",
+        "DELETE FROM streams",
+        "DELETE FROM event_metadata",
+    ],
 )
 def test_delete_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) -> None:
     before = verify_file(store)
@@ -113,7 +151,7 @@ def test_the_store_own_connection_is_refused_too(store: Path) -> None:
     with open_log(store) as log:
         connection = log.connection  # type: ignore[attr-defined]
         with pytest.raises(sqlite3.IntegrityError, match="UPDATE refused"):
-            connection.execute("UPDATE events SET recorded_at = 0")
+            connection.execute("UPDATE commits SET recorded_at = 0")
         with pytest.raises(sqlite3.IntegrityError, match="DELETE refused"):
             connection.execute("DELETE FROM events WHERE position = 1")
         assert verify(log).ok
@@ -147,7 +185,7 @@ def test_insert_or_replace_behind_the_triggers_is_found(
     forged = encode(TagSet(key="k2", value="forged"))
     row = attacker.execute("SELECT * FROM events WHERE position = ?", (TAMPERED + 1,)).fetchone()
     attacker.execute(
-        "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (*row[:7], forged, *row[8:]),
     )
     assert column(attacker, "payload", TAMPERED + 1) == forged
@@ -177,11 +215,20 @@ def flip_a_payload_byte(connection: sqlite3.Connection) -> None:
 
 
 def change_the_user(connection: sqlite3.Connection) -> None:
-    metadata = msgspec.msgpack.decode(column(connection, "metadata"))  # type: ignore[arg-type]
+    # The append's metadata row is shared: the forger adds one and points the commit at it.
+    metadata = msgspec.msgpack.decode(metadata_of(connection))
     metadata["user"] = "mallory"
-    connection.execute(
-        "UPDATE events SET metadata = ? WHERE position = ?", (encode_metadata(metadata), TAMPERED)
-    )
+    key = connection.execute(
+        "INSERT INTO event_metadata (bytes) VALUES (?)", (encode_metadata(metadata),)
+    ).lastrowid
+    edit(connection, "metadata_key", key)
+
+
+def rewrite_the_shared_metadata(connection: sqlite3.Connection) -> None:
+    # Every commit shares the one metadata row: the edit shows at the first event.
+    metadata = msgspec.msgpack.decode(metadata_of(connection))
+    metadata["user"] = "mallory"
+    connection.execute("UPDATE event_metadata SET bytes = ?", (encode_metadata(metadata),))
 
 
 def replace_the_hash(connection: sqlite3.Connection) -> None:
@@ -189,9 +236,7 @@ def replace_the_hash(connection: sqlite3.Connection) -> None:
 
 
 def backdate(connection: sqlite3.Connection) -> None:
-    connection.execute(
-        "UPDATE events SET recorded_at = recorded_at - 86400000 WHERE position = ?", (TAMPERED,)
-    )
+    edit(connection, "recorded_at", column(connection, "recorded_at") - 86400000)  # type: ignore[operator]
 
 
 def change_the_type(connection: sqlite3.Connection) -> None:
@@ -203,10 +248,18 @@ def change_the_type(connection: sqlite3.Connection) -> None:
 
 def move_to_another_stream(connection: sqlite3.Connection) -> None:
     # As the first event of a new stream, its stream version still looks right.
+    key = connection.execute("INSERT INTO streams (name, kind) VALUES ('run-z', 'other')").lastrowid
     connection.execute(
-        "UPDATE events SET stream_id = 'run-z', stream_version = 1 WHERE position = ?",
-        (TAMPERED,),
+        "UPDATE events SET stream_key = ?, stream_version = 1 WHERE position = ?", (key, TAMPERED)
     )
+
+
+def rename_the_stream(connection: sqlite3.Connection) -> None:
+    # A stream's name is one row for all its events: the edit shows at its first event.
+    connection.execute(
+        "UPDATE streams SET name = 'run-z' WHERE stream_key = (SELECT stream_key FROM events"
+        " WHERE position = ?)", (TAMPERED,),
+    )  # fmt: skip
 
 
 def swap_two_payloads(connection: sqlite3.Connection) -> None:
@@ -238,6 +291,22 @@ def test_an_edited_event_is_found(
     assert report.first_bad_position == TAMPERED
     assert report.events == TAMPERED - 1
     assert report.reason
+
+
+@pytest.mark.parametrize("edit", [rewrite_the_shared_metadata, rename_the_stream])
+def test_an_edit_of_a_shared_row_is_found_at_the_first_event_using_it(
+    store: Path, attacker: sqlite3.Connection, edit: Callable[[sqlite3.Connection], None]
+) -> None:
+    drop_triggers(attacker)
+    stream_key = column(attacker, "stream_key")
+    first_of_stream = attacker.execute(
+        "SELECT min(position) FROM events WHERE stream_key = ?", (stream_key,)
+    ).fetchone()[0]
+    edit(attacker)
+    report = verify_file(store)
+    assert not report.ok and report.reason
+    first_using = 1 if edit is rewrite_the_shared_metadata else first_of_stream
+    assert report.first_bad_position == first_using
 
 
 def test_a_forged_metric_is_readable_until_verify_finds_it(
@@ -291,9 +360,21 @@ def test_removing_the_newest_event_shows_only_in_the_head_hash(
 
 # --- any single edit to any event, found at that event ----------------------------------------
 
+#: Every stored column of an event's row and of its commit's row.
 EDITABLE = [
-    "stream_id", "event_id", "type", "version", "recorded_at", "payload", "metadata", "hash",
+    "stream_key", "stream_version", "event_id", "type", "version", "commit_id", "payload", "hash",
+    "recorded_at", "metadata_key", "form",
 ]  # fmt: skip
+
+
+def test_editable_is_every_column_of_an_event_and_its_commit(store: Path) -> None:
+    with closing(sqlite3.connect(store)) as connection:
+        columns = {
+            name
+            for table in ("events", "commits")
+            for (_, name, *_) in connection.execute(f"PRAGMA table_info({table})")
+        }
+    assert columns - {"position"} == set(EDITABLE)
 
 
 @pytest.fixture(scope="module")
@@ -303,12 +384,15 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fill(path)
     with open_log(path) as log:
         log.append("run-c", [ParamsLogged(params={"lr": "0.1", "": "ünïcode"})])
+        # one append of three events: one commit holds positions 14..16
+        log.append("run-c", [TagSet(key="a", value="1"), TagSet(key="b", value="2"),
+                             RunRenamed(run_name="c")])  # fmt: skip
     return path
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    position=st.integers(1, EVENTS + 1),
+    position=st.integers(1, EVENTS + 4),
     name=st.sampled_from(EDITABLE),
     change=st.integers(1, 255),
     where=st.integers(0, 1_000),
@@ -326,11 +410,18 @@ def test_any_single_edit_is_found_at_its_position(
         source.backup(target)
     with closing(sqlite3.connect(copy, isolation_level=None)) as connection:
         drop_triggers(connection)
+        # a commit's column belongs to all its events: found at the commit's first one
+        first = position if name not in COMMIT_COLUMNS else connection.execute(
+            f"SELECT min(position) FROM events WHERE commit_id = {COMMIT_OF}", (position,)
+        ).fetchone()[0]  # fmt: skip
         edited = one_change(column(connection, name, position), change, where)
-        connection.execute(f"UPDATE events SET {name} = ? WHERE position = ?", (edited, position))
+        try:
+            edit(connection, name, edited, position)
+        except sqlite3.IntegrityError:  # the database's own keys refuse it: no edit to find
+            assume(False)
     report = verify_file(copy)
     assert not report.ok
-    assert report.first_bad_position == position
+    assert report.first_bad_position == first
 
 
 def one_change(value: object, change: int, where: int) -> object:

@@ -45,10 +45,6 @@ from evstore.events import (
 
 #: Events read per query while folding: a page of MetricsLogged is at most ~32 x 5,000 points.
 PAGE_SIZE = 32
-_SELECT_PAGE = (
-    "SELECT stream_version, type, version, payload, metadata FROM events"
-    " WHERE stream_id = ? AND stream_version > ? ORDER BY stream_version LIMIT ?"
-)
 _encode_point = msgspec.msgpack.Encoder().encode
 
 
@@ -72,8 +68,10 @@ def stream_events(
     their version counts, their content is not decoded.
     """
     after = 0
-    while rows := store.query(_SELECT_PAGE, (stream_id, after, PAGE_SIZE)):
-        for stream_version, type_name, version, payload, metadata in rows:
+    while rows := store.read_stream_raw(stream_id, after, PAGE_SIZE):
+        for row in rows:
+            stream_version, type_name, version = row.stream_version, row.type, row.version
+            payload, metadata = row.payload, row.metadata
             imported = is_import(metadata)
             try:
                 decoded = (
@@ -85,7 +83,7 @@ def stream_events(
                     f" cannot be decoded: {e.cause}; run `evstore verify`"
                 ) from e
             yield stream_version, imported, decoded
-        after = rows[-1][0]
+        after = rows[-1].stream_version
 
 
 @dataclass

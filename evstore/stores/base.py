@@ -58,6 +58,11 @@ class RawEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
     payload: bytes
     metadata: bytes
     hash: bytes
+    #: The canonical form the link covers (``codec``): 4, or 3 for an event written
+    #: before storage format 4; None when the event's commit record is missing.
+    form: int | None = 3
+    #: The commit the event belongs to: the position of the commit's last event.
+    commit: int = 0
 
 
 def default_metadata() -> dict[str, Any]:
@@ -122,6 +127,12 @@ class EventStore(ABC):
         self, after_position: int = 0, batch_size: int = 5000
     ) -> Iterator[list[RawEvent]]:
         """Stored rows as they are on disk, in position order, in batches."""
+
+    @abstractmethod
+    def read_stream_raw(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RawEvent]:
+        """Stored rows of one stream after ``after_version``, undecoded, at most ``limit``."""
 
     @abstractmethod
     def head_position(self) -> int:

@@ -42,17 +42,17 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: wrote faster still but read the log 10-18% slower.
 PAGE_SIZE = 2048
 
-_COLUMNS = "position, stream_id, stream_version, event_id, type, version, recorded_at"
-_SELECT_EVENTS = f"SELECT {_COLUMNS}, payload, metadata FROM events"
-_SELECT_RAW = f"SELECT {_COLUMNS}, payload, metadata, hash FROM events"
 _INSERT = (
-    "INSERT INTO events (stream_id, stream_version, event_id, type, version, recorded_at,"
-    " payload, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (position, stream_key, stream_version, event_id, type, version,"
+    " commit_id, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_COMMIT = "INSERT INTO commits VALUES (?, ?, ?, ?)"
+#: The canonical form of the links this code writes (``codec``: the payload's digest).
+FORM = 4
 # One round trip for everything an append must know: the stream's version, and the
 # head's position and hash (the last link of the chain).
 _APPEND_STATE = (
-    "SELECT (SELECT max(stream_version) FROM events WHERE stream_id = ?),"
+    "SELECT (SELECT max(stream_version) FROM events WHERE stream_key = ?),"
     " (SELECT max(position) FROM events),"
     " (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
 )
@@ -115,9 +115,137 @@ def _format_3(db: sqlite3.Connection) -> None:
     db.execute("DROP INDEX IF EXISTS events_by_type")
 
 
+def _format_4(db: sqlite3.Connection) -> None:
+    """The compact envelope: integer stream keys, 16-byte event ids, one commit row per
+    append holding its time and its metadata (kept once in ``event_metadata``); each
+    event's link covers a digest of its payload (``codec``).
+
+    Every format-3 event moves over as it was, with its hash: each becomes a commit of
+    its own, marked ``form`` 3 (its link covers the payload bytes, as it always did), so
+    ``verify`` prints the same head hash before and after. The copy runs in the same
+    transaction as the rest of the migration: a killed migration leaves format 3.
+    """
+    for sql in _FORMAT_4_DDL:
+        db.execute(sql)
+    streams: dict[str, int] = {}
+    metas: dict[bytes, int] = {}
+    after = 0
+    while rows := db.execute(
+        "SELECT position, stream_id, stream_version, event_id, type, version, recorded_at,"
+        " payload, metadata, hash FROM events WHERE position > ? ORDER BY position LIMIT 5000",
+        (after,),
+    ).fetchall():
+        commits, events = [], []
+        for position, stream, stream_version, event_id, type_name, version, at, payload, meta, hash_ in rows:
+            key = streams.get(stream)
+            if key is None:
+                key = streams[stream] = len(streams) + 1
+                db.execute("INSERT INTO streams VALUES (?, ?, ?)", (key, stream, stream_kind(stream)))
+            meta_key = metas.get(meta)
+            if meta_key is None:
+                meta_key = metas[meta] = len(metas) + 1
+                db.execute("INSERT INTO event_metadata VALUES (?, ?)", (meta_key, meta))
+            commits.append((position, at, meta_key, 3))
+            events.append(
+                (position, key, stream_version, pack_event_id(event_id), type_name, version,
+                 position, payload, hash_)
+            )  # fmt: skip
+        db.executemany("INSERT INTO commits VALUES (?, ?, ?, ?)", commits)
+        db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+        after = rows[-1][0]
+    db.execute("DROP TABLE events")  # its triggers go with it
+    db.execute("ALTER TABLE log RENAME TO events")
+    for sql in _FORMAT_4_GUARDS:
+        db.execute(sql)
+
+
+_FORMAT_4_DDL = (
+    (
+        "CREATE TABLE streams (stream_key INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+        " kind TEXT NOT NULL)"
+    ),
+    "CREATE TABLE event_metadata (metadata_key INTEGER PRIMARY KEY, bytes BLOB NOT NULL UNIQUE)",
+    # commit_id is the position of the commit's last event; form is the canonical form
+    # its events' links cover (codec): 4, or 3 for an event written before format 4.
+    (
+        "CREATE TABLE commits (commit_id INTEGER PRIMARY KEY, recorded_at INTEGER NOT NULL,"
+        " metadata_key INTEGER NOT NULL, form INTEGER NOT NULL)"
+    ),
+    # event_id: 16 bytes for the 32-hex-digit ids evstore makes; any other id a caller
+    # gave (a format-3 store's "evt-1") is kept as its text.
+    (
+        "CREATE TABLE log (position INTEGER PRIMARY KEY, stream_key INTEGER NOT NULL,"
+        " stream_version INTEGER NOT NULL, event_id BLOB NOT NULL UNIQUE, type TEXT NOT NULL,"
+        " version INTEGER NOT NULL, commit_id INTEGER NOT NULL, payload BLOB NOT NULL,"
+        " hash BLOB NOT NULL, UNIQUE (stream_key, stream_version))"
+    ),
+)
+
+#: The log's tables refuse UPDATE and DELETE, and INSERT OR REPLACE (which deletes a
+#: colliding row without firing DELETE triggers).
+_APPEND_ONLY_TABLES = {
+    "events": ("position", "event_id", ("stream_key", "stream_version")),
+    "commits": ("commit_id",),
+    "streams": ("stream_key", "name"),
+    "event_metadata": ("metadata_key", "bytes"),
+}
+
+
+def _guards() -> tuple[str, ...]:
+    statements = []
+    for table, unique in _APPEND_ONLY_TABLES.items():
+        for action in ("UPDATE", "DELETE"):
+            statements.append(
+                f"CREATE TRIGGER {table}_refuse_{action.lower()} BEFORE {action} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, 'evstore: the event log is append-only;"
+                f" {action} refused'); END"
+            )
+        clash = " OR ".join(
+            "EXISTS (SELECT 1 FROM {t} WHERE {c})".format(
+                t=table,
+                c=" AND ".join(f"{col} = NEW.{col}" for col in (key if isinstance(key, tuple) else (key,))),
+            )
+            for key in unique
+        )
+        statements.append(
+            f"CREATE TRIGGER {table}_refuse_replace BEFORE INSERT ON {table} WHEN {clash}"
+            " BEGIN SELECT RAISE(ABORT, 'evstore: the event log is append-only; REPLACE refused'); END"
+        )
+    return tuple(statements)
+
+
+_FORMAT_4_GUARDS = _guards()
+
+
+def stream_kind(name: str) -> str:
+    """What a stream holds, from its name: a run, an experiment, or something else."""
+    if name.startswith("experiment-"):
+        return "experiment"
+    if _is_packable(name):
+        return "run"
+    return "other"
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _is_packable(text: str) -> bool:
+    return len(text) == 32 and _HEX_DIGITS.issuperset(text)
+
+
+def pack_event_id(event_id: str) -> bytes | str:
+    """An event id as stored: 16 bytes for 32 lowercase hex digits, else the text."""
+    return bytes.fromhex(event_id) if _is_packable(event_id) else event_id
+
+
+def unpack_event_id(stored: bytes | str) -> str:
+    """The event id as the caller gave it."""
+    return stored.hex() if isinstance(stored, bytes) else stored
+
+
 #: The storage layout's history. The store's format version is the number applied;
 #: a new layout is a new function appended here, never an edit of an old one.
-FORMAT_MIGRATIONS = (_format_1, _format_2, _format_3)
+FORMAT_MIGRATIONS = (_format_1, _format_2, _format_3, _format_4)
 FORMAT_VERSION = len(FORMAT_MIGRATIONS)
 
 
@@ -142,10 +270,19 @@ class SQLiteEventStore(EventStore):
         self._owner: int | None = None
         self._readers: dict[int | None, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}
         self._readers_lock = threading.Lock()
+        #: Committed rows of the small tables, by key both ways: they never change once
+        #: written. Rows a write adds are held apart until it commits (a rollback may
+        #: give the same key to another name).
+        self._stream_keys: dict[str, int] = {}
+        self._stream_names: dict[int, str] = {}
+        self._meta_keys: dict[bytes, int] = {}
+        self._meta_bytes: dict[int, bytes] = {}
+        self._pending: list[tuple[str, Any, int]] = []
         try:
             if self.read_only:
                 self._conn = _connect_read_only(self.path)
                 self._check_format_read_only()
+                self._sql = _V4 if self.format_version() >= 4 else _V3
                 return
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60
@@ -161,7 +298,13 @@ class SQLiteEventStore(EventStore):
             self._conn.execute("PRAGMA wal_autocheckpoint = 10000")
             self._conn.execute("PRAGMA journal_size_limit = 67108864")
             self._migrate()
+            self._sql = _V4
         except sqlite3.DatabaseError as e:
+            if "malformed" in str(e):  # an evstore file whose pages are damaged
+                raise StoreError(
+                    f"{self.path} is damaged (SQLite: {e}): `evstore verify` cannot vouch for"
+                    " it; restore the file from a copy"
+                ) from e
             raise StoreFormatError(f"{self.path} is not an evstore store: {e}") from e
 
     def _check_format_read_only(self) -> None:
@@ -238,7 +381,9 @@ class SQLiteEventStore(EventStore):
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
+                self._promote_pending()
             except BaseException as e:
+                self._pending.clear()
                 if self._conn.in_transaction:  # also when COMMIT itself failed (disk full)
                     self._conn.execute("ROLLBACK")
                 if isinstance(e, sqlite3.OperationalError):
@@ -325,19 +470,25 @@ class SQLiteEventStore(EventStore):
         event_ids: Sequence[str] | None,
         metadata: dict[str, Any] | None,
     ) -> list[int]:
+        if self._sql is not _V4:
+            raise StoreError(f"{self.path} is at storage format 3, open it writable to migrate it")
         if event_ids is None:
             # 128-bit ids: 48 bits of ms time, then 80 random bits (made in one call:
             # uuid4() per event costs more than the rest of a batched append). The time
             # prefix puts new ids at the end of the unique index; random ids touched a
             # random index page per event, which made batched appends ~1.3-2x slower.
-            prefix = f"{codec.now_ms():012x}"
-            blob = os.urandom(10 * len(events)).hex()
-            event_ids = [prefix + blob[i : i + 20] for i in range(0, len(blob), 20)]
+            prefix = codec.now_ms().to_bytes(6, "big")
+            blob = os.urandom(10 * len(events))
+            stored_ids: list[bytes | str] = [prefix + blob[i : i + 10] for i in range(0, len(blob), 10)]
+            event_ids = [stored.hex() for stored in stored_ids]  # type: ignore[union-attr]
+            stream_key = self._stream_key(conn, stream_id)
         else:
-            stored = self._stored_positions(conn, stream_id, event_ids)
+            stored_ids = [pack_event_id(event_id) for event_id in event_ids]
+            stream_key = self._stream_key(conn, stream_id)
+            stored = self._stored_positions(conn, stream_key, stream_id, stored_ids)
             if stored is not None:
                 return stored
-        version, head, previous = conn.execute(_APPEND_STATE, (stream_id,)).fetchone()
+        version, head, previous = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()
         version = version or 0
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(
@@ -351,24 +502,26 @@ class SQLiteEventStore(EventStore):
             if metadata is None
             else codec.encode_metadata({**default_metadata(), **metadata})
         )
+        meta_key = self._metadata_key(conn, meta)
         recorded_at = codec.now_ms()
         encode, canonical_bytes = codec.encode_checked, codec.canonical_bytes
-        chain_hash = codec.chain_hash
+        chain_hash, digest = codec.chain_hash, codec.payload_digest
+        commit_id = head + len(events)
         rows = []
         for offset, event in enumerate(events, start=1):
             type_name = type(event).__name__
             payload = encode(event)
-            event_id = event_ids[offset - 1]
             canonical = canonical_bytes(
-                stream_id, version + offset, event_id, type_name, event.version,
-                recorded_at, payload, meta,
+                stream_id, version + offset, event_ids[offset - 1], type_name, event.version,
+                recorded_at, digest(payload), meta, commit_id,
             )  # fmt: skip
             previous = chain_hash(previous, canonical)
             rows.append(
-                (stream_id, version + offset, event_id, type_name, event.version,
-                 recorded_at, payload, meta, previous)
+                (head + offset, stream_key, version + offset, stored_ids[offset - 1], type_name,
+                 event.version, commit_id, payload, previous)
             )  # fmt: skip
         try:
+            conn.execute(_INSERT_COMMIT, (commit_id, recorded_at, meta_key, FORM))
             if len(rows) == 1:
                 conn.execute(_INSERT, rows[0])
             else:
@@ -378,33 +531,115 @@ class SQLiteEventStore(EventStore):
         positions = list(range(head + 1, head + 1 + len(rows)))
         if self.append_hooks:
             recorded = [
-                RecordedEvent(pos, stream_id, row[1], row[2], row[3], row[4], recorded_at, meta, ev)
-                for pos, row, ev in zip(positions, rows, events)
+                RecordedEvent(pos, stream_id, row[2], event_id, row[4], row[5], recorded_at, meta, ev)
+                for pos, row, event_id, ev in zip(positions, rows, event_ids, events)
             ]
             for hook in self.append_hooks:
                 hook(conn, recorded)
         return positions
 
+    def _stream_key(self, conn: sqlite3.Connection, name: str) -> int:
+        """The integer key of a stream, added to ``streams`` on its first event."""
+        key = self._stream_keys.get(name)
+        if key is not None:
+            return key
+        for kind, pending_name, pending_key in self._pending:
+            if kind == "stream" and pending_name == name:
+                return pending_key
+        row = conn.execute("SELECT stream_key FROM streams WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            self._stream_keys[name] = row[0]
+            self._stream_names[row[0]] = name
+            return row[0]  # type: ignore[no-any-return]
+        key = _inserted(conn, "INSERT INTO streams (name, kind) VALUES (?, ?)", (name, stream_kind(name)))
+        self._pending.append(("stream", name, key))
+        return key
+
+    def _metadata_key(self, conn: sqlite3.Connection, meta: bytes) -> int:
+        """The key of a commit's metadata, stored once however many commits share it."""
+        key = self._meta_keys.get(meta)
+        if key is not None:
+            return key
+        for kind, pending_meta, pending_key in self._pending:
+            if kind == "metadata" and pending_meta == meta:
+                return pending_key
+        row = conn.execute(
+            "SELECT metadata_key FROM event_metadata WHERE bytes = ?", (meta,)
+        ).fetchone()
+        if row is not None:
+            self._meta_keys[meta] = row[0]
+            self._meta_bytes[row[0]] = meta
+            return row[0]  # type: ignore[no-any-return]
+        key = _inserted(conn, "INSERT INTO event_metadata (bytes) VALUES (?)", (meta,))
+        self._pending.append(("metadata", meta, key))
+        return key
+
+    def _promote_pending(self) -> None:
+        for kind, value, key in self._pending:
+            if kind == "stream":
+                self._stream_keys[value] = key
+                self._stream_names[key] = value
+            else:
+                self._meta_keys[value] = key
+                self._meta_bytes[key] = value
+        self._pending.clear()
+
+    def _stream_name(self, conn: sqlite3.Connection, key: Any, missing: str | None = None) -> str:
+        """A stream's name from its key (format 3 rows hold the name itself)."""
+        if type(key) is str:
+            return key
+        name = self._stream_names.get(key)
+        if name is None:
+            row = conn.execute("SELECT name FROM streams WHERE stream_key = ?", (key,)).fetchone()
+            if row is None or type(row[0]) is not str:
+                if missing is not None:
+                    return missing
+                raise StoreError(f"an event names stream key {key!r}, which no stream has; run `evstore verify`")
+            name = row[0]
+            if not (conn is self._conn and conn.in_transaction):  # committed: keep it
+                self._stream_names[key] = name
+        return name
+
+    def _metadata(self, conn: sqlite3.Connection, key: Any, missing: bytes | None = None) -> bytes:
+        """A commit's metadata from its key (format 3 rows hold the bytes themselves)."""
+        if type(key) is bytes:
+            return key
+        meta = self._meta_bytes.get(key)
+        if meta is None:
+            row = conn.execute(
+                "SELECT bytes FROM event_metadata WHERE metadata_key = ?", (key,)
+            ).fetchone()
+            if row is None or type(row[0]) is not bytes:
+                if missing is not None:
+                    return missing
+                raise StoreError(f"an event's commit names metadata {key!r}, which is not stored; run `evstore verify`")
+            meta = row[0]
+            if not (conn is self._conn and conn.in_transaction):
+                self._meta_bytes[key] = meta
+        return meta
+
     def _stored_positions(
-        self, conn: sqlite3.Connection, stream_id: str, event_ids: Sequence[str]
-    ) -> list[int] | None:
+        self, conn: sqlite3.Connection, stream_key: int, stream_id: str,
+        event_ids: Sequence[bytes | str],
+    ) -> list[int] | None:  # fmt: skip
         """Positions of a batch already stored (a retried write), or None if it is new."""
-        found: dict[str, int] = {}
-        streams: set[str] = set()
+        found: dict[bytes | str, int] = {}
+        streams: set[int] = set()
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for event_id, position, stored_stream in conn.execute(
-                f"SELECT event_id, position, stream_id FROM events WHERE event_id IN ({marks})",
+                f"SELECT event_id, position, stream_key FROM events WHERE event_id IN ({marks})",
                 chunk,
             ).fetchall():
                 found[event_id] = position
                 streams.add(stored_stream)
         if not found:
             return None
-        if streams != {stream_id}:
+        if streams != {stream_key}:
+            names = sorted(self._stream_name(conn, key) for key in streams)
             raise EventIdConflict(
-                f"event ids of this batch are stored in stream {', '.join(sorted(streams))},"
+                f"event ids of this batch are stored in stream {', '.join(names)},"
                 f" not {stream_id}: ids must be unique across the whole log"
             )
         if len(found) != len(event_ids):
@@ -420,31 +655,73 @@ class SQLiteEventStore(EventStore):
         """Every event of one stream after ``after_version``, in order."""
         with self._lock:
             rows = self._conn.execute(
-                f"{_SELECT_EVENTS} WHERE stream_id = ? AND stream_version > ?"
-                " ORDER BY stream_version",
+                f"{self._sql.select_events} WHERE {self._sql.stream_is} AND e.stream_version > ?"
+                " ORDER BY e.stream_version",
                 (stream_id, after_version),
             ).fetchall()
-        return list(_decode_rows(rows))
+            return list(self._decode_rows(self._conn, rows))
+
+    def read_stream_raw(self, stream_id: str, after_version: int = 0, limit: int = 1000) -> list[RawEvent]:
+        """Stored rows of one stream after ``after_version``, undecoded, at most ``limit``."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"{self._sql.select_raw} WHERE {self._sql.stream_is} AND e.stream_version > ?"
+                " ORDER BY e.stream_version LIMIT ?",
+                (stream_id, after_version, limit),
+            ).fetchall()
+            return self._raw_rows(self._conn, rows)
 
     def read_all(
         self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None
     ) -> Iterator[RecordedEvent]:
         """Every event after ``after_position`` (up to ``until_position``), in batches."""
-        for rows in self._batches(_SELECT_EVENTS, after_position, batch_size, until_position):
-            yield from _decode_rows(rows)
+        for rows in self._batches(self._sql.select_events, after_position, batch_size, until_position):
+            yield from self._decode_rows(self._conn, rows)
 
     def read_raw(
         self, after_position: int = 0, batch_size: int = 5000
     ) -> Iterator[list[RawEvent]]:
         """Stored rows as they are on disk, in position order, in batches."""
-        for rows in self._batches(_SELECT_RAW, after_position, batch_size, None):
-            yield [RawEvent(*row) for row in rows]
+        for rows in self._batches(self._sql.select_raw, after_position, batch_size, None):
+            yield self._raw_rows(self._conn, rows)
+
+    def _raw_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[RawEvent]:
+        """Rows as stored, for verify: a key that names nothing (an edited row) reads as
+        a stand-in that no link matches, never as an error."""
+        raw = []
+        for row in rows:
+            position, stream, stream_version, event_id, type_name, version, at, payload = row[:8]
+            meta_key, hash_, commit_id, form = row[8:]
+            stream_id = self._stream_name(conn, stream, missing=f"<no stream {stream!r}>")
+            metadata = self._metadata(conn, meta_key, missing=b"")
+            raw.append(
+                RawEvent(position, stream_id, stream_version, unpack_event_id(event_id), type_name,
+                         version, at, payload, metadata, hash_, form, commit_id)
+            )  # fmt: skip
+        return raw
+
+    def _decode_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
+        decode, name, meta = codec.decode, self._stream_name, self._metadata
+        for position, stream, stream_version, event_id, type_name, version, at, payload, meta_key in rows:
+            try:
+                events = decode(type_name, version, payload)
+            except UndecodableEvent as e:
+                raise StoreError(
+                    f"the event at position {position} ({type_name} v{version}) cannot be"
+                    f" decoded: {e.cause}; run `evstore verify`"
+                ) from e
+            stream_id, metadata = name(conn, stream), meta(conn, meta_key)
+            ident = unpack_event_id(event_id)
+            for event in events:
+                yield RecordedEvent(
+                    position, stream_id, stream_version, ident, type_name, version, at, metadata, event
+                )
 
     def _batches(
         self, select: str, after: int, batch_size: int, until: int | None
     ) -> Iterator[list[tuple[Any, ...]]]:
-        bound = "" if until is None else f" AND position <= {int(until)}"
-        sql = f"{select} WHERE position > ?{bound} ORDER BY position LIMIT ?"
+        bound = "" if until is None else f" AND e.position <= {int(until)}"
+        sql = f"{select} WHERE e.position > ?{bound} ORDER BY e.position LIMIT ?"
         while True:
             with self._lock:
                 rows = self._conn.execute(sql, (after, batch_size)).fetchall()
@@ -461,9 +738,7 @@ class SQLiteEventStore(EventStore):
     def head_hash(self) -> str:
         """The hex hash of the newest event: the value that pins the whole history."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
-            ).fetchone()
+            row = self._conn.execute(self._sql.head_hash).fetchone()
         return (row[0] if row else codec.GENESIS_HASH).hex()
 
     def count_by_type(self) -> dict[tuple[str, int], int]:
@@ -478,10 +753,10 @@ class SQLiteEventStore(EventStore):
         """The version of a stream, 0 when it has no events."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = ?",
+                f"SELECT coalesce(max(e.stream_version), 0) FROM events e WHERE {self._sql.stream_is}",
                 (stream_id,),
             ).fetchone()
-        return row[0]
+        return row[0]  # type: ignore[no-any-return]
 
     def meta(self) -> dict[str, str]:
         """The store's own facts: when it was created, its id."""
@@ -508,6 +783,40 @@ class SQLiteEventStore(EventStore):
             self._conn.close()
         except sqlite3.Error as e:  # pragma: no cover - closing a broken file
             raise StoreError(str(e)) from e
+
+
+class _V4:
+    """The reads of storage format 4 (the commit's time and metadata joined in)."""
+
+    _columns = (
+        "e.position, e.stream_key, e.stream_version, e.event_id, e.type, e.version,"
+        " c.recorded_at, e.payload, c.metadata_key"
+    )
+    _from = "FROM events e LEFT JOIN commits c ON c.commit_id = e.commit_id"
+    select_events = f"SELECT {_columns} {_from}"
+    select_raw = f"SELECT {_columns}, e.hash, e.commit_id, c.form {_from}"
+    stream_is = "e.stream_key = (SELECT stream_key FROM streams WHERE name = ?)"
+    head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+
+
+class _V3:
+    """The reads of storage format 3, for a store opened read-only at that format."""
+
+    _columns = (
+        "e.position, e.stream_id, e.stream_version, e.event_id, e.type, e.version,"
+        " e.recorded_at, e.payload, e.metadata"
+    )
+    select_events = f"SELECT {_columns} FROM events e"
+    select_raw = f"SELECT {_columns}, e.hash, e.position, 3 FROM events e"
+    stream_is = "e.stream_id = ?"
+    head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+
+
+def _inserted(conn: sqlite3.Connection, sql: str, values: tuple[Any, ...]) -> int:
+    """The rowid of the row an INSERT added."""
+    key = conn.execute(sql, values).lastrowid
+    assert key is not None
+    return key
 
 
 def _writable(path: str) -> bool:
@@ -544,19 +853,3 @@ def _default_metadata_bytes() -> bytes:
     if _default_meta is None or _default_meta[0] != user:
         _default_meta = (user, codec.encode_metadata(default_metadata()))
     return _default_meta[1]
-
-
-def _decode_rows(rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
-    decode = codec.decode
-    for position, stream_id, stream_version, event_id, type_name, version, at, payload, meta in rows:
-        try:
-            events = decode(type_name, version, payload)
-        except UndecodableEvent as e:
-            raise StoreError(
-                f"the event at position {position} ({type_name} v{version}) cannot be decoded:"
-                f" {e.cause}; run `evstore verify`"
-            ) from e
-        for event in events:
-            yield RecordedEvent(
-                position, stream_id, stream_version, event_id, type_name, version, at, meta, event
-            )
