@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -182,13 +183,17 @@ def test_read_only_in_a_folder_nobody_may_write(store: tuple[Path, list[str]]) -
 
 
 def damaged_copy(path: Path) -> Path:
-    """A copy of the store with a run of bytes overwritten in the middle of the file."""
+    """A copy of the store with the first page of its log overwritten: every command
+    that reads the log meets the damage (a page of a read model would not stop verify)."""
     copy = path.with_name("damaged.db")
     shutil.copyfile(path, copy)
-    size = copy.stat().st_size
+    with closing(sqlite3.connect(copy)) as connection:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+    assert root > 1
     with open(copy, "r+b") as f:
-        f.seek(size // 2)
-        f.write(b"\xff" * 4096)
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
     return copy
 
 

@@ -69,7 +69,7 @@ def test_an_older_layout_is_migrated_on_open_and_keeps_its_history(tmp_path: Pat
         assert _read_back(log) == before
     assert report.ok and report.events == len(before)
     assert report.head_hash == before[-1][-1].hex()  # type: ignore[union-attr]
-    assert {f"{t}_refuse_{a}" for t in ("events", "commits", "streams", "event_metadata")
+    assert {f"{t}_refuse_{a}" for t in ("events", "commits", "streams", "event_types", "event_metadata")
             for a in ("update", "delete", "replace")} == _triggers(path)  # fmt: skip
     indexes = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
     assert "events_by_type" not in {name for (name,) in indexes}

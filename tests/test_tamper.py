@@ -4,9 +4,10 @@ The attacker here has the SQLite file and the ``sqlite3`` module: first they try
 UPDATE and DELETE (the triggers refuse), then they drop the triggers and edit rows
 directly, and ``verify`` must name the first position that no longer holds and why.
 
-Storage format 4 keeps an event in four tables: ``events`` (its row), ``commits`` (the
+Storage format 4 keeps an event in five tables: ``events`` (its row), ``commits`` (the
 time and metadata of the append it came in, and the canonical form of its link),
-``streams`` (its stream's name) and ``event_metadata`` (metadata, stored once).
+``streams`` (its stream's name), ``event_types`` (its type's name) and
+``event_metadata`` (metadata, stored once).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def fill(path: Path) -> None:
         for step in range(EVENTS // 2):
             point = MetricPoint(key="loss", value=1.0 / (step + 1), step=step, timestamp=step)
             log.append("run-a", [MetricsLogged(points=[point])])
-            log.append("run-b", [TagSet(key=f"k{step}", value="v")])
+            # a caller's ids (stored, unlike the ids made of positions for run-a)
+            log.append("run-b", [TagSet(key=f"k{step}", value="v")], event_ids=[f"{step:032x}"])
 
 
 def verify_file(path: Path) -> VerifyReport:
@@ -66,7 +68,7 @@ def attacker(store: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-LOG_TABLES = ("events", "commits", "streams", "event_metadata")
+LOG_TABLES = ("events", "commits", "streams", "event_types", "event_metadata")
 
 
 def drop_triggers(connection: sqlite3.Connection) -> None:
@@ -80,7 +82,7 @@ def drop_triggers(connection: sqlite3.Connection) -> None:
 
 
 #: Where each stored column of one event lives: the table and the row's key for a position.
-COMMIT_OF = "(SELECT commit_id FROM events WHERE position = ?)"
+COMMIT_OF = "(SELECT coalesce(commit_id, position) FROM events WHERE position = ?)"
 WHERE = {
     "events": ("events", "position = ?"),
     "commits": ("commits", f"commit_id = {COMMIT_OF}"),
@@ -117,6 +119,7 @@ def metadata_of(connection: sqlite3.Connection, position: int = TAMPERED) -> byt
         "UPDATE events SET payload = x'00' WHERE position = 5",
         "UPDATE events SET hash = hash",
         "UPDATE events SET stream_key = 2 WHERE stream_key = 1",
+        "UPDATE event_types SET name = 'RunRenamed'",
         "UPDATE OR REPLACE events SET position = 1 WHERE position = 2",
         "UPDATE streams SET name = 'other' WHERE name = 'run-a'",
         "UPDATE commits SET recorded_at = 0",
@@ -137,6 +140,7 @@ def test_update_is_refused(store: Path, attacker: sqlite3.Connection, sql: str) 
         "DELETE FROM events",
         "DELETE FROM commits WHERE commit_id = 5",
         "DELETE FROM streams",
+        "DELETE FROM event_types",
         "DELETE FROM event_metadata",
     ],
 )
@@ -170,7 +174,7 @@ def test_insert_or_replace_is_refused(
 ) -> None:
     # REPLACE deletes the stored row it collides with, without firing DELETE triggers.
     before = verify_file(store)
-    attacker.execute("CREATE TEMP TABLE copy AS SELECT * FROM events WHERE position = 5")
+    attacker.execute("CREATE TEMP TABLE copy AS SELECT * FROM events WHERE position = 6")  # run-b: its id is stored
     attacker.execute(f"UPDATE copy SET {collides_on}, payload = x'c0'")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         attacker.execute("INSERT OR REPLACE INTO events SELECT * FROM copy")
@@ -240,9 +244,10 @@ def backdate(connection: sqlite3.Connection) -> None:
 
 
 def change_the_type(connection: sqlite3.Connection) -> None:
+    key = connection.execute("SELECT type_key FROM event_types WHERE name = 'TagSet'").fetchone()[0]
     connection.execute(
-        "UPDATE events SET type = 'RunRenamed', payload = ? WHERE position = ?",
-        (encode(RunRenamed(run_name="x")), TAMPERED),
+        "UPDATE events SET type_key = ?, payload = ? WHERE position = ?",
+        (key, encode(TagSet(key="x", value="y")), TAMPERED),
     )
 
 
@@ -362,7 +367,7 @@ def test_removing_the_newest_event_shows_only_in_the_head_hash(
 
 #: Every stored column of an event's row and of its commit's row.
 EDITABLE = [
-    "stream_key", "stream_version", "event_id", "type", "version", "commit_id", "payload", "hash",
+    "stream_key", "stream_version", "event_id", "type_key", "version", "commit_id", "payload", "hash",
     "recorded_at", "metadata_key", "form",
 ]  # fmt: skip
 
@@ -412,9 +417,13 @@ def test_any_single_edit_is_found_at_its_position(
         drop_triggers(connection)
         # a commit's column belongs to all its events: found at the commit's first one
         first = position if name not in COMMIT_COLUMNS else connection.execute(
-            f"SELECT min(position) FROM events WHERE commit_id = {COMMIT_OF}", (position,)
+            f"SELECT min(position) FROM events WHERE coalesce(commit_id, position) = {COMMIT_OF}",
+            (position,),
         ).fetchone()[0]  # fmt: skip
-        edited = one_change(column(connection, name, position), change, where)
+        stored = column(connection, name, position)
+        if name == "commit_id" and stored is None:  # NULL: the event's own position
+            stored = position
+        edited = one_change(stored, change, where)
         try:
             edit(connection, name, edited, position)
         except sqlite3.IntegrityError:  # the database's own keys refuse it: no edit to find
@@ -425,7 +434,10 @@ def test_any_single_edit_is_found_at_its_position(
 
 
 def one_change(value: object, change: int, where: int) -> object:
-    """Shift an integer, flip bits in one byte of a blob, or change one character of a text."""
+    """Shift an integer, flip bits in one byte of a blob, or change one character of a text;
+    a NULL (an event's id made of its position, an event that is its own commit) is set."""
+    if value is None:
+        return change
     if isinstance(value, int):
         return value + change
     if isinstance(value, bytes):

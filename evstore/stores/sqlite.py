@@ -42,10 +42,7 @@ DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 #: wrote faster still but read the log 10-18% slower.
 PAGE_SIZE = 2048
 
-_INSERT = (
-    "INSERT INTO events (position, stream_key, stream_version, event_id, type, version,"
-    " commit_id, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_COMMIT = "INSERT INTO commits VALUES (?, ?, ?, ?)"
 #: The canonical form of the links this code writes (``codec``: the payload's digest).
 FORM = 4
@@ -129,6 +126,7 @@ def _format_4(db: sqlite3.Connection) -> None:
         db.execute(sql)
     streams: dict[str, int] = {}
     metas: dict[bytes, int] = {}
+    types: dict[str, int] = {}
     after = 0
     while rows := db.execute(
         "SELECT position, stream_id, stream_version, event_id, type, version, recorded_at,"
@@ -145,16 +143,21 @@ def _format_4(db: sqlite3.Connection) -> None:
             if meta_key is None:
                 meta_key = metas[meta] = len(metas) + 1
                 db.execute("INSERT INTO event_metadata VALUES (?, ?)", (meta_key, meta))
+            type_key = types.get(type_name)
+            if type_key is None:
+                type_key = types[type_name] = len(types) + 1
+                db.execute("INSERT INTO event_types VALUES (?, ?)", (type_key, type_name))
             commits.append((position, at, meta_key, 3))
             events.append(
-                (position, key, stream_version, pack_event_id(event_id), type_name, version,
-                 position, payload, hash_)
+                (position, key, stream_version, pack_event_id(event_id), type_key, version,
+                 None, payload, hash_)
             )  # fmt: skip
         db.executemany("INSERT INTO commits VALUES (?, ?, ?, ?)", commits)
         db.executemany("INSERT INTO log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
         after = rows[-1][0]
     db.execute("DROP TABLE events")  # its triggers go with it
     db.execute("ALTER TABLE log RENAME TO events")
+    db.execute("CREATE UNIQUE INDEX events_by_id ON events (event_id) WHERE event_id IS NOT NULL")
     for sql in _FORMAT_4_GUARDS:
         db.execute(sql)
 
@@ -165,18 +168,21 @@ _FORMAT_4_DDL = (
         " kind TEXT NOT NULL)"
     ),
     "CREATE TABLE event_metadata (metadata_key INTEGER PRIMARY KEY, bytes BLOB NOT NULL UNIQUE)",
+    "CREATE TABLE event_types (type_key INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
     # commit_id is the position of the commit's last event; form is the canonical form
     # its events' links cover (codec): 4, or 3 for an event written before format 4.
     (
         "CREATE TABLE commits (commit_id INTEGER PRIMARY KEY, recorded_at INTEGER NOT NULL,"
         " metadata_key INTEGER NOT NULL, form INTEGER NOT NULL)"
     ),
-    # event_id: 16 bytes for the 32-hex-digit ids evstore makes; any other id a caller
-    # gave (a format-3 store's "evt-1") is kept as its text.
+    # event_id: NULL for an event appended without an id, whose id is then this store's
+    # id prefix and its position (16 bytes, never stored); 16 bytes for an id a caller
+    # gave as 32 hex digits; the text of any other (a format-3 store's "evt-1").
+    # commit_id: NULL when the commit is the event alone (its position).
     (
         "CREATE TABLE log (position INTEGER PRIMARY KEY, stream_key INTEGER NOT NULL,"
-        " stream_version INTEGER NOT NULL, event_id BLOB NOT NULL UNIQUE, type TEXT NOT NULL,"
-        " version INTEGER NOT NULL, commit_id INTEGER NOT NULL, payload BLOB NOT NULL,"
+        " stream_version INTEGER NOT NULL, event_id BLOB, type_key INTEGER NOT NULL,"
+        " version INTEGER NOT NULL, commit_id INTEGER, payload BLOB NOT NULL,"
         " hash BLOB NOT NULL, UNIQUE (stream_key, stream_version))"
     ),
 )
@@ -187,6 +193,7 @@ _APPEND_ONLY_TABLES = {
     "events": ("position", "event_id", ("stream_key", "stream_version")),
     "commits": ("commit_id",),
     "streams": ("stream_key", "name"),
+    "event_types": ("type_key", "name"),
     "event_metadata": ("metadata_key", "bytes"),
 }
 
@@ -273,16 +280,18 @@ class SQLiteEventStore(EventStore):
         #: Committed rows of the small tables, by key both ways: they never change once
         #: written. Rows a write adds are held apart until it commits (a rollback may
         #: give the same key to another name).
-        self._stream_keys: dict[str, int] = {}
-        self._stream_names: dict[int, str] = {}
-        self._meta_keys: dict[bytes, int] = {}
-        self._meta_bytes: dict[int, bytes] = {}
-        self._pending: list[tuple[str, Any, int]] = []
+        self._streams = _Interned("streams", "stream_key", "name", "stream key", str)
+        self._types = _Interned("event_types", "type_key", "name", "event type key", str)
+        self._metas = _Interned("event_metadata", "metadata_key", "bytes", "metadata key", bytes)
+        self._pending: list[tuple[_Interned, Any, int]] = []
+        #: Ids of events appended without one: this store's id prefix, then the position.
+        self._id_prefix = b""
         try:
             if self.read_only:
                 self._conn = _connect_read_only(self.path)
                 self._check_format_read_only()
                 self._sql = _V4 if self.format_version() >= 4 else _V3
+                self._id_prefix = self._read_id_prefix()
                 return
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=60
@@ -299,6 +308,7 @@ class SQLiteEventStore(EventStore):
             self._conn.execute("PRAGMA journal_size_limit = 67108864")
             self._migrate()
             self._sql = _V4
+            self._id_prefix = self._read_id_prefix()
         except sqlite3.DatabaseError as e:
             if "malformed" in str(e):  # an evstore file whose pages are damaged
                 raise StoreError(
@@ -306,6 +316,11 @@ class SQLiteEventStore(EventStore):
                     " it; restore the file from a copy"
                 ) from e
             raise StoreFormatError(f"{self.path} is not an evstore store: {e}") from e
+
+    def _read_id_prefix(self) -> bytes:
+        """The first 8 bytes of the store's random id (``evstore_meta``)."""
+        row = self._conn.execute("SELECT value FROM evstore_meta WHERE key = 'store_id'").fetchone()
+        return bytes.fromhex(row[0])[:8]
 
     def _check_format_read_only(self) -> None:
         """A read-only store is read at its own format (older layouts read the same)."""
@@ -472,20 +487,13 @@ class SQLiteEventStore(EventStore):
     ) -> list[int]:
         if self._sql is not _V4:
             raise StoreError(f"{self.path} is at storage format 3, open it writable to migrate it")
+        stream_key = self._key(conn, self._streams, stream_id)
+        stored_ids: list[bytes | str | None]
         if event_ids is None:
-            # 128-bit ids: 48 bits of ms time, then 80 random bits (made in one call:
-            # uuid4() per event costs more than the rest of a batched append). The time
-            # prefix puts new ids at the end of the unique index; random ids touched a
-            # random index page per event, which made batched appends ~1.3-2x slower.
-            prefix = codec.now_ms().to_bytes(6, "big")
-            blob = os.urandom(10 * len(events))
-            stored_ids: list[bytes | str] = [prefix + blob[i : i + 10] for i in range(0, len(blob), 10)]
-            event_ids = [stored.hex() for stored in stored_ids]  # type: ignore[union-attr]
-            stream_key = self._stream_key(conn, stream_id)
+            stored_ids = [None] * len(events)  # ids made of the positions: nothing to store
         else:
             stored_ids = [pack_event_id(event_id) for event_id in event_ids]
-            stream_key = self._stream_key(conn, stream_id)
-            stored = self._stored_positions(conn, stream_key, stream_id, stored_ids)
+            stored = self._stored_positions(conn, stream_key, stream_id, stored_ids)  # type: ignore[arg-type]
             if stored is not None:
                 return stored
         version, head, previous = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()
@@ -497,19 +505,23 @@ class SQLiteEventStore(EventStore):
             )
         head = head or 0
         previous = previous or codec.GENESIS_HASH
+        if event_ids is None:
+            event_ids = [self._made_id(head + offset) for offset in range(1, len(events) + 1)]
         meta = (
             _default_metadata_bytes()
             if metadata is None
             else codec.encode_metadata({**default_metadata(), **metadata})
         )
-        meta_key = self._metadata_key(conn, meta)
+        meta_key = self._key(conn, self._metas, meta)
         recorded_at = codec.now_ms()
         encode, canonical_bytes = codec.encode_checked, codec.canonical_bytes
         chain_hash, digest = codec.chain_hash, codec.payload_digest
         commit_id = head + len(events)
+        stored_commit = None if len(events) == 1 else commit_id  # NULL: the event alone
         rows = []
         for offset, event in enumerate(events, start=1):
             type_name = type(event).__name__
+            type_key = self._key(conn, self._types, type_name)
             payload = encode(event)
             canonical = canonical_bytes(
                 stream_id, version + offset, event_ids[offset - 1], type_name, event.version,
@@ -517,8 +529,8 @@ class SQLiteEventStore(EventStore):
             )  # fmt: skip
             previous = chain_hash(previous, canonical)
             rows.append(
-                (head + offset, stream_key, version + offset, stored_ids[offset - 1], type_name,
-                 event.version, commit_id, payload, previous)
+                (head + offset, stream_key, version + offset, stored_ids[offset - 1], type_key,
+                 event.version, stored_commit, payload, previous)
             )  # fmt: skip
         try:
             conn.execute(_INSERT_COMMIT, (commit_id, recorded_at, meta_key, FORM))
@@ -531,92 +543,56 @@ class SQLiteEventStore(EventStore):
         positions = list(range(head + 1, head + 1 + len(rows)))
         if self.append_hooks:
             recorded = [
-                RecordedEvent(pos, stream_id, row[2], event_id, row[4], row[5], recorded_at, meta, ev)
+                RecordedEvent(pos, stream_id, row[2], event_id, type(ev).__name__, row[5],
+                              recorded_at, meta, ev)
                 for pos, row, event_id, ev in zip(positions, rows, event_ids, events)
             ]
             for hook in self.append_hooks:
                 hook(conn, recorded)
         return positions
 
-    def _stream_key(self, conn: sqlite3.Connection, name: str) -> int:
-        """The integer key of a stream, added to ``streams`` on its first event."""
-        key = self._stream_keys.get(name)
-        if key is not None:
-            return key
-        for kind, pending_name, pending_key in self._pending:
-            if kind == "stream" and pending_name == name:
-                return pending_key
-        row = conn.execute("SELECT stream_key FROM streams WHERE name = ?", (name,)).fetchone()
-        if row is not None:
-            self._stream_keys[name] = row[0]
-            self._stream_names[row[0]] = name
-            return row[0]  # type: ignore[no-any-return]
-        key = _inserted(conn, "INSERT INTO streams (name, kind) VALUES (?, ?)", (name, stream_kind(name)))
-        self._pending.append(("stream", name, key))
-        return key
-
-    def _metadata_key(self, conn: sqlite3.Connection, meta: bytes) -> int:
-        """The key of a commit's metadata, stored once however many commits share it."""
-        key = self._meta_keys.get(meta)
-        if key is not None:
-            return key
-        for kind, pending_meta, pending_key in self._pending:
-            if kind == "metadata" and pending_meta == meta:
-                return pending_key
-        row = conn.execute(
-            "SELECT metadata_key FROM event_metadata WHERE bytes = ?", (meta,)
-        ).fetchone()
-        if row is not None:
-            self._meta_keys[meta] = row[0]
-            self._meta_bytes[row[0]] = meta
-            return row[0]  # type: ignore[no-any-return]
-        key = _inserted(conn, "INSERT INTO event_metadata (bytes) VALUES (?)", (meta,))
-        self._pending.append(("metadata", meta, key))
-        return key
+    def _made_id(self, position: int) -> str:
+        """The id of an event appended without one: this store's id prefix, its position."""
+        return (self._id_prefix + position.to_bytes(8, "big")).hex()
 
     def _promote_pending(self) -> None:
-        for kind, value, key in self._pending:
-            if kind == "stream":
-                self._stream_keys[value] = key
-                self._stream_names[key] = value
-            else:
-                self._meta_keys[value] = key
-                self._meta_bytes[key] = value
+        for table, value, key in self._pending:
+            table.keep(value, key)
         self._pending.clear()
 
-    def _stream_name(self, conn: sqlite3.Connection, key: Any, missing: str | None = None) -> str:
-        """A stream's name from its key (format 3 rows hold the name itself)."""
-        if type(key) is str:
+    def _key(self, conn: sqlite3.Connection, table: _Interned, value: Any) -> int:
+        """The key of a stream name, event type or metadata, added on first use."""
+        key = table.keys.get(value)
+        if key is not None:
             return key
-        name = self._stream_names.get(key)
-        if name is None:
-            row = conn.execute("SELECT name FROM streams WHERE stream_key = ?", (key,)).fetchone()
-            if row is None or type(row[0]) is not str:
-                if missing is not None:
-                    return missing
-                raise StoreError(f"an event names stream key {key!r}, which no stream has; run `evstore verify`")
-            name = row[0]
-            if not (conn is self._conn and conn.in_transaction):  # committed: keep it
-                self._stream_names[key] = name
-        return name
+        for pending_table, pending_value, pending_key in self._pending:
+            if pending_table is table and pending_value == value:
+                return pending_key
+        key = table.find(conn, value)
+        if key is not None:
+            table.keep(value, key)
+            return key
+        key = table.add(conn, value)
+        self._pending.append((table, value, key))
+        return key
 
-    def _metadata(self, conn: sqlite3.Connection, key: Any, missing: bytes | None = None) -> bytes:
-        """A commit's metadata from its key (format 3 rows hold the bytes themselves)."""
-        if type(key) is bytes:
+    def _value(self, conn: sqlite3.Connection, table: _Interned, key: Any, missing: Any = None) -> Any:
+        """What a key stands for (a format-3 row holds the value itself); ``missing``, if
+        given, stands for a key that names nothing (an edited row), else it is an error."""
+        if type(key) is not int:
             return key
-        meta = self._meta_bytes.get(key)
-        if meta is None:
-            row = conn.execute(
-                "SELECT bytes FROM event_metadata WHERE metadata_key = ?", (key,)
-            ).fetchone()
-            if row is None or type(row[0]) is not bytes:
+        value = table.values.get(key)
+        if value is None:
+            value = table.lookup(conn, key)
+            if value is None:
                 if missing is not None:
                     return missing
-                raise StoreError(f"an event's commit names metadata {key!r}, which is not stored; run `evstore verify`")
-            meta = row[0]
-            if not (conn is self._conn and conn.in_transaction):
-                self._meta_bytes[key] = meta
-        return meta
+                raise StoreError(
+                    f"an event names {table.what} {key!r}, which is not stored; run `evstore verify`"
+                )
+            if not (conn is self._conn and conn.in_transaction):  # committed: keep it
+                table.keep(value, key)
+        return value
 
     def _stored_positions(
         self, conn: sqlite3.Connection, stream_key: int, stream_id: str,
@@ -625,6 +601,21 @@ class SQLiteEventStore(EventStore):
         """Positions of a batch already stored (a retried write), or None if it is new."""
         found: dict[bytes | str, int] = {}
         streams: set[int] = set()
+        prefix = self._id_prefix
+        for event_id in event_ids:  # an id this store made of a position: that position's
+            if type(event_id) is bytes and event_id[:8] == prefix:
+                position = int.from_bytes(event_id[8:], "big")
+                row = conn.execute(
+                    "SELECT stream_key FROM events WHERE position = ? AND event_id IS NULL",
+                    (position,),
+                ).fetchone()
+                if row is None:
+                    raise EventIdConflict(
+                        f"event id {event_id.hex()} is of the form this store gives events"
+                        " appended without an id, and no such event is stored: choose another id"
+                    )
+                found[event_id] = position
+                streams.add(row[0])
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -637,7 +628,7 @@ class SQLiteEventStore(EventStore):
         if not found:
             return None
         if streams != {stream_key}:
-            names = sorted(self._stream_name(conn, key) for key in streams)
+            names = sorted(self._value(conn, self._streams, key) for key in streams)
             raise EventIdConflict(
                 f"event ids of this batch are stored in stream {', '.join(names)},"
                 f" not {stream_id}: ids must be unique across the whole log"
@@ -690,19 +681,24 @@ class SQLiteEventStore(EventStore):
         a stand-in that no link matches, never as an error."""
         raw = []
         for row in rows:
-            position, stream, stream_version, event_id, type_name, version, at, payload = row[:8]
+            position, stream, stream_version, event_id, type_key, version, at, payload = row[:8]
             meta_key, hash_, commit_id, form = row[8:]
-            stream_id = self._stream_name(conn, stream, missing=f"<no stream {stream!r}>")
-            metadata = self._metadata(conn, meta_key, missing=b"")
+            stream_id = self._value(conn, self._streams, stream, f"<no stream {stream!r}>")
+            type_name = self._value(conn, self._types, type_key, f"<no event type {type_key!r}>")
+            metadata = self._value(conn, self._metas, meta_key, b"")
+            ident = self._made_id(position) if event_id is None else unpack_event_id(event_id)
             raw.append(
-                RawEvent(position, stream_id, stream_version, unpack_event_id(event_id), type_name,
-                         version, at, payload, metadata, hash_, form, commit_id)
+                RawEvent(position, stream_id, stream_version, ident, type_name, version, at,
+                         payload, metadata, hash_, form, commit_id)
             )  # fmt: skip
         return raw
 
     def _decode_rows(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
-        decode, name, meta = codec.decode, self._stream_name, self._metadata
-        for position, stream, stream_version, event_id, type_name, version, at, payload, meta_key in rows:
+        decode, value, streams, types, metas = (
+            codec.decode, self._value, self._streams, self._types, self._metas
+        )
+        for position, stream, stream_version, event_id, type_key, version, at, payload, meta_key in rows:
+            type_name = value(conn, types, type_key)
             try:
                 events = decode(type_name, version, payload)
             except UndecodableEvent as e:
@@ -710,8 +706,8 @@ class SQLiteEventStore(EventStore):
                     f"the event at position {position} ({type_name} v{version}) cannot be"
                     f" decoded: {e.cause}; run `evstore verify`"
                 ) from e
-            stream_id, metadata = name(conn, stream), meta(conn, meta_key)
-            ident = unpack_event_id(event_id)
+            stream_id, metadata = value(conn, streams, stream), value(conn, metas, meta_key)
+            ident = self._made_id(position) if event_id is None else unpack_event_id(event_id)
             for event in events:
                 yield RecordedEvent(
                     position, stream_id, stream_version, ident, type_name, version, at, metadata, event
@@ -744,10 +740,11 @@ class SQLiteEventStore(EventStore):
     def count_by_type(self) -> dict[tuple[str, int], int]:
         """How many events of each stored (type, version)."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT type, version, count(*) FROM events GROUP BY type, version"
-            ).fetchall()
-        return {(name, version): count for name, version, count in rows}
+            rows = self._conn.execute(self._sql.count_by_type).fetchall()
+            return {
+                (self._value(self._conn, self._types, name), version): count
+                for name, version, count in rows
+            }
 
     def stream_version(self, stream_id: str) -> int:
         """The version of a stream, 0 when it has no events."""
@@ -785,16 +782,50 @@ class SQLiteEventStore(EventStore):
             raise StoreError(str(e)) from e
 
 
+class _Interned:
+    """One of the log's small tables: values (stream names, event types, metadata) by an
+    integer key. Rows are never changed, so committed ones are cached both ways."""
+
+    def __init__(self, table: str, key: str, value: str, what: str, kind: type) -> None:
+        self.what, self._kind = what, kind
+        self.keys: dict[Any, int] = {}
+        self.values: dict[int, Any] = {}
+        self._find = f"SELECT {key} FROM {table} WHERE {value} = ?"
+        self._lookup = f"SELECT {value} FROM {table} WHERE {key} = ?"
+        self._streams = table == "streams"  # a stream's row also says what kind it is
+        columns = f"{value}, kind" if self._streams else value
+        self._add = f"INSERT INTO {table} ({columns}) VALUES ({'?, ?' if self._streams else '?'})"
+
+    def find(self, conn: sqlite3.Connection, value: Any) -> int | None:
+        row = conn.execute(self._find, (value,)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
+
+    def lookup(self, conn: sqlite3.Connection, key: int) -> Any:
+        row = conn.execute(self._lookup, (key,)).fetchone()
+        return row[0] if row is not None and type(row[0]) is self._kind else None
+
+    def add(self, conn: sqlite3.Connection, value: Any) -> int:
+        values = (value, stream_kind(value)) if self._streams else (value,)
+        key = conn.execute(self._add, values).lastrowid
+        assert key is not None
+        return key
+
+    def keep(self, value: Any, key: int) -> None:
+        self.keys[value] = key
+        self.values[key] = value
+
+
 class _V4:
     """The reads of storage format 4 (the commit's time and metadata joined in)."""
 
     _columns = (
-        "e.position, e.stream_key, e.stream_version, e.event_id, e.type, e.version,"
+        "e.position, e.stream_key, e.stream_version, e.event_id, e.type_key, e.version,"
         " c.recorded_at, e.payload, c.metadata_key"
     )
-    _from = "FROM events e LEFT JOIN commits c ON c.commit_id = e.commit_id"
+    _from = "FROM events e LEFT JOIN commits c ON c.commit_id = coalesce(e.commit_id, e.position)"
     select_events = f"SELECT {_columns} {_from}"
-    select_raw = f"SELECT {_columns}, e.hash, e.commit_id, c.form {_from}"
+    select_raw = f"SELECT {_columns}, e.hash, coalesce(e.commit_id, e.position), c.form {_from}"
+    count_by_type = "SELECT type_key, version, count(*) FROM events GROUP BY type_key, version"
     stream_is = "e.stream_key = (SELECT stream_key FROM streams WHERE name = ?)"
     head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
 
@@ -808,15 +839,9 @@ class _V3:
     )
     select_events = f"SELECT {_columns} FROM events e"
     select_raw = f"SELECT {_columns}, e.hash, e.position, 3 FROM events e"
+    count_by_type = "SELECT type, version, count(*) FROM events GROUP BY type, version"
     stream_is = "e.stream_id = ?"
     head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
-
-
-def _inserted(conn: sqlite3.Connection, sql: str, values: tuple[Any, ...]) -> int:
-    """The rowid of the row an INSERT added."""
-    key = conn.execute(sql, values).lastrowid
-    assert key is not None
-    return key
 
 
 def _writable(path: str) -> bool:
