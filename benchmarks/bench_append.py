@@ -38,7 +38,7 @@ from evstore import codec
 from evstore.codec import encode, now_ms
 from evstore.events import Event, MetricPoint, MetricsLogged
 from evstore.stores.base import default_metadata
-from evstore.stores.sqlite import _INSERT, DURABILITY, SQLiteEventStore
+from evstore.stores.sqlite import _INSERT, _INSERT_COMMIT, DURABILITY, FORM, SQLiteEventStore
 
 BATCH = 1_000
 WARMUP_CALLS = 200
@@ -96,19 +96,21 @@ def plain_writer(path: str, durability: str) -> tuple[Writer, Callable[[], None]
 
 
 def stored_rows(events: Sequence[Event], per_call: int) -> list[tuple[object, ...]]:
-    """The rows evstore stores for ``events`` appended ``per_call`` at a time, hashed.
-
-    Event ids are made as evstore makes them: a millisecond prefix that grows from one
-    append to the next, then random bits.
-    """
+    """The rows evstore stores for ``events`` appended ``per_call`` at a time, hashed
+    (storage format 4: ids made of positions are not stored; one stream, type and
+    metadata row, made once; an event alone in its commit stores no commit id)."""
     meta, previous, at = codec.encode_metadata(default_metadata()), codec.GENESIS_HASH, now_ms()
     rows = []
-    for version, event in enumerate(events, start=1):
-        prefix = f"{at + (version - 1) // per_call:012x}"
-        event_id, payload = prefix + os.urandom(10).hex(), encode(event)
-        fields = (RUN_ID, version, event_id, type(event).__name__, event.version, at, payload, meta)
-        previous = codec.chain_hash(previous, codec.canonical_bytes(*fields))
-        rows.append((*fields, previous))
+    for position, event in enumerate(events, start=1):
+        commit = min(((position - 1) // per_call + 1) * per_call, len(events))
+        event_id, payload = f"{position:032x}", encode(event)
+        canonical = codec.canonical_bytes(
+            RUN_ID, position, event_id, type(event).__name__, event.version, at,
+            codec.payload_digest(payload), meta, commit,
+        )  # fmt: skip
+        previous = codec.chain_hash(previous, canonical)
+        stored_commit = None if per_call == 1 else commit
+        rows.append((position, 1, position, None, 1, event.version, stored_commit, payload, previous))
     return rows
 
 
@@ -120,10 +122,16 @@ def layout_writer(
     def make(path: str, durability: str) -> tuple[Writer, Callable[[], None]]:
         store = SQLiteEventStore(path, durability=durability)
         conn, done = store.connection, 0
+        meta = codec.encode_metadata(default_metadata())
+        conn.execute("INSERT INTO streams VALUES (1, ?, 'run')", (RUN_ID,))
+        conn.execute("INSERT INTO event_types VALUES (1, 'MetricsLogged')")
+        conn.execute("INSERT INTO event_metadata VALUES (1, ?)", (meta,))
+        at = now_ms()
 
         def write(events: Sequence[Event]) -> None:
             nonlocal done
             conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_INSERT_COMMIT, (done + len(events), at, 1, FORM))
             if len(events) == 1:
                 conn.execute(_INSERT, rows[done])
             else:
