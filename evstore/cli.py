@@ -638,5 +638,25 @@ def server(
     serve(settings, host=host, port=port)
 
 
+@app.command()
+def ui(
+    store: Store = DEFAULT_STORE,
+    port: Annotated[int, typer.Option(help="Port to listen on (on 127.0.0.1).")] = 5000,
+) -> None:
+    """Open the web UI: serves the store on 127.0.0.1 and prints the address to open.
+
+    Runs, charts, the audit trail and the store's health, as `evstore server` serves them
+    at / (with the MLflow API beside). Stop it with Ctrl-C.
+
+    Example: evstore ui --store runs.db --port 5000   (then open http://127.0.0.1:5000/)
+    """
+    from evstore.server import ServerSettings, serve
+
+    _check_range("--port", port, 0, 65535)
+    _opened.append(store)
+    typer.echo(f"evstore UI for {store}: http://127.0.0.1:{port}/experiments  (Ctrl-C to stop)")
+    serve(ServerSettings(store), host="127.0.0.1", port=port)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

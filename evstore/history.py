@@ -11,7 +11,9 @@ from evstore.events import (
     ArtifactRecorded,
     MetricsLogged,
     ParamsLogged,
+    RunDeleted,
     RunRenamed,
+    RunRestored,
     RunStarted,
     RunStatusChanged,
     TagDeleted,
@@ -117,4 +119,82 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
                 "change": describe(recorded.event),
             }
         )
+    return rows
+
+
+#: The audit trail's kinds of change, by event type (the UI filters on them).
+KINDS = {
+    "RunStarted": "lifecycle", "RunStatusChanged": "status", "RunRenamed": "name",
+    "RunDeleted": "lifecycle", "RunRestored": "lifecycle", "ParamsLogged": "params",
+    "MetricsLogged": "metrics", "TagSet": "tags", "TagDeleted": "tags",
+    "ArtifactRecorded": "artifacts",
+}  # fmt: skip
+#: At most this many changes are listed for one event (a metric batch can hold thousands).
+CHANGES_SHOWN = 20
+
+
+class _Before:
+    """What the run held before each event, folded as the trail is read."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], str] = {}
+
+    def change(self, what: str, key: str, after: str | None) -> dict[str, Any]:
+        before = self.values.get((what, key))
+        if after is None:
+            self.values.pop((what, key), None)
+        else:
+            self.values[(what, key)] = after
+        return {"what": f"{what} {key}" if key else what, "before": before, "after": after}
+
+
+def _changes(event: Any, state: _Before) -> list[dict[str, Any]]:
+    if isinstance(event, RunStarted):
+        return [state.change("name", "", event.run_name), state.change("status", "", event.status),
+                {"what": "user", "before": None, "after": event.user_id}]  # fmt: skip
+    if isinstance(event, ParamsLogged):
+        return [state.change("param", k, v) for k, v in event.params.items()]
+    if isinstance(event, MetricsLogged):
+        return [state.change("metric", p.key, f"{p.value:g} at step {p.step}") for p in event.points]
+    if isinstance(event, TagSet):
+        return [state.change("tag", event.key, event.value)]
+    if isinstance(event, TagDeleted):
+        return [state.change("tag", event.key, None)]
+    if isinstance(event, ArtifactRecorded):
+        return [state.change("artifact", event.path, f"{event.size} bytes, sha256 {event.sha256[:12]}")]
+    if isinstance(event, RunStatusChanged):
+        return [state.change("status", "", event.status)]
+    if isinstance(event, RunRenamed):
+        return [state.change("name", "", event.run_name)]
+    if isinstance(event, RunDeleted):
+        return [state.change("lifecycle", "", "deleted")]
+    if isinstance(event, RunRestored):
+        return [state.change("lifecycle", "", "active")]
+    return [{"what": describe(event), "before": None, "after": None}]
+
+
+def run_changes(store: EventStore, run_id: str) -> list[dict[str, Any]]:
+    """The audit trail with what each event changed, before -> after, and its provenance."""
+    events = store.read_stream(run_id)
+    if not events:
+        raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+    state = _Before()
+    state.values[("lifecycle", "")] = "active"
+    rows = []
+    for recorded in events:
+        meta, event = recorded.metadata, recorded.event
+        type_name = event.type if isinstance(event, UnknownEvent) else type(event).__name__
+        changes = _changes(event, state)
+        rows.append({
+            "position": recorded.position,
+            "recorded_at": recorded.recorded_at,
+            "occurred_at": meta.get("occurred_at", recorded.recorded_at),
+            "type": type_name,
+            "kind": KINDS.get(type_name, "other"),
+            "user": meta.get("user"),
+            "source": meta.get("source_uri"),
+            "imported_at": meta.get("imported_at"),
+            "changes": changes[:CHANGES_SHOWN],
+            "more": max(0, len(changes) - CHANGES_SHOWN),
+        })  # fmt: skip
     return rows

@@ -6,7 +6,7 @@ A Starlette app served by uvicorn: Starlette is small, plain ASGI and leaves JSO
 
 Layout: ``mlflow_api`` (the tracking endpoints), ``artifacts_api`` (the artifact proxy),
 ``evstore_api`` (read-only ``/api/evstore/``), ``schemas`` (request Structs), ``_http``
-(errors, body limits, bearer auth, the store gate), ``security`` (Host and Origin checks
+(errors, body limits, bearer auth, the store gate), ``ui`` (the web UI at ``/``), ``security`` (Host and Origin checks
 against DNS rebinding and cross-origin writes, as MLflow 3.17's), ``gate`` (``StoreGate``:
 quick calls keep their order in one lane, searches and downloads run beside it on their
 own read connections, so a long read never delays an append).
@@ -52,7 +52,7 @@ def create_app(settings: ServerSettings) -> Any:
     from starlette.routing import Route
 
     from evstore import __version__
-    from evstore.server import artifacts_api, evstore_api
+    from evstore.server import artifacts_api, evstore_api, ui
     from evstore.server._http import (
         HTTPError,
         StoreGate,
@@ -152,13 +152,15 @@ def create_app(settings: ServerSettings) -> Any:
             Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history)),
             Route("/api/evstore/verify", evstore_route(evstore_api.verify)),
             Route("/api/evstore/info", evstore_route(evstore_api.info)),
+            *ui.routes(client, store, settings.auth_token, hidden, guarded),
             Route("/{path:path}", fallback, methods=_ALL_METHODS),
         ],
         lifespan=lifespan,
     )
     guarded_app = bearer_token_middleware(app, settings.auth_token) if settings.auth_token else app
+    with_ui = ui.ui_gate(app, guarded_app, settings.auth_token)
     hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
-    return security_middleware(guarded_app, hosts, settings.bind_host, list(settings.cors_allowed_origins))
+    return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 
 
 def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000) -> None:

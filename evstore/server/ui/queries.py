@@ -1,0 +1,123 @@
+"""The read-model queries only the UI asks: key lists, run counts, a run's family."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from evstore.events import ArtifactRecorded
+
+#: Shown as columns when none are chosen: the keys most runs of the page hold.
+DEFAULT_COLUMNS_PER_KIND = 5
+_KEY_TABLES = {"params": "params", "metrics": "latest_metrics", "tags": "tags"}
+_REDACTION_WORDS = ("Redact", "Erase")
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def run_counts(conn: Any) -> dict[str, int]:
+    """Runs per experiment (every lifecycle stage)."""
+    return dict(conn.execute("SELECT experiment_id, count(*) FROM runs GROUP BY experiment_id"))
+
+
+def child_counts(conn: Any, run_ids: Sequence[str]) -> dict[str, int]:
+    """How many runs name each of ``run_ids`` as their parent."""
+    if not run_ids:
+        return {}
+    sql = (f"SELECT parent_run_id, count(*) FROM runs WHERE parent_run_id IN ({_marks(run_ids)})"
+           " GROUP BY parent_run_id")  # fmt: skip
+    return dict(conn.execute(sql, list(run_ids)))
+
+
+def default_columns(conn: Any, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """A few metric and param keys held by the most runs of a page (tags are chosen)."""
+    if not run_ids:
+        return []
+    chosen: list[tuple[str, str]] = []
+    for kind in ("metrics", "params"):
+        sql = (f"SELECT key FROM {_KEY_TABLES[kind]} WHERE run_id IN ({_marks(run_ids)})"
+               " GROUP BY key ORDER BY count(*) DESC, key LIMIT ?")  # fmt: skip
+        rows = conn.execute(sql, [*run_ids, DEFAULT_COLUMNS_PER_KIND]).fetchall()
+        chosen += [(kind, key) for (key,) in sorted(rows)]
+    return chosen
+
+
+def experiment_keys(
+    conn: Any, experiment_id: str, kind: str, contains: str, limit: int
+) -> tuple[list[str], int]:
+    """Distinct keys of one kind across an experiment's runs containing ``contains``: the
+    first ``limit`` in order, and how many there are."""
+    table = _KEY_TABLES[kind]
+    pattern = "%" + contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    sql = (f"SELECT DISTINCT k.key FROM runs r JOIN {table} k ON k.run_id = r.run_id"
+           " WHERE r.experiment_id = ? AND k.key LIKE ? ESCAPE '\\' ORDER BY k.key")  # fmt: skip
+    keys = [key for (key,) in conn.execute(sql, (experiment_id, pattern))]
+    return keys[:limit], len(keys)
+
+
+def family(conn: Any, run_id: str, parent_id: str | None) -> dict[str, Any]:
+    """A run's parent (id and name, if it exists) and its children, oldest first."""
+    parent = None
+    if parent_id:
+        row = conn.execute("SELECT run_name FROM runs WHERE run_id = ?", (parent_id,)).fetchone()
+        parent = {"run_id": parent_id, "run_name": row[0] if row else None}
+    children = [
+        {"run_id": r, "run_name": n, "status": s, "lifecycle_stage": stage}
+        for r, n, s, stage in conn.execute(
+            "SELECT run_id, run_name, status, lifecycle_stage FROM runs WHERE parent_run_id = ?"
+            " ORDER BY start_time, run_id", (run_id,),
+        )
+    ]  # fmt: skip
+    return {"parent": parent, "children": children}
+
+
+def stream_positions(store: Any, run_id: str) -> list[tuple[int, int]]:
+    """(position, recorded_at) of every event of a run: the time control's stops."""
+    return [(e.position, e.recorded_at) for e in store.read_stream(run_id)]
+
+
+def first_positions(store: Any, run_ids: Sequence[str]) -> dict[str, int]:
+    """The position each run's stream begins at."""
+    found = {}
+    for run_id in run_ids:
+        events = store.read_stream(run_id)
+        if events:
+            found[run_id] = events[0].position
+    return found
+
+
+def artifacts_as_of(store: Any, run_id: str, position: int) -> dict[str, tuple[int, str]]:
+    """The artifacts a run had recorded up to a log position: path -> (size, sha256)."""
+    entries: dict[str, tuple[int, str]] = {}
+    for recorded in store.read_stream(run_id):
+        if recorded.position > position:
+            break
+        event = recorded.event
+        if isinstance(event, ArtifactRecorded):
+            entries[event.path] = (event.size, event.sha256)
+    return entries
+
+
+def start_times(conn: Any, run_ids: Sequence[str]) -> dict[str, int]:
+    """Each run's start time (epoch ms)."""
+    if not run_ids:
+        return {}
+    sql = f"SELECT run_id, start_time FROM runs WHERE run_id IN ({_marks(run_ids)})"
+    return dict(conn.execute(sql, list(run_ids)))
+
+
+def read_models(conn: Any, head: int) -> list[dict[str, Any]]:
+    """Each read model's checkpoint and how far it trails the head."""
+    try:
+        rows = conn.execute("SELECT name, checkpoint FROM projection_state ORDER BY name").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [{"name": name, "checkpoint": n, "behind": head - n} for name, n in rows]
+
+
+def is_redaction(type_and_version: str) -> bool:
+    """Whether an event type records a redaction (an erasure of what a law says must go)."""
+    return any(word in type_and_version for word in _REDACTION_WORDS)

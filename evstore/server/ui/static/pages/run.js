@@ -1,0 +1,169 @@
+// One run: info, params, latest metrics, tags, family, artifacts and charts, "as of" any point.
+import {
+  api, badge, clear, duration, el, experimentHref, href, number, panel, runHref, setTitle, table, time,
+} from "../dom.js";
+import { ChartSettings, chartCard } from "../chart.js";
+
+export async function runPage(main, runId) {
+  const asOf = new URLSearchParams(window.location.search).get("as_of") || "";
+  const answer = await api(`/runs/${encodeURIComponent(runId)}`, { as_of: asOf });
+  const run = answer.run;
+  setTitle(run.run_name, answer.as_of ? `as of ${answer.as_of.position}` : null);
+  const mark = answer.as_of ? el("span", { class: "as-of-mark" }, ` as of position ${answer.as_of.position}`) : null;
+  const titled = (title) => [title, mark ? mark.cloneNode(true) : null];
+  clear(main).append(
+    el("p", { class: "crumbs" }, el("a", { href: "/experiments" }, "Experiments"), " / ",
+      el("a", { href: experimentHref(answer.experiment.experiment_id) }, answer.experiment.name), " / ", run.run_name),
+    el("h1", {}, run.run_name, " ", badge(run.status), run.lifecycle_stage === "deleted" ? badge("deleted") : null),
+    el("div", { class: "toolbar" },
+      el("a", { class: "button", href: `/runs/${encodeURIComponent(runId)}/history`, id: "history-link" }, "Audit trail"),
+      answer.parent ? el("a", { class: "button", href: `/compare?runs=${encodeURIComponent(answer.parent.run_id)},${encodeURIComponent(runId)}` }, "Compare with parent") : null),
+    timeControl(runId, answer),
+    el("div", { class: "columns" },
+      el("div", {}, overview(answer, titled), family(answer, titled)),
+      el("div", {}, keyValues("Params", answer.params, titled, "params"), metricsPanel(answer, titled),
+        keyValues("Tags", answer.tags, titled, "tags"))),
+    artifactsPanel(runId, asOf, titled),
+    chartsPanel(runId, answer, asOf, titled),
+  );
+}
+
+function timeControl(runId, answer) {
+  const events = answer.events;
+  const first = events.length ? events[0][0] : 0;
+  const last = events.length ? events[events.length - 1][0] : 0;
+  const current = answer.as_of ? answer.as_of.position : last;
+  const label = el("output", { id: "as-of-label" });
+  const describe = (position) => {
+    const at = [...events].reverse().find(([p]) => p <= position);
+    label.textContent = `position ${position}${at ? ` · ${time(at[1])}` : ""}`;
+  };
+  const slider = el("input", { type: "range", id: "as-of-slider", min: first, max: last, value: current, step: 1,
+    "aria-label": "As of log position", oninput: (e) => describe(Number(e.target.value)) });
+  const list = el("datalist", { id: "as-of-stops" }, events.map(([p]) => el("option", { value: p })));
+  slider.setAttribute("list", "as-of-stops");
+  describe(current);
+  const when = el("input", { type: "datetime-local", step: 1, id: "as-of-time", "aria-label": "As of time" });
+  const goTo = (value) => window.location.assign(runHref(runId, { as_of: value }));
+  const node = el("section", { class: `panel time-control${answer.as_of ? " set" : ""}`, id: "time-control" },
+    el("h2", {}, "Time travel"),
+    answer.as_of
+      ? el("p", { class: "as-of-banner", id: "as-of-banner" }, `Showing this run as it was at log position ${answer.as_of.position}`,
+        answer.as_of.time ? ` (${time(Date.parse(answer.as_of.time))})` : "", ". ",
+        el("a", { href: runHref(runId), id: "as-of-clear" }, "Back to now"))
+      : el("p", { class: "muted" }, `${events.length} events, positions ${first} to ${last}. Move the slider or pick a time to see the run as it was then.`),
+    el("div", { class: "toolbar" }, slider, list, label,
+      el("button", { type: "button", id: "as-of-apply", onclick: () => goTo(slider.value) }, "Show as of position"),
+      when, el("button", { type: "button", id: "as-of-time-apply", onclick: () => when.value && goTo(new Date(when.value).toISOString()) }, "Show as of time")));
+  return node;
+}
+
+function overview(answer, titled) {
+  const run = answer.run;
+  const rows = [
+    ["Run ID", el("span", { class: "mono" }, run.run_id)],
+    ["Experiment", el("a", { href: experimentHref(answer.experiment.experiment_id) }, answer.experiment.name)],
+    ["Status", badge(run.status)],
+    ["Lifecycle", run.lifecycle_stage],
+    ["User", run.user_id],
+    ["Started", time(run.start_time)],
+    ["Ended", time(run.end_time)],
+    ["Duration", duration(run.start_time, run.end_time)],
+    ["Artifacts", el("span", { class: "mono" }, run.artifact_uri)],
+  ];
+  return panel(titled("Overview"), el("table", { class: "kv", id: "overview" },
+    el("tbody", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))))));
+}
+
+function family(answer, titled) {
+  const parts = [];
+  if (answer.parent) {
+    parts.push(el("p", { id: "parent" }, "Parent: ", el("a", { href: runHref(answer.parent.run_id) }, answer.parent.run_name || answer.parent.run_id)));
+  }
+  parts.push(answer.children.length
+    ? el("ul", { id: "children" }, answer.children.map((c) => el("li", {}, el("a", { href: runHref(c.run_id) }, c.run_name || c.run_id), " ", badge(c.status),
+      c.lifecycle_stage === "deleted" ? badge("deleted") : null)))
+    : el("p", { class: "muted" }, "No child runs."));
+  return panel(titled("Parent and children"), parts);
+}
+
+function keyValues(title, values, titled, id) {
+  const keys = Object.keys(values).sort();
+  if (!keys.length) return panel(titled(title), el("p", { class: "muted" }, `No ${title.toLowerCase()}.`));
+  const rows = keys.map((k) => el("tr", { "data-key": k }, el("th", {}, k), el("td", {}, values[k])));
+  const body = el("tbody", {}, rows);
+  const search = keys.length > 15 ? el("input", { type: "search", placeholder: `Filter ${title.toLowerCase()}`, "aria-label": `Filter ${title.toLowerCase()}`,
+    oninput: (e) => rows.forEach((r) => { r.hidden = !r.dataset.key.toLowerCase().includes(e.target.value.toLowerCase()); }) }) : null;
+  return panel(titled(title), search, el("div", { class: "scroll short" }, el("table", { class: "kv", id }, body)));
+}
+
+function metricsPanel(answer, titled) {
+  const metrics = [...answer.metrics].sort((a, b) => (a.key < b.key ? -1 : 1));
+  if (!metrics.length) return panel(titled("Metrics"), el("p", { class: "muted" }, "No metrics."));
+  return panel(titled("Metrics"), el("div", { class: "scroll short" }, table(["Key", "Latest", "Step", "Time"],
+    metrics.map((m) => el("tr", { "data-key": m.key }, el("th", {}, m.key), el("td", { class: "num" }, number(m.value)),
+      el("td", { class: "num" }, m.step), el("td", {}, time(m.timestamp)))), { class: "grid", id: "metrics" })));
+}
+
+function artifactsPanel(runId, asOf, titled) {
+  const tree = el("ul", { class: "tree", id: "artifact-tree" });
+  const view = el("div", { class: "preview", id: "artifact-preview" }, el("p", { class: "muted" }, "Choose a file to preview it."));
+  const fileHref = (path, as) => href(`/ui/api/runs/${encodeURIComponent(runId)}/artifact`, { path, as, as_of: asOf });
+  const list = async (path, into) => {
+    const found = await api(`/runs/${encodeURIComponent(runId)}/artifacts`, { path, as_of: asOf });
+    if (!found.files.length && !path) into.append(el("li", { class: "muted" }, "No artifacts."));
+    for (const f of found.files) {
+      const name = f.path.split("/").pop();
+      if (f.is_dir) {
+        const sub = el("ul", { hidden: true });
+        let loaded = false;
+        into.append(el("li", {}, el("button", { type: "button", class: "link dir", "data-path": f.path, onclick: async () => {
+          sub.hidden = !sub.hidden;
+          if (!loaded) { loaded = true; await list(f.path, sub); }
+        } }, `▸ ${name}/`), sub));
+      } else {
+        into.append(el("li", {}, el("button", { type: "button", class: "link file", "data-path": f.path, onclick: () => preview(f.path) }, name),
+          el("span", { class: "muted" }, ` ${size(f.size)}`)));
+      }
+    }
+  };
+  const preview = async (path) => {
+    clear(view).append(el("p", { class: "muted" }, "Loading…"));
+    const p = await api(`/runs/${encodeURIComponent(runId)}/artifact`, { path, as: "preview", as_of: asOf });
+    const head = el("div", { class: "toolbar" }, el("strong", { class: "mono" }, p.path), el("span", { class: "muted" }, size(p.size)),
+      el("a", { class: "button", id: "artifact-download", href: fileHref(path, "download"), download: path.split("/").pop() }, "Download"));
+    let shown;
+    if (p.kind === "image") shown = el("img", { src: fileHref(path, "image"), alt: path, class: "artifact-image" });
+    else if (p.kind === "table") {
+      shown = el("div", { class: "scroll" }, table(p.columns, p.rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c)))), { class: "grid", id: "artifact-table" }),
+        p.total_rows > p.rows.length ? el("p", { class: "muted" }, `First ${p.rows.length} of ${p.total_rows} rows.`) : null);
+    } else if (p.kind === "binary") shown = el("p", { class: "muted" }, "No preview for this kind of file.");
+    else shown = el("pre", { class: `artifact-text ${p.kind}`, id: "artifact-text" }, p.text);
+    clear(view).append(head, shown, p.cut ? el("p", { class: "muted" }, "Preview cut at 1 MiB: download the whole file.") : null);
+  };
+  list("", tree).catch((error) => tree.append(el("li", { class: "error" }, error.message)));
+  return panel(titled("Artifacts"), el("div", { class: "artifacts" }, tree, view));
+}
+
+function size(bytes) {
+  if (bytes === null || bytes === undefined) return "";
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let n = bytes;
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+function chartsPanel(runId, answer, asOf, titled) {
+  const keys = answer.metrics.map((m) => m.key).sort();
+  const grid = el("div", { class: "charts", id: "charts" });
+  const settings = new ChartSettings(() => grid.querySelectorAll("figure.chart").forEach((c) => {
+    if (c.dataset.drawn) c.redraw();
+  }));
+  const runs = [{ run_id: runId, label: answer.run.run_name }];
+  const cards = keys.map((key) => chartCard(key, runs, settings, { asOf }));
+  grid.append(...cards);
+  const search = keys.length > 12 ? el("input", { type: "search", placeholder: "Filter charts", "aria-label": "Filter charts", id: "chart-filter",
+    oninput: (e) => cards.forEach((c) => { c.hidden = !c.dataset.key.toLowerCase().includes(e.target.value.toLowerCase()); }) }) : null;
+  return panel(titled(`Charts (${keys.length})`), keys.length ? [settings.controls(), search, grid] : el("p", { class: "muted" }, "No metrics to chart."));
+}
