@@ -153,10 +153,15 @@ def runs_page(service: TrackingService, request: Request, hidden: Any) -> View:
 
     def answer() -> Any:
         experiment = service.get_experiment(experiment_id)
-        found = service.search_runs(
-            [experiment_id], filter_string, view, size, order or None,
-            create_page_token(page * size) if page else None,
-        )  # fmt: skip
+        shown = {"experiment_id": experiment.experiment_id, "name": experiment.name,
+                 "lifecycle_stage": experiment.lifecycle_stage}  # fmt: skip
+        try:
+            found = service.search_runs(
+                [experiment_id], filter_string, view, size, order or None,
+                create_page_token(page * size) if page else None,
+            )  # fmt: skip
+        except InvalidParameterValue as e:  # the page shows it beside the filter box
+            return {"experiment": shown, "search_error": str(e)}
         with service.reading() as conn:
             columns = chosen or queries.default_columns(conn, [r.info.run_id for r in found])
             children = queries.child_counts(conn, [r.info.run_id for r in found])
@@ -168,9 +173,7 @@ def runs_page(service: TrackingService, request: Request, hidden: Any) -> View:
             row["children"] = children.get(run.info.run_id, 0)
             row["cells"] = [_cell(data[kind].get(key)) for kind, key in columns]
             rows.append(row)
-        return {"experiment": {"experiment_id": experiment.experiment_id, "name": experiment.name,
-                               "lifecycle_stage": experiment.lifecycle_stage},
-                "runs": rows, "columns": [f"{k}.{key}" for k, key in columns],
+        return {"experiment": shown, "runs": rows, "columns": [f"{k}.{key}" for k, key in columns],
                 "page": page, "size": size, "has_next": found.token is not None}  # fmt: skip
 
     return answer

@@ -1,5 +1,5 @@
 // The router: one shell, one page module per address.
-import { clear, errorBox } from "./dom.js";
+import { errorBox, fill } from "./dom.js";
 import { experimentsPage } from "./pages/experiments.js";
 import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
@@ -51,12 +51,12 @@ async function start() {
     try {
       await page(main, ...match.slice(1).map(decodeURIComponent));
     } catch (error) {
-      clear(main).append(errorBox(error));
+      fill(main, errorBox(error));
     }
     main.dataset.ready = "true";
     return;
   }
-  clear(main).append(errorBox(new Error(`No page at ${path}`)));
+  fill(main, errorBox(new Error(`No page at ${path}`)));
   main.dataset.ready = "true";
 }
 

@@ -90,6 +90,7 @@ export function chartCard(key, runs, settings, options) {
       chart.setData(data, false);
       return;
     }
+    const sparse = answer.series.every((s) => s.x.length <= 60);
     const opts = {
       width: Math.max(200, plot.clientWidth || 400),
       height: options.height || 220,
@@ -98,7 +99,7 @@ export function chartCard(key, runs, settings, options) {
       legend: { show: true, live: true },
       cursor: { drag: { x: true, y: false } },
       series: [{ label: settings.x }, ...runs.map((r, i) => ({
-        label: r.label, stroke: color(i), width: 1.5, spanGaps: false, points: { show: false },
+        label: r.label, stroke: color(i), width: 1.5, spanGaps: false, points: { show: sparse },
         value: (u, v) => (v === null || v === undefined ? "—" : number(v)),
       }))],
       hooks: {

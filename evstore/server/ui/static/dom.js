@@ -122,3 +122,8 @@ export function setTitle(...parts) {
 export function quoted(kind, key) {
   return /^[A-Za-z_][A-Za-z0-9_.]*$/.test(key) ? `${kind}.${key}` : `${kind}.\`${key}\``;
 }
+
+// Replace a node's children.
+export function fill(node, ...children) {
+  return append(clear(node), children);
+}

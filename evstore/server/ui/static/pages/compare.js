@@ -1,5 +1,5 @@
 // Runs side by side: one chart per metric with every run overlaid, params with differences marked.
-import { api, badge, clear, el, number, runHref, setTitle, table } from "../dom.js";
+import { fill, api, badge, clear, el, number, runHref, setTitle, table } from "../dom.js";
 import { ChartSettings, chartCard, color } from "../chart.js";
 
 export async function comparePage(main) {
@@ -19,7 +19,7 @@ export async function comparePage(main) {
   const settings = new ChartSettings(() => grid.querySelectorAll("figure.chart").forEach((c) => { if (c.dataset.drawn) c.redraw(); }));
   const labelled = runs.map((r) => ({ run_id: r.run_id, label: r.run_name }));
   grid.append(...answer.metric_keys.map((key) => chartCard(key, labelled, settings, { height: 260 })));
-  clear(main).append(
+  fill(main, 
     el("h1", {}, `Comparing ${runs.length} runs`),
     el("section", { class: "panel" }, el("h2", {}, "Runs"), el("div", { class: "swatches" }, head)),
     el("section", { class: "panel" }, el("h2", {}, "Params ", el("span", { class: "muted" }, `(${differing.size} of ${answer.param_keys.length} differ)`)),

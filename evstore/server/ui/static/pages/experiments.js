@@ -1,4 +1,4 @@
-import { api, clear, el, experimentHref, href, setTitle, table, time, badge } from "../dom.js";
+import { fill, api, clear, el, experimentHref, href, setTitle, table, time, badge } from "../dom.js";
 
 export async function experimentsPage(main) {
   const params = new URLSearchParams(window.location.search);
@@ -18,7 +18,7 @@ export async function experimentsPage(main) {
     el("td", { class: "num" }, e.runs),
     el("td", {}, time(e.creation_time)),
     el("td", {}, time(e.last_update_time))));
-  clear(main).append(
+  fill(main, 
     el("h1", {}, "Experiments"), search,
     rows.length ? table(["Name", "ID", "Runs", "Created", "Last update"], rows, { class: "grid", id: "experiments" })
       : el("p", { class: "muted" }, q ? `No experiment name contains "${q}".` : "No experiments."),

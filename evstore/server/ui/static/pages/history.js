@@ -1,5 +1,5 @@
 // A run's audit trail: every event, who and when, where from, and what it changed.
-import { api, clear, el, href, runHref, setTitle, table, time } from "../dom.js";
+import { fill, api, clear, el, href, runHref, setTitle, table, time } from "../dom.js";
 
 export async function historyPage(main, runId) {
   const kind = new URLSearchParams(window.location.search).get("kind") || "";
@@ -23,7 +23,7 @@ export async function historyPage(main, runId) {
         el("span", { class: "before" }, c.before === null ? "∅" : c.before), " → ",
         el("span", { class: "after" }, c.after === null ? "∅ (deleted)" : c.after)])),
     e.more ? el("li", { class: "muted" }, `… and ${e.more} more`) : null))));
-  clear(main).append(
+  fill(main, 
     el("p", { class: "crumbs" }, el("a", { href: runHref(runId) }, answer.run_name), " / audit trail"),
     el("h1", {}, "Audit trail: ", answer.run_name),
     el("p", { class: "muted" }, `${answer.events.length} events, oldest first. A position links to the run as it was right after that event.`),

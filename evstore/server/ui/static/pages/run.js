@@ -1,5 +1,5 @@
 // One run: info, params, latest metrics, tags, family, artifacts and charts, "as of" any point.
-import {
+import { fill,
   api, badge, clear, duration, el, experimentHref, href, number, panel, runHref, setTitle, table, time,
 } from "../dom.js";
 import { ChartSettings, chartCard } from "../chart.js";
@@ -11,7 +11,7 @@ export async function runPage(main, runId) {
   setTitle(run.run_name, answer.as_of ? `as of ${answer.as_of.position}` : null);
   const mark = answer.as_of ? el("span", { class: "as-of-mark" }, ` as of position ${answer.as_of.position}`) : null;
   const titled = (title) => [title, mark ? mark.cloneNode(true) : null];
-  clear(main).append(
+  fill(main, 
     el("p", { class: "crumbs" }, el("a", { href: "/experiments" }, "Experiments"), " / ",
       el("a", { href: experimentHref(answer.experiment.experiment_id) }, answer.experiment.name), " / ", run.run_name),
     el("h1", {}, run.run_name, " ", badge(run.status), run.lifecycle_stage === "deleted" ? badge("deleted") : null),

@@ -1,5 +1,5 @@
 // An experiment's runs table: filter, sort, paging, chosen columns, nesting, compare.
-import {
+import { fill,
   api, badge, clear, duration, el, errorBox, href, number, quoted, runHref, setTitle, time,
 } from "../dom.js";
 import { viewSelect } from "./experiments.js";
@@ -34,17 +34,11 @@ function go(experimentId, changes) {
 export async function runsPage(main, experimentId) {
   const s = state();
   const selected = new Set();
-  let answer;
-  let failure = null;
-  try {
-    answer = await api(`/experiments/${encodeURIComponent(experimentId)}/runs`, {
-      filter: s.filter, order: s.order, page: s.page, size: s.size, view: s.view, cols: s.cols,
-    });
-  } catch (error) {
-    if (error.status !== 400) throw error;
-    failure = error;
-  }
-  const name = answer ? answer.experiment.name : `Experiment ${experimentId}`;
+  const answer = await api(`/experiments/${encodeURIComponent(experimentId)}/runs`, {
+    filter: s.filter, order: s.order, page: s.page, size: s.size, view: s.view, cols: s.cols,
+  });
+  const failure = answer.search_error;
+  const name = answer.experiment.name;
   setTitle(name);
   const compareButton = el("button", { type: "button", id: "compare", disabled: true,
     onclick: () => window.location.assign(`/compare?runs=${[...selected].map(encodeURIComponent).join(",")}`) },
@@ -64,12 +58,12 @@ export async function runsPage(main, experimentId) {
   viewSelect(s.view),
   el("button", { type: "submit" }, "Search"),
   s.filter ? el("a", { href: href(`/experiments/${encodeURIComponent(experimentId)}`, { view: s.view }) }, "Clear") : null);
-  const body = [el("h1", {}, name, answer && answer.experiment.lifecycle_stage === "deleted" ? badge("deleted") : null),
+  const body = [el("h1", {}, name, answer.experiment.lifecycle_stage === "deleted" ? badge("deleted") : null),
     el("p", { class: "crumbs" }, el("a", { href: "/experiments" }, "Experiments"), " / ", name), form];
   if (failure) {
     body.push(el("div", { class: "error filter-error", role: "alert", id: "filter-error" },
-      el("strong", {}, "The filter does not parse:"), el("pre", {}, failure.message)));
-    clear(main).append(...body);
+      el("strong", {}, "The search was refused:"), el("pre", {}, failure)));
+    fill(main, ...body);
     return;
   }
   const columns = answer.columns;
@@ -95,7 +89,7 @@ export async function runsPage(main, experimentId) {
     answer.runs.length
       ? el("div", { class: "scroll" }, el("table", { class: "grid runs", id: "runs" }, el("thead", {}, header), el("tbody", {}, rows)))
       : el("p", { class: "muted", id: "no-runs" }, "No runs match."));
-  clear(main).append(...body);
+  fill(main, ...body);
   updateCompare();
 }
 

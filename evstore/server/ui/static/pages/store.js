@@ -1,5 +1,5 @@
 // The store's health: verify, the head, the read models, unknown events, redactions.
-import { api, clear, el, panel, setTitle, table } from "../dom.js";
+import { fill, api, clear, el, panel, setTitle, table } from "../dom.js";
 
 export async function storePage(main) {
   setTitle("Store");
@@ -9,7 +9,7 @@ export async function storePage(main) {
   const counted = (entries, empty, id) => (entries.length
     ? table(["Event type", "Count"], entries.map(([k, n]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, n))), { class: "grid", id })
     : el("p", { class: "muted", id }, empty));
-  clear(main).append(
+  fill(main, 
     el("h1", {}, "Store: ", s.info.store),
     panel("Verify", el("p", { class: v.ok ? "ok" : "error", id: "verify" }, v.ok
       ? `✓ The hash chain holds: ${v.events} events, every hash recomputed and every event decoded.`
