@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,31 +16,15 @@ from typing import Any
 import httpx
 import pytest
 from servers import EVSTORE, ServerProcess, free_port
-from ui_seed import HOSTILE
+from ui_seed import HOSTILE, seed_in_child
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"
 
 
-def seed_store(directory: Path) -> dict[str, Any]:
-    """Seed ``directory/server.db`` (artifacts under ``directory/artifacts``) in a child process."""
-    directory.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, EVSTORE_ARTIFACT_ROOT=str(directory / "artifacts"))
-    code = ("import dataclasses, json, sys; from tests.ui_seed import seed;"
-            f" print(json.dumps(dataclasses.asdict(seed({str(directory / 'server.db')!r}))))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    seeded: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return seeded
-
-
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    directory = tmp_path_factory.mktemp("ui")
-    found = seed_store(directory)
-    found["directory"] = directory
-    return found
+    return seed_in_child(tmp_path_factory.mktemp("ui"))
 
 
 @pytest.fixture(scope="module")

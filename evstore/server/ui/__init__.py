@@ -133,6 +133,7 @@ def safe_next(target: str | None) -> str:
 _SIGNIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in · evstore</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="/ui/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/ui/static/style.css"></head>
 <body><main class="signin"><h1>evstore</h1>
 <p>This server asks for its access token.</p>
