@@ -73,6 +73,17 @@ def test_every_asset_ships_in_the_package_and_none_loads_from_elsewhere(server: 
     assert (static / "vendor" / "uplot" / "LICENSE").read_text().startswith("The MIT License")
 
 
+def test_the_ui_scripts_never_turn_strings_into_markup() -> None:
+    static = ROOT / "evstore" / "server" / "ui" / "static"
+    scripts = [p for p in static.rglob("*.js") if "vendor" not in p.parts]
+    assert len(scripts) >= 8
+    for script in scripts:
+        text = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                     "new Function", "javascript:"):  # fmt: skip
+            assert sink not in text, f"{script.name} uses {sink}"
+
+
 # --- the JSON the pages draw --------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from evstore.entities import Run, ViewType
 from evstore.errors import InvalidParameterValue
 from evstore.history import local_time
 from evstore.server.ui import queries
-from evstore.server.ui.series import MAX_POINTS, X_MODES, SeriesCache, downsample
+from evstore.server.ui.series import MAX_POINTS, X_MODES, SeriesCache
 from evstore.tracking.service import TrackingService
 
 View = Callable[[], Any]
@@ -300,11 +300,10 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
                 held = cache.get(conn, run_id, key)
                 position = as_of_position(service, run_id, as_of)
                 upto = len(held) if position is None else _count_upto(held.positions, position)
-                xs, ys = held.ordered("step" if mode == "step" else "time", upto)
                 shift = starts.get(run_id) or 0 if mode == "relative" else 0
                 lo = None if low is None else low + shift
                 hi = None if high is None else high + shift
-                x, y = downsample(xs, ys, points, lo, hi)
+                x, y = held.downsampled("step" if mode == "step" else "time", upto, points, lo, hi)
                 if shift:
                     x = [v - shift for v in x]
                 out.append({"run_id": run_id, "x": x, "y": y, "total": upto})

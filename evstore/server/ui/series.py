@@ -19,6 +19,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 #: How many points the cache holds in all (about 32 bytes each).
@@ -26,11 +27,14 @@ CACHE_POINTS = 4_000_000
 #: The most points one series answer carries.
 MAX_POINTS = 20_000
 X_MODES = ("step", "time", "relative")
+#: Downsampled answers kept per series (zoomed ranges of one chart, a few widths).
+_ANSWERS_KEPT = 16
 
 _POINTS_AFTER = (
     "SELECT step, timestamp, value, position FROM metrics"
     " WHERE run_id = ? AND key = ? AND position > ? ORDER BY position, seq"
 )
+_STEP, _TIME, _VALUE, _POSITION = (itemgetter(i) for i in range(4))
 _LAST_POSITION = "SELECT max(position) FROM metrics WHERE run_id = ? AND key = ?"
 
 
@@ -43,18 +47,40 @@ class Series:
     values: array = field(default_factory=lambda: array("d"))
     positions: array = field(default_factory=lambda: array("q"))
     _orders: dict[tuple[str, int], tuple[array, array]] = field(default_factory=dict)
+    _answers: dict[tuple[Any, ...], tuple[list[float], list[float | None]]] = field(
+        default_factory=dict
+    )
 
     def __len__(self) -> int:
         return len(self.values)
 
     def extend(self, rows: list[tuple[int, int, float | None, int]]) -> None:
         """Append points read from the metrics table (NaN is stored as NULL)."""
-        for step, timestamp, value, position in rows:
-            self.steps.append(step)
-            self.times.append(timestamp)
-            self.values.append(math.nan if value is None else value)
-            self.positions.append(position)
+        if not rows:
+            return
+        self.steps.extend(array("q", map(_STEP, rows)))
+        self.times.extend(array("q", map(_TIME, rows)))
+        values = list(map(_VALUE, rows))
+        if None in values:
+            values = [math.nan if v is None else v for v in values]
+        self.values.extend(array("d", values))
+        self.positions.extend(array("q", map(_POSITION, rows)))
         self._orders.clear()
+        self._answers.clear()
+
+    def downsampled(
+        self, mode: str, upto: int, points: int, low: float | None, high: float | None
+    ) -> tuple[list[float], list[float | None]]:
+        """:func:`downsample` of ``ordered(mode, upto)``, kept for the next chart that asks."""
+        key = (mode, upto, points, low, high)
+        found = self._answers.get(key)
+        if found is None:
+            xs, ys = self.ordered(mode, upto)
+            found = downsample(xs, ys, points, low, high)
+            if len(self._answers) >= _ANSWERS_KEPT:
+                self._answers.clear()
+            self._answers[key] = found
+        return found
 
     def ordered(self, mode: str, upto: int) -> tuple[array, array]:
         """(x, y) sorted by x for ``mode`` ('step' or 'time'), of the first ``upto`` points."""
@@ -63,12 +89,19 @@ class Series:
         if found is None:
             xs = (self.steps if mode == "step" else self.times)[:upto]
             ys = self.values[:upto]
-            if any(xs[i] > xs[i + 1] for i in range(len(xs) - 1)):
+            if not _non_decreasing(xs):
                 order = sorted(range(len(xs)), key=xs.__getitem__)
                 xs = array("q", (xs[i] for i in order))
                 ys = array("d", (ys[i] for i in order))
             found = self._orders[key] = (xs, ys)
         return found
+
+
+def _non_decreasing(xs: array) -> bool:
+    """Whether ``xs`` is sorted (the usual case: steps and times grow as points are logged)."""
+    from itertools import pairwise
+
+    return all(a <= b for a, b in pairwise(xs))
 
 
 class SeriesCache:
