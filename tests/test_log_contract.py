@@ -81,6 +81,16 @@ def test_stream_versions_are_contiguous_from_one(log: EventStore) -> None:
     assert log.stream_version("run-2") == 3
 
 
+def test_stream_positions_are_the_streams_events_without_decoding(log: EventStore) -> None:
+    log.append("run-a", tags("a", "b"))
+    log.append("run-b", tags("c"))
+    log.append("run-a", tags("d"))
+    expected = [(e.position, e.recorded_at) for e in log.read_stream("run-a")]
+    assert [tuple(p) for p in log.stream_positions("run-a")] == expected
+    assert [p for p, _ in expected] == [1, 2, 4]
+    assert list(log.stream_positions("nothing")) == []
+
+
 def test_recorded_event_carries_the_envelope(log: EventStore) -> None:
     before = now_ms()
     event = RunRenamed(run_name="renamed ✓")

@@ -179,6 +179,20 @@ def test_select_runs_and_compare_them(page: Watched, seeded: dict[str, Any]) -> 
         assert chart.locator(".u-legend .u-series").count() == 3  # x and two runs
 
 
+def test_compare_of_many_runs_names_the_run_under_the_cursor(page: Watched, seeded: dict[str, Any]) -> None:
+    p = page.open(f"/compare?runs={','.join(seeded['many'])}")
+    chart = p.locator("figure.chart[data-key='score']")
+    chart.scroll_into_view_if_needed()
+    p.wait_for_selector("figure.chart[data-key='score'][data-drawn=true]")
+    assert chart.locator(".u-legend").is_hidden()  # 60 legend rows would outgrow the chart
+    box = chart.locator(".u-over").bounding_box()
+    p.mouse.move(box["x"] + 3, box["y"] + 3)
+    p.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=4)
+    readout = chart.locator(".readout")
+    p.wait_for_function("el => el.textContent.includes('trial-')", arg=readout.element_handle())
+    assert re.fullmatch(r"0: trial-\d\d = [0-9.]+", readout.inner_text())
+
+
 # --- one run --------------------------------------------------------------------------------
 
 

@@ -116,6 +116,10 @@ class EventStore(ABC):
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """Every event of one stream after ``after_version``, in order."""
 
+    def stream_positions(self, stream_id: str) -> list[tuple[int, int]]:
+        """(position, recorded_at) of every event of one stream, in order, nothing decoded."""
+        return [(e.position, e.recorded_at) for e in self.read_stream(stream_id)]
+
     @abstractmethod
     def read_all(
         self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None

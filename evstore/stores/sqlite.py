@@ -662,6 +662,14 @@ class SQLiteEventStore(EventStore):
             ).fetchall()
             return self._raw_rows(self._conn, rows)
 
+    def stream_positions(self, stream_id: str) -> list[tuple[int, int]]:
+        """(position, recorded_at) of every event of one stream, in order, nothing decoded."""
+        with self.reading() as conn:
+            return conn.execute(
+                "SELECT position, recorded_at FROM events WHERE stream_id = ? ORDER BY stream_version",
+                (stream_id,),
+            ).fetchall()
+
     def read_all(
         self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None
     ) -> Iterator[RecordedEvent]:

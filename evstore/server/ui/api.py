@@ -77,7 +77,7 @@ def as_of_position(service: TrackingService, run_id: str, as_of: int | datetime 
     if isinstance(as_of, int):
         return as_of
     limit = int(as_of.timestamp() * 1000)
-    found = [e.position for e in service.store.read_stream(run_id) if e.recorded_at <= limit]
+    found = [p for p, recorded_at in service.store.stream_positions(run_id) if recorded_at <= limit]
     return found[-1] if found else 0
 
 

@@ -76,16 +76,16 @@ def family(conn: Any, run_id: str, parent_id: str | None) -> dict[str, Any]:
 
 def stream_positions(store: Any, run_id: str) -> list[tuple[int, int]]:
     """(position, recorded_at) of every event of a run: the time control's stops."""
-    return [(e.position, e.recorded_at) for e in store.read_stream(run_id)]
+    return list(store.stream_positions(run_id))
 
 
 def first_positions(store: Any, run_ids: Sequence[str]) -> dict[str, int]:
     """The position each run's stream begins at."""
     found = {}
     for run_id in run_ids:
-        events = store.read_stream(run_id)
-        if events:
-            found[run_id] = events[0].position
+        positions = store.stream_positions(run_id)
+        if positions:
+            found[run_id] = positions[0][0]
     return found
 
 

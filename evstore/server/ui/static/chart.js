@@ -2,6 +2,7 @@
 // asked again at full resolution for a zoomed range.
 import { api, el, number } from "./dom.js";
 
+const MAX_LEGEND = 12;
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
 export function color(i) {
@@ -41,6 +42,19 @@ export function smooth(ys, weight) {
   });
 }
 
+// "x: run = value" for the run whose line passes nearest the cursor.
+function nearest(u, runs) {
+  const idx = u.cursor.idx;
+  if (idx === null || idx === undefined || u.cursor.top < 0) return "";
+  const y = u.posToVal(u.cursor.top, "y");
+  let best = -1;
+  for (let i = 1; i < u.data.length; i++) {
+    const v = u.data[i][idx];
+    if (v !== null && v !== undefined && (best < 0 || Math.abs(v - y) < Math.abs(u.data[best][idx] - y))) best = i;
+  }
+  return best < 0 ? "" : `${number(u.data[0][idx])}: ${runs[best - 1].label} = ${number(u.data[best][idx])}`;
+}
+
 const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (entry.isIntersecting) {
@@ -54,7 +68,11 @@ const observer = "IntersectionObserver" in window ? new IntersectionObserver((en
 export function chartCard(key, runs, settings, options) {
   const plot = el("div", { class: "plot" });
   const status = el("p", { class: "muted chart-status" }, "");
-  const card = el("figure", { class: "chart", "data-key": key }, el("figcaption", {}, key, options.badge || null), plot, status);
+  // Past a dozen runs a legend row per run would outgrow the chart: one readout line
+  // names the run nearest the cursor instead.
+  const many = runs.length > MAX_LEGEND;
+  const readout = many ? el("p", { class: "readout mono" }, " ") : null;
+  const card = el("figure", { class: "chart", "data-key": key }, el("figcaption", {}, key, options.badge || null), plot, readout, status);
   let chart = null;
   let range = null;
   let token = 0;
@@ -96,13 +114,14 @@ export function chartCard(key, runs, settings, options) {
       height: options.height || 220,
       scales: { x: { time: settings.x === "time" }, y: settings.log ? { distr: 3 } : {} },
       axes: [{ label: settings.x === "step" ? "step" : settings.x === "time" ? "" : "seconds since start" }, {}],
-      legend: { show: true, live: true },
+      legend: { show: !many, live: true },
       cursor: { drag: { x: true, y: false } },
       series: [{ label: settings.x }, ...runs.map((r, i) => ({
         label: r.label, stroke: color(i), width: 1.5, spanGaps: false, points: { show: sparse },
         value: (u, v) => (v === null || v === undefined ? "—" : number(v)),
       }))],
       hooks: {
+        setCursor: many ? [(u) => { readout.textContent = nearest(u, runs) || " "; }] : [],
         setSelect: [(u) => {
           if (u.select.width < 2) return;
           range = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
