@@ -278,6 +278,10 @@ def test_the_audit_trail_filters_by_kind_and_shows_before_and_after(
 
 
 def test_imported_runs_show_where_they_came_from(page: Watched, seeded: dict[str, Any]) -> None:
+    p = page.open(f"/experiments/{seeded['imported_experiment']}?view=all")
+    assert p.locator("#runs tbody tr").count() >= 1
+    p = page.open(f"/runs/{seeded['imported_run']}")
+    assert p.locator("#overview").inner_text().count(seeded["imported_run"]) == 1
     p = page.open(f"/runs/{seeded['imported_run']}/history")
     assert p.locator("#history .imported").count() == p.locator("#history tbody tr").count() > 0
     assert "imported from" in p.inner_text("#history .imported >> nth=0")

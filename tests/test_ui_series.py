@@ -9,7 +9,7 @@ from array import array
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evstore.server.ui.series import Series, SeriesCache, downsample
+from evstore.server.ui.series import Series, SeriesCache, downsample, series_as_of
 
 values = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
@@ -79,25 +79,38 @@ def test_a_zoomed_range_is_sent_at_full_resolution() -> None:
     assert out_x == list(range(5000, 5500))
 
 
-def test_the_cache_reads_only_points_past_its_last_position() -> None:
+def metrics_table() -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE metrics (run_id, key, value, step, timestamp, position, seq)")
+    return conn
+
+
+def test_the_cache_reads_only_points_past_its_last_position() -> None:
+    conn = metrics_table()
     conn.executemany("INSERT INTO metrics VALUES ('r', 'loss', ?, ?, ?, ?, 0)",
                      [(float(i), i, 1000 + i, i + 1) for i in range(10)])  # fmt: skip
     cache = SeriesCache()
     first = cache.get(conn, "r", "loss")
-    assert list(first.values) == [float(i) for i in range(10)]
+    assert list(first.ys) == [float(i) for i in range(10)] and first.read_to == 10
     assert cache.get(conn, "r", "loss") is first  # nothing new: the same arrays
     conn.execute("INSERT INTO metrics VALUES ('r', 'loss', NULL, 3, 2000, 11, 0)")
     second = cache.get(conn, "r", "loss")
-    assert len(second) == 11 and math.isnan(second.values[-1])
-    xs, _ = second.ordered("step", len(second))
-    assert list(xs) == sorted(list(range(10)) + [3])  # out-of-order steps are sorted for x
+    assert len(second) == 11 and math.isnan(second.ys[-1]) and len(first) == 10
+    xs, _ = second.ordered()
+    assert list(xs) == sorted([*range(10), 3])  # out-of-order steps are sorted for x
+    times = cache.get(conn, "r", "loss", "time")
+    assert list(times.xs) == [*range(1000, 1010), 2000]
+
+
+def test_a_series_as_of_a_position_holds_only_the_points_logged_by_then() -> None:
+    conn = metrics_table()
+    conn.executemany("INSERT INTO metrics VALUES ('r', 'loss', ?, ?, ?, ?, 0)",
+                     [(float(i), i, 1000 + i, 10 * i + 1) for i in range(10)])  # fmt: skip
+    assert list(series_as_of(conn, "r", "loss", "step", 45).ys) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_the_cache_drops_the_least_recently_used_series_past_its_limit() -> None:
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE metrics (run_id, key, value, step, timestamp, position, seq)")
+    conn = metrics_table()
     for n, key in enumerate("abc"):
         conn.executemany(f"INSERT INTO metrics VALUES ('r', '{key}', 1.0, ?, 0, ?, 0)",
                          [(i, n * 100 + i + 1) for i in range(50)])  # fmt: skip

@@ -19,7 +19,7 @@ from evstore.entities import Run, ViewType
 from evstore.errors import InvalidParameterValue
 from evstore.history import local_time
 from evstore.server.ui import queries
-from evstore.server.ui.series import MAX_POINTS, X_MODES, SeriesCache
+from evstore.server.ui.series import MAX_POINTS, X_MODES, SeriesCache, series_as_of
 from evstore.tracking.service import TrackingService
 
 View = Callable[[], Any]
@@ -297,25 +297,21 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
         with service.reading() as conn:
             starts = queries.start_times(conn, run_ids)
             for run_id in run_ids:
-                held = cache.get(conn, run_id, key)
                 position = as_of_position(service, run_id, as_of)
-                upto = len(held) if position is None else _count_upto(held.positions, position)
+                column = "step" if mode == "step" else "time"
+                held = (cache.get(conn, run_id, key, column) if position is None
+                        else series_as_of(conn, run_id, key, column, position))  # fmt: skip
                 shift = starts.get(run_id) or 0 if mode == "relative" else 0
                 lo = None if low is None else low + shift
                 hi = None if high is None else high + shift
-                x, y = held.downsampled("step" if mode == "step" else "time", upto, points, lo, hi)
+                x, y = held.downsampled(points, lo, hi)
                 if shift:
                     x = [v - shift for v in x]
+                upto = len(held)
                 out.append({"run_id": run_id, "x": x, "y": y, "total": upto})
         return {"key": key, "x": mode, "series": out}
 
     return answer
-
-
-def _count_upto(positions: Any, position: int) -> int:
-    from bisect import bisect_right
-
-    return bisect_right(positions, position)
 
 
 # --- compare and the store ---------------------------------------------------------------

@@ -6,7 +6,7 @@ keeps its first, minimum, maximum and last point (M4), so every spike and every 
 full series has is still drawn. A series of ``points`` or fewer is sent whole, and a
 zoomed chart asks again for its visible range only, at full resolution once it is small.
 
-Points are cached per (run, metric key) in compact arrays. The log is append-only and
+Points are cached per (run, metric key, x axis) in compact arrays. The log is append-only and
 every new point has a greater log position, so a cached series is brought up to date by
 reading only the points past its last position (one index seek when nothing changed).
 """
@@ -19,122 +19,122 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from operator import itemgetter
 from typing import Any
 
-#: How many points the cache holds in all (about 32 bytes each).
-CACHE_POINTS = 4_000_000
+#: How many points the cache holds in all (16 bytes each).
+CACHE_POINTS = 8_000_000
 #: The most points one series answer carries.
 MAX_POINTS = 20_000
 X_MODES = ("step", "time", "relative")
 #: Downsampled answers kept per series (zoomed ranges of one chart, a few widths).
 _ANSWERS_KEPT = 16
+#: The column each x axis reads ('relative' is 'time' shifted by the run's start).
+X_COLUMNS = {"step": "step", "time": "timestamp"}
 
-_POINTS_AFTER = (
-    "SELECT step, timestamp, value, position FROM metrics"
-    " WHERE run_id = ? AND key = ? AND position > ? ORDER BY position, seq"
+# Two columns only: a million rows read into Python cost about as much as all else here.
+_POINTS = (
+    "SELECT {x}, value FROM metrics WHERE run_id = ? AND key = ? AND position > ?"
+    " AND position <= ? ORDER BY position, seq"
 )
-_STEP, _TIME, _VALUE, _POSITION = (itemgetter(i) for i in range(4))
 _LAST_POSITION = "SELECT max(position) FROM metrics WHERE run_id = ? AND key = ?"
+_X, _VALUE = itemgetter(0), itemgetter(1)
 
 
 @dataclass
 class Series:
-    """One metric's points in log order, with orderings by step and by time made on demand."""
+    """One metric's points against one x (step or time), in log order up to ``read_to``."""
 
-    steps: array = field(default_factory=lambda: array("q"))
-    times: array = field(default_factory=lambda: array("q"))
-    values: array = field(default_factory=lambda: array("d"))
-    positions: array = field(default_factory=lambda: array("q"))
-    _orders: dict[tuple[str, int], tuple[array, array]] = field(default_factory=dict)
+    column: str
+    xs: array = field(default_factory=lambda: array("q"))
+    ys: array = field(default_factory=lambda: array("d"))
+    read_to: int = 0
+    _sorted: tuple[array, array] | None = None
     _answers: dict[tuple[Any, ...], tuple[list[float], list[float | None]]] = field(
         default_factory=dict
     )
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.ys)
 
-    def extend(self, rows: list[tuple[int, int, float | None, int]]) -> None:
-        """Append points read from the metrics table (NaN is stored as NULL)."""
-        if not rows:
-            return
-        self.steps.extend(array("q", map(_STEP, rows)))
-        self.times.extend(array("q", map(_TIME, rows)))
+    def read(self, conn: Any, run_id: str, key: str, upto: int) -> Series:
+        """This series with the points logged after ``read_to`` up to position ``upto`` (a copy)."""
+        rows = conn.execute(
+            _POINTS.format(x=self.column), (run_id, key, self.read_to, upto)
+        ).fetchall()
         values = list(map(_VALUE, rows))
-        if None in values:
+        if None in values:  # NaN is stored as NULL
             values = [math.nan if v is None else v for v in values]
-        self.values.extend(array("d", values))
-        self.positions.extend(array("q", map(_POSITION, rows)))
-        self._orders.clear()
-        self._answers.clear()
+        return Series(self.column, self.xs + array("q", map(_X, rows)),
+                      self.ys + array("d", values), max(upto, self.read_to))  # fmt: skip
+
+    def ordered(self) -> tuple[array, array]:
+        """(x, y) sorted by x (the points as logged when x already grows with them)."""
+        if self._sorted is None:
+            xs, ys = self.xs, self.ys
+            if not _non_decreasing(xs):
+                order = sorted(range(len(xs)), key=xs.__getitem__)
+                xs = array("q", (xs[i] for i in order))
+                ys = array("d", (ys[i] for i in order))
+            self._sorted = (xs, ys)
+        return self._sorted
 
     def downsampled(
-        self, mode: str, upto: int, points: int, low: float | None, high: float | None
+        self, points: int, low: float | None, high: float | None
     ) -> tuple[list[float], list[float | None]]:
-        """:func:`downsample` of ``ordered(mode, upto)``, kept for the next chart that asks."""
-        key = (mode, upto, points, low, high)
+        """:func:`downsample` of the sorted points, kept for the next chart that asks."""
+        key = (points, low, high)
         found = self._answers.get(key)
         if found is None:
-            xs, ys = self.ordered(mode, upto)
+            xs, ys = self.ordered()
             found = downsample(xs, ys, points, low, high)
             if len(self._answers) >= _ANSWERS_KEPT:
                 self._answers.clear()
             self._answers[key] = found
         return found
 
-    def ordered(self, mode: str, upto: int) -> tuple[array, array]:
-        """(x, y) sorted by x for ``mode`` ('step' or 'time'), of the first ``upto`` points."""
-        key = (mode, upto)
-        found = self._orders.get(key)
-        if found is None:
-            xs = (self.steps if mode == "step" else self.times)[:upto]
-            ys = self.values[:upto]
-            if not _non_decreasing(xs):
-                order = sorted(range(len(xs)), key=xs.__getitem__)
-                xs = array("q", (xs[i] for i in order))
-                ys = array("d", (ys[i] for i in order))
-            found = self._orders[key] = (xs, ys)
-        return found
-
 
 def _non_decreasing(xs: array) -> bool:
     """Whether ``xs`` is sorted (the usual case: steps and times grow as points are logged)."""
-    from itertools import pairwise
-
     return all(a <= b for a, b in pairwise(xs))
 
 
+def series_as_of(conn: Any, run_id: str, key: str, mode: str, position: int) -> Series:
+    """The points logged up to a log position (not cached: an earlier view is asked rarely)."""
+    return Series(X_COLUMNS[mode]).read(conn, run_id, key, position)
+
+
 class SeriesCache:
-    """Series by (run id, key), least recently used dropped past ``limit`` points in all."""
+    """Series by (run id, key, x), least recently used dropped past ``limit`` points in all."""
 
     def __init__(self, limit: int = CACHE_POINTS) -> None:
         self.limit = limit
-        self._held: OrderedDict[tuple[str, str], tuple[Series, int]] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str, str], Series] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, conn: Any, run_id: str, key: str) -> Series:
+    def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series:
         """The series as the read models hold it now (read past the cached position only)."""
         last = conn.execute(_LAST_POSITION, (run_id, key)).fetchone()[0] or 0
+        name = (run_id, key, mode)
         with self._lock:
-            held = self._held.get((run_id, key))
+            held = self._held.get(name)
             if held is not None:
-                self._held.move_to_end((run_id, key))
-        series, read_to = held if held is not None else (Series(), 0)
-        if last > read_to:
-            fresh = Series(array("q", series.steps), array("q", series.times),
-                           array("d", series.values), array("q", series.positions))  # fmt: skip
-            fresh.extend(conn.execute(_POINTS_AFTER, (run_id, key, read_to)).fetchall())
-            series = fresh
-            self._keep(run_id, key, series, last)
-        return series
+                self._held.move_to_end(name)
+        if held is None:
+            held = Series(X_COLUMNS[mode])
+        if last > held.read_to:
+            held = held.read(conn, run_id, key, last)
+            self._keep(name, held)
+        return held
 
-    def _keep(self, run_id: str, key: str, series: Series, last: int) -> None:
+    def _keep(self, name: tuple[str, str, str], series: Series) -> None:
         with self._lock:
-            self._held[(run_id, key)] = (series, last)
-            self._held.move_to_end((run_id, key))
-            total = sum(len(s) for s, _ in self._held.values())
+            self._held[name] = series
+            self._held.move_to_end(name)
+            total = sum(len(s) for s in self._held.values())
             while total > self.limit and len(self._held) > 1:
-                (_, (dropped, _)) = self._held.popitem(last=False)
+                _, dropped = self._held.popitem(last=False)
                 total -= len(dropped)
 
 
