@@ -39,25 +39,25 @@ def main() -> None:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 820}, device_scale_factor=1)
+                page = browser.new_page(viewport={"width": 1280, "height": 700}, device_scale_factor=1)
                 shots = {
-                    "runs-table.png": f"/experiments/{seeded['experiment_id']}?cols=params.lr,params.optimizer,metrics.loss,metrics.accuracy,tags.team",
-                    "run-charts.png": f"/runs/{seeded['children'][1]}",
+                    "runs-table.png": f"/experiments/{seeded['experiment_id']}?cols=params.lr,"
+                    "params.optimizer,metrics.loss,metrics.accuracy,tags.team",
+                    "run-page.png": f"/runs/{seeded['children'][1]}",
                     "audit-trail.png": f"/runs/{seeded['edited']}/history",
-                    "compare.png": f"/compare?runs={','.join(seeded['children'])}",
                 }
                 for name, path in shots.items():
                     page.goto(server.url + path)
                     page.wait_for_selector("main[data-ready]")
-                    if name == "run-charts.png":  # the charts, under the run's tables
+                    if page.locator("#charts").count():  # charts draw as they come into view
                         page.locator("#charts").scroll_into_view_if_needed()
-                    if name == "compare.png":
-                        page.locator("#compare-params").scroll_into_view_if_needed()
                     page.wait_for_function(
-                        "() => [...document.querySelectorAll('figure.chart')].filter(c =>"
-                        " c.getBoundingClientRect().top < innerHeight).every(c => c.dataset.drawn)"
+                        "() => [...document.querySelectorAll('figure.chart')].every(c => c.dataset.drawn)"
                     )
-                    page.screenshot(path=str(out / name))
+                    if name == "run-page.png":  # hover values under the cursor on the loss chart
+                        over = page.locator("figure.chart[data-key='loss'] .u-over").bounding_box()
+                        page.mouse.move(over["x"] + over["width"] * 0.3, over["y"] + over["height"] / 2, steps=3)
+                    page.screenshot(path=str(out / name), full_page=name == "run-page.png")
                     print(f"wrote {os.path.relpath(out / name, ROOT)}")
                 browser.close()
         finally:

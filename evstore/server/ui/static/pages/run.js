@@ -111,7 +111,10 @@ function artifactsPanel(runId, asOf, titled) {
   const fileHref = (path, as) => href(`/ui/api/runs/${encodeURIComponent(runId)}/artifact`, { path, as, as_of: asOf });
   const list = async (path, into) => {
     const found = await api(`/runs/${encodeURIComponent(runId)}/artifacts`, { path, as_of: asOf });
-    if (!found.files.length && !path) into.append(el("li", { class: "muted" }, "No artifacts."));
+    if (!found.files.length && !path) {
+      into.append(el("li", { class: "muted" }, "No artifacts."));
+      view.hidden = true;
+    }
     for (const f of found.files) {
       const name = f.path.split("/").pop();
       if (f.is_dir) {
