@@ -665,10 +665,7 @@ class SQLiteEventStore(EventStore):
     def stream_positions(self, stream_id: str) -> list[tuple[int, int]]:
         """(position, recorded_at) of every event of one stream, in order, nothing decoded."""
         with self.reading() as conn:
-            return conn.execute(
-                "SELECT position, recorded_at FROM events WHERE stream_id = ? ORDER BY stream_version",
-                (stream_id,),
-            ).fetchall()
+            return conn.execute(self._sql.stream_positions, (stream_id,)).fetchall()
 
     def read_all(
         self, after_position: int = 0, batch_size: int = 1000, *, until_position: int | None = None
@@ -836,6 +833,7 @@ class _V4:
     count_by_type = "SELECT type_key, version, count(*) FROM events GROUP BY type_key, version"
     stream_is = "e.stream_key = (SELECT stream_key FROM streams WHERE name = ?)"
     head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+    stream_positions = f"SELECT e.position, c.recorded_at {_from} WHERE {stream_is} ORDER BY e.stream_version"
 
 
 class _V3:
@@ -850,6 +848,7 @@ class _V3:
     count_by_type = "SELECT type, version, count(*) FROM events GROUP BY type, version"
     stream_is = "e.stream_id = ?"
     head_hash = "SELECT hash FROM events ORDER BY position DESC LIMIT 1"
+    stream_positions = f"SELECT e.position, e.recorded_at FROM events e WHERE {stream_is} ORDER BY e.stream_version"
 
 
 def _writable(path: str) -> bool:
