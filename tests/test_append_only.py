@@ -106,7 +106,9 @@ def raw(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_every_table_of_a_new_store_is_named_append_only_or_not(backend: str, db_path: Path) -> None:
+def test_every_table_of_a_new_store_is_named_append_only_or_not(
+    backend: str, db_path: Path
+) -> None:
     open_log(db_path).close()
     tables = RAW[backend](db_path)
     try:

@@ -89,6 +89,8 @@ def test_the_tracking_client_writes_at_the_default_level(backend: str, tmp_path:
 
 
 def test_an_unknown_level_is_refused_naming_the_levels_and_creates_nothing(db_path: Path) -> None:
-    with pytest.raises(InvalidParameterValue, match="durability must be one of normal, full, not 'off'"):
+    with pytest.raises(
+        InvalidParameterValue, match="durability must be one of normal, full, not 'off'"
+    ):
         open_log(db_path, durability="off")
     assert not db_path.exists()
