@@ -40,6 +40,7 @@ from evstore.stores import open_log
 NAMESPACE = uuid.UUID("0b7e8a52-3c1d-4f0e-9a57-6d2c4e8f1a90")
 WARM_UP = 20  # appends acknowledged before the test goes for the kill
 ROUNDS = ("held", "anywhere", "anywhere")
+STOP_ATTEMPTS = 1000  # the writer is inside an append nearly all the time: one or two do
 
 # The shared bytes: where the writer is, whether its next append must hold inside the
 # transaction, and whether it has acknowledged its warm-up appends.
@@ -132,7 +133,7 @@ def kill_inside_an_append(
             wait_until(lambda: shared[WHERE] == HELD, "the writer holding inside its transaction")
             process.send_signal(signal.SIGKILL)
         else:
-            while True:  # each pass waits with a deadline; a miss lets the writer run on
+            for _ in range(STOP_ATTEMPTS):  # a stop that missed lets the writer run on
                 wait_until(lambda: shared[WHERE] == IN_APPEND, "the writer inside an append")
                 process.send_signal(signal.SIGSTOP)
                 os.waitpid(process.pid, os.WUNTRACED)  # it is stopped now
@@ -140,6 +141,8 @@ def kill_inside_an_append(
                     process.send_signal(signal.SIGKILL)
                     break
                 process.send_signal(signal.SIGCONT)
+            else:
+                pytest.fail(f"none of {STOP_ATTEMPTS} stops caught the writer inside an append")
         process.wait(PATIENCE)
         assert process.returncode == -signal.SIGKILL
         # The kill landed inside an append: the writer never got to mark it done.
