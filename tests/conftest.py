@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from evstore import Client, fluent
 from evstore.stores import EventStore, open_log
 from evstore.tracking import service as client_module
+
+# No Hypothesis test has a per-example deadline (its default is 200 ms): the tests check
+# behaviour, and on a loaded machine a time limit fails them by chance. Loaded before
+# any test module, so each test's own @settings inherits it.
+settings.register_profile("evstore", deadline=None)
+settings.load_profile("evstore")
 
 #: Every backend the log contract runs against. A new backend adds its name here and a
 #: branch in ``backend_uri``; the contract and crash tests then run against it unchanged,

