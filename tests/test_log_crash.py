@@ -146,7 +146,8 @@ def kill_inside_an_append(
         process.wait(PATIENCE)
         assert process.returncode == -signal.SIGKILL
         # The kill landed inside an append: the writer never got to mark it done.
-        assert shared[WHERE] == (HELD if where == "held" else IN_APPEND)
+        landed = {OUTSIDE: "outside any append", IN_APPEND: "inside an append", HELD: "held"}
+        assert landed[shared[WHERE]] == landed[HELD if where == "held" else IN_APPEND]
     acks = (folder / f"{label}.acks").read_text().splitlines()
     return {int(call): int(position) for call, position in (line.split() for line in acks)}
 
