@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,18 @@ from evstore.events import MetricPoint, MetricsLogged, TagSet
 from evstore.integrity import verify
 from evstore.stores import open_log
 
-#: Per backend: the tables of a new store whose rows may never change, and the others
-#: (the store's own facts: its id and creation time, outside the hash chain).
-APPEND_ONLY = {"sqlite": {"events"}}
+#: Per backend: the tables of a new store whose rows may never change (the log and what
+#: its rows point at), and the others (the store's own facts: its id and creation time,
+#: outside the hash chain). Written out here, not read from the store's own list.
+APPEND_ONLY = {"sqlite": {"events", "commits", "streams", "event_types", "event_metadata"}}
 NOT_GUARDED = {"sqlite": {"evstore_meta"}}
 
-GOLDEN_FORMAT_1 = (
-    Path(__file__).parent / "fixtures" / "stores" / "v1-before-metric-context" / "store.db"
-)
+GOLDEN = Path(__file__).parent / "fixtures" / "stores"
+#: Stores written at an older storage format, migrated when opened.
+OLDER_FORMATS = {
+    "migrated from format 1": GOLDEN / "v1-before-metric-context" / "store.db",
+    "migrated from format 3": GOLDEN / "v3-before-format-4" / "store.db",
+}
 
 
 class SQLiteTables:
@@ -75,18 +80,23 @@ class SQLiteTables:
 
 
 RAW = {"sqlite": SQLiteTables}
-#: The stores each backend is checked in: a new one, and (SQLite) one written at an
+#: The stores each backend is checked in: a new one, and (SQLite) those written at an
 #: older storage format and migrated on open.
-ORIGINS = [(backend, "new") for backend in BACKENDS] + [("sqlite", "migrated from format 1")]
+ORIGINS = [(backend, "new") for backend in BACKENDS] + [("sqlite", name) for name in OLDER_FORMATS]
 
 
 def fill(path: Path) -> None:
-    """Append a few events of two streams (on a golden store: after its own)."""
+    """Append events of two streams, one and two to a commit, with and without ids (on a
+    golden store: after its own)."""
     with open_log(path) as log:
         for step in range(3):
             point = MetricPoint(key="loss", value=1.0 / (step + 1), step=step, timestamp=step)
             log.append("run-a", [MetricsLogged(points=[point])])
-            log.append("run-b", [TagSet(key=f"k{step}", value="v")])
+            log.append(
+                "run-b",
+                [TagSet(key=f"k{step}", value="v"), TagSet(key=f"j{step}", value="w")],
+                event_ids=[uuid.uuid4().hex, f"given-{step}"],
+            )
 
 
 @pytest.fixture(params=ORIGINS, ids=lambda origin: "-".join(origin))
@@ -94,7 +104,7 @@ def raw(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
     """Raw access to a store holding events, once per backend and origin."""
     backend, origin = request.param
     if origin != "new":
-        shutil.copy(GOLDEN_FORMAT_1, db_path)
+        shutil.copy(OLDER_FORMATS[origin], db_path)
     fill(db_path)
     tables = RAW[backend](db_path)
     tables.backend = backend
@@ -125,7 +135,7 @@ def test_an_update_of_any_column_is_refused(raw: Any) -> None:
     for table in APPEND_ONLY[raw.backend]:
         before = raw.rows(table)
         columns = raw.columns(table)
-        assert len(columns) >= 10 and before, (table, columns)
+        assert columns and before, f"{table}: no columns or no rows to try"
         let_through = []
         for column, declared in columns.items():
             # A new value on the newest row, then the same value on every row: a write
