@@ -10,13 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from evstore import Client, fluent
 from evstore.stores import EventStore, open_log
 from evstore.tracking import service as client_module
 
+# No Hypothesis test has a per-example deadline (its default is 200 ms): the tests check
+# behaviour, and on a loaded machine a time limit fails them by chance. Loaded before
+# any test module, so each test's own @settings inherits it.
+settings.register_profile("evstore", deadline=None)
+settings.load_profile("evstore")
+
 #: Every backend the log contract runs against. A new backend adds its name here and a
-#: branch in ``_open_backend``; the contract tests then run against it unchanged.
+#: branch in ``backend_uri``; the contract and crash tests then run against it unchanged,
+#: and the append-only and durability tests ask for its raw tables and settings.
 BACKENDS = ["sqlite"]
 
 
@@ -36,10 +44,16 @@ def log(request: pytest.FixtureRequest, db_path: Path) -> Iterator[EventStore]:
         store.close()
 
 
-def _open_backend(backend: str, db_path: Path) -> EventStore:
+def backend_uri(backend: str, db_path: Path) -> str:
+    """The URI ``open_log`` takes for a store of ``backend`` (SQLite: the temp file), also
+    from another process."""
     if backend == "sqlite":
-        return open_log(db_path)
+        return str(db_path)
     raise ValueError(f"no such backend in the test suite: {backend}")
+
+
+def _open_backend(backend: str, db_path: Path) -> EventStore:
+    return open_log(backend_uri(backend, db_path))
 
 
 def close_cached_stores(directory: Path) -> None:

@@ -22,7 +22,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import PATIENCE, Lines
 
 from evstore import Client
 from evstore.entities import ViewType
@@ -384,6 +384,24 @@ def stored_events(store_path: Path) -> list[tuple[Any, ...]]:
         log.close()
 
 
+# An import that stops once it has imported ``half`` metric points: it prints "half" and
+# waits for a line on stdin (the test kills it there instead).
+IMPORT_UNTIL_HALF = """
+import sys
+from evstore.importers.mlflow_import import import_mlflow
+target, source, artifacts, half = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+points = 0
+def progress(what, n):
+    global points
+    if what == "metric_points":
+        points += n
+        if points >= half:
+            print("half", flush=True)
+            sys.stdin.readline()
+import_mlflow(target, source, artifacts_root=artifacts, progress=progress)
+"""
+
+
 def test_killed_import_resumes_without_duplicates(tmp_path: Path) -> None:
     folder = "mlflow-3.17-sqlite"
     # A bigger MLflow store: the fixture plus an experiment of 150,000 points (some NaN).
@@ -399,25 +417,23 @@ def test_killed_import_resumes_without_duplicates(tmp_path: Path) -> None:
     assert reference.metric_points == expected_counts(folder)["metric_points"] + KILL_RUNS * KILL_KEYS * KILL_STEPS
     total = reference.events_appended
 
-    # The same import as a process, SIGKILLed once half of its events are in.
+    # The same import as a process, SIGKILLed once half of its metric points are in: it
+    # says so and waits there, between two appends, for the kill.
     store = tmp_path / "evstore.db"
-    process = subprocess.Popen(
-        [EVSTORE, "import", "mlflow", uri, "--store", str(store), "--artifacts-root", str(artifacts)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), cwd=tmp_path,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    try:
-        while head_of(store) < total // 2:
-            assert process.poll() is None, "the import ended before it could be killed"
-            assert time.monotonic() < deadline, "the import made no progress"
-            time.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    half = str(reference.metric_points // 2)
+    with subprocess.Popen(
+        [sys.executable, "-c", IMPORT_UNTIL_HALF, str(store), uri, str(artifacts), half],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=cli_env(), cwd=tmp_path,
+    ) as process:  # fmt: skip
+        try:
+            assert Lines(process.stdout, "the import").next() == "half"
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(PATIENCE) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
     killed_at = head_of(store)
-    assert total // 2 <= killed_at < total, (killed_at, total)
+    assert 0 < killed_at < total, (killed_at, total)
 
     # Resume: run it again. It completes, and only the missing events are added.
     resumed = import_cli(uri, store, artifacts, cwd=tmp_path)

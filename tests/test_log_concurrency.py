@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from conftest import close_cached_stores
+from waiting import Lines
 
 from evstore.events import TagSet
 from evstore.integrity import verify
@@ -82,9 +83,8 @@ def test_four_processes_append_at_once(db_path: Path) -> None:
         for worker in range(WORKERS)
     ]
     try:
-        for process in workers:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready"
+        for process in workers:  # (it prints nothing more before "go": communicate reads on)
+            assert Lines(process.stdout, "a worker").next() == "ready"
         # Release them together.
         for process in workers:
             assert process.stdin is not None
@@ -182,7 +182,7 @@ def test_processes_logging_per_call_see_and_keep_every_point(db_path: Path) -> N
         for run_id in runs
     ]  # fmt: skip
     for worker in workers:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        assert Lines(worker.stdout, "a client process").next() == "ready"
     for worker in workers:
         assert worker.stdin is not None
         worker.stdin.write("go\n")

@@ -20,6 +20,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import PATIENCE
 
 import projections
 from evstore import projection as mechanism
@@ -514,7 +515,8 @@ def test_subscribe_reads_to_the_head_then_follows_new_appends(db_path: Path) -> 
                 if len(seen) == 5:
                     break
         finally:
-            thread.join()
+            thread.join(PATIENCE)
+        assert not thread.is_alive(), "the writer thread did not finish its appends"
         assert seen == [4, 5, 6, 7, 8]
         assert list(subscribe(log, 0, stop=lambda: True)) == []
 

@@ -7,18 +7,16 @@ any moment leaves them serving and the next rebuild starts clean.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_projections import snapshot
 from typer.testing import CliRunner
+from waiting import PATIENCE, Lines
 
 from evstore import projection as mechanism
 from evstore.cli import app
@@ -96,37 +94,65 @@ def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path, chun
         assert "metrics__b" in str(plan) and "USING INDEX" in str(plan)
 
 
+# Appends when told: each line on stdin is a number of (MetricsLogged, TagSet) pairs to
+# append; it answers with the pairs appended so far. It ends when its input does.
+APPENDER = """
+import sys
+from evstore.events import MetricPoint, MetricsLogged, TagSet
+from evstore.projection import open_store
+store = open_store(sys.argv[1]).store
+i = 0
+print(i, flush=True)
+for line in sys.stdin:
+    for _ in range(int(line)):
+        run = f"{i % 7:032x}"
+        store.append(run, [MetricsLogged(points=[MetricPoint("loss", i, 1000 + i, i)]),
+                           TagSet(key=f"t{i % 5}", value=str(i))])
+        i += 1
+    print(i, flush=True)
+"""
+
+
 def test_rebuild_while_another_process_appends_applies_every_event_once(db_path: Path) -> None:
     fill(db_path, runs=20, steps=100)
-    stop = db_path.parent / "stop"
-    appender = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import os, sys
-        from evstore.events import MetricPoint, MetricsLogged, TagSet
-        from evstore.projection import open_store
-        store = open_store(sys.argv[1]).store
-        i = 0
-        while not os.path.exists(sys.argv[2]):
-            run = f"{i % 7:032x}"
-            store.append(run, [MetricsLogged(points=[MetricPoint("loss", i, 1000 + i, i)]),
-                               TagSet(key=f"t{i % 5}", value=str(i))])
-            i += 1
-        print(i)
-    """), str(db_path), str(stop)], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        with open_log(db_path) as log:
-            while log.head_position() < 2300:  # the appender is running
-                time.sleep(0.01)
-            start = log.head_position()
-            summary = rebuild(
-                log, chunk=200, near_head=20, progress=lambda done, total: time.sleep(0.005)
-            )
-            assert summary.head_position > start + 50  # appends landed during the rebuild
-            time.sleep(0.3)  # ...and after it, inline into the new tables
-    finally:
-        stop.touch()
-        out, _ = appender.communicate(timeout=60)
-    appended = int(out)
-    assert appender.returncode == 0 and appended > 0
+    with subprocess.Popen([sys.executable, "-c", APPENDER, str(db_path)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as appender:  # fmt: skip
+        try:
+            answers = Lines(appender.stdout, "the appender")
+            assert answers.next() == "0"
+
+            def append(pairs: int) -> int:
+                """Have the appender process append ``pairs`` pairs; wait until it has."""
+                assert appender.stdin is not None
+                appender.stdin.write(f"{pairs}\n".encode())
+                appender.stdin.flush()
+                return int(answers.next())
+
+            append(100)  # before the rebuild
+            with open_log(db_path) as log:
+                start = log.head_position()
+                calls: list[int] = []
+
+                def append_midway(done: int, total: int) -> None:
+                    # The first three chunks of the replay, which runs without the write
+                    # lock (far from the head: about ten chunks of 200 in its first round).
+                    calls.append(done)
+                    if len(calls) <= 3:
+                        assert not log.connection.in_transaction  # type: ignore[attr-defined]
+                        append(25)
+
+                summary = rebuild(log, chunk=200, near_head=20, progress=append_midway)
+                # The appends landed during the rebuild, and it took them in before the swap.
+                assert summary.head_position == start + 2 * 3 * 25
+            # ...and after it, they go inline into the new tables.
+            assert append(50) == 100 + 3 * 25 + 50
+            assert appender.stdin is not None
+            appender.stdin.close()  # the appender ends at the end of its input
+            assert answers.rest() == []
+            assert appender.wait(PATIENCE) == 0
+        finally:
+            if appender.poll() is None:
+                appender.kill()
 
     runner = open_store(db_path)
     try:
@@ -151,14 +177,16 @@ def test_rebuild_while_another_process_appends_applies_every_event_once(db_path:
         runner.store.close()
 
 
-REBUILD_SLOWLY = """
-import sys, time
+# Rebuilds step by step: after each chunk it says how far it is, then waits for a line
+# on stdin before it goes on.
+REBUILD_STEP_BY_STEP = """
+import sys
 from evstore.rebuild import rebuild
 from evstore.stores import open_log
 
 def progress(done, total):
     print(done, total, flush=True)
-    time.sleep(0.05)
+    sys.stdin.readline()
 
 rebuild(open_log(sys.argv[1]), chunk=300, progress=progress)
 print("done", flush=True)
@@ -169,15 +197,22 @@ def test_a_rebuild_killed_midway_leaves_the_old_tables_serving(db_path: Path) ->
     fill(db_path, runs=10, steps=300)
     with open_log(db_path) as log:
         before = snapshot(log)
-    child = subprocess.Popen([sys.executable, "-c", REBUILD_SLOWLY, str(db_path)],
-                             stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert child.stdout is not None
-    done, total = (int(x) for x in child.stdout.readline().split())
-    while done < total // 3:
-        done, total = (int(x) for x in child.stdout.readline().split())
-    os.kill(child.pid, signal.SIGKILL)  # midway: a third of the log replayed
-    child.wait()
-    child.stdout.close()
+    with subprocess.Popen([sys.executable, "-c", REBUILD_STEP_BY_STEP, str(db_path)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE) as child:  # fmt: skip
+        try:
+            steps = Lines(child.stdout, "the rebuild")
+            done, total = (int(x) for x in steps.next().split())
+            while done < total // 3:
+                assert child.stdin is not None
+                child.stdin.write(b"go\n")
+                child.stdin.flush()
+                done, total = (int(x) for x in steps.next().split())
+            # Midway (a third of the log replayed), the rebuild waiting for its next chunk.
+            child.send_signal(signal.SIGKILL)
+            assert child.wait(PATIENCE) == -signal.SIGKILL
+        finally:
+            if child.poll() is None:
+                child.kill()
     assert done < total
 
     runner = open_store(db_path)

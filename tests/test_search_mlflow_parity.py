@@ -20,6 +20,7 @@ import pytest
 from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import Lines
 
 from evstore import Client, fluent
 from evstore.entities import Metric
@@ -75,13 +76,11 @@ class Oracle:
             [sys.executable, "-c", ORACLE, str(directory / "mlflow.db"), json.dumps(EXPERIMENTS)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=directory,
         )  # fmt: skip
+        self.answers = Lines(self.process.stdout, "the MLflow oracle")
         assert self.read() == {"ready": True}
 
     def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, "the MLflow oracle died"
-        return json.loads(line)  # type: ignore[no-any-return]
+        return json.loads(self.answers.next())  # type: ignore[no-any-return]
 
     def ask(self, question: dict[str, Any]) -> dict[str, Any]:
         assert self.process.stdin is not None

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import close_cached_stores
+from waiting import wait_until
 
 from evstore import Client, search
 from evstore.entities import Param
@@ -231,9 +231,12 @@ def served(tmp_path: Path) -> Iterator[Any]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        while not server.started:
+
+        def started() -> bool:
             assert thread.is_alive(), "the server did not start"
-            time.sleep(0.01)
+            return bool(server.started)
+
+        wait_until(started, "uvicorn starting in a thread")
         port = server.servers[0].sockets[0].getsockname()[1]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=GUARD) as http:
             yield http

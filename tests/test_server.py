@@ -77,9 +77,7 @@ def verified(http: httpx.Client) -> dict[str, Any]:
 # --- startup and the MLflow API shapes -----------------------------------------------------
 
 
-def test_server_starts_fast_on_loopback(server: ServerProcess, http: httpx.Client) -> None:
-    # The whole process (interpreter, imports, store open) answers /health quickly.
-    assert server.startup_seconds < 5, server.startup_seconds
+def test_server_answers_on_loopback_only(server: ServerProcess, http: httpx.Client) -> None:
     assert http.get("/health").text == "OK"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("10.255.255.255", 1))  # no packet is sent: this picks the outward address
@@ -167,12 +165,14 @@ def test_search_runs_pages(http: httpx.Client) -> None:
         call(http, "runs/log-metric", {"run_id": made[-1], "key": "m", "value": i, "timestamp": 1})
     seen: list[str] = []
     body: dict[str, Any] = {"experiment_ids": [experiment_id], "max_results": 2, "order_by": ["metrics.m DESC"]}
-    while True:
+    for _ in range(len(made)):  # a page token that never ends fails here, not in a hang
         page = call(http, "runs/search", body)
         seen += [r["info"]["run_id"] for r in page["runs"]]
         if "next_page_token" not in page:
             break
         body["page_token"] = page["next_page_token"]
+    else:
+        pytest.fail(f"still a next page after {len(made)} pages of 2 runs")
     assert seen == made[::-1]
 
 
