@@ -627,3 +627,25 @@ def test_metric_points_of_a_redacted_batch_keep_their_values(tmp_path: Path) -> 
     with open_log(path) as log:
         assert [p.value for r in log.read_stream(run) if isinstance(r.event, MetricsLogged)
                 for p in r.event.points] == [0.5]  # fmt: skip
+
+
+def test_importing_the_source_again_does_not_bring_a_redacted_value_back(tmp_path: Path) -> None:
+    from evstore.importers.mlflow_import import import_mlflow
+
+    source = FIXTURES / "mlflow" / "mlflow-3.17-sqlite"
+    store = tmp_path / "evstore.db"
+    uri = f"sqlite:///{source / 'mlflow.db'}"
+    import_mlflow(str(store), uri, artifacts_root=str(source))
+    redact_in(store, run_id="7b91feda33124b34a02d53e2e4a7009a", param="optimizer", reason="r")
+    redact_in(store, run_id="c6f66ce7614f4ee8aeaabb57a43915c3", tag="owner", reason="r")
+    with open_log(store) as log:
+        head = log.head_hash()
+
+    again = import_mlflow(str(store), uri, artifacts_root=str(source))
+
+    assert again.events_appended == 0
+    with open_log(store) as log:
+        assert log.head_hash() == head
+    client = Client(str(store))
+    assert client.get_run("7b91feda33124b34a02d53e2e4a7009a").data.params["optimizer"] == "[redacted]"
+    assert client.get_run("c6f66ce7614f4ee8aeaabb57a43915c3").data.tags["owner"] == "[redacted]"
