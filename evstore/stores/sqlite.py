@@ -3,7 +3,8 @@
 Every write runs in ``BEGIN IMMEDIATE``, so the position and stream version an append
 reads are the ones it writes under. Positions are the table's INTEGER PRIMARY KEY, so
 SQLite assigns them inside that transaction. Triggers refuse any UPDATE or DELETE on
-``events``.
+``events``, but for the one a redaction makes (format 5): the payload alone, of an event
+with a ``redactions`` row.
 
 Durability: ``normal`` (the default) is WAL with ``synchronous=NORMAL``: a committed
 append survives a crash of the process; the last commits may be lost on power loss.
