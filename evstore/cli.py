@@ -100,6 +100,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cells = [["" if value is None else str(value) for value in row] for row in rows]
     # Piped output keeps whole rows: rich would otherwise fold them at 80 columns.
@@ -109,7 +110,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         table.add_column(column, no_wrap=True)
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # plain text: a value like "[redacted]" is not markup
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     if sum(widths) + 2 * len(widths) <= console.width:  # each cell is padded by a space each side
         console.print(table)
@@ -214,10 +215,79 @@ def verify(
         typer.echo(f"{report.unknown_events} events were written by a newer evstore (kept, verified)")
     if report.ok:
         typer.echo(f"ok: {report.events} events, head {report.head_position}, hash {report.head_hash}")
+        for found in report.redactions:
+            typer.echo(_redaction_line(found))
         return
     where = f"at position {report.first_bad_position}" if report.first_bad_position else "the head"
     typer.echo(f"FAILED {where}: {report.reason}", err=True)
     raise typer.Exit(1)
+
+
+def _redaction_line(found: Any) -> str:
+    what = "the whole event" if found.target == "event" else f"{found.target} {found.key!r}"
+    when = _timestamp(found.recorded_at)
+    through = (
+        "its link verified from the digest kept"
+        if found.verified_through == "digest"
+        else "its link (form 3) covered the erased bytes: verified through its stored hash only"
+    )
+    return (
+        f"redacted: position {found.position}, {what}, at position {found.redacted_by} by"
+        f" {found.user} on {when}, reason: {found.reason}; {through}"
+    )
+
+
+@app.command()
+def redact(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (required): kept in the log with who and when.")
+    ],
+    store: Store = DEFAULT_STORE,
+    run: Annotated[str | None, typer.Option("--run", help="The run of --param or --tag.")] = None,
+    param: Annotated[str | None, typer.Option("--param", help="Erase this param's value.")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Erase this tag's value.")] = None,
+    position: Annotated[
+        int | None, typer.Option("--position", help="Erase the whole event at this position.")
+    ] = None,
+) -> None:
+    """Erase a run's param or tag value, or a whole event, from the file; the log still verifies.
+
+    The value reads as [redacted] everywhere; a Redacted event records who, when, why and
+    what; the file is rewritten so that neither it nor its WAL holds the value. Copies
+    and backups of the file are not touched. Running it again appends nothing.
+    Example: evstore redact --run 3f1c0a... --param data_path --reason "erasure request 2026-17"
+    """
+    from evstore.projection import attach
+    from evstore.redaction import redact as erase
+
+    if position is not None:
+        _check_range("--position", position, 1, INT64_MAX)
+    runner = attach(_open_log(store))
+    report = erase(runner.store, reason=reason, run_id=run, param=param, tag=tag, position=position)
+    what = "the event" if report.target == "event" else f"{report.target} {report.key!r}"
+    where = f"run {report.stream_id}" if report.target != "event" else f"stream {report.stream_id}"
+    if report.erased:
+        typer.echo(
+            f"redacted {what} of {where} at {_positions(report.erased)}; recorded at"
+            f" {_positions(report.redacted_by)}; read models rebuilt:"
+            f" {', '.join(report.rebuilt) or 'none'}"
+        )
+    if report.already_erased:
+        typer.echo(f"already redacted: {what} of {where} at {_positions(report.already_erased)}"
+                   + ("" if report.erased else "; nothing appended"))  # fmt: skip
+    if report.purge_problem:
+        typer.echo(
+            f"warning: the value is out of the log and the read models, but the file is not"
+            f" purged yet: {report.purge_problem}. Old pages may still hold it. Stop that"
+            f" process (or let its read end) and run the same command again: it appends"
+            f" nothing and finishes the purge.",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _positions(positions: list[int]) -> str:
+    return ("position " if len(positions) == 1 else "positions ") + ", ".join(map(str, positions))
 
 
 @app.command()

@@ -22,6 +22,12 @@ kept in its place. This is canonical form 4. Events written before storage forma
 keep the links they were written with, canonical form 3: the array without ``commit``,
 with the payload bytes themselves where the digest stands. Neither form depends on how the rows are laid out on disk;
 anyone with the events can recompute the chain.
+
+Erasure (``evstore redact``) replaces a stored payload and keeps the digest its link
+covers beside it. A value erased from a payload reads as ``[redacted]`` (the event
+still decodes to its type); a payload erased whole is :data:`ERASED_PAYLOAD`, the
+msgpack string ``"[redacted]"``, which no event's payload (a msgpack map) can be, and it
+decodes to an :class:`~evstore.events.ErasedEvent` that read models skip.
 """
 
 from __future__ import annotations
@@ -35,9 +41,13 @@ from typing import Any
 import msgspec
 
 from evstore.errors import InvalidParameterValue, UndecodableEvent
-from evstore.events import EVENT_TYPES, Event, UnknownEvent
+from evstore.events import EVENT_TYPES, ErasedEvent, Event, UnknownEvent
 
 GENESIS_HASH = bytes(32)
+#: What an erased value reads as.
+REDACTED = "[redacted]"
+#: The stored payload of an event erased whole: a msgpack string, never a map.
+ERASED_PAYLOAD = msgspec.msgpack.encode(REDACTED)
 
 # A step takes the old payload and returns the next version's payload (same type), or a
 # list of (type, version, payload) triples when one old event becomes several.
@@ -116,7 +126,9 @@ def chain_hash(previous: bytes, canonical: bytes) -> bytes:
     return hashlib.sha256(previous + canonical).digest()
 
 
-def decode(type_name: str, version: int, payload: bytes) -> tuple[Event | UnknownEvent, ...]:
+def decode(
+    type_name: str, version: int, payload: bytes
+) -> tuple[Event | UnknownEvent | ErasedEvent, ...]:
     """Turn one stored event into current events. Every read path calls this.
 
     Raises :class:`~evstore.errors.UndecodableEvent` when the payload, or an upcaster,
@@ -130,6 +142,8 @@ def decode(type_name: str, version: int, payload: bytes) -> tuple[Event | Unknow
             return (current[1](payload),)
         return _decode_through_chain(type_name, version, payload)
     except Exception as e:  # a bad payload, or whatever an upcaster raises
+        if payload == ERASED_PAYLOAD:  # looked at only here: the fast path pays nothing
+            return (ErasedEvent(type_name, version),)
         raise UndecodableEvent(type_name, version, e) from e
 
 
@@ -144,7 +158,9 @@ def _register_decoder(type_name: str) -> tuple[int, Callable[[bytes], Any]]:
 
 def _decode_through_chain(
     type_name: str, version: int, payload: bytes
-) -> tuple[Event | UnknownEvent, ...]:
+) -> tuple[Event | UnknownEvent | ErasedEvent, ...]:
+    if payload == ERASED_PAYLOAD:
+        return (ErasedEvent(type_name, version),)
     chain = _chain(type_name, version)
     if chain is None:
         return (UnknownEvent(type_name, version, payload),)

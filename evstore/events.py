@@ -150,3 +150,32 @@ class RunDeleted(Event, frozen=True):
 
 class RunRestored(Event, frozen=True):
     restored_time: int
+
+
+# --- erasure -----------------------------------------------------------------------
+
+
+class Redacted(Event, frozen=True):
+    """Values of an earlier event of this stream were erased from its stored payload.
+
+    ``target`` says what: ``param`` or ``tag`` (the value of ``key`` was replaced by
+    ``[redacted]``) or ``event`` (the whole payload was erased). The link of the event at
+    ``position`` covers ``original_sha256``, the digest of the payload it was appended
+    with; ``redacted_sha256`` is the digest of the payload this redaction left. Who and
+    when are the metadata and time of this event's commit.
+    """
+
+    position: int
+    target: str
+    reason: str
+    original_sha256: str
+    redacted_sha256: str
+    key: str | None = None
+
+
+class ErasedEvent(msgspec.Struct, frozen=True):
+    """An event whose whole payload was erased (``evstore redact --position``): read
+    models skip it, as if it had not been appended; its place in the chain stays."""
+
+    type: str
+    version: int

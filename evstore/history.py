@@ -9,8 +9,10 @@ from evstore.entities import Run
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.events import (
     ArtifactRecorded,
+    ErasedEvent,
     MetricsLogged,
     ParamsLogged,
+    Redacted,
     RunDeleted,
     RunRenamed,
     RunRestored,
@@ -96,7 +98,17 @@ def describe(event: Any) -> str:
         return f"status {event.status}" + (f" at {local_time(event.end_time)}" if event.end_time else "")
     if isinstance(event, RunRenamed):
         return f"renamed to '{event.run_name}'"
+    if isinstance(event, Redacted):
+        what = "the whole event" if event.target == "event" else f"{event.target} {event.key}"
+        return f"erased {what} at position {event.position}: {event.reason}"
+    if isinstance(event, ErasedEvent):
+        return f"(erased: this {event.type}'s content was redacted)"
     return type(event).__name__
+
+
+def _type_name(event: Any) -> str:
+    """An event's type; an erased one keeps the type it was stored as."""
+    return event.type if isinstance(event, ErasedEvent) else type(event).__name__
 
 
 def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
@@ -113,7 +125,7 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
                 "recorded_at": recorded.recorded_at,
                 # When it happened: for imported events, MLflow's own time.
                 "occurred_at": meta.get("occurred_at", recorded.recorded_at),
-                "type": type(recorded.event).__name__,
+                "type": _type_name(recorded.event),
                 "user": meta.get("user"),
                 "source": meta.get("source_uri"),
                 "change": describe(recorded.event),

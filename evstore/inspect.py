@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from evstore import codec
-from evstore.events import EVENT_TYPES, UnknownEvent
+from evstore.events import EVENT_TYPES, ErasedEvent, UnknownEvent
 from evstore.integrity import is_known
 from evstore.stores.base import EventStore, RecordedEvent
 
@@ -74,6 +74,8 @@ def event_to_dict(recorded: RecordedEvent) -> dict[str, Any]:
     if isinstance(event, UnknownEvent):
         data: Any = {"unknown": True, "payload_hex": event.payload.hex()}
         type_name = event.type
+    elif isinstance(event, ErasedEvent):  # redacted whole: its Redacted event says why
+        data, type_name = {"erased": True}, event.type
     else:
         data = json_safe(msgspec.to_builtins(event))
         type_name = type(event).__name__

@@ -132,6 +132,17 @@ def rebuild(
     )  # fmt: skip
 
 
+def rebuild_lock(store: EventStore) -> contextlib.AbstractContextManager[None]:
+    """The lock a rebuild holds while it runs, for another writer of read models (a
+    redaction) that must not overlap a replay into shadow tables."""
+    return _exclusive(lock_path(_sqlite_file(store)))
+
+
+def drop_leftover_shadows(conn: sqlite3.Connection, models: Sequence[ReadModel]) -> None:
+    """Drop every shadow table of ``models`` a killed rebuild left (hold ``rebuild_lock``)."""
+    _drop_shadows(conn, list(models), None)
+
+
 def lock_path(path: str) -> str:
     """The file a rebuild of the store at ``path`` holds locked while it runs."""
     return f"{path}.rebuild-lock"

@@ -69,6 +69,12 @@ CONTENT: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
     ("experiment-2", [("ExperimentDeleted", {"experiment_id": "2", "deleted_time": T0 + 57})]),
 ]
 
+#: Samples of event types the golden store does not hold (for ``events`` only).
+SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
+    "Redacted": {"position": 4, "target": "param", "key": "long", "reason": "erasure request 17",
+                 "original_sha256": "9f" * 32, "redacted_sha256": "0c" * 32},
+}
+
 EXPECTED: dict[str, Any] = {
     "experiments": [
         {"experiment_id": "0", "name": "Default", "lifecycle_stage": "active",
@@ -150,7 +156,7 @@ def write_events(root: str) -> None:
     from evstore import codec
     from evstore.events import EVENT_TYPES
 
-    samples: dict[str, dict[str, Any]] = {}
+    samples: dict[str, dict[str, Any]] = dict(SAMPLES_OUTSIDE_THE_STORE)
     for _, events in CONTENT:
         for name, fields in events:
             samples[name] = fields  # the last sample of each type

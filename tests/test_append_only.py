@@ -21,12 +21,13 @@ from conftest import BACKENDS
 
 from evstore.events import MetricPoint, MetricsLogged, TagSet
 from evstore.integrity import verify
+from evstore.redaction import redact
 from evstore.stores import open_log
 
 #: Per backend: the tables of a new store whose rows may never change (the log and what
 #: its rows point at), and the others (the store's own facts: its id and creation time,
 #: outside the hash chain). Written out here, not read from the store's own list.
-APPEND_ONLY = {"sqlite": {"events", "commits", "streams", "event_types", "event_metadata"}}
+APPEND_ONLY = {"sqlite": {"events", "commits", "streams", "event_types", "event_metadata", "redactions"}}
 NOT_GUARDED = {"sqlite": {"evstore_meta"}}
 
 GOLDEN = Path(__file__).parent / "fixtures" / "stores"
@@ -97,6 +98,8 @@ def fill(path: Path) -> None:
                 [TagSet(key=f"k{step}", value="v"), TagSet(key=f"j{step}", value="w")],
                 event_ids=[uuid.uuid4().hex, f"given-{step}"],
             )
+        # a redaction: its record lands in the redactions table
+        redact(log, reason="test", run_id="run-b", tag="k0")
 
 
 @pytest.fixture(params=ORIGINS, ids=lambda origin: "-".join(origin))

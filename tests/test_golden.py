@@ -108,6 +108,10 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
     "TagDeleted/v1.json": [("TagDeleted", {"key": "temp"})],
     "TagSet/v1.json": [("TagSet", {"key": "temp", "value": "to-delete"})],
+    "Redacted/v1.json": [
+        ("Redacted", {"position": 4, "target": "param", "reason": "erasure request 17",
+            "original_sha256": "9f" * 32, "redacted_sha256": "0c" * 32, "key": "long"}),
+    ],
 }  # fmt: skip
 
 

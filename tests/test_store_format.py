@@ -63,13 +63,13 @@ def test_an_older_layout_is_migrated_on_open_and_keeps_its_history(tmp_path: Pat
     path = _format_1_copy(tmp_path)
     before = _stored_events(path)
     with open_log(path) as log:
-        assert log.format_version() == sqlite_store.FORMAT_VERSION == 4  # type: ignore[attr-defined]
+        assert log.format_version() == sqlite_store.FORMAT_VERSION == 5  # type: ignore[attr-defined]
         report = verify(log)
         # every event keeps its id, time, payload, metadata and hash, read back as stored
         assert _read_back(log) == before
     assert report.ok and report.events == len(before)
     assert report.head_hash == before[-1][-1].hex()  # type: ignore[union-attr]
-    assert {f"{t}_refuse_{a}" for t in ("events", "commits", "streams", "event_types", "event_metadata")
+    assert {f"{t}_refuse_{a}" for t in ("events", "commits", "streams", "event_types", "event_metadata", "redactions")
             for a in ("update", "delete", "replace")} == _triggers(path)  # fmt: skip
     indexes = sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'index'")
     assert "events_by_type" not in {name for (name,) in indexes}
@@ -112,7 +112,7 @@ real = store._format_4
 def killed(db):
     real(db)  # every row copied, the old table dropped; the transaction still open
     os.kill(os.getpid(), signal.SIGKILL)
-store.FORMAT_MIGRATIONS = (*store.FORMAT_MIGRATIONS[:3], killed)
+store.FORMAT_MIGRATIONS = (*store.FORMAT_MIGRATIONS[:3], killed, *store.FORMAT_MIGRATIONS[4:])
 open_log(sys.argv[1])
 """
 
@@ -129,7 +129,7 @@ def test_a_migration_killed_midway_leaves_format_3_and_migrates_on_the_next_open
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert _stored_events(path) == before  # rolled back: format 3, every event where it was
     with open_log(path) as log:
-        assert log.format_version() == 4  # type: ignore[attr-defined]
+        assert log.format_version() == 5  # type: ignore[attr-defined]
         assert verify(log).head_hash == FORMAT_3_HEAD["head_hash"]
         assert _read_back(log) == before
 
@@ -144,8 +144,8 @@ def test_a_failing_migration_step_changes_nothing(
         raise sqlite3.OperationalError("disk on fire")
 
     monkeypatch.setattr(sqlite_store, "FORMAT_MIGRATIONS", (*sqlite_store.FORMAT_MIGRATIONS, half_done))
-    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 5)
-    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 5 failed, nothing was changed: disk on fire"):
+    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", 6)
+    with pytest.raises(StoreFormatError, match="migrating storage format 1 to 6 failed, nothing was changed: disk on fire"):
         open_log(path)
     connection = sqlite3.connect(path)
     # all pending steps share one transaction: not even steps 2 and 3 are applied
@@ -161,7 +161,7 @@ def test_a_store_from_a_newer_evstore_is_refused_naming_both_versions(tmp_path: 
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 7")
     connection.commit()
-    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 4"):
+    with pytest.raises(StoreFormatError, match=r"storage format 7.*newer evstore.*up to 5"):
         open_log(path)
 
 

@@ -7,7 +7,8 @@ directly, and ``verify`` must name the first position that no longer holds and w
 Storage format 4 keeps an event in five tables: ``events`` (its row), ``commits`` (the
 time and metadata of the append it came in, and the canonical form of its link),
 ``streams`` (its stream's name), ``event_types`` (its type's name) and
-``event_metadata`` (metadata, stored once).
+``event_metadata`` (metadata, stored once). Format 5 adds ``redactions`` (what
+``evstore redact`` erased, append-only too: tests/test_redact.py).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def attacker(store: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
-LOG_TABLES = ("events", "commits", "streams", "event_types", "event_metadata")
+LOG_TABLES = ("events", "commits", "streams", "event_types", "event_metadata", "redactions")
 
 
 def drop_triggers(connection: sqlite3.Connection) -> None:

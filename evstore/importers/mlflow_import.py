@@ -437,11 +437,14 @@ def _sha256(path: str) -> str:
 
 
 def _run_changes(run: Run, state: RunState) -> list[Event]:
-    """[tags set or changed, imported tags deleted, params added]: what MLflow changed since."""
+    """[tags set or changed, imported tags deleted, params added]: what MLflow changed since.
+    A value redacted here (``evstore redact``) counts as the same: importing it again
+    would undo the erasure."""
+    kept = (codec.REDACTED,)
     changes: list[Event] = [TagSet(key=k, value=v) for k, v in run.tags.items()
-                            if state.tags.get(k) != v]  # fmt: skip
+                            if state.tags.get(k) not in (v, *kept)]  # fmt: skip
     changes += [TagDeleted(key=k) for k in sorted(state.tags) if k not in run.tags]
-    new_params = {k: v for k, v in run.params.items() if state.params.get(k) != v}
+    new_params = {k: v for k, v in run.params.items() if state.params.get(k) not in (v, *kept)}
     if new_params:
         changes.append(ParamsLogged(params=new_params))
     return changes

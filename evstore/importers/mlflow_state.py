@@ -24,6 +24,7 @@ from evstore import codec
 from evstore.errors import StoreError, UndecodableEvent
 from evstore.events import (
     ArtifactRecorded,
+    ErasedEvent,
     Event,
     ExperimentCreated,
     ExperimentDeleted,
@@ -61,7 +62,7 @@ def is_import(metadata: bytes) -> bool:
 
 def stream_events(
     store: Any, stream_id: str, *, foreign_too: bool = False
-) -> Iterator[tuple[int, bool, tuple[Event | UnknownEvent, ...]]]:
+) -> Iterator[tuple[int, bool, tuple[Event | UnknownEvent | ErasedEvent, ...]]]:
     """(stream version, written by an import, events) of a stream, read page by page.
 
     Events not written by an import are yielded with no events unless ``foreign_too``:
@@ -119,7 +120,7 @@ def fold_run(store: Any, run_id: str) -> RunState:
     return state
 
 
-def _apply_run(state: RunState, event: Event | UnknownEvent) -> None:
+def _apply_run(state: RunState, event: Event | UnknownEvent | ErasedEvent) -> None:
     if isinstance(event, MetricsLogged):
         points = event.points
         state.points += len(points)
@@ -164,7 +165,7 @@ class ExperimentState:
     """An experiment as earlier imports left it, and who wrote its stream's first event."""
 
     version: int = 0
-    first: Event | UnknownEvent | None = None
+    first: Event | UnknownEvent | ErasedEvent | None = None
     first_imported: bool = False
     name: str = ""
     creation_time: int = 0
@@ -194,7 +195,7 @@ def fold_experiment(store: Any, stream_id: str) -> ExperimentState:
     return state
 
 
-def _apply_experiment(state: ExperimentState, event: Event | UnknownEvent) -> None:
+def _apply_experiment(state: ExperimentState, event: Event | UnknownEvent | ErasedEvent) -> None:
     if isinstance(event, ExperimentCreated):
         state.name, state.creation_time = event.name, event.creation_time
         state.tags = dict(event.tags)

@@ -20,7 +20,7 @@ from typing import Any, Self
 import msgspec
 
 from evstore import codec
-from evstore.events import Event, UnknownEvent
+from evstore.events import ErasedEvent, Event, UnknownEvent
 
 ANY = None  # expected_version: append whatever the stream's version is
 NO_STREAM = 0  # expected_version: the stream must not exist yet
@@ -37,7 +37,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     version: int
     recorded_at: int
     metadata_bytes: bytes
-    event: Event | UnknownEvent
+    event: Event | UnknownEvent | ErasedEvent
 
     @property
     def metadata(self) -> dict[str, Any]:

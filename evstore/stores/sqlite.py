@@ -3,7 +3,8 @@
 Every write runs in ``BEGIN IMMEDIATE``, so the position and stream version an append
 reads are the ones it writes under. Positions are the table's INTEGER PRIMARY KEY, so
 SQLite assigns them inside that transaction. Triggers refuse any UPDATE or DELETE on
-``events``.
+``events``, but for the one a redaction makes (format 5): the payload alone, of an event
+with a ``redactions`` row.
 
 Durability: ``normal`` (the default) is WAL with ``synchronous=NORMAL``: a committed
 append survives a crash of the process; the last commits may be lost on power loss.
@@ -198,9 +199,9 @@ _APPEND_ONLY_TABLES = {
 }
 
 
-def _guards() -> tuple[str, ...]:
+def _guards(tables: dict[str, tuple[Any, ...]] = _APPEND_ONLY_TABLES) -> tuple[str, ...]:
     statements = []
-    for table, unique in _APPEND_ONLY_TABLES.items():
+    for table, unique in tables.items():
         for action in ("UPDATE", "DELETE"):
             statements.append(
                 f"CREATE TRIGGER {table}_refuse_{action.lower()} BEFORE {action} ON {table}"
@@ -222,6 +223,39 @@ def _guards() -> tuple[str, ...]:
 
 
 _FORMAT_4_GUARDS = _guards()
+
+
+def _format_5(db: sqlite3.Connection) -> None:
+    """Erasure (``evstore redact``): the ``redactions`` table, append-only like the log,
+    holds one row per redaction: the position whose payload it replaced, the digest of
+    the payload that event was appended with (what a form-4 link covers), and the
+    position of the ``Redacted`` event recording it. The events UPDATE trigger now lets
+    one change through: ``payload`` alone, on a position that has a redactions row."""
+    for sql in _FORMAT_5_DDL:
+        db.execute(sql)
+    for sql in _guards({"redactions": ("redacted_by",)}):
+        db.execute(sql)
+
+
+# Every column but payload must stay as it is (IS: NULLs compare equal); a column added
+# to events by a later format must be added here too.
+_KEPT_BY_A_REDACTION = (
+    "position", "stream_key", "stream_version", "event_id", "type_key", "version", "commit_id", "hash",
+)  # fmt: skip
+_FORMAT_5_DDL = (
+    (
+        "CREATE TABLE redactions (redacted_by INTEGER PRIMARY KEY, position INTEGER NOT NULL,"
+        " original_digest BLOB NOT NULL)"
+    ),
+    "CREATE INDEX redactions_by_position ON redactions (position)",
+    "DROP TRIGGER events_refuse_update",
+    (
+        "CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events WHEN NOT ("
+        + " AND ".join(f"NEW.{column} IS OLD.{column}" for column in _KEPT_BY_A_REDACTION)
+        + " AND EXISTS (SELECT 1 FROM redactions WHERE position = OLD.position))"
+        " BEGIN SELECT RAISE(ABORT, 'evstore: the event log is append-only; UPDATE refused'); END"
+    ),
+)
 
 
 def stream_kind(name: str) -> str:
@@ -252,7 +286,7 @@ def unpack_event_id(stored: bytes | str) -> str:
 
 #: The storage layout's history. The store's format version is the number applied;
 #: a new layout is a new function appended here, never an edit of an old one.
-FORMAT_MIGRATIONS = (_format_1, _format_2, _format_3, _format_4)
+FORMAT_MIGRATIONS = (_format_1, _format_2, _format_3, _format_4, _format_5)
 FORMAT_VERSION = len(FORMAT_MIGRATIONS)
 
 
@@ -639,6 +673,66 @@ class SQLiteEventStore(EventStore):
                 " a retried write must resend the whole batch with the same ids"
             )
         return [found[event_id] for event_id in event_ids]
+
+    # --- erasure ----------------------------------------------------------------
+
+    @contextmanager
+    def erasing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction whose deletes and updates overwrite the bytes they free
+        (``PRAGMA secure_delete``), for a redaction."""
+        with self.transaction() as conn:
+            (previous,) = conn.execute("PRAGMA secure_delete").fetchone()
+            conn.execute("PRAGMA secure_delete = ON")
+            try:
+                yield conn
+            finally:
+                conn.execute(f"PRAGMA secure_delete = {int(previous)}")
+
+    def erase_payload(self, position: int, payload: bytes, original_digest: bytes, redacted_by: int) -> None:
+        """Replace the stored payload of the event at ``position``, recording the digest
+        its link covers and the ``Redacted`` event at ``redacted_by``; inside ``erasing``."""
+        if self._owner != threading.get_ident():
+            raise StoreError("a payload is erased only inside the redaction's write transaction")
+        self._conn.execute(
+            "INSERT INTO redactions VALUES (?, ?, ?)", (redacted_by, position, original_digest)
+        )
+        self._conn.execute("UPDATE events SET payload = ? WHERE position = ?", (payload, position))
+
+    def redactions(self) -> list[tuple[int, int, bytes]]:
+        """Every redaction as (position of its Redacted event, position it erased, the
+        digest of the payload that position was appended with), in log order."""
+        if self.format_version() < 5:
+            return []
+        with self._lock:
+            return self._conn.execute(
+                "SELECT redacted_by, position, original_digest FROM redactions ORDER BY redacted_by"
+            ).fetchall()
+
+    def purge(self, wait_seconds: float = 5.0) -> str | None:
+        """Rewrite the file without free pages or free space (VACUUM), then empty the WAL
+        (a TRUNCATE checkpoint), so erased bytes are in neither. Returns None when both
+        were done, else why not: another connection holds the write lock, or a read that
+        started before the rewrite (waited for up to ``wait_seconds``)."""
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only: it cannot be written")
+        with self._lock:
+            conn = self._conn
+            (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            try:
+                conn.execute("VACUUM")
+            except sqlite3.OperationalError as e:
+                return f"the file could not be rewritten (VACUUM: {e})"
+            conn.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+        if busy:
+            return (
+                "the WAL file could not be emptied: another connection (a running server, a"
+                " reader in another process) holds a read that began before the erasure"
+            )
+        return None
 
     # --- reads ------------------------------------------------------------------
 
