@@ -151,8 +151,8 @@ class Library:
 
 def _open_with_full_durability(path: str) -> None:
     """Make the evstore Client's cached store for ``path`` one opened with synchronous=FULL."""
-    from evstore import client as client_module
     from evstore.projection import open_store
+    from evstore.tracking import service as client_module
 
     client_module._stores[os.path.abspath(path)] = open_store(path, durability="full")
 
