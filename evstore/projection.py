@@ -85,6 +85,10 @@ class FlatRows(NamedTuple):
 
 Prepare = Callable[[list[Any]], "list[Any] | FlatRows"]
 Progress = Callable[[int, int], None]
+#: What a writer does with the events collected for it: write them into its tables.
+Write = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
+#: Makes a writer for the given table names (``{table: name in this build}``).
+Writer = Callable[[dict[str, str]], Write]
 
 
 @dataclass
@@ -100,7 +104,16 @@ class ReadModel:
     #: Event types queued as they are (the ``RecordedEvent``) for a statement, without a
     #: handler call: the statement's ``prepare`` turns them into rows. Such a statement
     #: must be the only one on its table (so nothing else needs ordering against it).
+    #: Or for a writer (``writers``), by its name.
     collect: dict[type[Event], str] = field(default_factory=dict)
+    #: Writers by name: for a model whose rows depend on what its tables already hold
+    #: (points packed per series, kept once). At each flush the writer gets the events
+    #: collected for it, in log order, and the connection of the append (or of the
+    #: rebuild), and runs its own SQL over the model's tables. What it writes must be a
+    #: function of the log alone, however the events were split into appends.
+    writers: dict[str, Writer] = field(default_factory=dict)
+    #: Tables of earlier versions of this model, dropped when this version is built.
+    retired: tuple[str, ...] = ()
     #: How many events this model may trail the log's head by between reads (0: none).
     #: A small append leaves it behind, checkpoint and all, until the trail reaches
     #: this; then one append applies the whole trail from the log in its transaction.
@@ -123,7 +136,9 @@ class ReadModel:
 class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
-    __slots__ = ("_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql")
+    __slots__ = (
+        "_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes",
+    )
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
         names = {table: table + suffix for table in model.tables}
@@ -135,7 +150,11 @@ class Ops:
             key: self._queues[_first_table(sql, model)] for key, sql in model.statements.items()
         }
         self._collected: dict[str, list[Any]] = {}
+        self._writes = {name: make(names) for name, make in model.writers.items()}
         for statement in model.collect.values():
+            if statement in self._writes:
+                self._collected[statement] = []
+                continue
             table = _first_table(model.statements[statement], model)
             shared = [k for k, sql in model.statements.items()
                       if k != statement and _first_table(sql, model) == table]  # fmt: skip
@@ -181,10 +200,18 @@ class Ops:
                 self._execute(conn, statement, items if make is None else make(items))
             queue.clear()
         for statement, items in self._collected.items():
-            if items:
-                rows = self._prepare[statement](items)
-                items.clear()
-                self._execute(conn, statement, rows)
+            if not items:
+                continue
+            write = self._writes.get(statement)
+            if write is not None:
+                try:
+                    write(conn, items)
+                finally:
+                    items.clear()
+                continue
+            rows = self._prepare[statement](items)
+            items.clear()
+            self._execute(conn, statement, rows)
 
     def _execute(
         self, conn: sqlite3.Connection, statement: str, rows: list[Any] | FlatRows
@@ -605,7 +632,7 @@ class ProjectionRunner:
             if not missing or head > limit:
                 return []
             for model in missing:
-                for table in model.tables:
+                for table in (*model.retired, *model.tables):
                     conn.execute(f'DROP TABLE IF EXISTS "{table}"')
                 for sql in model.ddl():
                     conn.execute(sql)

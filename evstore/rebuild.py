@@ -280,6 +280,8 @@ def _drop_shadows(conn: sqlite3.Connection, models: list[ReadModel], suffix: str
 def _swap(conn: sqlite3.Connection, models: list[ReadModel], suffix: str, head: int) -> None:
     """Replace the live tables by the shadow ones and record versions and checkpoints."""
     for model in models:
+        for table in model.retired:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
         for table in model.tables:
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
             conn.execute(f'ALTER TABLE "{table}{suffix}" RENAME TO "{table}"')

@@ -1,45 +1,245 @@
-"""The full metric history: every point, ordered by (position, seq).
+"""The metric history: every distinct point of every run's metrics, packed per series.
 
-``position`` is the event's position in the log and ``seq`` the point's index in its
-event. NaN is stored as NULL (SQLite's own rule); +-inf are stored as they are.
+A series is one metric key of one run, with an integer id (``metric_series``). Its points
+are numbered in the order they were logged; point ``n`` lives in chunk ``n // CHUNK``
+once that chunk is full (``metric_chunks``: CHUNK points packed by :mod:`evstore.points`,
+with their least and greatest step and timestamp), and in the tail until then
+(``metric_tail``: one narrow row per point). The append that fills the tail packs it, in
+its transaction. Where a point lives thus depends on the log alone, not on how its events
+were split into appends: a rebuild writes the same rows as the appends did.
+
+Identical points of a series (same step, timestamp and value, NaN equal to NaN) are kept
+once, the first, as MLflow keeps them; the log keeps what was sent. The check is cheap in
+the usual case: a point logged after every timestamp the series holds (the series and
+tail bounds say so) is new; otherwise the tail and the chunks whose bounds hold it are
+read. Values are kept as a REAL column of SQLite keeps them: -0.0 as 0.0, every NaN as one
+NaN (NULL in the tail); +-inf as they are.
 """
 
 from __future__ import annotations
 
-from operator import itemgetter
+import sqlite3
+from collections.abc import Sequence
+from itertools import islice
+from math import isnan
+from operator import lt
 from typing import Any
 
-from evstore.events import MetricsLogged
-from evstore.projection import TRAIL_ROWS, FlatRows, ReadModel
+from evstore.events import MetricPoint, MetricsLogged
+from evstore.points import NAN, pack, unpack
+from evstore.projection import TRAIL_ROWS, ReadModel, Write
 from evstore.stores.base import RecordedEvent
 from evstore.validation import INT64_MAX, INT64_MIN
 
+#: Points per chunk. A chunk row of 64 points (about 560 bytes when the values do not
+#: repeat) fills a 2 KiB page three to a page; the tail it leaves holds at most 63 rows.
+CHUNK = 64
 
-def point_rows(logged: list[RecordedEvent]) -> list[tuple[Any, ...]] | FlatRows:
-    """One row per point of every MetricsLogged, in order (grouped by key for a single one)."""
-    if len(logged) == 1:
-        # One logged batch (an append, not a rebuild's chunk): inserting each metric's
-        # points together touches a few index pages instead of one per point, half again
-        # as fast for 1,000 points. The sort is stable; (position, seq) still orders.
-        rec = logged[0]
-        rows = [
-            (rec.stream_id, p.key, p.value, p.step, p.timestamp, rec.position, seq)
-            for seq, p in enumerate(rec.event.points)  # type: ignore[union-attr]
-        ]
-        rows.sort(key=_run_and_key)
+_SQL = {
+    "series": (
+        "SELECT key, series_id, chunks, min_step, max_step, min_timestamp, max_timestamp,"
+        " (SELECT count(*) FROM {metric_tail} t WHERE t.series_id = s.series_id),"
+        " (SELECT max(timestamp) FROM {metric_tail} t WHERE t.series_id = s.series_id)"
+        " FROM {metric_series} s WHERE run_id = ? AND key IN ({marks})"
+    ),
+    "last_id": "SELECT coalesce(max(series_id), 0) FROM {metric_series}",
+    "add_series": "INSERT INTO {metric_series} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "move_series": (
+        "UPDATE {metric_series} SET chunks = ?, min_step = ?, max_step = ?,"
+        " min_timestamp = ?, max_timestamp = ? WHERE series_id = ?"
+    ),
+    "tail": "SELECT step, timestamp, value FROM {metric_tail} WHERE series_id = ? ORDER BY slot",
+    "clear_tail": "DELETE FROM {metric_tail} WHERE series_id = ?",
+    "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
+    "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "chunks_around": (
+        "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_step >= ?"
+        " AND min_step <= ? AND max_timestamp >= ? AND min_timestamp <= ?"
+    ),
+}
+
+
+#: The writer's statements, in the order their rows are run.
+_WRITES = ("add_series", "move_series", "clear_tail", "add_chunk", "add_tail")
+
+
+def history_writer(tables: dict[str, str]) -> Write:
+    """The writer of the metric history over the named tables (``ReadModel.writers``)."""
+    sql = {name: text.format_map({**tables, "marks": "{marks}"}) for name, text in _SQL.items()}
+    select_series = sql.pop("series")
+    in_lists: dict[int, str] = {}
+
+    def series_of(conn: sqlite3.Connection, run_id: str, keys: list[str]) -> list[Any]:
+        rows: list[Any] = []
+        for start in range(0, len(keys), 256):
+            chunk = keys[start : start + 256]
+            size = 1 << (len(chunk) - 1).bit_length()  # a few statement shapes, all cached
+            text = in_lists.get(size)
+            if text is None:
+                text = in_lists[size] = select_series.format(marks=", ".join("?" * size))
+            padded = chunk + [chunk[-1]] * (size - len(chunk))
+            rows += conn.execute(text, (run_id, *padded)).fetchall()
         return rows
-    # Many batches (a rebuild's chunk, half a million points for a million events): the
-    # values end to end, with no tuple per point, cost less than half as much to build.
-    values: list[Any] = []
-    extend = values.extend
-    for rec in logged:
-        run_id, position = rec.stream_id, rec.position
-        for seq, p in enumerate(rec.event.points):  # type: ignore[union-attr]
-            extend((run_id, p.key, p.value, p.step, p.timestamp, position, seq))
-    return FlatRows(values, 7)
+
+    def write(conn: sqlite3.Connection, logged: list[RecordedEvent]) -> None:
+        # Points per run and key; series in the order the log first names them.
+        runs: dict[str, dict[str, list[MetricPoint]]] = {}
+        order: list[tuple[str, str]] = []
+        for rec in logged:
+            keys = runs.get(rec.stream_id)
+            if keys is None:
+                keys = runs[rec.stream_id] = {}
+            for point in rec.event.points:  # type: ignore[union-attr]
+                found = keys.get(point.key)
+                if found is None:
+                    keys[point.key] = [point]
+                    order.append((rec.stream_id, point.key))
+                else:
+                    found.append(point)
+        stored: dict[tuple[str, str], Any] = {}
+        for run_id, keys in runs.items():
+            for row in series_of(conn, run_id, list(keys)):
+                stored[run_id, row[0]] = row[1:]
+        next_id = None
+        rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _WRITES}
+        added, moved, cleared, chunks, tails = (rows[name] for name in _WRITES)
+        for run_id, key in order:
+            points = runs[run_id][key]
+            found = stored.get((run_id, key))
+            if found is None:
+                if next_id is None:
+                    next_id = conn.execute(sql["last_id"]).fetchone()[0] + 1
+                series = _Series(next_id, 0, None, 0, None)
+                next_id += 1
+            else:
+                series_id, packed, *bounds, tail_count, tail_last = found
+                series = _Series(
+                    series_id, packed, bounds if packed else None, tail_count, tail_last
+                )
+            series.add(conn, sql, points, chunks, tails)
+            if found is None:
+                added.append((series.id, run_id, key, series.chunks, *series.bounds_or_none()))
+            elif series.chunks != found[1]:
+                moved.append((series.chunks, *series.bounds_or_none(), series.id))
+            if series.emptied:
+                cleared.append((series.id,))
+        for name, statement_rows in rows.items():  # a tail is cleared before it is refilled
+            if statement_rows:
+                conn.executemany(sql[name], statement_rows)
+
+    return write
 
 
-_run_and_key = itemgetter(0, 1)
+class _Series:
+    """One series while a batch of its points is placed: kept once, then packed or tailed."""
+
+    __slots__ = ("bounds", "chunks", "emptied", "id", "tail_count", "tail_last")
+
+    def __init__(
+        self, series_id: int, chunks: int, bounds: list[int] | None, tail_count: int,
+        tail_last: int | None,
+    ) -> None:  # fmt: skip
+        self.id, self.chunks, self.bounds = series_id, chunks, bounds
+        self.tail_count, self.tail_last = tail_count, tail_last
+        self.emptied = False
+
+    def bounds_or_none(self) -> Sequence[int | None]:
+        """(min step, max step, min timestamp, max timestamp) of the packed points."""
+        return self.bounds or (None, None, None, None)
+
+    def add(
+        self, conn: sqlite3.Connection, sql: dict[str, str], points: list[MetricPoint],
+        chunks: list[tuple[Any, ...]], tails: list[tuple[Any, ...]],
+    ) -> None:  # fmt: skip
+        """Place new points: rows for ``chunks`` and ``tails``; the series' state moves."""
+        steps = [p.step for p in points]
+        stamps = [p.timestamp for p in points]
+        values = [p.value for p in points]
+        held: list[tuple[int, int, float]] | None = None
+        if not self._surely_new(stamps):
+            held = self._tail(conn, sql)
+            steps, stamps, values = self._distinct(conn, sql, held, steps, stamps, values)
+        total = self.tail_count + len(values)
+        if total < CHUNK:
+            slot = self.tail_count
+            tails += [(self.id, slot + i, s, t, v)
+                      for i, (s, t, v) in enumerate(zip(steps, stamps, values))]  # fmt: skip
+            self.tail_count = total
+            return
+        if self.tail_count:
+            held = self._tail(conn, sql) if held is None else held
+            steps = [s for s, _, _ in held] + steps
+            stamps = [t for _, t, _ in held] + stamps
+            values = [v for _, _, v in held] + values
+            self.emptied = True
+        full = total - total % CHUNK
+        for start in range(0, full, CHUNK):
+            end = start + CHUNK
+            cs, ct, cv = steps[start:end], stamps[start:end], values[start:end]
+            low_step, high_step, low_time, high_time = min(cs), max(cs), min(ct), max(ct)
+            chunks.append((self.id, self.chunks, low_step, high_step, low_time, high_time,
+                           pack(cs, ct, cv)))  # fmt: skip
+            self.chunks += 1
+            if self.bounds is None:
+                self.bounds = [low_step, high_step, low_time, high_time]
+            else:
+                b = self.bounds
+                b[:] = (
+                    min(b[0], low_step),
+                    max(b[1], high_step),
+                    min(b[2], low_time),
+                    max(b[3], high_time),
+                )
+        tails += [(self.id, i, s, t, v)
+                  for i, (s, t, v) in enumerate(zip(steps[full:], stamps[full:], values[full:]))]  # fmt: skip
+        self.tail_count = total - full
+
+    def _surely_new(self, stamps: list[int]) -> bool:
+        """Whether no point can repeat one held or another: timestamps rise past all held."""
+        last = self.tail_last
+        if self.bounds is not None and (last is None or self.bounds[3] > last):
+            last = self.bounds[3]
+        if last is not None and stamps[0] <= last:
+            return False
+        return len(stamps) == 1 or all(map(lt, stamps, islice(stamps, 1, None)))
+
+    def _tail(self, conn: sqlite3.Connection, sql: dict[str, str]) -> list[tuple[int, int, float]]:
+        if not self.tail_count:
+            return []
+        rows = conn.execute(sql["tail"], (self.id,)).fetchall()
+        return [(s, t, NAN if v is None else v) for s, t, v in rows]
+
+    def _distinct(
+        self, conn: sqlite3.Connection, sql: dict[str, str], held: list[tuple[int, int, float]],
+        steps: list[int], stamps: list[int], values: list[float],
+    ) -> tuple[list[int], list[int], list[float]]:  # fmt: skip
+        """The points not held yet (nor earlier in this batch), first ones kept."""
+        seen = {(s, t, None if isnan(v) else v) for s, t, v in held}
+        if self.bounds is not None:
+            low_step, high_step, low_time, high_time = (
+                min(steps),
+                max(steps),
+                min(stamps),
+                max(stamps),
+            )
+            b = self.bounds
+            if low_step <= b[1] and high_step >= b[0] and low_time <= b[3] and high_time >= b[2]:
+                for (blob,) in conn.execute(
+                    sql["chunks_around"], (self.id, low_step, high_step, low_time, high_time)
+                ):
+                    cs, ct, cv = unpack(blob)
+                    seen.update(zip(cs, ct, [None if isnan(v) else v for v in cv]))
+        kept_steps, kept_stamps, kept_values = [], [], []
+        for s, t, v in zip(steps, stamps, values):
+            point = (s, t, None if isnan(v) else v)
+            if point in seen:
+                continue
+            seen.add(point)
+            kept_steps.append(s)
+            kept_stamps.append(t)
+            kept_values.append(v)
+        return kept_steps, kept_stamps, kept_values
+
 
 #: How many events the two metric models may trail the head by (``ReadModel.max_lag``).
 #: A per-call ``log_metric`` then writes only the log and the checkpoints: its commit
@@ -68,20 +268,36 @@ def point_count(rec: RecordedEvent) -> int:
 
 METRICS = ReadModel(
     name="metrics",
-    version=1,
+    version=2,
     tables={
-        "metrics": (
+        "metric_series": (
             (
-                "CREATE TABLE {metrics} (run_id TEXT NOT NULL, key TEXT NOT NULL, value REAL,"
-                " step INTEGER NOT NULL, timestamp INTEGER NOT NULL, position INTEGER NOT NULL,"
-                " seq INTEGER NOT NULL)"
+                "CREATE TABLE {metric_series} (series_id INTEGER PRIMARY KEY,"
+                " run_id TEXT NOT NULL, key TEXT NOT NULL, chunks INTEGER NOT NULL,"
+                " min_step INTEGER, max_step INTEGER, min_timestamp INTEGER,"
+                " max_timestamp INTEGER, UNIQUE (run_id, key))"
             ),
-            "CREATE INDEX {metrics}_history ON {metrics} (run_id, key, position, seq)",
+        ),
+        "metric_chunks": (
+            (
+                "CREATE TABLE {metric_chunks} (series_id INTEGER NOT NULL,"
+                " chunk INTEGER NOT NULL, min_step INTEGER NOT NULL, max_step INTEGER NOT NULL,"
+                " min_timestamp INTEGER NOT NULL, max_timestamp INTEGER NOT NULL,"
+                " points BLOB NOT NULL, PRIMARY KEY (series_id, chunk))"
+            ),
+        ),
+        "metric_tail": (
+            (
+                "CREATE TABLE {metric_tail} (series_id INTEGER NOT NULL, slot INTEGER NOT NULL,"
+                " step INTEGER NOT NULL, timestamp INTEGER NOT NULL, value REAL,"
+                " PRIMARY KEY (series_id, slot)) WITHOUT ROWID"
+            ),
         ),
     },
-    statements={"insert": "INSERT INTO {metrics} VALUES (?, ?, ?, ?, ?, ?, ?)"},
-    prepare={"insert": point_rows},
-    collect={MetricsLogged: "insert"},
+    statements={},
+    writers={"history": history_writer},
+    collect={MetricsLogged: "history"},
+    retired=("metrics",),  # version 1: one row per point, with its history index
     max_lag=METRIC_LAG,
     trail={MetricsLogged: point_count},
 )

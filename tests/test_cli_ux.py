@@ -182,12 +182,17 @@ def test_read_only_in_a_folder_nobody_may_write(store: tuple[Path, list[str]]) -
 
 
 def damaged_copy(path: Path) -> Path:
-    """A copy of the store with a run of bytes overwritten in the middle of the file."""
+    """A copy of the store with a run of bytes overwritten in the middle of the log (the
+    pages of its events table; the middle of the file may be the schema's)."""
     copy = path.with_name("damaged.db")
     shutil.copyfile(path, copy)
-    size = copy.stat().st_size
+    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        pages = [n for (n,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' ORDER BY pageno")]  # fmt: skip
+    conn.close()
     with open(copy, "r+b") as f:
-        f.seek(size // 2)
+        f.seek((pages[len(pages) // 2] - 1) * page_size)
         f.write(b"\xff" * 4096)
     return copy
 

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from conftest import close_cached_stores
+from conftest import close_cached_stores, history_points
 
 from evstore.events import TagSet
 from evstore.integrity import verify
@@ -195,11 +195,11 @@ def test_processes_logging_per_call_see_and_keep_every_point(db_path: Path) -> N
         assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(count)]
     store = client.store
     try:
-        kept = store.query("SELECT * FROM metrics ORDER BY position, seq")
+        kept = history_points(store)
         latest = store.query("SELECT * FROM latest_metrics ORDER BY run_id")
         assert len(kept) == 3 * count and len(latest) == 3
         rebuild(store)
-        assert store.query("SELECT * FROM metrics ORDER BY position, seq") == kept
+        assert history_points(store) == kept
         assert store.query("SELECT * FROM latest_metrics ORDER BY run_id") == latest
         assert verify(store).ok
     finally:

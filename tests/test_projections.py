@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from conftest import history_points, nan_safe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,7 @@ from evstore.projection import (
 from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
+from projections import metrics as metrics_model
 from projections.latest_metrics import LATEST_METRICS
 from projections.metrics import METRIC_LAG, METRICS
 from projections.runs import RUNS
@@ -150,19 +152,111 @@ def test_params_and_artifacts(runner: ProjectionRunner) -> None:
     assert rows(runner, "SELECT * FROM artifacts") == [(RUN_A, "m/model.pkl", 4, "cd" * 32)]
 
 
-def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
+def test_metric_history_keeps_every_distinct_point_nan_and_infinities(
     runner: ProjectionRunner,
 ) -> None:
     store = runner.store
     store.append(RUN_A, [started()])
     points = [MetricPoint("loss", 1.0, 0, 10), MetricPoint("loss", NAN, 1, 11),
               MetricPoint("loss", INF, 1, 11), MetricPoint("loss", -INF, -5, 12)]  # fmt: skip
-    (position,) = store.append(RUN_A, [MetricsLogged(points=points)])
+    store.append(RUN_A, [MetricsLogged(points=points)])
     runner.check_fresh()  # the metric models may trail the log: a read catches up first
-    assert rows(runner, "SELECT key, value, step, timestamp, position, seq FROM metrics ORDER BY seq") == [
-        ("loss", 1.0, 0, 10, position, 0), ("loss", None, 1, 11, position, 1),
-        ("loss", INF, 1, 11, position, 2), ("loss", -INF, -5, 12, position, 3),
+    assert nan_safe(history_points(store)) == nan_safe([
+        (RUN_A, "loss", 0, 10, 1.0), (RUN_A, "loss", 1, 11, NAN),
+        (RUN_A, "loss", 1, 11, INF), (RUN_A, "loss", -5, 12, -INF),
+    ])  # fmt: skip
+    # Fewer than a chunk's worth: one narrow row each, NaN as NULL (SQLite's rule).
+    assert rows(runner, "SELECT slot, step, timestamp, value FROM metric_tail") == [
+        (0, 0, 10, 1.0), (1, 1, 11, None), (2, 1, 11, INF), (3, -5, 12, -INF),
     ]  # fmt: skip
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 4 points, so a few points fill several."""
+    monkeypatch.setattr(metrics_model, "CHUNK", 4)
+    return 4
+
+
+def test_a_full_tail_is_packed_into_a_chunk_by_the_append_that_fills_it(
+    runner: ProjectionRunner, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", 0)
+    store = runner.store
+    store.append(RUN_A, [started()])
+    for step in range(3):
+        store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", float(step), step, step)])])
+    assert rows(runner, "SELECT count(*) FROM metric_tail") == [(3,)]
+    assert rows(runner, "SELECT count(*) FROM metric_chunks") == [(0,)]
+    # The fourth point fills the tail: one chunk, an empty tail, the series' bounds.
+    store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 3.0, 3, 3)])])
+    assert rows(runner, "SELECT count(*) FROM metric_tail") == [(0,)]
+    assert rows(runner, "SELECT series_id, chunk, min_step, max_step, min_timestamp,"
+                        " max_timestamp FROM metric_chunks") == [(1, 0, 0, 3, 0, 3)]  # fmt: skip
+    assert rows(runner, "SELECT series_id, run_id, key, chunks, min_step, max_step,"
+                        " min_timestamp, max_timestamp FROM metric_series") == [
+        (1, RUN_A, "m", 1, 0, 3, 0, 3)
+    ]  # fmt: skip
+    # A batch of ten: the next two chunks at once, two points left in the tail.
+    store.append(RUN_A, [MetricsLogged(points=[
+        MetricPoint("m", float(s), s, s) for s in range(4, 14)])])  # fmt: skip
+    assert rows(runner, "SELECT chunk, min_step, max_step FROM metric_chunks ORDER BY chunk") == [
+        (0, 0, 3), (1, 4, 7), (2, 8, 11)
+    ]  # fmt: skip
+    assert rows(runner, "SELECT slot, step FROM metric_tail") == [(0, 12), (1, 13)]
+    assert [p[2] for p in history_points(store)] == list(range(14))
+
+
+def test_where_a_point_lives_does_not_depend_on_how_appends_were_split(
+    db_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", 0)
+    points = [MetricPoint(key, float(i), i // 2, 100 + i) for i in range(11) for key in ("a", "b")]
+    tables = "metric_series", "metric_chunks", "metric_tail"
+    found = []
+    for split in (1, 3, len(points)):  # per call, small batches, one batch
+        runner = open_store(db_path.with_name(f"split{split}.db"))
+        runner.store.append(RUN_A, [started()])
+        for start in range(0, len(points), split):
+            runner.store.append(RUN_A, [MetricsLogged(points=points[start : start + split])])
+        found.append({t: rows(runner, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables})
+        rebuild(runner.store)
+        assert {t: rows(runner, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables} == found[-1]
+        runner.store.close()
+    assert found[0] == found[1] == found[2]
+
+
+def test_identical_points_are_kept_once_in_the_tail_and_in_chunks(
+    runner: ProjectionRunner, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for model in (METRICS, LATEST_METRICS):
+        monkeypatch.setattr(model, "max_lag", 0)
+    store = runner.store
+    store.append(RUN_A, [started()])
+    log = store.append
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", NAN, 0, 5), MetricPoint("m", 1.0, 0, 5)])])
+    # Again, within one batch and across appends: NaN equals NaN, -0.0 equals 0.0.
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", NAN, 0, 5), MetricPoint("m", -0.0, 1, 6),
+                                      MetricPoint("m", 0.0, 1, 6)])])  # fmt: skip
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5)])])
+    assert nan_safe(history_points(store)) == nan_safe(
+        [(RUN_A, "m", 0, 5, NAN), (RUN_A, "m", 0, 5, 1.0), (RUN_A, "m", 1, 6, 0.0)]
+    )
+    # The fourth distinct point packs the chunk; a repeat of a packed point, even in a
+    # batch with new ones and logged after later timestamps, is found in its chunk.
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 2, 7)])])
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 9.0, 9, 9)])])
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5), MetricPoint("m", NAN, 0, 5),
+                                      MetricPoint("m", 3.0, 0, 5)])])  # fmt: skip
+    assert rows(runner, "SELECT count(*) FROM metric_chunks") == [(1,)]
+    assert nan_safe([p[2:] for p in history_points(store)]) == nan_safe(
+        [(0, 5, NAN), (0, 5, 1.0), (1, 6, 0.0), (2, 7, 2.0), (9, 9, 9.0), (0, 5, 3.0)]
+    )
+    # The log keeps what was sent.
+    sent = sum(len(r.event.points) for r in store.read_all() if isinstance(r.event, MetricsLogged))
+    assert sent == 11
 
 
 @pytest.mark.parametrize(
@@ -233,11 +327,11 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
     # Two events behind (one of them not theirs): they wait, rows and checkpoint alike.
     assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 3)
     assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (1, 1)
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]
+    assert history_points(runner.store) == []
     # The next event makes the trail 3: that append applies all of it, then moves them.
     runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
     assert set(checkpoints(runner).values()) == {4}
-    assert rows(runner, "SELECT value FROM metrics ORDER BY position") == [(1.0,), (2.0,)]
+    assert [p[4] for p in history_points(runner.store)] == [1.0, 2.0]
     assert rows(runner, "SELECT value, step FROM latest_metrics") == [(2.0, 1)]
     # A point the tables could not hold is refused by its own append, whether the models
     # trail (their check) or apply the trail (SQLite); the trail stays as it was.
@@ -249,7 +343,7 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
     with pytest.raises(ProjectionError, match="position 7 .*OverflowError"):
         runner.store.append(RUN_A, [beyond])
     assert runner.store.head_position() == 6
-    assert checkpoints(runner)["metrics"] == 4 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
+    assert checkpoints(runner)["metrics"] == 4 and len(history_points(runner.store)) == 2
     # `evstore info` says how far they trail; a read catches up first, whatever the trail.
     assert store_info(runner.store)["projections_behind"] == (
         "latest_metrics by 2, metrics by 2 events (a read catches up a fresh model; rebuild a stale one)"
@@ -257,14 +351,14 @@ def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
     runner.check_fresh()
     assert store_info(runner.store)["projections_behind"] == "none"
     assert set(checkpoints(runner).values()) == {6}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(4,)]
+    assert len(history_points(runner.store)) == 2  # the two points repeat the first
     # A batch of more rows than an append may leave behind is applied at once, with the
     # trail before it: reading it back later would cost more than applying it now.
     runner.store.append(RUN_A, [point])
     many = [MetricPoint("m", float(i), 10 + i, 10) for i in range(mechanism.TRAIL_ROWS + 1)]
     runner.store.append(RUN_A, [MetricsLogged(points=many)])
     assert set(checkpoints(runner).values()) == {8}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(5 + len(many),)]
+    assert len(history_points(runner.store)) == 2 + len(many)
 
 
 def test_only_events_a_model_weighs_may_trail(db_path: Path) -> None:
@@ -296,7 +390,7 @@ def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: Projecti
     state, head = mechanism.store_state(runner.store)
     assert head == 3 and state["params"].checkpoint == 3
     assert {s.checkpoint for name, s in state.items() if name != "params"} == {1}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]  # left for catch-up
+    assert rows(runner, "SELECT count(*) FROM metric_series") == [(0,)]  # left for catch-up
 
 
 def test_a_runner_refuses_two_models_of_one_name(runner: ProjectionRunner) -> None:
@@ -545,13 +639,16 @@ TIMES = st.integers(0, 3)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [0.0, -0.0, 1.0, NAN, INF, -INF]
 )
+INT64 = st.sampled_from([-(2**63), 2**63 - 1])
 POINTS = st.builds(
-    MetricPoint, st.sampled_from(["loss", "acc"]), FLOATS, st.integers(-1, 1), st.integers(0, 1)
-)
+    MetricPoint, st.sampled_from(["loss", "acc", "k1", "k2", "k3", "k4 with space"]), FLOATS,
+    st.integers(-2, 2) | INT64, st.integers(0, 2) | st.sampled_from([0, 2**63 - 1]),
+)  # fmt: skip
 
 RUN_EVENTS = st.one_of(
     st.builds(ParamsLogged, params=st.dictionaries(KEYS, TEXT, max_size=3)),
-    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=5)),
+    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=1)),  # log_metric
+    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=30)),  # log_batch
     st.builds(TagSet, key=KEYS, value=TEXT),
     st.builds(TagDeleted, key=KEYS),
     st.builds(RunRenamed, run_name=TEXT),
@@ -606,14 +703,20 @@ def snapshot(store: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(history=HISTORIES, max_lag=st.sampled_from([0, 1, 2, 5, METRIC_LAG]))
+@given(
+    history=HISTORIES,
+    max_lag=st.sampled_from([0, 1, 2, 5, METRIC_LAG]),
+    chunk=st.sampled_from([2, 3, metrics_model.CHUNK]),
+    rebuild_chunk=st.sampled_from([1, 7, 5000]),
+)
 def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
-    history: list[tuple[str, list[Any]]], max_lag: int
+    history: list[tuple[str, list[Any]]], max_lag: int, chunk: int, rebuild_chunk: int
 ) -> None:
     # Whether the metric models apply each append, apply trails in appends, or are
-    # caught up by the read: the tables come out the same as a rebuild's, row for row.
+    # caught up by the read: the tables come out the same as a rebuild's, row for row,
+    # however many events the rebuild applies at a time, and however small a metric chunk.
     trailing = (METRICS, LATEST_METRICS)
-    with tempfile.TemporaryDirectory() as tmp, _max_lag(trailing, max_lag):
+    with tempfile.TemporaryDirectory() as tmp, _max_lag(trailing, max_lag), _chunk(chunk):
         runner = open_store(Path(tmp) / "store.db")
         store = runner.store
         try:
@@ -625,7 +728,6 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             for i, run_id in enumerate(RUN_IDS):
                 store.append(run_id, [started(f"run{i}", EXPERIMENT_IDS[i % 2]),
                                       TagSet(key="mlflow.user", value="u")])  # fmt: skip
-            points = 0
             for target, ops in history:
                 if target in EXPERIMENT_IDS:
                     store.append(
@@ -633,19 +735,48 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
                     )
                 else:
                     store.append(target, ops)
-                    points += sum(len(op.points) for op in ops if isinstance(op, MetricsLogged))
             state, head = mechanism.store_state(store)
             assert all(head - state[m.name].checkpoint < max(m.max_lag, 1) for m in trailing)
             runner.check_fresh()
             inline = snapshot(store)
-            assert len(inline["metrics"]) == points
+            # The history holds each distinct point once, the first sent, in log order.
+            assert nan_safe(history_points(store)) == nan_safe(distinct_points(history))
 
-            summary = rebuild(store)
+            summary = rebuild(store, chunk=rebuild_chunk)
             assert summary.head_position == store.head_position()
             assert snapshot(store) == inline
             runner.check_fresh()
         finally:
             store.close()
+
+
+def distinct_points(history: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+    """What the metric history must hold: per run and key, each distinct point once (NaN
+    equal to NaN, -0.0 to 0.0), the first logged, in log order."""
+    series: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for target, ops in history:
+        for op in ops:
+            for p in op.points if isinstance(op, MetricsLogged) else ():
+                value = p.value + 0.0
+                identity = (target, p.key, p.step, p.timestamp, "NaN" if math.isnan(value) else value)
+                if identity not in seen:
+                    seen.add(identity)
+                    series.setdefault((target, p.key), []).append(
+                        (target, p.key, p.step, p.timestamp, value)
+                    )
+    return [point for key in sorted(series) for point in series[key]]
+
+
+@contextmanager
+def _chunk(points: int) -> Iterator[None]:
+    """Metric chunks of ``points`` points for the block (hypothesis has no monkeypatch)."""
+    saved = metrics_model.CHUNK
+    metrics_model.CHUNK = points
+    try:
+        yield
+    finally:
+        metrics_model.CHUNK = saved
 
 
 @contextmanager
