@@ -25,8 +25,8 @@ from evstore.projection import (
     Progress,
     ReadModel,
     _apply_range,
-    _is_fresh,
     _Plan,
+    _unreadable,
     registered,
     select,
     store_state,
@@ -76,7 +76,7 @@ def rebuild(
     with _exclusive(lock_path(path)):
         if only_stale:
             state, head = store_state(store)
-            chosen = [model for model in chosen if not _is_fresh(model, state)]
+            chosen = [model for model in chosen if _unreadable(model, state, head) is not None]
             if not chosen:
                 return RebuildSummary([], 0, 0, head, time.perf_counter() - started)
         suffix = f"{_SHADOW_MARK}{os.urandom(3).hex()}"

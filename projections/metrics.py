@@ -27,9 +27,8 @@ from typing import Any
 
 from evstore.events import MetricPoint, MetricsLogged
 from evstore.points import NAN, pack, unpack
-from evstore.projection import TRAIL_ROWS, ReadModel, Write
+from evstore.projection import ReadModel, Write
 from evstore.stores.base import RecordedEvent
-from evstore.validation import INT64_MAX, INT64_MIN
 
 #: Points per chunk. A chunk row of 64 points (about 560 bytes when the values do not
 #: repeat) fills a 2 KiB page three to a page; the tail it leaves holds at most 63 rows.
@@ -241,31 +240,6 @@ class _Series:
         return kept_steps, kept_stamps, kept_values
 
 
-#: How many events the two metric models may trail the head by (``ReadModel.max_lag``).
-#: A per-call ``log_metric`` then writes only the log and the checkpoints: its commit
-#: touched four B-trees of these tables, about 25 us of 110 per call. One append in 256
-#: applies the trail in a batch; a read first catches up at most 255 events.
-METRIC_LAG = 256
-
-
-def point_count(rec: RecordedEvent) -> int:
-    """The rows of one MetricsLogged (``ReadModel.trail``); an integer beyond 64 bits
-    (step, timestamp, or a value given as an int), which the log holds but SQLite does
-    not, is refused in a batch that may trail (a bigger one is applied at once, and
-    SQLite refuses it)."""
-    points = rec.event.points  # type: ignore[union-attr]
-    if len(points) > TRAIL_ROWS:
-        return len(points)
-    for p in points:
-        if not (INT64_MIN <= p.step <= INT64_MAX and INT64_MIN <= p.timestamp <= INT64_MAX):
-            raise ValueError(
-                f"metric {p.key!r}: step {p.step} and timestamp {p.timestamp} must fit in 64 bits"
-            )
-        if type(p.value) is int and not INT64_MIN <= p.value <= INT64_MAX:
-            raise ValueError(f"metric {p.key!r}: value {p.value} must fit in 64 bits")
-    return len(points)
-
-
 METRICS = ReadModel(
     name="metrics",
     version=2,
@@ -298,6 +272,4 @@ METRICS = ReadModel(
     writers={"history": history_writer},
     collect={MetricsLogged: "history"},
     retired=("metrics",),  # version 1: one row per point, with its history index
-    max_lag=METRIC_LAG,
-    trail={MetricsLogged: point_count},
 )

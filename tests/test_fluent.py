@@ -114,7 +114,7 @@ def test_clean_exit_ends_finished(tracking: Path) -> None:
 
 def test_a_run_left_active_ends_finished_when_the_process_exits(tmp_path: Path) -> None:
     # As in MLflow: a script that never ends its run still leaves it FINISHED, and the
-    # file at rest holds every table whole (the metric tables trail between reads).
+    # file at rest holds every table whole.
     path = tmp_path / "exit.db"
     script = (
         "import evstore as mlflow\n"

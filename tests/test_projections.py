@@ -56,8 +56,7 @@ from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
 from projections import metrics as metrics_model
-from projections.latest_metrics import LATEST_METRICS
-from projections.metrics import METRIC_LAG, METRICS
+from projections.metrics import METRICS
 from projections.runs import RUNS
 
 RUN_A, RUN_B = "a" * 32, "b" * 32
@@ -160,7 +159,6 @@ def test_metric_history_keeps_every_distinct_point_nan_and_infinities(
     points = [MetricPoint("loss", 1.0, 0, 10), MetricPoint("loss", NAN, 1, 11),
               MetricPoint("loss", INF, 1, 11), MetricPoint("loss", -INF, -5, 12)]  # fmt: skip
     store.append(RUN_A, [MetricsLogged(points=points)])
-    runner.check_fresh()  # the metric models may trail the log: a read catches up first
     assert nan_safe(history_points(store)) == nan_safe([
         (RUN_A, "loss", 0, 10, 1.0), (RUN_A, "loss", 1, 11, NAN),
         (RUN_A, "loss", 1, 11, INF), (RUN_A, "loss", -5, 12, -INF),
@@ -179,10 +177,8 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def test_a_full_tail_is_packed_into_a_chunk_by_the_append_that_fills_it(
-    runner: ProjectionRunner, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+    runner: ProjectionRunner, small_chunks: int
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 0)
     store = runner.store
     store.append(RUN_A, [started()])
     for step in range(3):
@@ -209,10 +205,8 @@ def test_a_full_tail_is_packed_into_a_chunk_by_the_append_that_fills_it(
 
 
 def test_where_a_point_lives_does_not_depend_on_how_appends_were_split(
-    db_path: Path, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, small_chunks: int
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 0)
     points = [MetricPoint(key, float(i), i // 2, 100 + i) for i in range(11) for key in ("a", "b")]
     tables = "metric_series", "metric_chunks", "metric_tail"
     found = []
@@ -229,10 +223,8 @@ def test_where_a_point_lives_does_not_depend_on_how_appends_were_split(
 
 
 def test_identical_points_are_kept_once_in_the_tail_and_in_chunks(
-    runner: ProjectionRunner, small_chunks: int, monkeypatch: pytest.MonkeyPatch
+    runner: ProjectionRunner, small_chunks: int
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 0)
     store = runner.store
     store.append(RUN_A, [started()])
     log = store.append
@@ -277,17 +269,12 @@ def test_identical_points_are_kept_once_in_the_tail_and_in_chunks(
     ],
 )
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("max_lag", [0, 2, METRIC_LAG])  # inline; trail applied by appends; by the read
 def test_latest_metric_follows_mlflows_rule(
     runner: ProjectionRunner,
     points: list[tuple[float, int, int]],
     latest: tuple[Any, ...],
     batched: bool,
-    max_lag: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", max_lag)
     store = runner.store
     store.append(RUN_A, [started()])
     events = [MetricsLogged(points=[MetricPoint("m", v, s, t)]) for v, s, t in points]
@@ -297,86 +284,37 @@ def test_latest_metric_follows_mlflows_rule(
     assert rows(runner, "SELECT value, step, timestamp FROM latest_metrics") == [latest]
 
 
-def test_every_append_moves_every_checkpoint_in_the_same_transaction(
-    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 0)
-    runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
-    state, head = mechanism.store_state(runner.store)
-    assert head == 2
-    assert {s.name: s.checkpoint for s in state.values()} == {m.name: 2 for m in runner.models}
-
-
 def checkpoints(runner: ProjectionRunner) -> dict[str, int]:
     return {s.name: s.checkpoint for s in mechanism.store_state(runner.store)[0].values()}
 
 
-def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
-    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
+def test_every_append_moves_every_checkpoint_in_the_same_transaction(
+    runner: ProjectionRunner,
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 3)
-    inline = {m.name for m in runner.models} - {"metrics", "latest_metrics"}
-    point = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])
-    runner.store.append(RUN_A, [started()])
-    # Nothing to write and nothing behind: the metric models keep in step.
-    assert set(checkpoints(runner).values()) == {1}
-    runner.store.append(RUN_A, [point])
-    runner.store.append(RUN_A, [TagSet(key="k", value="v")])
-    # Two events behind (one of them not theirs): they wait, rows and checkpoint alike.
-    assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 3)
-    assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (1, 1)
-    assert history_points(runner.store) == []
-    # The next event makes the trail 3: that append applies all of it, then moves them.
-    runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
-    assert set(checkpoints(runner).values()) == {4}
-    assert [p[4] for p in history_points(runner.store)] == [1.0, 2.0]
-    assert rows(runner, "SELECT value, step FROM latest_metrics") == [(2.0, 1)]
-    # A point the tables could not hold is refused by its own append, whether the models
-    # trail (their check) or apply the trail (SQLite); the trail stays as it was.
-    beyond = MetricsLogged(points=[MetricPoint("m", 1.0, 2**63, 3)])
-    runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="cannot apply position 6 .* must fit in 64 bits"):
-        runner.store.append(RUN_A, [beyond])
-    runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="position 7 .*OverflowError"):
-        runner.store.append(RUN_A, [beyond])
-    assert runner.store.head_position() == 6
-    assert checkpoints(runner)["metrics"] == 4 and len(history_points(runner.store)) == 2
-    # `evstore info` says how far they trail; a read catches up first, whatever the trail.
-    assert store_info(runner.store)["projections_behind"] == (
-        "latest_metrics by 2, metrics by 2 events (a read catches up a fresh model; rebuild a stale one)"
-    )
-    runner.check_fresh()
+    runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
+    assert checkpoints(runner) == {m.name: 2 for m in runner.models}
+    # A per-call metric point too: its models write it in its append, with the others.
+    runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])])
+    assert checkpoints(runner) == {m.name: 3 for m in runner.models}
+    assert history_points(runner.store) == [(RUN_A, "m", 0, 1, 1.0)]
+    assert rows(runner, "SELECT value, step FROM latest_metrics") == [(1.0, 0)]
     assert store_info(runner.store)["projections_behind"] == "none"
-    assert set(checkpoints(runner).values()) == {6}
-    assert len(history_points(runner.store)) == 2  # the two points repeat the first
-    # A batch of more rows than an append may leave behind is applied at once, with the
-    # trail before it: reading it back later would cost more than applying it now.
-    runner.store.append(RUN_A, [point])
-    many = [MetricPoint("m", float(i), 10 + i, 10) for i in range(mechanism.TRAIL_ROWS + 1)]
-    runner.store.append(RUN_A, [MetricsLogged(points=many)])
-    assert set(checkpoints(runner).values()) == {8}
-    assert len(history_points(runner.store)) == 2 + len(many)
 
 
-def test_only_events_a_model_weighs_may_trail(db_path: Path) -> None:
-    weighed = ReadModel(
-        name="weighed", version=1, tables={"weighed": ("CREATE TABLE {weighed} (key TEXT)",)},
-        statements={"insert": "INSERT INTO {weighed} VALUES (?)"}, handlers={TagSet: shout},
-        max_lag=10, trail={TagSet: lambda rec: 1},
-    )  # fmt: skip
-    unweighed = ReadModel(**{**vars(weighed), "name": "unweighed", "trail": {},
-                             "tables": {"unweighed": ("CREATE TABLE {unweighed} (key TEXT)",)},
-                             "statements": {"insert": "INSERT INTO {unweighed} VALUES (?)"}})  # fmt: skip
-    with open_log(db_path) as log:
-        runner = mechanism.attach(log, models=[weighed, unweighed])
-        log.append(RUN_A, [TagSet(key="k", value="v")])
-        assert checkpoints(runner) == {"weighed": 0, "unweighed": 1}
-        assert rows(runner, "SELECT key FROM unweighed") == [("k",)]
-        runner.check_fresh()
-        assert rows(runner, "SELECT key FROM weighed") == [("k",)]
+def test_a_point_the_tables_cannot_hold_is_refused_by_its_own_append(
+    runner: ProjectionRunner,
+) -> None:
+    runner.store.append(RUN_A, [started()])
+    for step, stamp in ((2**63, 3), (0, 2**63), (2**64 - 1, 0)):  # msgpack holds them
+        beyond = MetricsLogged(points=[MetricPoint("m", 1.0, step, stamp)])
+        with pytest.raises(ProjectionError, match=r"position 2 \(MetricsLogged\).*OverflowError"):
+            runner.store.append(RUN_A, [beyond])
+    # Nor in a batch big enough to be packed at once.
+    many = [MetricPoint("m", float(i), i, i) for i in range(metrics_model.CHUNK)]
+    with pytest.raises(ProjectionError, match="OverflowError"):
+        runner.store.append(RUN_A, [MetricsLogged(points=[*many, MetricPoint("m", 0.0, 2**63, 0)])])
+    assert runner.store.head_position() == 1 and history_points(runner.store) == []
+    assert checkpoints(runner) == {m.name: 1 for m in runner.models}
 
 
 def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: ProjectionRunner) -> None:
@@ -434,19 +372,38 @@ def test_a_failing_handler_fails_the_append_and_leaves_nothing_behind(db_path: P
         assert log.head_position() == 2
 
 
-def test_events_appended_without_projections_are_caught_up(
+def test_events_appended_without_projections_are_refused_by_reads_then_applied_by_a_write(
     runner: ProjectionRunner, db_path: Path
 ) -> None:
     runner.store.append(RUN_A, [started()])
     with open_log(db_path) as bare:  # a writer that does not keep the read models
         bare.append(RUN_A, [ParamsLogged(params={"x": "1"})])
     assert rows(runner, "SELECT count(*) FROM params") == [(0,)]
-    runner.check_fresh(["params"])  # a read catches up...
-    assert rows(runner, "SELECT key FROM params") == [("x",)]
+    # A read does not catch up (that would take the write lock): it names the fix.
+    with pytest.raises(StaleProjectionError) as caught:
+        runner.check_fresh(["params"])
+    assert str(caught.value) == (
+        "projection 'params' holds the log up to position 1 but the log's head is 2: the rest"
+        " was appended by a writer that does not keep it (an older evstore, or the log opened"
+        " without its read models); run `evstore rebuild --projection params` (any write"
+        " through this evstore also applies it)"
+    )
+    assert rows(runner, "SELECT count(*) FROM params") == [(0,)]
+    assert store_info(runner.store)["projections_behind"].startswith(
+        "artifacts by 1, experiments by 1, latest_metrics by 1, metrics by 1, params by 1,"
+    )
+    # The next write through evstore applies what they lack, then its own events.
     with open_log(db_path) as bare:
         bare.append(RUN_A, [ParamsLogged(params={"y": "2"})])
-    runner.store.append(RUN_A, [ParamsLogged(params={"z": "3"})])  # ...and so does the next append
+    runner.store.append(RUN_A, [ParamsLogged(params={"z": "3"})])
     assert rows(runner, "SELECT key FROM params ORDER BY key") == [("x",), ("y",), ("z",)]
+    runner.check_fresh()
+    # So does `evstore rebuild`, with writers going on.
+    with open_log(db_path) as bare:
+        bare.append(RUN_A, [TagSet(key="w", value="4")])
+    assert rebuild(runner.store, only_stale=True).projections == [m.name for m in runner.models]
+    runner.check_fresh()
+    assert ("w", "4") in rows(runner, "SELECT key, value FROM tags")
 
 
 def test_events_of_unknown_types_are_skipped_and_counted(db_path: Path) -> None:
@@ -499,6 +456,37 @@ def test_a_stale_projection_stops_reads_not_writes(
         ]
         runner.store.append(RUN_B, [RunRenamed(run_name="renamed")])  # inline again
         assert rows(runner, f"SELECT run_name FROM runs WHERE run_id = '{RUN_B}'") == [("renamed",)]
+    finally:
+        runner.store.close()
+
+
+def test_a_store_of_the_metric_history_v1_reads_again_after_rebuild(db_path: Path) -> None:
+    # A store whose metric history was built by an evstore before storage format 4: one
+    # row per point in `metrics`, recorded at version 1.
+    first = open_store(db_path)
+    first.store.append(RUN_A, [started(), MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])])
+    with first.store.transaction() as conn:
+        conn.execute("CREATE TABLE metrics (run_id TEXT, key TEXT, value REAL, step INTEGER,"
+                     " timestamp INTEGER, position INTEGER, seq INTEGER)")  # fmt: skip
+        conn.execute("CREATE INDEX metrics_history ON metrics (run_id, key, position, seq)")
+        conn.execute("UPDATE projection_state SET version = 1 WHERE name = 'metrics'")
+        for table in METRICS.tables:
+            conn.execute(f"DROP TABLE {table}")
+    first.store.close()
+
+    runner = open_store(db_path)
+    try:
+        with pytest.raises(StaleProjectionError, match=(
+            "'metrics' was built at version 1 but this evstore has version 2:"
+            r" run `evstore rebuild --projection metrics`")):  # fmt: skip
+            runner.check_fresh()
+        runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
+        summary = rebuild(runner.store, only_stale=True)
+        assert summary.projections == ["metrics"]
+        runner.check_fresh()
+        assert [p[4] for p in history_points(runner.store)] == [1.0, 2.0]
+        tables = {name for (name,) in rows(runner, "SELECT name FROM sqlite_master")}
+        assert "metrics" not in tables and "metrics_history" not in tables  # dropped
     finally:
         runner.store.close()
 
@@ -705,18 +693,15 @@ def snapshot(store: Any) -> dict[str, list[tuple[Any, ...]]]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     history=HISTORIES,
-    max_lag=st.sampled_from([0, 1, 2, 5, METRIC_LAG]),
     chunk=st.sampled_from([2, 3, metrics_model.CHUNK]),
     rebuild_chunk=st.sampled_from([1, 7, 5000]),
 )
 def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
-    history: list[tuple[str, list[Any]]], max_lag: int, chunk: int, rebuild_chunk: int
+    history: list[tuple[str, list[Any]]], chunk: int, rebuild_chunk: int
 ) -> None:
-    # Whether the metric models apply each append, apply trails in appends, or are
-    # caught up by the read: the tables come out the same as a rebuild's, row for row,
+    # The tables every append kept in step come out the same as a rebuild's, row for row,
     # however many events the rebuild applies at a time, and however small a metric chunk.
-    trailing = (METRICS, LATEST_METRICS)
-    with tempfile.TemporaryDirectory() as tmp, _max_lag(trailing, max_lag), _chunk(chunk):
+    with tempfile.TemporaryDirectory() as tmp, _chunk(chunk):
         runner = open_store(Path(tmp) / "store.db")
         store = runner.store
         try:
@@ -736,7 +721,7 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
                 else:
                     store.append(target, ops)
             state, head = mechanism.store_state(store)
-            assert all(head - state[m.name].checkpoint < max(m.max_lag, 1) for m in trailing)
+            assert {s.checkpoint for s in state.values()} == {head}
             runner.check_fresh()
             inline = snapshot(store)
             # The history holds each distinct point once, the first sent, in log order.
@@ -777,19 +762,6 @@ def _chunk(points: int) -> Iterator[None]:
         yield
     finally:
         metrics_model.CHUNK = saved
-
-
-@contextmanager
-def _max_lag(models: tuple[ReadModel, ...], lag: int) -> Iterator[None]:
-    """The models' max_lag set to ``lag`` for the block (hypothesis has no monkeypatch)."""
-    saved = [model.max_lag for model in models]
-    for model in models:
-        model.max_lag = lag
-    try:
-        yield
-    finally:
-        for model, old in zip(models, saved):
-            model.max_lag = old
 
 
 def test_sqlite_turns_nan_into_null_which_the_tables_rely_on() -> None:

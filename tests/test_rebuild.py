@@ -61,7 +61,7 @@ def fill(db_path: Path, runs: int, steps: int) -> int:
             *(MetricsLogged(points=[MetricPoint("loss", 1 / (s + 1), s, s), MetricPoint("acc", s, s, s)])
               for s in range(steps)),
         ])  # fmt: skip
-    runner.check_fresh()  # the metric models may trail: the tables hold the whole log
+    runner.check_fresh()
     head = store.head_position()
     store.close()
     return head
