@@ -24,6 +24,7 @@ import struct
 import sys
 from array import array
 from itertools import accumulate, islice, repeat
+from math import isnan
 from operator import add, sub
 
 FORMAT = 1
@@ -43,9 +44,11 @@ def pack(steps: list[int], timestamps: list[int], values: list[float]) -> bytes:
     count = len(values)
     if not 0 < count <= 0xFFFF or len(steps) != count or len(timestamps) != count:
         raise ValueError("a chunk holds 1 to 65,535 points, each with a step and a timestamp")
-    # Canonical values: -0.0 as 0.0 and one NaN, as SQLite's REAL column holds them.
-    # (value == value is false for NaN only; isnan would cost a call per point.)
-    floats = array("d", [value + 0.0 if value == value else NAN for value in values])  # noqa: PLR0124
+    # Canonical values: -0.0 as 0.0 and one NaN, as SQLite's REAL column holds them. Two
+    # scans in C find the chunks that hold neither (nearly all) and need no rewriting.
+    if 0.0 in values or isnan(sum(values)):
+        values = [0.0 if value == 0.0 else NAN if isnan(value) else value for value in values]
+    floats = array("d", values)
     if _BIG_ENDIAN:
         floats.byteswap()
     return b"".join(

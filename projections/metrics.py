@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from itertools import islice
+from itertools import chain, count, islice, repeat
 from math import isnan
 from operator import lt
 from typing import Any
@@ -34,13 +34,17 @@ from evstore.stores.base import RecordedEvent
 #: repeat) fills a 2 KiB page three to a page; the tail it leaves holds at most 63 rows.
 CHUNK = 64
 
+_SERIES = (
+    "SELECT run_id, key, series_id, chunks, min_step, max_step, min_timestamp, max_timestamp,"
+    " (SELECT count(*) FROM {metric_tail} t WHERE t.series_id = s.series_id),"
+    " (SELECT max(timestamp) FROM {metric_tail} t WHERE t.series_id = s.series_id)"
+    " FROM {metric_series} s WHERE "
+)
 _SQL = {
-    "series": (
-        "SELECT key, series_id, chunks, min_step, max_step, min_timestamp, max_timestamp,"
-        " (SELECT count(*) FROM {metric_tail} t WHERE t.series_id = s.series_id),"
-        " (SELECT max(timestamp) FROM {metric_tail} t WHERE t.series_id = s.series_id)"
-        " FROM {metric_series} s WHERE run_id = ? AND key IN ({marks})"
-    ),
+    # One run (an append): its keys. Several (a rebuild's chunk of the log): every series
+    # of those runs, in one query.
+    "series_of_keys": _SERIES + "run_id = ? AND key IN ({marks})",
+    "series_of_runs": _SERIES + "run_id IN ({marks})",
     "last_id": "SELECT coalesce(max(series_id), 0) FROM {metric_series}",
     "add_series": "INSERT INTO {metric_series} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     "move_series": (
@@ -49,35 +53,35 @@ _SQL = {
     ),
     "tail": "SELECT step, timestamp, value FROM {metric_tail} WHERE series_id = ? ORDER BY slot",
     "clear_tail": "DELETE FROM {metric_tail} WHERE series_id = ?",
-    "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
     "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
+    "add_tails": "INSERT INTO {metric_tail} VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * 50),
     "chunks_around": (
         "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_step >= ?"
         " AND min_step <= ? AND max_timestamp >= ? AND min_timestamp <= ?"
     ),
 }
-
-
-#: The writer's statements, in the order their rows are run.
-_WRITES = ("add_series", "move_series", "clear_tail", "add_chunk", "add_tail")
+#: Tail rows to an INSERT statement (``add_tails``): fewer statements cost less.
+_TAILS_PER_INSERT = 50
 
 
 def history_writer(tables: dict[str, str]) -> Write:
     """The writer of the metric history over the named tables (``ReadModel.writers``)."""
     sql = {name: text.format_map({**tables, "marks": "{marks}"}) for name, text in _SQL.items()}
-    select_series = sql.pop("series")
-    in_lists: dict[int, str] = {}
+    shapes: dict[tuple[str, int], str] = {}
 
-    def series_of(conn: sqlite3.Connection, run_id: str, keys: list[str]) -> list[Any]:
+    def lookup(
+        conn: sqlite3.Connection, name: str, lead: tuple[str, ...], names: list[str]
+    ) -> list[Any]:
+        """Rows of a series query over ``names``, in IN lists of a few sizes (all cached)."""
         rows: list[Any] = []
-        for start in range(0, len(keys), 256):
-            chunk = keys[start : start + 256]
-            size = 1 << (len(chunk) - 1).bit_length()  # a few statement shapes, all cached
-            text = in_lists.get(size)
+        for start in range(0, len(names), 256):
+            part = names[start : start + 256]
+            size = 1 << (len(part) - 1).bit_length()
+            text = shapes.get((name, size))
             if text is None:
-                text = in_lists[size] = select_series.format(marks=", ".join("?" * size))
-            padded = chunk + [chunk[-1]] * (size - len(chunk))
-            rows += conn.execute(text, (run_id, *padded)).fetchall()
+                text = shapes[name, size] = sql[name].format(marks=", ".join("?" * size))
+            rows += conn.execute(text, (*lead, *part, *[part[-1]] * (size - len(part)))).fetchall()
         return rows
 
     def write(conn: sqlite3.Connection, logged: list[RecordedEvent]) -> None:
@@ -95,13 +99,18 @@ def history_writer(tables: dict[str, str]) -> Write:
                     order.append((rec.stream_id, point.key))
                 else:
                     found.append(point)
-        stored: dict[tuple[str, str], Any] = {}
-        for run_id, keys in runs.items():
-            for row in series_of(conn, run_id, list(keys)):
-                stored[run_id, row[0]] = row[1:]
+        if len(runs) == 1:
+            ((run_id, keys),) = runs.items()
+            series_rows = lookup(conn, "series_of_keys", (run_id,), list(keys))
+        else:
+            series_rows = lookup(conn, "series_of_runs", (), list(runs))
+        stored = {(row[0], row[1]): row[2:] for row in series_rows}
         next_id = None
-        rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _WRITES}
-        added, moved, cleared, chunks, tails = (rows[name] for name in _WRITES)
+        added: list[Any] = []
+        moved: list[Any] = []
+        cleared: list[Any] = []
+        chunks: list[Any] = []
+        tails: list[Any] = []
         for run_id, key in order:
             points = runs[run_id][key]
             found = stored.get((run_id, key))
@@ -122,9 +131,25 @@ def history_writer(tables: dict[str, str]) -> Write:
                 moved.append((series.chunks, *series.bounds_or_none(), series.id))
             if series.emptied:
                 cleared.append((series.id,))
-        for name, statement_rows in rows.items():  # a tail is cleared before it is refilled
-            if statement_rows:
-                conn.executemany(sql[name], statement_rows)
+        if added:
+            conn.executemany(sql["add_series"], added)
+        if moved:
+            conn.executemany(sql["move_series"], moved)
+        if cleared:  # before the tails are refilled
+            conn.executemany(sql["clear_tail"], cleared)
+        if chunks:
+            conn.executemany(sql["add_chunk"], chunks)
+        if len(tails) == 5:  # one point, as a per-call log_metric adds
+            conn.execute(sql["add_tail"], tails)
+        elif tails:  # laid end to end, five values a row
+            width = 5 * _TAILS_PER_INSERT
+            done = len(tails) - len(tails) % width
+            if done:
+                conn.executemany(
+                    sql["add_tails"], [tails[i : i + width] for i in range(0, done, width)]
+                )
+            rest = range(done, len(tails), 5)
+            conn.executemany(sql["add_tail"], [tails[i : i + 5] for i in rest])
 
     return write
 
@@ -148,9 +173,10 @@ class _Series:
 
     def add(
         self, conn: sqlite3.Connection, sql: dict[str, str], points: list[MetricPoint],
-        chunks: list[tuple[Any, ...]], tails: list[tuple[Any, ...]],
+        chunks: list[Any], tails: list[Any],
     ) -> None:  # fmt: skip
-        """Place new points: rows for ``chunks`` and ``tails``; the series' state moves."""
+        """Place new points: rows for ``chunks``, values of rows for ``tails`` (laid end to
+        end); the series' state moves."""
         steps = [p.step for p in points]
         stamps = [p.timestamp for p in points]
         values = [p.value for p in points]
@@ -160,9 +186,9 @@ class _Series:
             steps, stamps, values = self._distinct(conn, sql, held, steps, stamps, values)
         total = self.tail_count + len(values)
         if total < CHUNK:
-            slot = self.tail_count
-            tails += [(self.id, slot + i, s, t, v)
-                      for i, (s, t, v) in enumerate(zip(steps, stamps, values))]  # fmt: skip
+            tails += chain.from_iterable(
+                zip(repeat(self.id), count(self.tail_count), steps, stamps, values)
+            )
             self.tail_count = total
             return
         if self.tail_count:
@@ -189,8 +215,9 @@ class _Series:
                     min(b[2], low_time),
                     max(b[3], high_time),
                 )
-        tails += [(self.id, i, s, t, v)
-                  for i, (s, t, v) in enumerate(zip(steps[full:], stamps[full:], values[full:]))]  # fmt: skip
+        tails += chain.from_iterable(
+            zip(repeat(self.id), count(), steps[full:], stamps[full:], values[full:])
+        )
         self.tail_count = total - full
 
     def _surely_new(self, stamps: list[int]) -> bool:
