@@ -3,7 +3,7 @@
 A series is one metric key of one run, with an integer id (``metric_series``). Its points
 are numbered in the order they were logged; point ``n`` lives in chunk ``n // CHUNK``
 once that chunk is full (``metric_chunks``: CHUNK points packed by :mod:`evstore.points`,
-with their least and greatest step and timestamp), and in the tail until then
+with their least and greatest timestamp), and in the tail until then
 (``metric_tail``: one narrow row per point). The append that fills the tail packs it, in
 its transaction. Where a point lives thus depends on the log alone, not on how its events
 were split into appends: a rebuild writes the same rows as the appends did.
@@ -11,8 +11,8 @@ were split into appends: a rebuild writes the same rows as the appends did.
 Identical points of a series (same step, timestamp and value, NaN equal to NaN) are kept
 once, the first, as MLflow keeps them; the log keeps what was sent. The check is cheap in
 the usual case: a point logged after every timestamp the series holds (the series and
-tail bounds say so) is new; otherwise the tail and the chunks whose bounds hold it are
-read. Values are kept as a REAL column of SQLite keeps them: -0.0 as 0.0, every NaN as one
+tail bounds say so) is new; otherwise the tail and the chunks whose timestamps span it
+are read (a repeat has the same timestamp). Values are kept as a REAL column of SQLite keeps them: -0.0 as 0.0, every NaN as one
 NaN (NULL in the tail); +-inf as they are.
 """
 
@@ -35,8 +35,8 @@ from evstore.stores.base import RecordedEvent
 CHUNK = 64
 
 _SERIES = (
-    "SELECT run_id, key, series_id, chunks, min_step, max_step, min_timestamp, max_timestamp,"
-    " (SELECT count(*) FROM {metric_tail} t WHERE t.series_id = s.series_id),"
+    "SELECT run_id, key, series_id, chunks, min_timestamp, max_timestamp,"
+    " (SELECT max(slot) FROM {metric_tail} t WHERE t.series_id = s.series_id),"
     " (SELECT max(timestamp) FROM {metric_tail} t WHERE t.series_id = s.series_id)"
     " FROM {metric_series} s WHERE "
 )
@@ -46,19 +46,20 @@ _SQL = {
     "series_of_keys": _SERIES + "run_id = ? AND key IN ({marks})",
     "series_of_runs": _SERIES + "run_id IN ({marks})",
     "last_id": "SELECT coalesce(max(series_id), 0) FROM {metric_series}",
-    "add_series": "INSERT INTO {metric_series} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    "add_series": "INSERT INTO {metric_series} VALUES (?, ?, ?, ?, ?, ?)",
     "move_series": (
-        "UPDATE {metric_series} SET chunks = ?, min_step = ?, max_step = ?,"
-        " min_timestamp = ?, max_timestamp = ? WHERE series_id = ?"
+        "UPDATE {metric_series} SET chunks = ?, min_timestamp = ?, max_timestamp = ?"
+        " WHERE series_id = ?"
     ),
     "tail": "SELECT step, timestamp, value FROM {metric_tail} WHERE series_id = ? ORDER BY slot",
     "clear_tail": "DELETE FROM {metric_tail} WHERE series_id = ?",
-    "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?)",
     "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
     "add_tails": "INSERT INTO {metric_tail} VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * 50),
+    # A repeat needs the same timestamp: only chunks whose span holds one can hold it.
     "chunks_around": (
-        "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_step >= ?"
-        " AND min_step <= ? AND max_timestamp >= ? AND min_timestamp <= ?"
+        "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_timestamp >= ?"
+        " AND min_timestamp <= ?"
     ),
 }
 #: Tail rows to an INSERT statement (``add_tails``): fewer statements cost less.
@@ -84,7 +85,26 @@ def history_writer(tables: dict[str, str]) -> Write:
             rows += conn.execute(text, (*lead, *part, *[part[-1]] * (size - len(part)))).fetchall()
         return rows
 
+    def one_point(conn: sqlite3.Connection, run_id: str, point: MetricPoint) -> bool:
+        """A per-call point of a known series, after all it holds and short of filling
+        its tail: one row; False (nothing done) for anything else."""
+        found = lookup(conn, "series_of_keys", (run_id,), [point.key])
+        if not found:
+            return False
+        _, _, series_id, _, _, packed_last, tail_slot, tail_last = found[0]
+        slot = 0 if tail_slot is None else tail_slot + 1
+        held = [stamp for stamp in (packed_last, tail_last) if stamp is not None]
+        if slot + 1 >= CHUNK or (held and point.timestamp <= max(held)):
+            return False
+        conn.execute(sql["add_tail"], (series_id, slot, point.step, point.timestamp, point.value))
+        return True
+
     def write(conn: sqlite3.Connection, logged: list[RecordedEvent]) -> None:
+        if len(logged) == 1:
+            rec = logged[0]
+            points = rec.event.points  # type: ignore[union-attr]
+            if len(points) == 1 and one_point(conn, rec.stream_id, points[0]):
+                return
         # Points per run and key; series in the order the log first names them.
         runs: dict[str, dict[str, list[MetricPoint]]] = {}
         order: list[tuple[str, str]] = []
@@ -117,13 +137,12 @@ def history_writer(tables: dict[str, str]) -> Write:
             if found is None:
                 if next_id is None:
                     next_id = conn.execute(sql["last_id"]).fetchone()[0] + 1
-                series = _Series(next_id, 0, None, 0, None)
+                series = _Series(next_id, 0, None, None, None)
                 next_id += 1
             else:
-                series_id, packed, *bounds, tail_count, tail_last = found
-                series = _Series(
-                    series_id, packed, bounds if packed else None, tail_count, tail_last
-                )
+                series_id, packed, low, high, tail_slot, tail_last = found
+                bounds = [low, high] if packed else None
+                series = _Series(series_id, packed, bounds, tail_slot, tail_last)
             series.add(conn, sql, points, chunks, tails)
             if found is None:
                 added.append((series.id, run_id, key, series.chunks, *series.bounds_or_none()))
@@ -139,7 +158,7 @@ def history_writer(tables: dict[str, str]) -> Write:
             conn.executemany(sql["clear_tail"], cleared)
         if chunks:
             conn.executemany(sql["add_chunk"], chunks)
-        if len(tails) == 5:  # one point, as a per-call log_metric adds
+        if len(tails) == 5:  # one row
             conn.execute(sql["add_tail"], tails)
         elif tails:  # laid end to end, five values a row
             width = 5 * _TAILS_PER_INSERT
@@ -160,16 +179,17 @@ class _Series:
     __slots__ = ("bounds", "chunks", "emptied", "id", "tail_count", "tail_last")
 
     def __init__(
-        self, series_id: int, chunks: int, bounds: list[int] | None, tail_count: int,
+        self, series_id: int, chunks: int, bounds: list[int] | None, tail_slot: int | None,
         tail_last: int | None,
     ) -> None:  # fmt: skip
         self.id, self.chunks, self.bounds = series_id, chunks, bounds
-        self.tail_count, self.tail_last = tail_count, tail_last
+        self.tail_count = 0 if tail_slot is None else tail_slot + 1  # slots count from 0
+        self.tail_last = tail_last
         self.emptied = False
 
     def bounds_or_none(self) -> Sequence[int | None]:
-        """(min step, max step, min timestamp, max timestamp) of the packed points."""
-        return self.bounds or (None, None, None, None)
+        """(least, greatest timestamp) of the packed points."""
+        return self.bounds or (None, None)
 
     def add(
         self, conn: sqlite3.Connection, sql: dict[str, str], points: list[MetricPoint],
@@ -200,21 +220,15 @@ class _Series:
         full = total - total % CHUNK
         for start in range(0, full, CHUNK):
             end = start + CHUNK
-            cs, ct, cv = steps[start:end], stamps[start:end], values[start:end]
-            low_step, high_step, low_time, high_time = min(cs), max(cs), min(ct), max(ct)
-            chunks.append((self.id, self.chunks, low_step, high_step, low_time, high_time,
-                           pack(cs, ct, cv)))  # fmt: skip
+            chunk_stamps = stamps[start:end]
+            low, high = min(chunk_stamps), max(chunk_stamps)
+            blob = pack(steps[start:end], chunk_stamps, values[start:end])
+            chunks.append((self.id, self.chunks, low, high, blob))
             self.chunks += 1
             if self.bounds is None:
-                self.bounds = [low_step, high_step, low_time, high_time]
+                self.bounds = [low, high]
             else:
-                b = self.bounds
-                b[:] = (
-                    min(b[0], low_step),
-                    max(b[1], high_step),
-                    min(b[2], low_time),
-                    max(b[3], high_time),
-                )
+                self.bounds = [min(self.bounds[0], low), max(self.bounds[1], high)]
         tails += chain.from_iterable(
             zip(repeat(self.id), count(), steps[full:], stamps[full:], values[full:])
         )
@@ -223,8 +237,8 @@ class _Series:
     def _surely_new(self, stamps: list[int]) -> bool:
         """Whether no point can repeat one held or another: timestamps rise past all held."""
         last = self.tail_last
-        if self.bounds is not None and (last is None or self.bounds[3] > last):
-            last = self.bounds[3]
+        if self.bounds is not None and (last is None or self.bounds[1] > last):
+            last = self.bounds[1]
         if last is not None and stamps[0] <= last:
             return False
         return len(stamps) == 1 or all(map(lt, stamps, islice(stamps, 1, None)))
@@ -241,20 +255,13 @@ class _Series:
     ) -> tuple[list[int], list[int], list[float]]:  # fmt: skip
         """The points not held yet (nor earlier in this batch), first ones kept."""
         seen = {(s, t, None if isnan(v) else v) for s, t, v in held}
-        if self.bounds is not None:
-            low_step, high_step, low_time, high_time = (
-                min(steps),
-                max(steps),
-                min(stamps),
-                max(stamps),
-            )
-            b = self.bounds
-            if low_step <= b[1] and high_step >= b[0] and low_time <= b[3] and high_time >= b[2]:
-                for (blob,) in conn.execute(
-                    sql["chunks_around"], (self.id, low_step, high_step, low_time, high_time)
-                ):
-                    cs, ct, cv = unpack(blob)
-                    seen.update(zip(cs, ct, [None if isnan(v) else v for v in cv]))
+        low, high = min(stamps), max(stamps)
+        if self.bounds is not None and low <= self.bounds[1] and high >= self.bounds[0]:
+            for (blob,) in conn.execute(sql["chunks_around"], (self.id, low, high)):
+                chunk_steps, chunk_stamps, chunk_values = unpack(blob)
+                seen.update(
+                    zip(chunk_steps, chunk_stamps, [None if isnan(v) else v for v in chunk_values])
+                )
         kept_steps, kept_stamps, kept_values = [], [], []
         for s, t, v in zip(steps, stamps, values):
             point = (s, t, None if isnan(v) else v)
@@ -275,16 +282,15 @@ METRICS = ReadModel(
             (
                 "CREATE TABLE {metric_series} (series_id INTEGER PRIMARY KEY,"
                 " run_id TEXT NOT NULL, key TEXT NOT NULL, chunks INTEGER NOT NULL,"
-                " min_step INTEGER, max_step INTEGER, min_timestamp INTEGER,"
-                " max_timestamp INTEGER, UNIQUE (run_id, key))"
+                " min_timestamp INTEGER, max_timestamp INTEGER, UNIQUE (run_id, key))"
             ),
         ),
         "metric_chunks": (
             (
                 "CREATE TABLE {metric_chunks} (series_id INTEGER NOT NULL,"
-                " chunk INTEGER NOT NULL, min_step INTEGER NOT NULL, max_step INTEGER NOT NULL,"
-                " min_timestamp INTEGER NOT NULL, max_timestamp INTEGER NOT NULL,"
-                " points BLOB NOT NULL, PRIMARY KEY (series_id, chunk))"
+                " chunk INTEGER NOT NULL, min_timestamp INTEGER NOT NULL,"
+                " max_timestamp INTEGER NOT NULL, points BLOB NOT NULL,"
+                " PRIMARY KEY (series_id, chunk))"
             ),
         ),
         "metric_tail": (

@@ -59,19 +59,32 @@ def test_a_chunk_unpacks_to_what_was_packed_with_values_canonical(
     assert [bits(v) for v in got_values] == [bits(v) for v in canonical]
 
 
-def test_counting_columns_take_no_bytes_per_point() -> None:
-    count = 64
-    chunk = pack(list(range(count)), counting(1_700_000_000_000, 1000, count), [0.5] * count)
-    assert len(chunk) == 3 + 17 + 17 + 8 * count
-    small = pack(
-        list(range(count)), [1_700_000_000_000 + i * i for i in range(count)], [0.5] * count
-    )
-    assert len(small) == 3 + 17 + 17 + 1 * (count - 1) + 8 * count  # differences of 1 to 125
+def test_columns_take_the_fewest_bytes_their_differences_need() -> None:
+    count, t0 = 64, 1_700_000_000_000
+    steps = list(range(count))
+    head, even, values = 3, 17, 8 * count  # format and count; first and difference
+
+    def size(stamps: list[int]) -> int:
+        return len(pack(steps, stamps, [0.5] * count)) - head - even - values
+
+    assert size(counting(t0, 1000, count)) == even  # a timestamp every second
+    assert size([t0 + i * i for i in range(count)]) == 9 + count - 1  # differences < 128
+    assert size([t0 + 1000 * i + i % 7 for i in range(count)]) == even + count - 1  # 1000..1006
+    assert size([t0 + 300 * i * i for i in range(count)]) == even + 2 * (count - 1)  # < 65536
+    assert size([t0 + 2**40 * (i % 2) for i in range(count)]) == even + 8 * (count - 1)
+    assert size([(-1) ** i * (2**63 - 1) for i in range(count)]) == 1 + 8 * count  # raw
 
 
 @pytest.mark.parametrize(
     ("steps", "stamps"),
-    [([2**63], [0]), ([0, 0], [0, -(2**63) - 1]), ([1, 2**64], [0, 0])],
+    [
+        ([2**63], [0]),
+        ([0, 0], [0, -(2**63) - 1]),
+        ([1, 2**64], [0, 0]),
+        ([2**63 - 2, 2**63 - 1, 2**63], [0, 0, 0]),  # counting past the last int64
+        ([0, 0, 0], [2**63 - 1, 2**63, 2**63 - 1]),  # differences of one byte
+        ([0, 0, 0], [-(2**63), -(2**63) - 1000, -(2**63)]),  # of two bytes
+    ],
 )
 def test_an_integer_beyond_64_bits_is_refused(steps: list[int], stamps: list[int]) -> None:
     with pytest.raises(OverflowError):

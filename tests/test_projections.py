@@ -188,18 +188,16 @@ def test_a_full_tail_is_packed_into_a_chunk_by_the_append_that_fills_it(
     # The fourth point fills the tail: one chunk, an empty tail, the series' bounds.
     store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 3.0, 3, 3)])])
     assert rows(runner, "SELECT count(*) FROM metric_tail") == [(0,)]
-    assert rows(runner, "SELECT series_id, chunk, min_step, max_step, min_timestamp,"
-                        " max_timestamp FROM metric_chunks") == [(1, 0, 0, 3, 0, 3)]  # fmt: skip
-    assert rows(runner, "SELECT series_id, run_id, key, chunks, min_step, max_step,"
-                        " min_timestamp, max_timestamp FROM metric_series") == [
-        (1, RUN_A, "m", 1, 0, 3, 0, 3)
-    ]  # fmt: skip
+    assert rows(runner, "SELECT series_id, chunk, min_timestamp, max_timestamp"
+                        " FROM metric_chunks") == [(1, 0, 0, 3)]  # fmt: skip
+    assert rows(runner, "SELECT * FROM metric_series") == [(1, RUN_A, "m", 1, 0, 3)]
     # A batch of ten: the next two chunks at once, two points left in the tail.
     store.append(RUN_A, [MetricsLogged(points=[
-        MetricPoint("m", float(s), s, s) for s in range(4, 14)])])  # fmt: skip
-    assert rows(runner, "SELECT chunk, min_step, max_step FROM metric_chunks ORDER BY chunk") == [
-        (0, 0, 3), (1, 4, 7), (2, 8, 11)
+        MetricPoint("m", float(s), s, 100 - s) for s in range(4, 14)])])  # fmt: skip
+    assert rows(runner, "SELECT chunk, min_timestamp, max_timestamp FROM metric_chunks") == [
+        (0, 0, 3), (1, 93, 96), (2, 89, 92)
     ]  # fmt: skip
+    assert rows(runner, "SELECT * FROM metric_series") == [(1, RUN_A, "m", 3, 0, 96)]
     assert rows(runner, "SELECT slot, step FROM metric_tail") == [(0, 12), (1, 13)]
     assert [p[2] for p in history_points(store)] == list(range(14))
 
