@@ -89,7 +89,7 @@ def evstore_sizes(directory: str, runs: int, keys: int, points: int, calls: int)
         base = int(time.time() * 1000)
         for step in range(calls):
             writer.log_metric(run_id, "loss", 1.0 / (step + 1), base + step, step)
-        writer.set_terminated(run_id, "FINISHED")  # a run's end settles the metric tables
+        writer.set_terminated(run_id, "FINISHED")  # as the MLflow side does
         close_tracking_stores()
 
     sizes["per call"] = grow(path, write_calls)

@@ -16,7 +16,7 @@ line and exits non-zero, and the server answers it in MLflow's error shape using
     ├── ResourceDoesNotExist        no such run, experiment, artifact or event
     ├── ResourceAlreadyExists       an experiment name that is taken
     ├── InvalidState                e.g. logging to a deleted run
-    ├── StaleProjectionError        a read model built at another version: run rebuild
+    ├── StaleProjectionError        a read model at another version or behind the log: rebuild
     ├── SearchTimeout               a search ran past its time budget and was stopped
     └── ProjectionError             a projection handler failed on an event
 """
@@ -119,7 +119,8 @@ class InvalidState(EvstoreError):
 
 
 class StaleProjectionError(EvstoreError):
-    """A read model in the store was built at another version than the code's."""
+    """A read model in the store was built at another version than the code's, or is
+    behind the log (a writer that does not keep it appended since): run rebuild."""
 
     error_code = "INVALID_STATE"
     http_status = 503

@@ -12,7 +12,6 @@ from typing import Any
 
 from evstore.entities import Run
 
-NAN = float("nan")
 INFO_COLUMNS = (
     "run_id", "experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
     "lifecycle_stage", "artifact_uri",
@@ -71,22 +70,37 @@ def _metric_schema() -> Any:
 
 
 def _metric_batches(conn: Any, run_ids: list[str], batch_size: int) -> Iterator[Any]:
+    """The metric points of these runs, by run and key, each series in the order logged."""
     import pyarrow as pa
 
+    from evstore.reads import series_points
+
     schema = _metric_schema()
+    columns: list[list[Any]] = [[], [], [], [], []]
     for start in range(0, len(run_ids), 500):
         chunk = run_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        cursor = conn.execute(
-            "SELECT run_id, key, value, step, timestamp FROM metrics"
-            f" WHERE run_id IN ({marks}) ORDER BY run_id, key, position, seq",
+        series = conn.execute(
+            "SELECT series_id, run_id, key FROM metric_series"
+            f" WHERE run_id IN ({marks}) ORDER BY run_id, key",
             chunk,
-        )
-        while rows := cursor.fetchmany(batch_size):
-            cols = list(zip(*rows))
-            # SQLite stores NaN as NULL; the projections never store NULL otherwise.
-            cols[2] = tuple(NAN if v is None else v for v in cols[2])
-            yield pa.record_batch([pa.array(c) for c in cols], schema=schema)
+        ).fetchall()
+        for series_id, run_id, key in series:
+            steps, stamps, values = series_points(conn, series_id)
+            done = 0
+            while done < len(values):
+                take = min(len(values) - done, batch_size - len(columns[0]))
+                columns[0] += [run_id] * take
+                columns[1] += [key] * take
+                columns[2] += values[done : done + take]
+                columns[3] += steps[done : done + take]
+                columns[4] += stamps[done : done + take]
+                done += take
+                if len(columns[0]) == batch_size:
+                    yield pa.record_batch([pa.array(c) for c in columns], schema=schema)
+                    columns = [[], [], [], [], []]
+    if columns[0]:
+        yield pa.record_batch([pa.array(c) for c in columns], schema=schema)
 
 
 def write_table_batches(batches: Iterable[Any], out: str, fmt: str, schema: Any) -> int:

@@ -229,8 +229,8 @@ def end_run(status: str = "FINISHED") -> None:
 
 
 def _end_run_at_exit() -> None:
-    """As in MLflow: a run still active when the interpreter exits ends FINISHED (which
-    also settles the trailing metric tables on disk); nothing may fail the exit."""
+    """As in MLflow: a run still active when the interpreter exits ends FINISHED; nothing
+    may fail the exit."""
     with contextlib.suppress(Exception):
         end_run()
 

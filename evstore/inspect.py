@@ -44,8 +44,8 @@ def store_info(store: EventStore) -> dict[str, Any]:
 
 
 def projections_behind(connection: Any, head: int) -> str:
-    """Read models whose checkpoint trails the head, and by how many events: their
-    tables do not hold those events yet (the next read through evstore applies them)."""
+    """Read models whose checkpoint is short of the head, and by how many events: stale
+    ones, or ones a writer that does not keep them left behind (reads refuse them)."""
     try:
         rows = connection.execute("SELECT name, checkpoint FROM projection_state").fetchall()
     except sqlite3.OperationalError:  # no read model was ever built here
@@ -53,7 +53,10 @@ def projections_behind(connection: Any, head: int) -> str:
     behind = [f"{name} by {head - n}" for name, n in sorted(rows) if n < head]
     if not behind:
         return "none"
-    return ", ".join(behind) + " events (a read catches up a fresh model; rebuild a stale one)"
+    return ", ".join(behind) + (
+        " events (`evstore rebuild` applies them; for a model at this evstore's version, so"
+        " does the next write through evstore)"
+    )
 
 
 def table_counts(connection: Any) -> dict[str, int]:

@@ -18,14 +18,15 @@ Lifecycle of a read model in a store (``projection_state`` holds its version and
 checkpoint, the last position applied):
 
 - **inline**: ``attach(store)`` installs a hook that applies each append's events, and
-  moves the checkpoints, inside the append's transaction. A read model whose recorded
-  version differs from the code's is *stale*: appends go on, it is not updated and its
-  checkpoint stays behind; ``check_fresh`` raises ``StaleProjectionError`` for it.
-- **trailing**: a model with a ``max_lag`` lets small appends pass, rows and checkpoint
-  alike, until it is that many events behind; the append that reaches it applies the
-  whole trail from the log, in its transaction. ``check_fresh`` catches up first, so a
-  read never sees the trail. The appends it lets pass are checked (``ReadModel.trail``)
-  and refused if the model could not apply them, as an applying model would refuse them.
+  moves the checkpoints, inside the append's transaction: every model is in step with the
+  log at each commit. A read model whose recorded version differs from the code's is
+  *stale*: appends go on, it is not updated and its checkpoint stays behind;
+  ``check_fresh`` raises ``StaleProjectionError`` for it.
+- **behind**: a model at the code's version whose checkpoint is short of the head, which
+  only a writer that does not keep it leaves (the log opened bare, an older evstore).
+  The next append through a runner applies what it lacks, in that append's transaction
+  (a writer holds the write lock anyway). A read never does: ``check_fresh`` refuses it,
+  naming ``evstore rebuild`` (see ``check_fresh`` for why).
 - **new**: a read model never built in this store is built when the store is opened if
   the log holds at most ``BUILD_ON_OPEN_LIMIT`` events (always true of a new store);
   on a bigger log it waits for ``evstore rebuild`` (or ``auto_rebuild=True``).
@@ -33,7 +34,8 @@ checkpoint, the last position applied):
 
     runner = open_store("runs.db")          # or attach(open_log(...), auto_rebuild=True)
     runner.store.append(run_id, events)     # the read models follow, in the same transaction
-    runner.check_fresh(["runs", "params"])  # before reading those tables
+    with runner.store.reading() as conn:    # one snapshot, never the write lock
+        runner.check_fresh(["runs", "params"], conn)  # before reading those tables
     rebuild(runner.store, ["runs"], progress=lambda done, total: ...)  # evstore.rebuild
     for recorded in subscribe(runner.store, after_position=checkpoint, idle_timeout=None): ...
 """
@@ -85,6 +87,10 @@ class FlatRows(NamedTuple):
 
 Prepare = Callable[[list[Any]], "list[Any] | FlatRows"]
 Progress = Callable[[int, int], None]
+#: What a writer does with the events collected for it: write them into its tables.
+Write = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
+#: Makes a writer for the given table names (``{table: name in this build}``).
+Writer = Callable[[dict[str, str]], Write]
 
 
 @dataclass
@@ -100,19 +106,16 @@ class ReadModel:
     #: Event types queued as they are (the ``RecordedEvent``) for a statement, without a
     #: handler call: the statement's ``prepare`` turns them into rows. Such a statement
     #: must be the only one on its table (so nothing else needs ordering against it).
+    #: Or for a writer (``writers``), by its name.
     collect: dict[type[Event], str] = field(default_factory=dict)
-    #: How many events this model may trail the log's head by between reads (0: none).
-    #: A small append leaves it behind, checkpoint and all, until the trail reaches
-    #: this; then one append applies the whole trail from the log in its transaction.
-    #: Every read catches up first (``check_fresh``), so readers never see the trail.
-    #: For tables a per-call write would otherwise touch on every call (metric points).
-    max_lag: int = 0
-    #: Per event type the model reads, the rows an event would write; it raises
-    #: ValueError for an event the model could not apply. An append trails only if its
-    #: events are all known here and write at most ``TRAIL_ROWS`` rows: it is refused
-    #: then (as an applying model would refuse it, never failing a later write or read),
-    #: and a bigger one is applied at once, as reading it back later would cost more.
-    trail: dict[type[Event], Callable[[RecordedEvent], int]] = field(default_factory=dict)
+    #: Writers by name: for a model whose rows depend on what its tables already hold
+    #: (points packed per series, kept once). At each flush the writer gets the events
+    #: collected for it, in log order, and the connection of the append (or of the
+    #: rebuild), and runs its own SQL over the model's tables. What it writes must be a
+    #: function of the log alone, however the events were split into appends.
+    writers: dict[str, Writer] = field(default_factory=dict)
+    #: Tables of earlier versions of this model, dropped when this version is built.
+    retired: tuple[str, ...] = ()
 
     def ddl(self, suffix: str = "") -> list[str]:
         """The DDL that creates this model's tables, each named ``<table><suffix>``."""
@@ -123,7 +126,9 @@ class ReadModel:
 class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
-    __slots__ = ("_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql")
+    __slots__ = (
+        "_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes",
+    )
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
         names = {table: table + suffix for table in model.tables}
@@ -135,7 +140,11 @@ class Ops:
             key: self._queues[_first_table(sql, model)] for key, sql in model.statements.items()
         }
         self._collected: dict[str, list[Any]] = {}
+        self._writes = {name: make(names) for name, make in model.writers.items()}
         for statement in model.collect.values():
+            if statement in self._writes:
+                self._collected[statement] = []
+                continue
             table = _first_table(model.statements[statement], model)
             shared = [k for k, sql in model.statements.items()
                       if k != statement and _first_table(sql, model) == table]  # fmt: skip
@@ -181,10 +190,18 @@ class Ops:
                 self._execute(conn, statement, items if make is None else make(items))
             queue.clear()
         for statement, items in self._collected.items():
-            if items:
-                rows = self._prepare[statement](items)
-                items.clear()
-                self._execute(conn, statement, rows)
+            if not items:
+                continue
+            write = self._writes.get(statement)
+            if write is not None:
+                try:
+                    write(conn, items)
+                finally:
+                    items.clear()
+                continue
+            rows = self._prepare[statement](items)
+            items.clear()
+            self._execute(conn, statement, rows)
 
     def _execute(
         self, conn: sqlite3.Connection, statement: str, rows: list[Any] | FlatRows
@@ -468,39 +485,38 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
     return found is not None and found.version == model.version
 
 
+def _state_of(conn: Any) -> tuple[dict[str, ProjectionState], int]:
+    """The recorded state of every read model and the head, as ``conn`` sees them."""
+    try:
+        rows = conn.execute(_STATE_AND_HEAD).fetchall()
+    except sqlite3.OperationalError:  # no read model was ever built here
+        rows = []
+    if not rows:
+        return {}, conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+    return _state_and_head(rows)
+
+
+def _unreadable(model: ReadModel, state: dict[str, ProjectionState], head: int) -> str | None:
+    """Why a read model cannot be read (one line naming the fix), or None if it can."""
+    found = state.get(model.name)
+    if found is None or found.version != model.version:
+        return stale_message(model, found)
+    if found.checkpoint < head:
+        return (
+            f"projection {model.name!r} holds the log up to position {found.checkpoint} but"
+            f" the log's head is {head}: the rest was appended by a writer that does not keep"
+            f" it (an older evstore, or the log opened without its read models); run"
+            f" `evstore rebuild --projection {model.name}` (any write through this evstore"
+            " also applies it)"
+        )
+    return None
+
+
 # --- inline ------------------------------------------------------------------------
 
 
 _VERSIONS_AND_CHECKPOINTS = "SELECT name, version, checkpoint FROM projection_state"
 _MOVE_ALL_CHECKPOINTS = "UPDATE projection_state SET checkpoint = ?"
-_MOVE_CHECKPOINTS_AT = "UPDATE projection_state SET checkpoint = ? WHERE checkpoint = ?"
-
-
-#: The most rows an append may leave to a trailing model (``ReadModel.trail``).
-TRAIL_ROWS = 64
-
-
-def _trail_rows(model: ReadModel, events: Sequence[RecordedEvent]) -> int | None:
-    """The rows these events would write into a model that may trail, or None if they
-    must be applied now (``ReadModel.trail``); raises ``ProjectionError`` for an event
-    the model could not apply."""
-    weigh: dict[type, Callable[[RecordedEvent], int]] = model.trail
-    rows = 0
-    for rec in events:
-        kind = rec.event.__class__
-        found = weigh.get(kind)
-        if found is None:
-            if kind in model.collect or kind in model.handlers:
-                return None  # a weight the model does not declare: apply it now
-            continue
-        try:
-            rows += found(rec)
-        except ValueError as e:
-            raise ProjectionError(
-                f"projection {model.name} cannot apply position {rec.position} ({rec.type}"
-                f" v{rec.version}, stream {rec.stream_id}): {e}"
-            ) from e
-    return rows if rows <= TRAIL_ROWS else None
 
 
 class ProjectionRunner:
@@ -530,13 +546,7 @@ class ProjectionRunner:
             found = state.get(model.name)
             if found is None or found[0] != model.version or found[1] >= last:
                 continue  # stale or not built: left behind for rebuild
-            if model.max_lag and last - found[1] < model.max_lag:
-                weight = _trail_rows(model, events)
-                # Trail, or go on trailing; a model with nothing behind it and nothing
-                # to write stays in step (it moves for free with the others).
-                if weight is not None and (weight or found[1] < first - 1):
-                    continue
-            if found[1] < first - 1:  # a trailing model, or a writer without projections
+            if found[1] < first - 1:  # appended by a writer that does not keep it
                 behind.setdefault(found[1], []).append(model)
             fresh.append(model)
         if not fresh:
@@ -556,26 +566,8 @@ class ProjectionRunner:
             # so equal counts mean the same set), and the write lock keeps the table as
             # read: no IN list, which costs SQLite 6x the statement.
             conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
-        elif {model.name for model in fresh} == {
-            name for name, (_, checkpoint) in state.items() if checkpoint == first - 1
-        }:
-            # The usual append while some model trails: the models that move are exactly
-            # the rows at the previous head, so the checkpoint picks them without a list.
-            conn.execute(_MOVE_CHECKPOINTS_AT, (last, first - 1))
         else:
             conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
-
-    def in_step(self, conn: sqlite3.Connection) -> bool:
-        """Whether, in the snapshot ``conn`` reads, every read model at this code's version
-        holds every event: a trailing append can land between a catch-up and a read."""
-        try:
-            rows = conn.execute(_STATE_AND_HEAD).fetchall()
-        except sqlite3.OperationalError:  # no read model was ever built here
-            return True
-        if not rows:
-            return True
-        state, head = _state_and_head(rows)
-        return all(state[m.name].checkpoint >= head for m in self.models if _is_fresh(m, state))
 
     def _plan(self, models: list[ReadModel]) -> tuple[_Plan, str]:
         key = tuple(model.name for model in models)
@@ -605,7 +597,7 @@ class ProjectionRunner:
             if not missing or head > limit:
                 return []
             for model in missing:
-                for table in model.tables:
+                for table in (*model.retired, *model.tables):
                     conn.execute(f'DROP TABLE IF EXISTS "{table}"')
                 for sql in model.ddl():
                     conn.execute(sql)
@@ -615,40 +607,32 @@ class ProjectionRunner:
         return [model.name for model in missing]
 
     def stale(self, names: Iterable[str] | None = None) -> list[str]:
-        """Names of the (selected) read models that are not built at the code's version."""
-        state, _ = store_state(self.store)
-        return [m.name for m in self._select(names) if not _is_fresh(m, state)]
-
-    def check_fresh(self, names: Iterable[str] | None = None) -> None:
-        """Raise ``StaleProjectionError`` unless the named read models can be read; catch up."""
-        models = self._select(names)
+        """Names of the (selected) read models a read would refuse: not built at the
+        code's version, or behind the log (what ``evstore rebuild`` brings up to date)."""
         state, head = store_state(self.store)
-        for model in models:
-            if not _is_fresh(model, state):
-                raise StaleProjectionError(stale_message(model, state.get(model.name)))
-        if any(state[model.name].checkpoint < head for model in models):
-            self.catch_up([model.name for model in models])
+        return [m.name for m in self._select(names) if _unreadable(m, state, head) is not None]
 
-    def catch_up(self, names: Iterable[str] | None = None) -> int:
-        """Apply events after each fresh model's checkpoint, under the write lock."""
-        applied = 0
-        with self.store.transaction() as conn:
-            state = read_state(conn)
-            head = self.store.head_position()
-            behind: dict[int, list[ReadModel]] = {}
-            for model in self._select(names):
-                found = state.get(model.name)
-                if found is not None and found.version == model.version and found.checkpoint < head:
-                    behind.setdefault(found.checkpoint, []).append(model)
-            for checkpoint, models in behind.items():
-                plan = _Plan(models)
-                _apply_range(self.store, conn, plan, checkpoint, head)
-                applied += plan.events
-                conn.executemany(
-                    "UPDATE projection_state SET checkpoint = ? WHERE name = ?",
-                    [(head, model.name) for model in models],
-                )
-        return applied
+    def check_fresh(self, names: Iterable[str] | None = None, conn: Any = None) -> None:
+        """Raise ``StaleProjectionError`` unless the named read models can be read in the
+        snapshot ``conn`` reads (by default a snapshot of its own).
+
+        A model behind the log is refused, not caught up. Catching up writes, so it
+        would take the write lock, and a read must never wait for it nor take it; and
+        reading the model as it was at its checkpoint would show a store older than the
+        other models beside it (a run without the metrics it logged), silently. Only a
+        writer that does not keep the model leaves it behind, so the error says how to
+        fix it: ``evstore rebuild``, or any write through this evstore.
+        """
+        models = self._select(names)
+        if conn is None:
+            with self.store.reading() as own:
+                state, head = _state_of(own)
+        else:
+            state, head = _state_of(conn)
+        for model in models:
+            problem = _unreadable(model, state, head)
+            if problem is not None:
+                raise StaleProjectionError(problem)
 
     def _select(self, names: Iterable[str] | None) -> list[ReadModel]:
         return select(names, self.models)

@@ -7,13 +7,13 @@ Several runs load with one query per table, never one query per run.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import isnan
 from typing import Any
 
 import msgspec
 
 from evstore.entities import Experiment, FileInfo, Metric, Run, RunData, RunInfo
-
-NAN = float("nan")
+from evstore.points import NAN, unpack
 
 #: One run as a row of ``runs r``: the columns of its ``RunInfo`` in field order, then
 #: its params and its tags, each as one JSON object (strings only: exact in JSON) that
@@ -80,20 +80,47 @@ def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
     ).fetchone()
 
 
-#: MLflow's SQL store keeps one of identical points and sorts a history by timestamp, step,
-#: then value, where it stores NaN as 0 (after a real 0) and +-inf as +-max float.
-_METRIC_HISTORY = (
-    "SELECT value, timestamp, step FROM metrics WHERE run_id = ? AND key = ?"
-    " GROUP BY value, timestamp, step"
-    " ORDER BY timestamp, step, coalesce(value, 0.0), value IS NULL"
-)
+_SERIES = "SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?"
+_CHUNKS = "SELECT points FROM metric_chunks WHERE series_id = ? ORDER BY chunk"
+_TAIL = "SELECT step, timestamp, value FROM metric_tail WHERE series_id = ? ORDER BY slot"
+
+
+def series_points(conn: Any, series_id: int) -> tuple[list[int], list[int], list[float]]:
+    """The steps, timestamps and values of one metric series, in the order logged (each
+    distinct point once)."""
+    steps: list[int] = []
+    stamps: list[int] = []
+    values: list[float] = []
+    for (chunk,) in conn.execute(_CHUNKS, (series_id,)):
+        chunk_steps, chunk_stamps, chunk_values = unpack(chunk)
+        steps += chunk_steps
+        stamps += chunk_stamps
+        values += chunk_values
+    for step, stamp, value in conn.execute(_TAIL, (series_id,)):
+        steps.append(step)
+        stamps.append(stamp)
+        values.append(NAN if value is None else value)
+    return steps, stamps, values
 
 
 def metric_history(conn: Any, run_id: str, key: str) -> list[Metric]:
     """Every distinct point of one metric of one run, in MLflow's order: by timestamp, step,
     value (an identical point logged twice is listed once, as MLflow keeps it once)."""
-    rows = conn.execute(_METRIC_HISTORY, (run_id, key)).fetchall()
-    return [Metric(key, NAN if value is None else value, ts, step) for value, ts, step in rows]
+    found = conn.execute(_SERIES, (run_id, key)).fetchone()
+    if found is None:
+        return []
+    steps, stamps, values = series_points(conn, found[0])
+    points = list(zip(stamps, steps, values))
+    if not isnan(sum(values)):  # no NaN: the tuples compare as MLflow orders
+        points.sort()
+    else:  # MLflow stores NaN as 0 and sorts it after a real 0
+        points.sort(key=_mlflow_order)
+    return [Metric(key, value, stamp, step) for stamp, step, value in points]
+
+
+def _mlflow_order(point: tuple[int, int, float]) -> tuple[int, int, float, bool]:
+    stamp, step, value = point
+    return (stamp, step, 0.0, True) if isnan(value) else (stamp, step, value, False)
 
 
 def _experiments(conn: Any, where: str, params: Sequence[Any]) -> list[Experiment]:

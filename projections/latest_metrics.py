@@ -13,7 +13,6 @@ from typing import Any
 from evstore.events import MetricPoint, MetricsLogged
 from evstore.projection import ReadModel
 from evstore.stores.base import RecordedEvent
-from projections.metrics import METRIC_LAG, point_count
 
 
 def keep_greatest(logged: list[RecordedEvent]) -> list[tuple[Any, ...]]:
@@ -68,6 +67,4 @@ LATEST_METRICS = ReadModel(
     },
     prepare={"offer": keep_greatest},
     collect={MetricsLogged: "offer"},
-    max_lag=METRIC_LAG,
-    trail={MetricsLogged: point_count},
 )

@@ -105,3 +105,21 @@ def like_reference(value: str, pattern: str, flags: int = 0) -> bool:
         parts.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
         i += 1
     return re.fullmatch("".join(parts), value, flags | re.DOTALL) is not None
+
+
+def history_points(db: Any, run_id: str | None = None) -> list[tuple[Any, ...]]:
+    """Every point the metric history holds, as (run_id, key, step, timestamp, value): by
+    run and key, each series in the order its points were logged. ``db`` is a store or a
+    connection."""
+    from evstore.reads import series_points
+
+    conn = getattr(db, "connection", db)
+    where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    series = conn.execute(
+        f"SELECT series_id, run_id, key FROM metric_series {where} ORDER BY run_id, key", args
+    ).fetchall()
+    points: list[tuple[Any, ...]] = []
+    for series_id, run, key in series:
+        steps, stamps, values = series_points(conn, series_id)
+        points += [(run, key, s, t, v) for s, t, v in zip(steps, stamps, values)]
+    return points

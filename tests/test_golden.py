@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from conftest import nan_safe
+from conftest import history_points, nan_safe
 
 from evstore import codec
 from evstore.events import EVENT_TYPES
@@ -171,7 +171,6 @@ TABLES: dict[str, tuple[str, ...]] = {
              "end_time", "lifecycle_stage", "parent_run_id", "artifact_uri", "deleted_time"),
     "params": ("run_id", "key", "value"),
     "tags": ("run_id", "key", "value"),
-    "metrics": ("run_id", "key", "value", "step", "timestamp", "position", "seq"),
     "latest_metrics": ("run_id", "key", "value", "step", "timestamp"),
     "artifacts": ("run_id", "path", "size", "sha256"),
 }  # fmt: skip
@@ -201,6 +200,9 @@ def read_model_tables(store: EventStore) -> Rows:
     for table, columns in TABLES.items():
         rows = store.query(f"SELECT {', '.join(columns)} FROM {table}")  # type: ignore[attr-defined]
         tables[table] = [dict(zip(columns, row, strict=True)) for row in rows]
+    # The metric history is packed per series: read back through its reader, in log order.
+    columns = ("run_id", "key", "step", "timestamp", "value")
+    tables["metrics"] = [dict(zip(columns, point, strict=True)) for point in history_points(store)]
     return tables
 
 
@@ -239,7 +241,7 @@ def queryable_result(tables: Rows) -> dict[str, Any]:
     for table in ("params", "tags"):
         for row in sorted(tables[table], key=lambda r: r["key"]):
             by_run[row["run_id"]][table][row["key"]] = row["value"]
-    for row in sorted(tables["metrics"], key=lambda r: (r["position"], r["seq"])):
+    for row in tables["metrics"]:  # each series in the order its points were logged
         history = by_run[row["run_id"]]["metrics"].setdefault(row["key"], [])
         history.append([row["timestamp"], row["step"], _stored_float(row["value"])])
     for row in tables["latest_metrics"]:

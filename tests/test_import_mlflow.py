@@ -361,7 +361,8 @@ def projection_rows(store_path: Path) -> dict[str, list[tuple[Any, ...]]]:
     # experiments.last_update_time included: imports set it from MLflow's times (creation,
     # deletion, restore), never from when evstore recorded the event.
     selects = {t: f"SELECT * FROM {t}" for t in ("experiments", "experiment_tags", "runs", "params",
-                                                 "tags", "metrics", "latest_metrics", "artifacts")}  # fmt: skip
+                                                 "tags", "metric_series", "metric_chunks",
+                                                 "metric_tail", "latest_metrics", "artifacts")}  # fmt: skip
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
     try:
         rows = {}

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from conftest import close_cached_stores
+from conftest import close_cached_stores, history_points
 from waiting import Lines
 
 from evstore.events import TagSet
@@ -152,8 +152,8 @@ def test_four_processes_append_at_once(db_path: Path) -> None:
         assert report.events == total
 
 
-# Each client: log per-call metric points into its own run of a shared store, so the
-# metric tables trail and catch up (by appends and by reads) across the processes.
+# Each client: log per-call metric points into its own run of a shared store; every
+# append packs its point into the shared metric tables, across the processes.
 CLIENT = """
 import sys
 import evstore
@@ -175,7 +175,7 @@ def test_processes_logging_per_call_see_and_keep_every_point(db_path: Path) -> N
     client = evstore.MlflowClient(str(db_path))
     experiment_id = client.create_experiment("together")
     runs = [client.create_run(experiment_id).info.run_id for _ in range(3)]
-    count = 400  # past the metric tables' trail of 256, so appends apply trails too
+    count = 400  # six full chunks of 64 per run, and a tail
     workers = [
         subprocess.Popen([sys.executable, "-c", CLIENT, str(db_path), run_id, str(count)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -190,16 +190,16 @@ def test_processes_logging_per_call_see_and_keep_every_point(db_path: Path) -> N
     for worker in workers:
         worker.communicate(timeout=120)
         assert worker.returncode == 0
-    for run_id in runs:  # this process reads: it catches up what the others left
+    for run_id in runs:  # this process reads what the others wrote
         history = client.get_metric_history(run_id, "loss")
         assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(count)]
     store = client.store
     try:
-        kept = store.query("SELECT * FROM metrics ORDER BY position, seq")
+        kept = history_points(store)
         latest = store.query("SELECT * FROM latest_metrics ORDER BY run_id")
         assert len(kept) == 3 * count and len(latest) == 3
         rebuild(store)
-        assert store.query("SELECT * FROM metrics ORDER BY position, seq") == kept
+        assert history_points(store) == kept
         assert store.query("SELECT * FROM latest_metrics ORDER BY run_id") == latest
         assert verify(store).ok
     finally:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from conftest import history_points, nan_safe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waiting import PATIENCE
@@ -55,8 +56,8 @@ from evstore.projection import (
 from evstore.rebuild import rebuild
 from evstore.stores import open_log
 from evstore.stores.base import RecordedEvent
-from projections.latest_metrics import LATEST_METRICS
-from projections.metrics import METRIC_LAG, METRICS
+from projections import metrics as metrics_model
+from projections.metrics import METRICS
 from projections.runs import RUNS
 
 RUN_A, RUN_B = "a" * 32, "b" * 32
@@ -151,19 +152,102 @@ def test_params_and_artifacts(runner: ProjectionRunner) -> None:
     assert rows(runner, "SELECT * FROM artifacts") == [(RUN_A, "m/model.pkl", 4, "cd" * 32)]
 
 
-def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
+def test_metric_history_keeps_every_distinct_point_nan_and_infinities(
     runner: ProjectionRunner,
 ) -> None:
     store = runner.store
     store.append(RUN_A, [started()])
     points = [MetricPoint("loss", 1.0, 0, 10), MetricPoint("loss", NAN, 1, 11),
               MetricPoint("loss", INF, 1, 11), MetricPoint("loss", -INF, -5, 12)]  # fmt: skip
-    (position,) = store.append(RUN_A, [MetricsLogged(points=points)])
-    runner.check_fresh()  # the metric models may trail the log: a read catches up first
-    assert rows(runner, "SELECT key, value, step, timestamp, position, seq FROM metrics ORDER BY seq") == [
-        ("loss", 1.0, 0, 10, position, 0), ("loss", None, 1, 11, position, 1),
-        ("loss", INF, 1, 11, position, 2), ("loss", -INF, -5, 12, position, 3),
+    store.append(RUN_A, [MetricsLogged(points=points)])
+    assert nan_safe(history_points(store)) == nan_safe([
+        (RUN_A, "loss", 0, 10, 1.0), (RUN_A, "loss", 1, 11, NAN),
+        (RUN_A, "loss", 1, 11, INF), (RUN_A, "loss", -5, 12, -INF),
+    ])  # fmt: skip
+    # Fewer than a chunk's worth: one narrow row each, NaN as NULL (SQLite's rule).
+    assert rows(runner, "SELECT slot, step, timestamp, value FROM metric_tail") == [
+        (0, 0, 10, 1.0), (1, 1, 11, None), (2, 1, 11, INF), (3, -5, 12, -INF),
     ]  # fmt: skip
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Chunks of 4 points, so a few points fill several."""
+    monkeypatch.setattr(metrics_model, "CHUNK", 4)
+    return 4
+
+
+def test_a_full_tail_is_packed_into_a_chunk_by_the_append_that_fills_it(
+    runner: ProjectionRunner, small_chunks: int
+) -> None:
+    store = runner.store
+    store.append(RUN_A, [started()])
+    for step in range(3):
+        store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", float(step), step, step)])])
+    assert rows(runner, "SELECT count(*) FROM metric_tail") == [(3,)]
+    assert rows(runner, "SELECT count(*) FROM metric_chunks") == [(0,)]
+    # The fourth point fills the tail: one chunk, an empty tail, the series' bounds.
+    store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 3.0, 3, 3)])])
+    assert rows(runner, "SELECT count(*) FROM metric_tail") == [(0,)]
+    assert rows(runner, "SELECT series_id, chunk, min_timestamp, max_timestamp"
+                        " FROM metric_chunks") == [(1, 0, 0, 3)]  # fmt: skip
+    assert rows(runner, "SELECT * FROM metric_series") == [(1, RUN_A, "m", 1, 0, 3)]
+    # A batch of ten: the next two chunks at once, two points left in the tail.
+    store.append(RUN_A, [MetricsLogged(points=[
+        MetricPoint("m", float(s), s, 100 - s) for s in range(4, 14)])])  # fmt: skip
+    assert rows(runner, "SELECT chunk, min_timestamp, max_timestamp FROM metric_chunks") == [
+        (0, 0, 3), (1, 93, 96), (2, 89, 92)
+    ]  # fmt: skip
+    assert rows(runner, "SELECT * FROM metric_series") == [(1, RUN_A, "m", 3, 0, 96)]
+    assert rows(runner, "SELECT slot, step FROM metric_tail") == [(0, 12), (1, 13)]
+    assert [p[2] for p in history_points(store)] == list(range(14))
+
+
+def test_where_a_point_lives_does_not_depend_on_how_appends_were_split(
+    db_path: Path, small_chunks: int
+) -> None:
+    points = [MetricPoint(key, float(i), i // 2, 100 + i) for i in range(11) for key in ("a", "b")]
+    tables = "metric_series", "metric_chunks", "metric_tail"
+    found = []
+    for split in (1, 3, len(points)):  # per call, small batches, one batch
+        runner = open_store(db_path.with_name(f"split{split}.db"))
+        runner.store.append(RUN_A, [started()])
+        for start in range(0, len(points), split):
+            runner.store.append(RUN_A, [MetricsLogged(points=points[start : start + split])])
+        found.append({t: rows(runner, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables})
+        rebuild(runner.store)
+        assert {t: rows(runner, f"SELECT * FROM {t} ORDER BY 1, 2") for t in tables} == found[-1]
+        runner.store.close()
+    assert found[0] == found[1] == found[2]
+
+
+def test_identical_points_are_kept_once_in_the_tail_and_in_chunks(
+    runner: ProjectionRunner, small_chunks: int
+) -> None:
+    store = runner.store
+    store.append(RUN_A, [started()])
+    log = store.append
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", NAN, 0, 5), MetricPoint("m", 1.0, 0, 5)])])
+    # Again, within one batch and across appends: NaN equals NaN, -0.0 equals 0.0.
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", NAN, 0, 5), MetricPoint("m", -0.0, 1, 6),
+                                      MetricPoint("m", 0.0, 1, 6)])])  # fmt: skip
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5)])])
+    assert nan_safe(history_points(store)) == nan_safe(
+        [(RUN_A, "m", 0, 5, NAN), (RUN_A, "m", 0, 5, 1.0), (RUN_A, "m", 1, 6, 0.0)]
+    )
+    # The fourth distinct point packs the chunk; a repeat of a packed point, even in a
+    # batch with new ones and logged after later timestamps, is found in its chunk.
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 2, 7)])])
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 9.0, 9, 9)])])
+    log(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5), MetricPoint("m", NAN, 0, 5),
+                                      MetricPoint("m", 3.0, 0, 5)])])  # fmt: skip
+    assert rows(runner, "SELECT count(*) FROM metric_chunks") == [(1,)]
+    assert nan_safe([p[2:] for p in history_points(store)]) == nan_safe(
+        [(0, 5, NAN), (0, 5, 1.0), (1, 6, 0.0), (2, 7, 2.0), (9, 9, 9.0), (0, 5, 3.0)]
+    )
+    # The log keeps what was sent.
+    sent = sum(len(r.event.points) for r in store.read_all() if isinstance(r.event, MetricsLogged))
+    assert sent == 11
 
 
 @pytest.mark.parametrize(
@@ -184,17 +268,12 @@ def test_metric_history_keeps_every_point_nan_as_null_and_infinities(
     ],
 )
 @pytest.mark.parametrize("batched", [True, False])
-@pytest.mark.parametrize("max_lag", [0, 2, METRIC_LAG])  # inline; trail applied by appends; by the read
 def test_latest_metric_follows_mlflows_rule(
     runner: ProjectionRunner,
     points: list[tuple[float, int, int]],
     latest: tuple[Any, ...],
     batched: bool,
-    max_lag: int,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", max_lag)
     store = runner.store
     store.append(RUN_A, [started()])
     events = [MetricsLogged(points=[MetricPoint("m", v, s, t)]) for v, s, t in points]
@@ -204,86 +283,37 @@ def test_latest_metric_follows_mlflows_rule(
     assert rows(runner, "SELECT value, step, timestamp FROM latest_metrics") == [latest]
 
 
-def test_every_append_moves_every_checkpoint_in_the_same_transaction(
-    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 0)
-    runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
-    state, head = mechanism.store_state(runner.store)
-    assert head == 2
-    assert {s.name: s.checkpoint for s in state.values()} == {m.name: 2 for m in runner.models}
-
-
 def checkpoints(runner: ProjectionRunner) -> dict[str, int]:
     return {s.name: s.checkpoint for s in mechanism.store_state(runner.store)[0].values()}
 
 
-def test_a_trailing_model_moves_with_its_rows_once_its_trail_is_long_enough(
-    runner: ProjectionRunner, monkeypatch: pytest.MonkeyPatch
+def test_every_append_moves_every_checkpoint_in_the_same_transaction(
+    runner: ProjectionRunner,
 ) -> None:
-    for model in (METRICS, LATEST_METRICS):
-        monkeypatch.setattr(model, "max_lag", 3)
-    inline = {m.name for m in runner.models} - {"metrics", "latest_metrics"}
-    point = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])
-    runner.store.append(RUN_A, [started()])
-    # Nothing to write and nothing behind: the metric models keep in step.
-    assert set(checkpoints(runner).values()) == {1}
-    runner.store.append(RUN_A, [point])
-    runner.store.append(RUN_A, [TagSet(key="k", value="v")])
-    # Two events behind (one of them not theirs): they wait, rows and checkpoint alike.
-    assert {n: c for n, c in checkpoints(runner).items() if n in inline} == dict.fromkeys(inline, 3)
-    assert (checkpoints(runner)["metrics"], checkpoints(runner)["latest_metrics"]) == (1, 1)
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]
-    # The next event makes the trail 3: that append applies all of it, then moves them.
-    runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
-    assert set(checkpoints(runner).values()) == {4}
-    assert rows(runner, "SELECT value FROM metrics ORDER BY position") == [(1.0,), (2.0,)]
-    assert rows(runner, "SELECT value, step FROM latest_metrics") == [(2.0, 1)]
-    # A point the tables could not hold is refused by its own append, whether the models
-    # trail (their check) or apply the trail (SQLite); the trail stays as it was.
-    beyond = MetricsLogged(points=[MetricPoint("m", 1.0, 2**63, 3)])
-    runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="cannot apply position 6 .* must fit in 64 bits"):
-        runner.store.append(RUN_A, [beyond])
-    runner.store.append(RUN_A, [point])
-    with pytest.raises(ProjectionError, match="position 7 .*OverflowError"):
-        runner.store.append(RUN_A, [beyond])
-    assert runner.store.head_position() == 6
-    assert checkpoints(runner)["metrics"] == 4 and rows(runner, "SELECT count(*) FROM metrics") == [(2,)]
-    # `evstore info` says how far they trail; a read catches up first, whatever the trail.
-    assert store_info(runner.store)["projections_behind"] == (
-        "latest_metrics by 2, metrics by 2 events (a read catches up a fresh model; rebuild a stale one)"
-    )
-    runner.check_fresh()
+    runner.store.append(RUN_A, [started(), ParamsLogged(params={"a": "1"})])
+    assert checkpoints(runner) == {m.name: 2 for m in runner.models}
+    # A per-call metric point too: its models write it in its append, with the others.
+    runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])])
+    assert checkpoints(runner) == {m.name: 3 for m in runner.models}
+    assert history_points(runner.store) == [(RUN_A, "m", 0, 1, 1.0)]
+    assert rows(runner, "SELECT value, step FROM latest_metrics") == [(1.0, 0)]
     assert store_info(runner.store)["projections_behind"] == "none"
-    assert set(checkpoints(runner).values()) == {6}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(4,)]
-    # A batch of more rows than an append may leave behind is applied at once, with the
-    # trail before it: reading it back later would cost more than applying it now.
-    runner.store.append(RUN_A, [point])
-    many = [MetricPoint("m", float(i), 10 + i, 10) for i in range(mechanism.TRAIL_ROWS + 1)]
-    runner.store.append(RUN_A, [MetricsLogged(points=many)])
-    assert set(checkpoints(runner).values()) == {8}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(5 + len(many),)]
 
 
-def test_only_events_a_model_weighs_may_trail(db_path: Path) -> None:
-    weighed = ReadModel(
-        name="weighed", version=1, tables={"weighed": ("CREATE TABLE {weighed} (key TEXT)",)},
-        statements={"insert": "INSERT INTO {weighed} VALUES (?)"}, handlers={TagSet: shout},
-        max_lag=10, trail={TagSet: lambda rec: 1},
-    )  # fmt: skip
-    unweighed = ReadModel(**{**vars(weighed), "name": "unweighed", "trail": {},
-                             "tables": {"unweighed": ("CREATE TABLE {unweighed} (key TEXT)",)},
-                             "statements": {"insert": "INSERT INTO {unweighed} VALUES (?)"}})  # fmt: skip
-    with open_log(db_path) as log:
-        runner = mechanism.attach(log, models=[weighed, unweighed])
-        log.append(RUN_A, [TagSet(key="k", value="v")])
-        assert checkpoints(runner) == {"weighed": 0, "unweighed": 1}
-        assert rows(runner, "SELECT key FROM unweighed") == [("k",)]
-        runner.check_fresh()
-        assert rows(runner, "SELECT key FROM weighed") == [("k",)]
+def test_a_point_the_tables_cannot_hold_is_refused_by_its_own_append(
+    runner: ProjectionRunner,
+) -> None:
+    runner.store.append(RUN_A, [started()])
+    for step, stamp in ((2**63, 3), (0, 2**63), (2**64 - 1, 0)):  # msgpack holds them
+        beyond = MetricsLogged(points=[MetricPoint("m", 1.0, step, stamp)])
+        with pytest.raises(ProjectionError, match=r"position 2 \(MetricsLogged\).*OverflowError"):
+            runner.store.append(RUN_A, [beyond])
+    # Nor in a batch big enough to be packed at once.
+    many = [MetricPoint("m", float(i), i, i) for i in range(metrics_model.CHUNK)]
+    with pytest.raises(ProjectionError, match="OverflowError"):
+        runner.store.append(RUN_A, [MetricsLogged(points=[*many, MetricPoint("m", 0.0, 2**63, 0)])])
+    assert runner.store.head_position() == 1 and history_points(runner.store) == []
+    assert checkpoints(runner) == {m.name: 1 for m in runner.models}
 
 
 def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: ProjectionRunner) -> None:
@@ -297,7 +327,7 @@ def test_a_runner_over_some_models_moves_only_their_checkpoints(runner: Projecti
     state, head = mechanism.store_state(runner.store)
     assert head == 3 and state["params"].checkpoint == 3
     assert {s.checkpoint for name, s in state.items() if name != "params"} == {1}
-    assert rows(runner, "SELECT count(*) FROM metrics") == [(0,)]  # left for catch-up
+    assert rows(runner, "SELECT count(*) FROM metric_series") == [(0,)]  # left for catch-up
 
 
 def test_a_runner_refuses_two_models_of_one_name(runner: ProjectionRunner) -> None:
@@ -341,19 +371,38 @@ def test_a_failing_handler_fails_the_append_and_leaves_nothing_behind(db_path: P
         assert log.head_position() == 2
 
 
-def test_events_appended_without_projections_are_caught_up(
+def test_events_appended_without_projections_are_refused_by_reads_then_applied_by_a_write(
     runner: ProjectionRunner, db_path: Path
 ) -> None:
     runner.store.append(RUN_A, [started()])
     with open_log(db_path) as bare:  # a writer that does not keep the read models
         bare.append(RUN_A, [ParamsLogged(params={"x": "1"})])
     assert rows(runner, "SELECT count(*) FROM params") == [(0,)]
-    runner.check_fresh(["params"])  # a read catches up...
-    assert rows(runner, "SELECT key FROM params") == [("x",)]
+    # A read does not catch up (that would take the write lock): it names the fix.
+    with pytest.raises(StaleProjectionError) as caught:
+        runner.check_fresh(["params"])
+    assert str(caught.value) == (
+        "projection 'params' holds the log up to position 1 but the log's head is 2: the rest"
+        " was appended by a writer that does not keep it (an older evstore, or the log opened"
+        " without its read models); run `evstore rebuild --projection params` (any write"
+        " through this evstore also applies it)"
+    )
+    assert rows(runner, "SELECT count(*) FROM params") == [(0,)]
+    assert store_info(runner.store)["projections_behind"].startswith(
+        "artifacts by 1, experiments by 1, latest_metrics by 1, metrics by 1, params by 1,"
+    )
+    # The next write through evstore applies what they lack, then its own events.
     with open_log(db_path) as bare:
         bare.append(RUN_A, [ParamsLogged(params={"y": "2"})])
-    runner.store.append(RUN_A, [ParamsLogged(params={"z": "3"})])  # ...and so does the next append
+    runner.store.append(RUN_A, [ParamsLogged(params={"z": "3"})])
     assert rows(runner, "SELECT key FROM params ORDER BY key") == [("x",), ("y",), ("z",)]
+    runner.check_fresh()
+    # So does `evstore rebuild`, with writers going on.
+    with open_log(db_path) as bare:
+        bare.append(RUN_A, [TagSet(key="w", value="4")])
+    assert rebuild(runner.store, only_stale=True).projections == [m.name for m in runner.models]
+    runner.check_fresh()
+    assert ("w", "4") in rows(runner, "SELECT key, value FROM tags")
 
 
 def test_events_of_unknown_types_are_skipped_and_counted(db_path: Path) -> None:
@@ -406,6 +455,37 @@ def test_a_stale_projection_stops_reads_not_writes(
         ]
         runner.store.append(RUN_B, [RunRenamed(run_name="renamed")])  # inline again
         assert rows(runner, f"SELECT run_name FROM runs WHERE run_id = '{RUN_B}'") == [("renamed",)]
+    finally:
+        runner.store.close()
+
+
+def test_a_store_of_the_metric_history_v1_reads_again_after_rebuild(db_path: Path) -> None:
+    # A store whose metric history was built by an evstore before storage format 4: one
+    # row per point in `metrics`, recorded at version 1.
+    first = open_store(db_path)
+    first.store.append(RUN_A, [started(), MetricsLogged(points=[MetricPoint("m", 1.0, 0, 1)])])
+    with first.store.transaction() as conn:
+        conn.execute("CREATE TABLE metrics (run_id TEXT, key TEXT, value REAL, step INTEGER,"
+                     " timestamp INTEGER, position INTEGER, seq INTEGER)")  # fmt: skip
+        conn.execute("CREATE INDEX metrics_history ON metrics (run_id, key, position, seq)")
+        conn.execute("UPDATE projection_state SET version = 1 WHERE name = 'metrics'")
+        for table in METRICS.tables:
+            conn.execute(f"DROP TABLE {table}")
+    first.store.close()
+
+    runner = open_store(db_path)
+    try:
+        with pytest.raises(StaleProjectionError, match=(
+            "'metrics' was built at version 1 but this evstore has version 2:"
+            r" run `evstore rebuild --projection metrics`")):  # fmt: skip
+            runner.check_fresh()
+        runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])
+        summary = rebuild(runner.store, only_stale=True)
+        assert summary.projections == ["metrics"]
+        runner.check_fresh()
+        assert [p[4] for p in history_points(runner.store)] == [1.0, 2.0]
+        tables = {name for (name,) in rows(runner, "SELECT name FROM sqlite_master")}
+        assert "metrics" not in tables and "metrics_history" not in tables  # dropped
     finally:
         runner.store.close()
 
@@ -547,13 +627,16 @@ TIMES = st.integers(0, 3)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [0.0, -0.0, 1.0, NAN, INF, -INF]
 )
+INT64 = st.sampled_from([-(2**63), 2**63 - 1])
 POINTS = st.builds(
-    MetricPoint, st.sampled_from(["loss", "acc"]), FLOATS, st.integers(-1, 1), st.integers(0, 1)
-)
+    MetricPoint, st.sampled_from(["loss", "acc", "k1", "k2", "k3", "k4 with space"]), FLOATS,
+    st.integers(-2, 2) | INT64, st.integers(0, 2) | st.sampled_from([0, 2**63 - 1]),
+)  # fmt: skip
 
 RUN_EVENTS = st.one_of(
     st.builds(ParamsLogged, params=st.dictionaries(KEYS, TEXT, max_size=3)),
-    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=5)),
+    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=1)),  # log_metric
+    st.builds(MetricsLogged, points=st.lists(POINTS, min_size=1, max_size=30)),  # log_batch
     st.builds(TagSet, key=KEYS, value=TEXT),
     st.builds(TagDeleted, key=KEYS),
     st.builds(RunRenamed, run_name=TEXT),
@@ -608,14 +691,17 @@ def snapshot(store: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(history=HISTORIES, max_lag=st.sampled_from([0, 1, 2, 5, METRIC_LAG]))
+@given(
+    history=HISTORIES,
+    chunk=st.sampled_from([2, 3, metrics_model.CHUNK]),
+    rebuild_chunk=st.sampled_from([1, 7, 5000]),
+)
 def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
-    history: list[tuple[str, list[Any]]], max_lag: int
+    history: list[tuple[str, list[Any]]], chunk: int, rebuild_chunk: int
 ) -> None:
-    # Whether the metric models apply each append, apply trails in appends, or are
-    # caught up by the read: the tables come out the same as a rebuild's, row for row.
-    trailing = (METRICS, LATEST_METRICS)
-    with tempfile.TemporaryDirectory() as tmp, _max_lag(trailing, max_lag):
+    # The tables every append kept in step come out the same as a rebuild's, row for row,
+    # however many events the rebuild applies at a time, and however small a metric chunk.
+    with tempfile.TemporaryDirectory() as tmp, _chunk(chunk):
         runner = open_store(Path(tmp) / "store.db")
         store = runner.store
         try:
@@ -627,7 +713,6 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             for i, run_id in enumerate(RUN_IDS):
                 store.append(run_id, [started(f"run{i}", EXPERIMENT_IDS[i % 2]),
                                       TagSet(key="mlflow.user", value="u")])  # fmt: skip
-            points = 0
             for target, ops in history:
                 if target in EXPERIMENT_IDS:
                     store.append(
@@ -635,14 +720,14 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
                     )
                 else:
                     store.append(target, ops)
-                    points += sum(len(op.points) for op in ops if isinstance(op, MetricsLogged))
             state, head = mechanism.store_state(store)
-            assert all(head - state[m.name].checkpoint < max(m.max_lag, 1) for m in trailing)
+            assert {s.checkpoint for s in state.values()} == {head}
             runner.check_fresh()
             inline = snapshot(store)
-            assert len(inline["metrics"]) == points
+            # The history holds each distinct point once, the first sent, in log order.
+            assert nan_safe(history_points(store)) == nan_safe(distinct_points(history))
 
-            summary = rebuild(store)
+            summary = rebuild(store, chunk=rebuild_chunk)
             assert summary.head_position == store.head_position()
             assert snapshot(store) == inline
             runner.check_fresh()
@@ -650,17 +735,33 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             store.close()
 
 
+def distinct_points(history: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+    """What the metric history must hold: per run and key, each distinct point once (NaN
+    equal to NaN, -0.0 to 0.0), the first logged, in log order."""
+    series: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    seen: set[tuple[Any, ...]] = set()
+    for target, ops in history:
+        for op in ops:
+            for p in op.points if isinstance(op, MetricsLogged) else ():
+                value = p.value + 0.0
+                identity = (target, p.key, p.step, p.timestamp, "NaN" if math.isnan(value) else value)
+                if identity not in seen:
+                    seen.add(identity)
+                    series.setdefault((target, p.key), []).append(
+                        (target, p.key, p.step, p.timestamp, value)
+                    )
+    return [point for key in sorted(series) for point in series[key]]
+
+
 @contextmanager
-def _max_lag(models: tuple[ReadModel, ...], lag: int) -> Iterator[None]:
-    """The models' max_lag set to ``lag`` for the block (hypothesis has no monkeypatch)."""
-    saved = [model.max_lag for model in models]
-    for model in models:
-        model.max_lag = lag
+def _chunk(points: int) -> Iterator[None]:
+    """Metric chunks of ``points`` points for the block (hypothesis has no monkeypatch)."""
+    saved = metrics_model.CHUNK
+    metrics_model.CHUNK = points
     try:
         yield
     finally:
-        for model, old in zip(models, saved):
-            model.max_lag = old
+        metrics_model.CHUNK = saved
 
 
 def test_sqlite_turns_nan_into_null_which_the_tables_rely_on() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import history_points
 from test_projections import snapshot
 from typer.testing import CliRunner
 from waiting import PATIENCE, Lines
@@ -58,7 +59,7 @@ def fill(db_path: Path, runs: int, steps: int) -> int:
             *(MetricsLogged(points=[MetricPoint("loss", 1 / (s + 1), s, s), MetricPoint("acc", s, s, s)])
               for s in range(steps)),
         ])  # fmt: skip
-    runner.check_fresh()  # the metric models may trail: the tables hold the whole log
+    runner.check_fresh()
     head = store.head_position()
     store.close()
     return head
@@ -88,10 +89,15 @@ def test_rebuild_swaps_in_complete_tables_with_their_indexes(db_path: Path, chun
                 f" AND tbl_name IN ({', '.join(repr(t) for t in model.tables)})"
             )[0][0]
             assert found == declared, model.name
-        plan = log.query(  # type: ignore[attr-defined]
-            "EXPLAIN QUERY PLAN SELECT value FROM metrics WHERE run_id = ? AND key = ?"
-            " ORDER BY position, seq", (RUN, "loss"))  # fmt: skip
-        assert "metrics__b" in str(plan) and "USING INDEX" in str(plan)
+        # A metric's history: its series by run and key, then its chunks and tail.
+        for sql, args in (
+            ("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?", (RUN, "loss")),
+            ("SELECT points FROM metric_chunks WHERE series_id = ? ORDER BY chunk", (1,)),
+            ("SELECT value FROM metric_tail WHERE series_id = ? ORDER BY slot", (1,)),
+        ):
+            plan = str(log.query(f"EXPLAIN QUERY PLAN {sql}", args))  # type: ignore[attr-defined]
+            assert "SEARCH" in plan and ("INDEX" in plan or "PRIMARY KEY" in plan), plan
+            assert "TEMP B-TREE" not in plan, plan
 
 
 # Appends when told: each line on stdin is a number of (MetricsLogged, TagSet) pairs to
@@ -164,11 +170,7 @@ def test_rebuild_while_another_process_appends_applies_every_event_once(db_path:
         points = sum(
             len(r.event.points) for r in log.read_all() if isinstance(r.event, MetricsLogged)
         )
-        assert log.query(
-            "SELECT count(*), count(DISTINCT position || '.' || seq) FROM metrics"
-        ) == [  # type: ignore[attr-defined]
-            (points, points)
-        ]
+        assert len(history_points(log)) == points  # all distinct
         # ...and every table equals a rebuild from scratch.
         live = snapshot(log)
         rebuild(log)
@@ -292,12 +294,7 @@ def test_golden_stores_rebuild_into_their_expected_tables(tmp_path: Path) -> Non
         target = tmp_path / name
         target.mkdir()
         with open_log(golden.copy_golden_store(name, target)) as log:
-            rebuild(log)
-            tables = {
-                table: [dict(zip(columns, row))
-                        for row in log.query(f"SELECT {', '.join(columns)} FROM {table}")]  # type: ignore[attr-defined]
-                for table, columns in golden.TABLES.items()
-            }  # fmt: skip
+            tables = golden.read_model_tables(log)
         expected = json.loads((golden.STORES_DIR / name / "expected.json").read_text())
         assert golden.queryable_result(tables) == expected, name
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import close_cached_stores
+from conftest import close_cached_stores, history_points
 from waiting import wait_until
 
 from evstore import Client, search
@@ -129,11 +129,10 @@ def test_an_open_read_does_not_delay_an_append(client: Client) -> None:
 
     def long_read() -> None:
         with client.reading() as conn:
-            count = "SELECT count(*) FROM metrics WHERE run_id = ?"
-            seen.append(conn.execute(count, (run_id,)).fetchone()[0])
+            seen.append(len(history_points(conn, run_id)))
             opened.set()
             done.wait(GUARD)
-            seen.append(conn.execute(count, (run_id,)).fetchone()[0])
+            seen.append(len(history_points(conn, run_id)))
 
     reader = threading.Thread(target=long_read, daemon=True)
     reader.start()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 from array import array
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evstore.entities import Metric
 from evstore.server.ui.series import Series, SeriesCache, downsample, series_as_of
+from evstore.tracking.service import TrackingService
 
 values = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
@@ -79,43 +83,66 @@ def test_a_zoomed_range_is_sent_at_full_resolution() -> None:
     assert out_x == list(range(5000, 5500))
 
 
-def metrics_table() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE metrics (run_id, key, value, step, timestamp, position, seq)")
-    return conn
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[TrackingService, str]]:
+    """A real store with one run."""
+    svc = TrackingService(str(tmp_path / "evstore.db"))
+    run_id = svc.create_run(svc.create_experiment("ui")).info.run_id
+    yield svc, run_id
+    svc.store.close()
 
 
-def test_the_cache_reads_only_points_past_its_last_position() -> None:
-    conn = metrics_table()
-    conn.executemany("INSERT INTO metrics VALUES ('r', 'loss', ?, ?, ?, ?, 0)",
-                     [(float(i), i, 1000 + i, i + 1) for i in range(10)])  # fmt: skip
+def log(svc: TrackingService, run_id: str, key: str, points: list[tuple[float, int, int]]) -> None:
+    svc.log_batch(run_id, [Metric(key, value, stamp, step) for value, step, stamp in points])
+
+
+def test_the_cache_reads_a_series_again_only_when_it_gained_a_point(
+    service: tuple[TrackingService, str],
+) -> None:
+    svc, run = service
+    log(svc, run, "loss", [(float(i), i, 1000 + i) for i in range(10)])
     cache = SeriesCache()
-    first = cache.get(conn, "r", "loss")
-    assert list(first.ys) == [float(i) for i in range(10)] and first.read_to == 10
-    assert cache.get(conn, "r", "loss") is first  # nothing new: the same arrays
-    conn.execute("INSERT INTO metrics VALUES ('r', 'loss', NULL, 3, 2000, 11, 0)")
-    second = cache.get(conn, "r", "loss")
-    assert len(second) == 11 and math.isnan(second.ys[-1]) and len(first) == 10
-    xs, _ = second.ordered()
-    assert list(xs) == sorted([*range(10), 3])  # out-of-order steps are sorted for x
-    times = cache.get(conn, "r", "loss", "time")
-    assert list(times.xs) == [*range(1000, 1010), 2000]
+    with svc.reading() as conn:
+        first = cache.get(conn, run, "loss")
+        assert list(first.ys) == [float(i) for i in range(10)]
+        assert cache.get(conn, run, "loss") is first  # nothing new: the same arrays
+    log(svc, run, "loss", [(float(i), i, 1000 + i) for i in range(10)])  # identical: kept once
+    with svc.reading() as conn:
+        assert cache.get(conn, run, "loss") is first
+    svc.log_metric(run, "loss", math.nan, 2000, 3)
+    with svc.reading() as conn:
+        second = cache.get(conn, run, "loss")
+        assert len(second) == 11 and math.isnan(second.ys[-1]) and len(first) == 10
+        xs, _ = second.ordered()
+        assert list(xs) == sorted([*range(10), 3])  # out-of-order steps are sorted for x
+        times = cache.get(conn, run, "loss", "time")
+        assert list(times.xs) == [*range(1000, 1010), 2000]
+        assert len(cache.get(conn, run, "never logged")) == 0
 
 
-def test_a_series_as_of_a_position_holds_only_the_points_logged_by_then() -> None:
-    conn = metrics_table()
-    conn.executemany("INSERT INTO metrics VALUES ('r', 'loss', ?, ?, ?, ?, 0)",
-                     [(float(i), i, 1000 + i, 10 * i + 1) for i in range(10)])  # fmt: skip
-    assert list(series_as_of(conn, "r", "loss", "step", 45).ys) == [0.0, 1.0, 2.0, 3.0, 4.0]
+def test_a_series_as_of_a_position_holds_only_the_points_logged_by_then(
+    service: tuple[TrackingService, str],
+) -> None:
+    svc, run = service
+    for i in range(10):
+        svc.log_metric(run, "loss", float(i), 1000 + i, i)
+        svc.log_metric(run, "other", 5.0, 1000 + i, i)
+    svc.log_metric(run, "loss", 0.0, 1000, 0)  # identical to the first: counted once
+    positions = [r.position for r in svc.store.read_stream(run) if type(r.event).__name__ == "MetricsLogged"]
+    as_of = positions[9]  # the fifth loss point
+    assert list(series_as_of(svc.store, run, "loss", "step", as_of).ys) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert len(series_as_of(svc.store, run, "loss", "step", positions[-1])) == 10
 
 
-def test_the_cache_drops_the_least_recently_used_series_past_its_limit() -> None:
-    conn = metrics_table()
-    for n, key in enumerate("abc"):
-        conn.executemany(f"INSERT INTO metrics VALUES ('r', '{key}', 1.0, ?, 0, ?, 0)",
-                         [(i, n * 100 + i + 1) for i in range(50)])  # fmt: skip
+def test_the_cache_drops_the_least_recently_used_series_past_its_limit(
+    service: tuple[TrackingService, str],
+) -> None:
+    svc, run = service
+    for key in "abc":
+        log(svc, run, key, [(1.0, i, 0) for i in range(50)])
     cache = SeriesCache(limit=120)
-    held = [cache.get(conn, "r", key) for key in "abc"]
-    assert cache.get(conn, "r", "c") is held[2]
-    assert cache.get(conn, "r", "a") is not held[0]  # 'a' was dropped and is read again
+    with svc.reading() as conn:
+        held = [cache.get(conn, run, key) for key in "abc"]
+        assert cache.get(conn, run, "c") is held[2]
+        assert cache.get(conn, run, "a") is not held[0]  # 'a' was dropped and is read again
     assert isinstance(held[0], Series)

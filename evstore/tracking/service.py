@@ -168,18 +168,11 @@ class TrackingService:
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
-        """The connection for one consistent read (one snapshot) of read models that hold
-        every event. Another writer's trailing append can land between the catch-up and
-        the snapshot: such a snapshot is dropped and the catch-up runs again; after a few
-        misses the read runs inside the catch-up's write transaction."""
-        for _ in range(_READ_ATTEMPTS):
-            self._runner.check_fresh()
-            with self._store.reading() as conn:
-                if self._runner.in_step(conn):
-                    yield conn
-                    return
-        with self._store.transaction() as conn:
-            self._runner.check_fresh()  # its catch-up joins this transaction
+        """The connection for one consistent read: one snapshot, on this thread's read
+        connection (never the write lock), of read models that hold every event in it;
+        ``StaleProjectionError`` if one does not (``ProjectionRunner.check_fresh``)."""
+        with self._store.reading() as conn:
+            self._runner.check_fresh(conn=conn)
             yield conn
 
     def ensure_default_experiment(self) -> None:
@@ -414,18 +407,13 @@ class TrackingService:
             )
 
     def _run_write(
-        self, run_id: str, events: Sequence[Event], key: str | None = None, request: Any = None,
-        *, ends: bool = False,
-    ) -> None:  # fmt: skip
+        self, run_id: str, events: Sequence[Event], key: str | None = None, request: Any = None
+    ) -> None:
         """Append to an active run; ``request`` (default: the events) keys a retry."""
         event_ids = None if key is None else _event_ids(key, len(events), request or events)
         with self._store.transaction() as conn:
             self._active_run(conn, run_id)
             self._store.append(run_id, events, event_ids=event_ids)
-            if ends:
-                # A run's end leaves every table whole: the trailing metric models catch
-                # up in the same transaction, so a reader of the file at rest sees all.
-                self._runner.catch_up()
 
     def set_terminated(
         self, run_id: str, status: str | None = None, end_time: int | None = None,
@@ -440,7 +428,7 @@ class TrackingService:
         given = optional_int64("end_time", end_time)
         end = codec.now_ms() if given is None else given
         self._run_write(run_id, [RunStatusChanged(status=status, end_time=end)], idempotency_key,
-                        ("set_terminated", status, given), ends=status in _ENDED)  # fmt: skip
+                        ("set_terminated", status, given))  # fmt: skip
 
     def update_run(
         self, run_id: str, status: str | None = None, name: str | None = None,
@@ -464,7 +452,7 @@ class TrackingService:
                 events.append(RunRenamed(run_name=name))
             if not events:
                 return info
-            self._run_write(run_id, events, idempotency_key, ends=status in _ENDED)
+            self._run_write(run_id, events, idempotency_key)
             return reads.load_runs(conn, [run_id])[0].info
 
     def delete_run(self, run_id: str) -> None:
@@ -770,12 +758,6 @@ class TrackingService:
             # The page's ids first, then its rows: a run's params and tags are built for
             # the page alone, not for every run the sort or the offset passes over.
             return PagedList(reads.load_runs(conn, run_ids), token)
-
-
-#: Snapshots a read may find behind before it reads under the write lock.
-_READ_ATTEMPTS = 3
-#: The statuses that end a run.
-_ENDED = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 
 def _join(prefix: str | None, name: str) -> str:

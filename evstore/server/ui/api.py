@@ -300,7 +300,7 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
                 position = as_of_position(service, run_id, as_of)
                 column = "step" if mode == "step" else "time"
                 held = (cache.get(conn, run_id, key, column) if position is None
-                        else series_as_of(conn, run_id, key, column, position))  # fmt: skip
+                        else series_as_of(service.store, run_id, key, column, position))  # fmt: skip
                 shift = starts.get(run_id) or 0 if mode == "relative" else 0
                 lo = None if low is None else low + shift
                 hi = None if high is None else high + shift

@@ -6,9 +6,9 @@ keeps its first, minimum, maximum and last point (M4), so every spike and every 
 full series has is still drawn. A series of ``points`` or fewer is sent whole, and a
 zoomed chart asks again for its visible range only, at full resolution once it is small.
 
-Points are cached per (run, metric key, x axis) in compact arrays. The log is append-only and
-every new point has a greater log position, so a cached series is brought up to date by
-reading only the points past its last position (one index seek when nothing changed).
+Points are cached per (run, metric key, x axis) in compact arrays, with the stamp of the
+read model's series they were read at (its chunk count and tail slot): a series that
+gained no point is answered from the cache after one index seek.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from itertools import pairwise
-from operator import itemgetter
 from typing import Any
+
+from evstore.reads import series_points
 
 #: How many points the cache holds in all (16 bytes each).
 CACHE_POINTS = 8_000_000
@@ -33,23 +34,22 @@ _ANSWERS_KEPT = 16
 #: The column each x axis reads ('relative' is 'time' shifted by the run's start).
 X_COLUMNS = {"step": "step", "time": "timestamp"}
 
-# Two columns only: a million rows read into Python cost about as much as all else here.
-_POINTS = (
-    "SELECT {x}, value FROM metrics WHERE run_id = ? AND key = ? AND position > ?"
-    " AND position <= ? ORDER BY position, seq"
+#: What changes whenever a series gains a point: its chunk count and its tail's last slot.
+_STAMP = (
+    "SELECT series_id, chunks, (SELECT max(slot) FROM metric_tail t"
+    " WHERE t.series_id = s.series_id) FROM metric_series s WHERE run_id = ? AND key = ?"
 )
-_LAST_POSITION = "SELECT max(position) FROM metrics WHERE run_id = ? AND key = ?"
-_X, _VALUE = itemgetter(0), itemgetter(1)
 
 
 @dataclass
 class Series:
-    """One metric's points against one x (step or time), in log order up to ``read_to``."""
+    """One metric's points against one x (step or time), in the order logged; ``stamp``
+    says which state of the read model they are (None: read from the log)."""
 
     column: str
     xs: array = field(default_factory=lambda: array("q"))
     ys: array = field(default_factory=lambda: array("d"))
-    read_to: int = 0
+    stamp: Any = None
     _sorted: tuple[array, array] | None = None
     _answers: dict[tuple[Any, ...], tuple[list[float], list[float | None]]] = field(
         default_factory=dict
@@ -58,16 +58,12 @@ class Series:
     def __len__(self) -> int:
         return len(self.ys)
 
-    def read(self, conn: Any, run_id: str, key: str, upto: int) -> Series:
-        """This series with the points logged after ``read_to`` up to position ``upto`` (a copy)."""
-        rows = conn.execute(
-            _POINTS.format(x=self.column), (run_id, key, self.read_to, upto)
-        ).fetchall()
-        values = list(map(_VALUE, rows))
-        if None in values:  # NaN is stored as NULL
-            values = [math.nan if v is None else v for v in values]
-        return Series(self.column, self.xs + array("q", map(_X, rows)),
-                      self.ys + array("d", values), max(upto, self.read_to))  # fmt: skip
+    @classmethod
+    def of(cls, column: str, steps: list[int], stamps: list[int], values: list[float],
+           stamp: Any = None) -> Series:  # fmt: skip
+        """A series of these points (NaN kept), against step or time."""
+        xs = array("q", steps if column == "step" else stamps)
+        return cls(column, xs, array("d", values), stamp)
 
     def ordered(self) -> tuple[array, array]:
         """(x, y) sorted by x (the points as logged when x already grows with them)."""
@@ -100,9 +96,28 @@ def _non_decreasing(xs: array) -> bool:
     return all(a <= b for a, b in pairwise(xs))
 
 
-def series_as_of(conn: Any, run_id: str, key: str, mode: str, position: int) -> Series:
-    """The points logged up to a log position (not cached: an earlier view is asked rarely)."""
-    return Series(X_COLUMNS[mode]).read(conn, run_id, key, position)
+def series_as_of(store: Any, run_id: str, key: str, mode: str, position: int) -> Series:
+    """The points logged up to a log position, from the log itself (not cached: an earlier
+    view is asked rarely); each distinct point once, as the read model keeps them."""
+    seen: set[tuple[int, int, float | None]] = set()
+    steps: list[int] = []
+    stamps: list[int] = []
+    values: list[float] = []
+    for recorded in store.read_stream(run_id):
+        if recorded.position > position:
+            break
+        for point in getattr(recorded.event, "points", None) or ():
+            if point.key != key:
+                continue
+            value = float(point.value)
+            identity = (point.step, point.timestamp, None if math.isnan(value) else value)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            steps.append(point.step)
+            stamps.append(point.timestamp)
+            values.append(value)
+    return Series.of(X_COLUMNS[mode], steps, stamps, values)
 
 
 class SeriesCache:
@@ -114,18 +129,20 @@ class SeriesCache:
         self._lock = threading.Lock()
 
     def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series:
-        """The series as the read models hold it now (read past the cached position only)."""
-        last = conn.execute(_LAST_POSITION, (run_id, key)).fetchone()[0] or 0
+        """The series as the read model holds it now (read again only when it changed)."""
+        stamp = conn.execute(_STAMP, (run_id, key)).fetchone()
         name = (run_id, key, mode)
         with self._lock:
             held = self._held.get(name)
             if held is not None:
                 self._held.move_to_end(name)
-        if held is None:
-            held = Series(X_COLUMNS[mode])
-        if last > held.read_to:
-            held = held.read(conn, run_id, key, last)
-            self._keep(name, held)
+        if held is not None and held.stamp == stamp:
+            return held
+        if stamp is None:
+            return Series(X_COLUMNS[mode])
+        steps, stamps, values = series_points(conn, stamp[0])
+        held = Series.of(X_COLUMNS[mode], steps, stamps, values, stamp)
+        self._keep(name, held)
         return held
 
     def _keep(self, name: tuple[str, str, str], series: Series) -> None:

@@ -1,0 +1,142 @@
+"""Metric points packed into chunks: the one format of the metric history's blobs.
+
+A chunk holds one series' points (a run's metric key), in the order they were logged,
+as three columns. Steps and timestamps are stored as their first value and the
+differences between neighbours: one difference when they are all the same (a step that
+counts up, a timestamp every N ms); else each difference in one signed byte when they all
+fit; else each difference less the smallest one, in the fewest bytes that hold the
+largest (1, 2, 4 or 8). A column whose differences do not fit in 64 bits is stored as it
+is. Values are IEEE 754 doubles, so NaN and +-inf come back exactly (-0.0 is kept as 0.0
+and every NaN as one NaN: what a REAL column of SQLite holds, so a point reads the same
+packed or not). Everything is little-endian::
+
+    format (1 byte, 1) | count (uint16) | steps | timestamps | values (count x float64)
+    column: code (1 byte) then
+        0           first (int64), difference (int64)
+        1           first (int64), count - 1 differences (int8)
+        2, 3, 4, 5  first (int64), smallest difference (int64), count - 1 differences
+                    less it (uint8, uint16, uint32, uint64)
+        9           count x int64
+
+Packing refuses an integer beyond 64 bits with ``OverflowError``, as SQLite would. It
+runs once per chunk, in C where it can: the cheapest encodings are tried first.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from itertools import accumulate, islice, repeat
+from math import isnan
+from operator import add, sub
+
+FORMAT = 1
+NAN = float("nan")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_EVEN, _BYTES, _RAW = 0, 1, 9
+#: Code -> array type of the differences less the smallest one.
+_OFFSET = {2: "B", 3: "H", 4: "I", 5: "Q"}
+_HEAD = struct.Struct("<BH")
+_FIRST = struct.Struct("<Bq")
+_FIRST_AND_DIFFERENCE = struct.Struct("<Bqq")
+_BIG_ENDIAN = sys.byteorder == "big"
+assert [array(code).itemsize for code in _OFFSET.values()] == [1, 2, 4, 8]
+
+
+def pack(steps: list[int], timestamps: list[int], values: list[float]) -> bytes:
+    """One chunk of points (1 to 65,535 of them, the three lists of equal length)."""
+    count = len(values)
+    if not 0 < count <= 0xFFFF or len(steps) != count or len(timestamps) != count:
+        raise ValueError("a chunk holds 1 to 65,535 points, each with a step and a timestamp")
+    # Canonical values: -0.0 as 0.0 and one NaN, as SQLite's REAL column holds them. Two
+    # scans in C find the chunks that hold neither (nearly all) and need no rewriting.
+    if 0.0 in values or isnan(sum(values)):
+        values = [0.0 if value == 0.0 else NAN if isnan(value) else value for value in values]
+    floats = array("d", values)
+    if _BIG_ENDIAN:
+        floats.byteswap()
+    return b"".join(
+        (_HEAD.pack(FORMAT, count), _column(steps), _column(timestamps), floats.tobytes())
+    )
+
+
+def _column(numbers: list[int]) -> bytes:
+    count, first = len(numbers), numbers[0]
+    if not INT64_MIN <= first <= INT64_MAX:
+        raise OverflowError(f"{first} does not fit in 64 bits")
+    difference = numbers[1] - first if count > 1 else 0
+    last = first + difference * (count - 1)
+    if (
+        INT64_MIN <= difference <= INT64_MAX
+        and INT64_MIN <= last <= INT64_MAX
+        and (
+            numbers.count(first) == count
+            if difference == 0
+            else numbers == list(range(first, last + difference, difference))
+        )
+    ):
+        return _FIRST_AND_DIFFERENCE.pack(_EVEN, first, difference)
+    array("q", numbers)  # OverflowError for a number beyond 64 bits
+    differences = list(map(sub, islice(numbers, 1, None), numbers))
+    try:
+        return _FIRST.pack(_BYTES, first) + _little(array("b", differences))
+    except OverflowError:
+        pass  # a difference beyond a signed byte
+    low, high = min(differences), max(differences)
+    if low < INT64_MIN or high > INT64_MAX:
+        return bytes((_RAW,)) + _little(array("q", numbers))
+    span = high - low
+    code = 2 if span < 1 << 8 else 3 if span < 1 << 16 else 4 if span < 1 << 32 else 5
+    offsets = array(_OFFSET[code], map(sub, differences, repeat(low)))
+    return _FIRST_AND_DIFFERENCE.pack(code, first, low) + _little(offsets)
+
+
+def _little(numbers: array[int]) -> bytes:
+    if _BIG_ENDIAN:
+        numbers.byteswap()
+    return numbers.tobytes()
+
+
+def unpack(chunk: bytes) -> tuple[list[int], list[int], list[float]]:
+    """The steps, timestamps and values of a chunk, in the order they were packed."""
+    form, count = _HEAD.unpack_from(chunk)
+    if form != FORMAT:
+        raise ValueError(f"metric chunk format {form} is not known to this evstore")
+    steps, offset = _read_column(chunk, _HEAD.size, count)
+    timestamps, offset = _read_column(chunk, offset, count)
+    floats = array("d")
+    floats.frombytes(chunk[offset : offset + 8 * count])
+    if _BIG_ENDIAN:
+        floats.byteswap()
+    return steps, timestamps, floats.tolist()
+
+
+def _read_column(chunk: bytes, offset: int, count: int) -> tuple[list[int], int]:
+    code = chunk[offset]
+    if code == _RAW:
+        end = offset + 1 + 8 * count
+        return _native("q", chunk[offset + 1 : end]).tolist(), end
+    if code == _BYTES:
+        (_, first), start = _FIRST.unpack_from(chunk, offset), offset + _FIRST.size
+        end = start + count - 1
+        return list(accumulate(_native("b", chunk[start:end]), initial=first)), end
+    _, first, low = _FIRST_AND_DIFFERENCE.unpack_from(chunk, offset)
+    offset += _FIRST_AND_DIFFERENCE.size
+    if code == _EVEN:
+        if low == 0:
+            return [first] * count, offset
+        return list(range(first, first + low * count, low)), offset
+    typecode = _OFFSET[code]
+    end = offset + array(typecode).itemsize * (count - 1)
+    offsets = _native(typecode, chunk[offset:end])
+    return list(accumulate(map(add, offsets, repeat(low)), initial=first)), end
+
+
+def _native(typecode: str, data: bytes) -> array[int]:
+    numbers = array(typecode)
+    numbers.frombytes(data)
+    if _BIG_ENDIAN:
+        numbers.byteswap()
+    return numbers
