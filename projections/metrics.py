@@ -12,8 +12,8 @@ Identical points of a series (same step, timestamp and value, NaN equal to NaN) 
 once, the first, as MLflow keeps them; the log keeps what was sent. The check is cheap in
 the usual case: a point logged after every timestamp the series holds (the series and
 tail bounds say so) is new; otherwise the tail and the chunks whose timestamps span it
-are read (a repeat has the same timestamp). Values are kept as a REAL column of SQLite keeps them: -0.0 as 0.0, every NaN as one
-NaN (NULL in the tail); +-inf as they are.
+are read (a repeat has the same timestamp). Values are kept as a REAL column of SQLite
+keeps them: -0.0 as 0.0, every NaN as one NaN (NULL in the tail); +-inf as they are.
 """
 
 from __future__ import annotations
