@@ -151,3 +151,57 @@ def test_is_known_needs_a_known_type_and_a_version_from_1_to_its_current() -> No
     assert not is_known("MetricsLogged", current + 1)
     assert not is_known("MetricsLogged", 0)
     assert "NoSuchEvent" not in EVENT_TYPES and not is_known("NoSuchEvent", 1)
+
+
+def test_a_head_not_in_the_history(db_path: Path) -> None:
+    fill(db_path)
+    wanted = "ab" * 32
+    with open_log(db_path) as log:
+        report = verify(log, expect_head=f" {wanted.upper()}\n")  # as pasted: case, spaces
+    assert report == VerifyReport(
+        False, EVENTS, EVENTS, hash_at(db_path, EVENTS), 0, None,
+        f"the expected head {wanted} is not in this history: events were removed or the chain"
+        " was rewritten",
+    )  # fmt: skip
+
+
+def test_a_stream_whose_first_event_does_not_start_at_version_1(db_path: Path) -> None:
+    fill(db_path)
+    tampered(db_path, ("UPDATE events SET stream_version = 100 WHERE position = 1", ()))
+    report = verify_file(db_path)
+    assert (report.first_bad_position, report.reason) == (1, "stream run-a jumps from version 0 to 100")
+
+
+def test_a_store_without_redactions_is_verified_as_having_none(db_path: Path) -> None:
+    # A backend need only read its rows back; one that keeps no redactions has none to check.
+    fill(db_path)
+
+    class RowsOnly:
+        def __init__(self, read_raw: object) -> None:
+            self.read_raw = read_raw
+
+    with open_log(db_path) as log:
+        report = verify(RowsOnly(log.read_raw))  # type: ignore[arg-type]
+    assert report == VerifyReport(True, EVENTS, EVENTS, hash_at(db_path, EVENTS), 0)
+
+
+def test_a_second_redaction_of_a_position_must_keep_its_first_digest(db_path: Path) -> None:
+    # Someone with the file appends a Redacted event and its row for an erased position,
+    # naming a digest other than the one the first redaction kept: their own record agrees
+    # with itself, but not with the first.
+    fill(db_path)
+    with open_log(db_path) as log:
+        payload = next(log.read_raw(2, 1))[0].payload
+    digest = codec.payload_digest(payload)
+    with open_log(db_path) as log:
+        for original in (digest, bytes(32)):
+            record = Redacted(position=3, target="event", reason="r", original_sha256=original.hex(),
+                              redacted_sha256=digest.hex())  # fmt: skip
+            log.append("run-a", [record])
+            with closing(sqlite3.connect(db_path, isolation_level=None)) as connection:
+                connection.execute("INSERT INTO redactions VALUES (?, ?, ?)",
+                                   (log.head_position(), 3, original))  # fmt: skip
+    report = verify_file(db_path)
+    assert (report.ok, report.first_bad_position, report.reason) == (
+        False, EVENTS + 2, "the digest kept for position 3 is not the one recorded"
+    )  # fmt: skip
