@@ -39,7 +39,7 @@ from evstore.events import (
 )
 from evstore.export import export
 from evstore.history import run_history
-from evstore.integrity import verify
+from evstore.integrity import RedactionFound, VerifyReport, verify
 from evstore.projection import open_store
 from evstore.rebuild import rebuild
 from evstore.redaction import redact
@@ -439,18 +439,21 @@ def redacted(store: Path) -> tuple[Path, int, int]:
 def test_on_a_redacted_event_only_the_payload_may_change(
     redacted: tuple[Path, int, int], change: str
 ) -> None:
-    path, position, _ = redacted
+    path, position, redacted_by = redacted
     with closing(sqlite3.connect(path, isolation_level=None)) as connection:
         with pytest.raises(sqlite3.IntegrityError, match="append-only; UPDATE refused"):
             connection.execute(f"UPDATE events SET {change} WHERE position = ?", (position,))
         # the payload alone is let through (the trigger cannot tell a redaction from it) ...
         connection.execute("UPDATE events SET payload = ? WHERE position = ?",
                            (codec.ERASED_PAYLOAD, position))  # fmt: skip
-    # ... and verify finds it
+    # ... and verify finds it, at the erased event: the head is the event before it
     with open_log(path) as log:
         report = verify(log)
-    assert not report.ok and report.first_bad_position == position
-    assert "changed after its redaction" in (report.reason or "")
+        before = next(log.read_raw(position - 2, 1))[0].hash.hex()
+    assert report == VerifyReport(
+        False, position - 1, position - 1, before, 0, position,
+        f"the payload was changed after its redaction at position {redacted_by}",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -495,6 +498,46 @@ def test_a_removed_redactions_row_is_found(redacted: tuple[Path, int, int]) -> N
     with open_log(path) as log:
         report = verify(log)
     assert not report.ok and report.first_bad_position == position
+
+
+def test_verify_lists_each_redaction_with_who_and_when(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVSTORE_USER", "auditor")
+    report = redact_in(store, run_id=run_of(store), param="data_path", reason="GDPR request")
+    [position], [redacted_by] = report.erased, report.redacted_by
+    with open_log(store) as log:
+        checked = verify(log)
+        recorded_at = next(log.read_raw(redacted_by - 1, 1))[0].recorded_at
+    assert checked.ok and recorded_at
+    assert checked.redactions == [
+        RedactionFound(position, redacted_by, "param", "data_path", "GDPR request", "digest",
+                       "auditor", recorded_at)
+    ]  # fmt: skip
+
+
+def test_redactions_rows_swapped_between_two_redacted_events_are_found(store: Path) -> None:
+    # Each Redacted event names the position it erased; rows pointing the other way are not
+    # its record even though both erased events still verify through the kept digests.
+    run = run_of(store)
+    first = redact_in(store, run_id=run, param="data_path", reason="r")
+    second = redact_in(store, run_id=run, tag="team", reason="r")
+    (p1,), (r1,), (p2,), (r2,) = first.erased, first.redacted_by, second.erased, second.redacted_by
+    assert p1 != p2
+    with closing(sqlite3.connect(store, isolation_level=None)) as connection:
+        rows = {
+            by: (position, digest)
+            for by, position, digest in connection.execute("SELECT * FROM redactions")
+        }
+        drop_triggers(connection)
+        connection.execute("DELETE FROM redactions")
+        connection.execute("INSERT INTO redactions VALUES (?, ?, ?)", (r1, *rows[r2]))
+        connection.execute("INSERT INTO redactions VALUES (?, ?, ?)", (r2, *rows[r1]))
+    with open_log(store) as log:
+        report = verify(log)
+    assert (report.ok, report.first_bad_position, report.reason) == (
+        False, r1, f"the Redacted event names position {p1}, its redactions row {p2}"
+    )  # fmt: skip
 
 
 def test_a_redaction_without_its_redacted_event_is_found(store: Path) -> None:
