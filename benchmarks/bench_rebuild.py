@@ -105,9 +105,14 @@ def plain_read_decode(path: str) -> tuple[int, float, float]:
     conn = sqlite3.connect(path)
     decode = codec.decode
     started, cpu = time.perf_counter(), time.process_time()
+    # Storage format 4: the names and the commit's time and metadata joined in by SQL.
     cursor = conn.execute(
-        "SELECT position, stream_id, stream_version, event_id, type, version, recorded_at,"
-        " payload, metadata FROM events ORDER BY position"
+        "SELECT e.position, s.name, e.stream_version, e.event_id, t.name, e.version,"
+        " c.recorded_at, e.payload, m.bytes FROM events e"
+        " JOIN streams s ON s.stream_key = e.stream_key"
+        " JOIN event_types t ON t.type_key = e.type_key"
+        " JOIN commits c ON c.commit_id = coalesce(e.commit_id, e.position)"
+        " JOIN event_metadata m ON m.metadata_key = c.metadata_key ORDER BY e.position"
     )
     count = 0
     while rows := cursor.fetchmany(5000):
