@@ -1,10 +1,12 @@
 """The embedded store: one SQLite file in WAL mode.
 
-Every write runs in ``BEGIN IMMEDIATE``, so the position and stream version an append
-reads are the ones it writes under. Positions are the table's INTEGER PRIMARY KEY, so
-SQLite assigns them inside that transaction. Triggers refuse any UPDATE or DELETE on
-``events``, but for the one a redaction makes (format 5): the payload alone, of an event
-with a ``redactions`` row.
+Every write runs in ``BEGIN IMMEDIATE``, so the head position, head hash and stream
+version an append reads are the ones it writes under: its positions (the ``events``
+table's INTEGER PRIMARY KEY) follow the head read inside that transaction. The log is
+``events`` with its ``commits`` (time, metadata and canonical form of each append) and
+the names they point at (``streams``, ``event_types``, ``event_metadata``). Triggers
+refuse any UPDATE, DELETE or INSERT OR REPLACE on them, but for the one a redaction
+makes (format 5): the payload alone, of an event with a ``redactions`` row.
 
 Durability: ``normal`` (the default) is WAL with ``synchronous=NORMAL``: a committed
 append survives a crash of the process; the last commits may be lost on power loss.
