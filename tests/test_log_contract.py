@@ -457,3 +457,37 @@ def test_whatever_a_writer_puts_in_an_event_every_stored_event_reads_back(
     else:
         assert positions_of(log) == [*before, len(before) + 1]
     assert len(list(log.read_all())) >= len(before)  # every stored event still decodes
+
+
+def test_the_hook_sees_each_event_exactly_as_it_reads_back(log: EventStore) -> None:
+    # What the inline read models are given is what a rebuild will read: every field.
+    seen: list[RecordedEvent] = []
+    log.append_hooks.append(lambda _conn, recorded: seen.extend(recorded))
+    log.append("run-1", [TagSet(key="a", value="1")])
+    log.append("run-1", [TagSet(key="b", value="2"), RunRenamed(run_name="x")],
+               event_ids=[uuid.uuid4().hex, "caller-id"], metadata={"user": "alice"})  # fmt: skip
+    log.append("run-2", [MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5)])])
+    assert seen == list(log.read_all())
+    assert [(r.stream_id, r.stream_version, r.type, r.version) for r in seen] == [
+        ("run-1", 1, "TagSet", 1), ("run-1", 2, "TagSet", 1), ("run-1", 3, "RunRenamed", 1),
+        ("run-2", 1, "MetricsLogged", MetricsLogged.version),
+    ]  # fmt: skip
+    assert seen[1].recorded_at == seen[2].recorded_at  # one append: one commit, one time
+    assert seen[1].metadata["user"] == seen[2].metadata["user"] == "alice"
+
+
+def test_ids_made_for_events_appended_without_one_are_unique_hex_and_found_again(
+    log: EventStore,
+) -> None:
+    positions = log.append("run-1", [TagSet(key=f"k{i}", value="v") for i in range(3)])
+    positions += log.append("run-2", [TagSet(key="k", value="v")])
+    ids = [r.event_id for r in log.read_all()]
+    assert len(set(ids)) == 4 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # a retry naming an id the store made is answered with its position, storing nothing
+    assert log.append("run-1", [TagSet(key="k0", value="v")], event_ids=[ids[0]]) == [positions[0]]
+    assert log.head_position() == 4
+    # an id of that form naming no stored event is refused, not stored
+    other = format(int(ids[3], 16) + 10, "032x")
+    with pytest.raises(EventIdConflict):
+        log.append("run-1", [TagSet(key="z", value="v")], event_ids=[other])
+    assert log.head_position() == 4
