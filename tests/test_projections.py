@@ -706,13 +706,7 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
         store = runner.store
         try:
             # Experiments and runs first, then the random history, each step one append.
-            for experiment_id in EXPERIMENT_IDS:
-                store.append(f"experiment-{experiment_id}", [ExperimentCreated(
-                    experiment_id=experiment_id, name=f"e{experiment_id}",
-                    artifact_location="a", creation_time=1, tags={"t": "v"})])  # fmt: skip
-            for i, run_id in enumerate(RUN_IDS):
-                store.append(run_id, [started(f"run{i}", EXPERIMENT_IDS[i % 2]),
-                                      TagSet(key="mlflow.user", value="u")])  # fmt: skip
+            seed_experiments_and_runs(store, {"t": "v"})
             for target, ops in history:
                 if target in EXPERIMENT_IDS:
                     store.append(
@@ -733,6 +727,17 @@ def test_rebuilding_from_scratch_gives_the_tables_kept_inline(
             runner.check_fresh()
         finally:
             store.close()
+
+
+def seed_experiments_and_runs(store: Any, experiment_tags: dict[str, str] | None = None) -> None:
+    """Append the experiments of EXPERIMENT_IDS and the runs of RUN_IDS, one append each."""
+    for experiment_id in EXPERIMENT_IDS:
+        store.append(f"experiment-{experiment_id}", [ExperimentCreated(
+            experiment_id=experiment_id, name=f"e{experiment_id}", artifact_location="a",
+            creation_time=1, tags=experiment_tags or {})])  # fmt: skip
+    for i, run_id in enumerate(RUN_IDS):
+        store.append(run_id, [started(f"run{i}", EXPERIMENT_IDS[i % 2]),
+                              TagSet(key="mlflow.user", value="u")])  # fmt: skip
 
 
 def distinct_points(history: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:

@@ -23,7 +23,7 @@ from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import EVSTORE
-from test_projections import EXPERIMENT_IDS, HISTORIES, KEYS, RUN_IDS, started
+from test_projections import HISTORIES, KEYS, RUN_IDS, seed_experiments_and_runs
 from test_projections import snapshot as snapshot_tables
 
 from evstore import Client, codec
@@ -31,11 +31,9 @@ from evstore.entities import Metric, Param, RunTag
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.events import (
     ErasedEvent,
-    ExperimentCreated,
     MetricsLogged,
     ParamsLogged,
     Redacted,
-    TagSet,
 )
 from evstore.export import export
 from evstore.history import run_history
@@ -630,13 +628,7 @@ def test_redactions_leave_the_tables_a_rebuild_gives(
         runner = open_store(Path(tmp) / "store.db")
         store = runner.store
         try:
-            for experiment_id in EXPERIMENT_IDS:
-                store.append(f"experiment-{experiment_id}", [ExperimentCreated(
-                    experiment_id=experiment_id, name=f"e{experiment_id}",
-                    artifact_location="a", creation_time=1)])  # fmt: skip
-            for i, run_id in enumerate(RUN_IDS):
-                store.append(run_id, [started(f"run{i}", EXPERIMENT_IDS[i % 2]),
-                                      TagSet(key="mlflow.user", value="u")])  # fmt: skip
+            seed_experiments_and_runs(store)
             for target, ops in history:
                 if target in RUN_IDS:
                     store.append(target, ops)
