@@ -4,7 +4,11 @@ Starts both servers in the same run (``mlflow server`` on a SQLite store in a te
 ``--workers 1``; ``evstore server`` on a temp store), then with the real ``MlflowClient``
 measures per-call ``log_metric`` points/s and ``log_batch`` points/s (1,000 metrics per
 call) against each, and prints both and the ratios. A third server, a bare uvicorn app
-that answers every call at once and stores nothing, measures the client's own ceiling.
+that answers every call at once and stores nothing, measures the client's own ceiling. A
+fourth, the same app committing each logging request's body to SQLite in one transaction
+(WAL, synchronous NORMAL, as evstore), is the storage floor: the share of the client's
+ceiling that any server making one SQLite commit per call can reach, before parsing,
+validation, an envelope or a read model.
 Targets (issue 12), in one run: evstore >= 85% of the no-op rate per call and >= 90% on
 log_batch(1,000), and >= 5x mlflow server per call. Rounds alternate between the
 servers; the median of the rounds is reported.
@@ -58,6 +62,34 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body if path != "/health" else b"OK"})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
+
+# The storage floor: the no-op server, plus one SQLite commit of each logging request's
+# body (WAL, synchronous NORMAL: evstore's setting), on the event loop. No parsing, no
+# envelope, no read model: what any server that commits each call to SQLite pays at least.
+ONE_COMMIT_SERVER = NO_OP_SERVER.replace(
+    "async def app(scope, receive, send):",
+    """import sqlite3
+db = sqlite3.connect(sys.argv[2], isolation_level=None)
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("PRAGMA synchronous = NORMAL")
+db.execute("CREATE TABLE requests (id INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+async def app(scope, receive, send):""",
+).replace(
+    """    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]""",
+    """    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    if path.endswith(("log-metric", "log-batch")):
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO requests (body) VALUES (?)", (b"".join(chunks),))
+        db.execute("COMMIT")""",
+)
 
 
 def free_port() -> int:
@@ -141,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="bench-server-")
-    mlflow_port, evstore_port, no_op_port = free_port(), free_port(), free_port()
+    mlflow_port, evstore_port, no_op_port, floor_port = free_port(), free_port(), free_port(), free_port()
     servers: dict[str, Any] = {}
     launched: dict[str, float] = {}
     try:
@@ -162,23 +194,30 @@ def main() -> None:
         servers["no-op"] = start(
             [sys.executable, "-c", NO_OP_SERVER, str(no_op_port)], os.path.join(work, "no-op.log")
         )
+        launched["floor"] = time.perf_counter()
+        servers["floor"] = start(
+            [sys.executable, "-c", ONE_COMMIT_SERVER, str(floor_port), f"{work}/floor.db"],
+            os.path.join(work, "floor.log"),
+        )
         urls = {
             "mlflow": f"http://127.0.0.1:{mlflow_port}",
+            "floor": f"http://127.0.0.1:{floor_port}",
             "evstore": f"http://127.0.0.1:{evstore_port}",
             "no-op": f"http://127.0.0.1:{no_op_port}",
         }
         ready = {
             name: wait_ready(urls[name], servers[name], launched[name], 120)
-            for name in ("evstore", "no-op", "mlflow")
+            for name in ("evstore", "no-op", "floor", "mlflow")
         }
         time.sleep(15)  # mlflow server keeps busy for a while after /health answers (job runners)
 
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
         for round_no in range(args.rounds):
-            order = ["mlflow", "evstore", "no-op"]
-            for name in order[round_no % 3 :] + order[: round_no % 3]:
+            order = ["mlflow", "evstore", "no-op", "floor"]
+            for name in order[round_no % 4 :] + order[: round_no % 4]:
                 results[name].append(
-                    measure(urls[name], args.calls, args.batches, args.batch_size, round_no, name != "no-op")
+                    measure(urls[name], args.calls, args.batches, args.batch_size, round_no,
+                            name in ("mlflow", "evstore"))
                 )
     finally:
         for process in servers.values():
@@ -195,17 +234,21 @@ def main() -> None:
         "mlflow": "mlflow server (sqlite, 1 worker)",
         "evstore": "evstore server (WAL, sync NORMAL)",
         "no-op": "no-op server (client ceiling)",
+        "floor": "one-commit server (storage floor)",
     }
-    for name in ("mlflow", "evstore", "no-op"):
+    for name in ("mlflow", "evstore", "no-op", "floor"):
         per_call, batched = median[name]
         print(f"{labels[name]:<34}{ready[name]:>9.1f}{per_call:>18,.0f}{batched:>17,.0f}")
-    for name in ("evstore", "no-op"):
+    for name in ("evstore", "no-op", "floor"):
         per_call_ratio = median[name][0] / median["mlflow"][0]
         batch_ratio = median[name][1] / median["mlflow"][1]
         print(f"{'ratio ' + name + ' / mlflow':<43}{per_call_ratio:>17.1f}x{batch_ratio:>16.1f}x")
     per_call_share = median["evstore"][0] / median["no-op"][0]
     batch_share = median["evstore"][1] / median["no-op"][1]
     print(f"{'ratio evstore / no-op':<43}{per_call_share:>17.0%} {batch_share:>16.0%}")
+    floor_call = median["floor"][0] / median["no-op"][0]
+    floor_batch = median["floor"][1] / median["no-op"][1]
+    print(f"{'ratio floor / no-op (ceiling for any store)':<43}{floor_call:>17.0%} {floor_batch:>16.0%}")
     print("targets: evstore / no-op >= 85% per call and >= 90% log_batch; evstore / mlflow >= 5x")
     print("per call. Durability differs (see the docstring).")
 
