@@ -620,7 +620,7 @@ app.add_typer(import_app, name="import")
 
 @import_app.command("mlflow")
 def import_mlflow(
-    source: Annotated[str, typer.Argument(help="An mlruns/ directory, file: URI or sqlite:///mlflow.db.")],
+    source: Annotated[str, typer.Argument(help="An mlruns/ directory, file: URI, sqlite:///mlflow.db or postgresql://user@host/db.")],
     store: Store = DEFAULT_STORE,
     artifacts_root: Annotated[
         str | None, typer.Option(help="Where the artifacts live now, if not where MLflow recorded.")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evstore.errors import InvalidParameterValue, StoreFormatError
+from evstore.errors import InvalidParameterValue, StoreError, StoreFormatError
 from evstore.events import MetricPoint
 from evstore.importers import (
     FILE_STORE_REVISION,
@@ -345,7 +345,7 @@ def test_sources_open_from_paths_and_uris(monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize(
     "spelling, error, message",
     [
-        ("postgresql://u@host/mlflow", InvalidParameterValue, "not supported yet"),
+        ("postgresql://u@127.0.0.1:1/mlflow", StoreError, "cannot read the MLflow store"),
         ("mysql+pymysql://u@host/mlflow", InvalidParameterValue, "not supported yet"),
         ("sqlite://relative.db", InvalidParameterValue, "three slashes"),
         ("s3://bucket/mlruns", InvalidParameterValue, "unsupported MLflow store URI"),

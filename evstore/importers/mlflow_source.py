@@ -1,7 +1,7 @@
 """Read an MLflow tracking store as a stream of neutral records, without the mlflow package.
 
     open_source(source) -> MlflowSource
-        SqlSource          MLflow's SQL store (SQLite now; PostgreSQL and MySQL fit later)
+        SqlSource          MLflow's SQL store: SQLite, PostgreSQL (MySQL fits later)
         FileStoreSource    MLflow's file store, an ``mlruns/`` directory
 
 A source yields ``Experiment`` and ``Run`` records, a run's metric history as
@@ -193,16 +193,19 @@ class MlflowSource(ABC):
 
 
 def open_source(source: str | os.PathLike[str]) -> MlflowSource:
-    """Open an MLflow store: an ``mlruns/`` directory, a ``file:`` URI or ``sqlite:///path``."""
+    """Open an MLflow store: an ``mlruns/`` directory, a ``file:`` URI, ``sqlite:///path``
+    or ``postgresql://user@host:port/db``."""
     from evstore.importers.mlflow_files import FileStoreSource
     from evstore.importers.mlflow_sql import SqlSource
 
     text = os.fspath(source)
     scheme = text.split(":", 1)[0].lower() if ":" in text else ""
-    if scheme.startswith(("postgres", "mysql", "mssql")):
+    if scheme.split("+", 1)[0] in ("postgres", "postgresql"):
+        return SqlSource.from_postgres(text)
+    if scheme.startswith(("mysql", "mssql")):
         raise InvalidParameterValue(
-            f"{scheme} MLflow stores are not supported yet: use sqlite:///path or an mlruns/ "
-            "directory"
+            f"{scheme} MLflow stores are not supported yet: use postgresql://, sqlite:///path"
+            " or an mlruns/ directory"
         )
     if scheme == "sqlite":
         if not text.startswith("sqlite:///") or text == "sqlite:///:memory:":
@@ -214,8 +217,8 @@ def open_source(source: str | os.PathLike[str]) -> MlflowSource:
         path = _file_uri_path(text)
     elif "://" in text:
         raise InvalidParameterValue(
-            f"unsupported MLflow store URI {text!r}: use an mlruns/ directory, a file: URI "
-            "or sqlite:///path/mlflow.db"
+            f"unsupported MLflow store URI {text!r}: use an mlruns/ directory, a file: URI, "
+            "sqlite:///path/mlflow.db or postgresql://user@host/db"
         )
     else:
         path = text

@@ -1,9 +1,12 @@
 """MLflow's SQL store (SQLAlchemy schema, versioned by alembic), read with DB-API only.
 
-SQLite is opened read-only with the standard library. The SQL is written once, with
-``?`` placeholders and a ``{key}`` slot for the reserved column name ``key``; a
-``SqlDialect`` adapts both, so PostgreSQL (``%s``, ``"key"``) and MySQL (``%s``,
-```key```) need only a connection and a dialect.
+SQLite is opened read-only with the standard library; PostgreSQL with psycopg 3 (the
+``[postgres]`` extra), in one read-only REPEATABLE READ transaction, so the whole import
+reads one snapshot of a database the MLflow server may be writing to, and long metric
+histories stream through server-side cursors. The SQL is written once, with ``?``
+placeholders and a ``{key}`` slot for the reserved column name ``key``; a ``SqlDialect``
+adapts both, so PostgreSQL (``%s``, ``"key"``) and MySQL (``%s``, ```key```) need only a
+connection and a dialect.
 
 What the schema says about values (MLflow's ``SqlAlchemyStore``):
 - NaN is stored as ``value = 0`` with ``is_nan = 1``; read back as NaN.
@@ -26,7 +29,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from evstore.errors import InvalidParameterValue, StoreFormatError
+from evstore.errors import InvalidParameterValue, StoreError, StoreFormatError
 from evstore.events import MetricPoint
 from evstore.importers.mlflow_source import (
     Experiment,
@@ -52,13 +55,16 @@ KNOWN_REVISIONS: dict[str, SchemaRevision] = {
 
 
 class SqlDialect(NamedTuple):
-    """How one database spells placeholders and the reserved column name ``key``."""
+    """How one database spells placeholders and the reserved column name ``key``, and
+    whether long results stream through named (server-side) cursors."""
 
     placeholder: str
     key_column: str
+    server_cursors: bool = False
 
 
 SQLITE = SqlDialect(placeholder="?", key_column='"key"')
+POSTGRES = SqlDialect(placeholder="%s", key_column='"key"', server_cursors=True)
 
 SELECT_REVISIONS = "SELECT version_num FROM alembic_version"
 SELECT_EXPERIMENTS = (
@@ -114,6 +120,7 @@ class SqlSource(MlflowSource):
         self._connection = connection
         self._dialect = dialect
         self._base = relative_base or os.getcwd()
+        self._cursors = 0
         self.schema_revision = self._check_revision()
         self.schema = KNOWN_REVISIONS[self.schema_revision]
         self._model_metric_runs: set[str] | None = None
@@ -128,6 +135,30 @@ class SqlSource(MlflowSource):
             raise _sqlite_error(absolute, e) from e
         try:
             return cls(connection, f"sqlite:///{absolute}", relative_base=os.path.dirname(absolute))
+        except BaseException:
+            connection.close()
+            raise
+
+    @classmethod
+    def from_postgres(cls, uri: str) -> SqlSource:
+        """Open MLflow's PostgreSQL database (``postgresql://``, also SQLAlchemy's
+        ``postgresql+psycopg2://`` spelling) for reading; refuse an unknown revision."""
+        dsn = postgres_dsn(uri)
+        shown = without_password(dsn)
+        try:
+            import psycopg
+        except ImportError:
+            raise InvalidParameterValue(
+                f"reading {shown} needs psycopg: pip install 'evstore[postgres]'"
+            ) from None
+        try:
+            connection = psycopg.connect(dsn, connect_timeout=10)
+            connection.read_only = True
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        except psycopg.Error as e:
+            raise StoreError(f"cannot read the MLflow store {shown}: {_first_line(e)}") from e
+        try:
+            return cls(connection, shown, dialect=POSTGRES)
         except BaseException:
             connection.close()
             raise
@@ -182,7 +213,12 @@ class SqlSource(MlflowSource):
         self, sql: str, params: tuple[Any, ...], size: int = _FETCH_SIZE
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Rows of a statement (already spelled), in lists; the cursor closes when done."""
-        cursor = self._connection.cursor()
+        if self._dialect.server_cursors:  # streamed from the server, ``size`` rows a trip
+            self._cursors += 1
+            cursor = self._connection.cursor(name=f"evstore_import_{self._cursors}")
+            cursor.itersize = size
+        else:
+            cursor = self._connection.cursor()
         try:
             cursor.execute(sql, params)
             while rows := cursor.fetchmany(size):
@@ -281,6 +317,30 @@ def _point_in_context(row: tuple[Any, ...], context: _Context) -> MetricPoint:
     key, value, step, timestamp = row
     found = context.get((key, timestamp, step, 0.0 if value is None else value))
     return MetricPoint(key, _NAN if value is None else value, step, timestamp, *(found or ()))
+
+
+def postgres_dsn(uri: str) -> str:
+    """A libpq URI from MLflow's spellings: ``postgres://``, ``postgresql://`` and
+    SQLAlchemy's ``postgresql+driver://``."""
+    scheme, _, rest = uri.partition("://")
+    if scheme.split("+", 1)[0].lower() not in ("postgres", "postgresql") or not rest:
+        raise InvalidParameterValue(f"not a PostgreSQL URI: {without_password(uri)!r}")
+    return "postgresql://" + rest
+
+
+def without_password(uri: str) -> str:
+    """``uri`` with any password replaced by ``***``, for messages and records."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _file_uri(path: str) -> str:
