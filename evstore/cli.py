@@ -559,17 +559,26 @@ def _parse_as_of(text: str) -> Any:
 
 @app.command()
 def history(run_id: str, store: Store = DEFAULT_STORE) -> None:
-    """A run's audit trail: every event with position, time (ISO 8601, local), type, user, change.
+    """A run's audit trail: every event with position, time (ISO 8601, local), type, who, change.
 
-    Example: evstore history 3f1c0a...
+    "user" is who made the change: the user a server authenticated (marked "via" the
+    client's address), else the OS user of a local write. A user name a client claimed
+    for a run is its "claimed user", in the change column. Example: evstore history 3f1c0a...
     """
     from evstore.history import run_history
 
     rows = run_history(_open_log(store), run_id)
     _table(
         ["position", "time", "type", "user", "change"],
-        [[r["position"], _timestamp(r["occurred_at"]), r["type"], r["user"], r["change"]] for r in rows],
+        [[r["position"], _timestamp(r["occurred_at"]), r["type"], _who(r), r["change"]] for r in rows],
     )
+
+
+def _who(row: dict[str, Any]) -> str:
+    """An audit row's actor: the authenticated principal (and where from), or the OS user."""
+    if row.get("principal"):
+        return f"{row['principal']} via {row['client']}" if row.get("client") else str(row["principal"])
+    return str(row.get("user") or "")
 
 
 @app.command()
@@ -730,3 +739,76 @@ def ui(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+users_app = typer.Typer(
+    help="Users who may call `evstore server`, and their tokens; changes are events in the log.\n\n"
+    "Example: evstore users add alice --admin",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+
+
+def _users_store(store: str) -> Any:
+    from evstore.projection import attach
+
+    return attach(_open_log(store)).store
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="1-64 letters, digits and . _ @ + -.")],
+    store: Store = DEFAULT_STORE,
+    admin: Annotated[bool, typer.Option("--admin", help="May manage users and grants.")] = False,
+) -> None:
+    """Add a user; prints their token once, as the last word (only its sha256 is kept).
+
+    Once a store has a user, `evstore server` requires one on every route but /health:
+    MLFLOW_TRACKING_TOKEN=<token>, or MLFLOW_TRACKING_USERNAME=<name> and
+    MLFLOW_TRACKING_PASSWORD=<token>. Example: evstore users add alice --admin
+    """
+    from evstore.users import add_user
+
+    token = add_user(_users_store(store), name, admin=admin)
+    role = "admin" if admin else "user"
+    typer.echo(f"added {role} {name}; their token, shown only now: {token}")
+
+
+@users_app.command("list")
+def users_list(store: Store = DEFAULT_STORE) -> None:
+    """Every user: name, admin, enabled, when added and by whom.
+
+    Example: evstore users list
+    """
+    from evstore.users import list_users
+
+    rows = [[u.name, "yes" if u.admin else "no", "disabled" if u.disabled else "enabled",
+             _timestamp(u.added_at), u.added_by] for u in list_users(_open_log(store))]  # fmt: skip
+    if not rows:
+        typer.echo("no users: the server takes any caller (or --auth-token's one)")
+        return
+    _table(["name", "admin", "state", "added", "added by"], rows)
+
+
+@users_app.command("disable")
+def users_disable(name: str, store: Store = DEFAULT_STORE) -> None:
+    """Refuse a user from now on (a running server too, at its next request).
+
+    Example: evstore users disable alice
+    """
+    from evstore.users import disable_user
+
+    changed = disable_user(_users_store(store), name)
+    typer.echo(f"disabled {name}" if changed else f"{name} was disabled already; nothing appended")
+
+
+@users_app.command("rotate")
+def users_rotate(name: str, store: Store = DEFAULT_STORE) -> None:
+    """Give a user a new token, shown once as the last word; the old one is refused.
+
+    Example: evstore users rotate alice
+    """
+    from evstore.users import rotate_token
+
+    token = rotate_token(_users_store(store), name)
+    typer.echo(f"rotated the token of {name}; the new one, shown only now: {token}")

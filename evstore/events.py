@@ -152,6 +152,30 @@ class RunRestored(Event, frozen=True):
     restored_time: int
 
 
+# --- users (the stream "users") ------------------------------------------------------
+
+
+class UserAdded(Event, frozen=True):
+    """A user who may call the server; only the sha256 of their token is kept."""
+
+    name: str
+    token_sha256: str
+    admin: bool = False
+
+
+class UserTokenRotated(Event, frozen=True):
+    """A user's token replaced: the old one is refused from now on."""
+
+    name: str
+    token_sha256: str
+
+
+class UserDisabled(Event, frozen=True):
+    """A user refused from now on, whatever they send; their history stays theirs."""
+
+    name: str
+
+
 # --- erasure -----------------------------------------------------------------------
 
 

@@ -81,7 +81,9 @@ def describe(event: Any) -> str:
     if isinstance(event, UnknownEvent):
         return f"(written by a newer evstore: {event.type} v{event.version})"
     if isinstance(event, RunStarted):
-        return f"started '{event.run_name}' in experiment {event.experiment_id} by {event.user_id}"
+        # user_id is what the caller said; who started it is the event's principal or user.
+        claimed = f" (claimed user {event.user_id})" if event.user_id else ""
+        return f"started '{event.run_name}' in experiment {event.experiment_id}{claimed}"
     if isinstance(event, ParamsLogged):
         return ", ".join(f"{k}={v[:40]}" for k, v in event.params.items())
     if isinstance(event, MetricsLogged):
@@ -127,6 +129,9 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
                 "occurred_at": meta.get("occurred_at", recorded.recorded_at),
                 "type": _type_name(recorded.event),
                 "user": meta.get("user"),
+                # Who the server authenticated (evstore.identity); None for a local write.
+                "principal": meta.get("principal"),
+                "client": meta.get("client"),
                 "source": meta.get("source_uri"),
                 "change": describe(recorded.event),
             }
@@ -163,7 +168,7 @@ class _Before:
 def _changes(event: Any, state: _Before) -> list[dict[str, Any]]:
     if isinstance(event, RunStarted):
         return [state.change("name", "", event.run_name), state.change("status", "", event.status),
-                {"what": "user", "before": None, "after": event.user_id}]  # fmt: skip
+                {"what": "claimed user", "before": None, "after": event.user_id}]  # fmt: skip
     if isinstance(event, ParamsLogged):
         return [state.change("param", k, v) for k, v in event.params.items()]
     if isinstance(event, MetricsLogged):
@@ -204,6 +209,8 @@ def run_changes(store: EventStore, run_id: str) -> list[dict[str, Any]]:
             "type": type_name,
             "kind": KINDS.get(type_name, "other"),
             "user": meta.get("user"),
+            "principal": meta.get("principal"),
+            "client": meta.get("client"),
             "source": meta.get("source_uri"),
             "imported_at": meta.get("imported_at"),
             "changes": changes[:CHANGES_SHOWN],

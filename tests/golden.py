@@ -73,6 +73,9 @@ CONTENT: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = [
 SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
     "Redacted": {"position": 4, "target": "param", "key": "long", "reason": "erasure request 17",
                  "original_sha256": "9f" * 32, "redacted_sha256": "0c" * 32},
+    "UserAdded": {"name": "alice", "token_sha256": "5e" * 32, "admin": True},
+    "UserTokenRotated": {"name": "alice", "token_sha256": "a7" * 32},
+    "UserDisabled": {"name": "alice"},
 }
 
 EXPECTED: dict[str, Any] = {

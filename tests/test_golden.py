@@ -112,6 +112,9 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("Redacted", {"position": 4, "target": "param", "reason": "erasure request 17",
             "original_sha256": "9f" * 32, "redacted_sha256": "0c" * 32, "key": "long"}),
     ],
+    "UserAdded/v1.json": [("UserAdded", {"name": "alice", "token_sha256": "5e" * 32, "admin": True})],
+    "UserTokenRotated/v1.json": [("UserTokenRotated", {"name": "alice", "token_sha256": "a7" * 32})],
+    "UserDisabled/v1.json": [("UserDisabled", {"name": "alice"})],
 }  # fmt: skip
 
 

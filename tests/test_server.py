@@ -542,12 +542,13 @@ def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
     try:
         for headers, words in [({}, "missing bearer token"), ({"Authorization": "Bearer wrong"}, "invalid"),
                                ({"Authorization": "s3cret"}, "invalid")]:  # fmt: skip
-            for method, path in [("GET", "/health"), ("POST", f"{API}/experiments/create"), ("GET", "/api/evstore/verify"),
+            for method, path in [("GET", "/version"), ("POST", f"{API}/experiments/create"), ("GET", "/api/evstore/verify"),
                                  ("PUT", f"{ARTIFACTS}/0/{'a' * 32}/artifacts/x")]:  # fmt: skip
                 response = httpx.request(method, server.url + path, headers=headers, json={"name": "x"})
                 assert response.status_code == 401, (method, path)
                 assert response.json()["error_code"] == "UNAUTHENTICATED"
                 assert words in response.json()["message"].lower()
+        assert httpx.get(server.url + "/health").status_code == 200  # a liveness probe needs none
         good = {"Authorization": "Bearer s3cret"}
         info = httpx.get(server.url + "/api/evstore/info", headers=good).json()
         assert info["head_position"] == 1  # only the Default experiment: nothing was written

@@ -56,15 +56,16 @@ def create_app(settings: ServerSettings) -> Any:
     from evstore.server._http import (
         HTTPError,
         StoreGate,
-        bearer_token_middleware,
         hidden_paths,
         json_response,
         parse_request,
         response_for,
     )
+    from evstore.server.auth import authentication
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
     from evstore.server.security import security_middleware
     from evstore.tracking.service import TrackingService
+    from evstore.users import Directory
 
     if settings.artifacts_root:
         # The Client reads its artifact root from the environment; this is the server's
@@ -157,8 +158,8 @@ def create_app(settings: ServerSettings) -> Any:
         ],
         lifespan=lifespan,
     )
-    guarded_app = bearer_token_middleware(app, settings.auth_token) if settings.auth_token else app
-    with_ui = ui.ui_gate(app, guarded_app, settings.auth_token)
+    guarded_app, auth_required = authentication(app, Directory(client.store), settings.auth_token)
+    with_ui = ui.ui_gate(app, guarded_app, settings.auth_token, auth_required)
     hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
     return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 
@@ -171,5 +172,8 @@ def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000) -
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
         timeout_keep_alive=60, server_header=False,
+        # The client address stamped on events is the socket's peer: uvicorn would take
+        # X-Forwarded-For from any loopback caller, so a local process could forge it.
+        proxy_headers=False,
     )  # fmt: skip
     uvicorn.Server(config).run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
@@ -155,36 +154,3 @@ def _said(error: msgspec.ValidationError) -> str:
     expected, got, where = match.groups()
     subject = f"`{where}`" if where else "the request body"
     return f"{subject} must be {_TYPE_WORDS[expected]}, got {got} ({text})"
-
-
-def bearer_token_middleware(app: Any, token: str) -> Any:
-    """An ASGI wrapper answering 401 unless ``Authorization: Bearer <token>`` is sent.
-
-    The scheme is case-insensitive (RFC 9110: ``bearer``, ``BEARER`` too), the token is not.
-    """
-    expected = f"Bearer {token}".encode()
-    token_bytes = token.encode()
-
-    def matches(sent: bytes) -> bool:
-        scheme, _, credentials = sent.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), token_bytes)
-
-    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if hmac.compare_digest(sent, expected) or matches(sent):
-            await app(scope, receive, send)
-            return
-        message = (
-            "Missing bearer token: this server requires 'Authorization: Bearer <token>'"
-            " (set MLFLOW_TRACKING_TOKEN for the mlflow client)."
-            if not sent
-            else "Invalid bearer token."
-        )
-        response = error_response(401, "UNAUTHENTICATED", message)
-        response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
-
-    return guarded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,9 @@ class StoreGate:
     their order. A slow call (searches, histories, verify, copying artifact bytes) runs on
     a small pool beside the others, so a long search never delays an append; a write it
     makes (an artifact's record) still waits for the store's write lock, briefly.
+
+    A call runs in the request's context (its context variables: who is acting), on
+    whichever thread it runs.
     """
 
     def __init__(self, readers: int = READER_THREADS) -> None:
@@ -44,12 +48,16 @@ class StoreGate:
             finally:
                 self._lane.release()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lane_thread, self._in_lane, function, *args)
+        context = contextvars.copy_context()  # the request's (who is acting: evstore.identity)
+        return await loop.run_in_executor(
+            self._lane_thread, context.run, self._in_lane, function, *args
+        )
 
     async def slow(self, function: Callable[..., T], *args: Any) -> T:
         """Run a call that may take long on the pool, beside quick calls and other slow ones."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, function, *args)
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._pool, context.run, function, *args)
 
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run a call from synchronous code (startup), in the lane."""

@@ -21,6 +21,7 @@ import msgspec
 
 from evstore import codec
 from evstore.events import ErasedEvent, Event, UnknownEvent
+from evstore.identity import acting
 
 ANY = None  # expected_version: append whatever the stream's version is
 NO_STREAM = 0  # expected_version: the stream must not exist yet
@@ -66,15 +67,23 @@ class RawEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
 
 
 def default_metadata() -> dict[str, Any]:
-    """The metadata every event carries unless the caller overrides it."""
+    """The metadata every event carries unless the caller overrides it: the process's
+    user and host, and inside a server's request the principal it authenticated and the
+    client's address (``evstore.identity``)."""
     from evstore import __version__
 
     login, host = _process_identity()
-    return {
+    metadata = {
         "user": os.environ.get("EVSTORE_USER") or login,
         "host": host,
         "evstore_version": __version__,
     }
+    who = acting()
+    if who is not None:
+        metadata["principal"] = who[0]
+        if who[1]:
+            metadata["client"] = who[1]
+    return metadata
 
 
 @functools.cache

@@ -34,6 +34,7 @@ from evstore.errors import (
     UndecodableEvent,
 )
 from evstore.events import Event
+from evstore.identity import acting
 from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, default_metadata
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
@@ -848,12 +849,15 @@ class SQLiteEventStore(EventStore):
             }
 
     def stream_version(self, stream_id: str) -> int:
-        """The version of a stream, 0 when it has no events."""
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT coalesce(max(e.stream_version), 0) FROM events e WHERE {self._sql.stream_is}",
-                (stream_id,),
-            ).fetchone()
+        """The version of a stream, 0 when it has no events. On a writable store it is a
+        snapshot read: it never waits for a write (a server asks it on each request)."""
+        sql = f"SELECT coalesce(max(e.stream_version), 0) FROM events e WHERE {self._sql.stream_is}"
+        if self.read_only:
+            with self._lock:
+                row = self._conn.execute(sql, (stream_id,)).fetchone()
+        else:
+            with self.reading() as conn:
+                row = conn.execute(sql, (stream_id,)).fetchone()
         return row[0]  # type: ignore[no-any-return]
 
     def meta(self) -> dict[str, str]:
@@ -971,13 +975,14 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
     return conn
 
 
-_default_meta: tuple[str | None, bytes] | None = None
+_default_meta: tuple[tuple[str | None, Any], bytes] | None = None
 
 
 def _default_metadata_bytes() -> bytes:
-    """The encoded default metadata, re-encoded only when $EVSTORE_USER changes."""
+    """The encoded default metadata, re-encoded only when $EVSTORE_USER or the acting
+    principal (``evstore.identity``) changes."""
     global _default_meta
-    user = os.environ.get("EVSTORE_USER")
-    if _default_meta is None or _default_meta[0] != user:
-        _default_meta = (user, codec.encode_metadata(default_metadata()))
+    who = (os.environ.get("EVSTORE_USER"), acting())
+    if _default_meta is None or _default_meta[0] != who:
+        _default_meta = (who, codec.encode_metadata(default_metadata()))
     return _default_meta[1]

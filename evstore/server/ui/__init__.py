@@ -77,11 +77,16 @@ def _cookie(scope: dict[str, Any]) -> str | None:
     return None
 
 
-def ui_gate(app: Any, api_app: Any, token: str | None) -> Any:
+def ui_gate(
+    app: Any, api_app: Any, token: str | None, auth_required: Callable[[], bool] = lambda: False
+) -> Any:
     """Route UI requests around the bearer check when a session cookie vouches for them.
 
     ``app`` is the app without the bearer check, ``api_app`` the same app behind it. UI
     responses get the security headers. Without a token everything goes to ``api_app``.
+    Once the store has users (``auth_required`` says so, without a shared token), UI
+    requests go to ``api_app`` too: the browser asks for a user's name and token (HTTP
+    Basic) and sends them with every request.
     """
     session = session_value(token).encode() if token else None
 
@@ -97,6 +102,9 @@ def ui_gate(app: Any, api_app: Any, token: str | None) -> Any:
                 message["headers"] = list(message["headers"]) + _UI_HEADERS
             await send(message)
 
+        if session is None and auth_required():
+            await api_app(scope, receive, with_headers)
+            return
         if session is None or _public(path):
             await app(scope, receive, with_headers)
             return

@@ -14,7 +14,7 @@ export async function historyPage(main, runId) {
     el("td", { class: "num" }, el("a", { href: runHref(runId, { as_of: e.position }), title: "See the run as it was after this event" }, e.position)),
     el("td", {}, time(e.recorded_at),
       e.occurred_at !== e.recorded_at ? el("div", { class: "muted" }, `happened ${time(e.occurred_at)}`) : null),
-    el("td", {}, e.user || el("span", { class: "muted" }, "not recorded")),
+    el("td", {}, e.principal || e.user || el("span", { class: "muted" }, "not recorded")),
     el("td", {}, e.source ? el("span", { class: "imported" }, "imported from ", el("span", { class: "mono" }, e.source),
       e.imported_at ? ` on ${time(e.imported_at)}` : "") : el("span", { class: "muted" }, "logged here")),
     el("td", {}, e.type),
