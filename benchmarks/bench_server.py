@@ -8,7 +8,8 @@ that answers every call at once and stores nothing, measures the client's own ce
 fourth, the same app committing each logging request's body to SQLite in one transaction
 (WAL, synchronous NORMAL, as evstore), is the storage floor: the share of the client's
 ceiling that any server making one SQLite commit per call can reach, before parsing,
-validation, an envelope or a read model.
+validation, an envelope or a read model. A fifth is evstore's server on a store with a
+user, the client sending its token (``MLFLOW_TRACKING_TOKEN``): what authentication costs.
 Targets (issue 12), in one run: evstore >= 85% of the no-op rate per call and >= 90% on
 log_batch(1,000), and >= 5x mlflow server per call. Rounds alternate between the
 servers; the median of the rounds is reported.
@@ -174,6 +175,7 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="bench-server-")
     mlflow_port, evstore_port, no_op_port, floor_port = free_port(), free_port(), free_port(), free_port()
+    users_port = free_port()
     servers: dict[str, Any] = {}
     launched: dict[str, float] = {}
     try:
@@ -190,6 +192,18 @@ def main() -> None:
              "--artifacts-root", f"{work}/evstore-artifacts", "--port", str(evstore_port)],
             os.path.join(work, "evstore-server.log"),
         )  # fmt: skip
+        # The same server on a store with users: every request authenticated (a token).
+        evstore_bin = os.path.join(BIN, "evstore")
+        subprocess.run([evstore_bin, "init", "--store", f"{work}/users.db"], check=True, capture_output=True)
+        added = subprocess.run([evstore_bin, "users", "add", "bench", "--store", f"{work}/users.db"],
+                               check=True, capture_output=True, text=True)  # fmt: skip
+        tokens = {"evstore+users": added.stdout.split()[-1]}
+        launched["evstore+users"] = time.perf_counter()
+        servers["evstore+users"] = start(
+            [evstore_bin, "server", "--store", f"{work}/users.db",
+             "--artifacts-root", f"{work}/users-artifacts", "--port", str(users_port)],
+            os.path.join(work, "evstore-users-server.log"),
+        )  # fmt: skip
         launched["no-op"] = time.perf_counter()
         servers["no-op"] = start(
             [sys.executable, "-c", NO_OP_SERVER, str(no_op_port)], os.path.join(work, "no-op.log")
@@ -202,22 +216,27 @@ def main() -> None:
         urls = {
             "mlflow": f"http://127.0.0.1:{mlflow_port}",
             "floor": f"http://127.0.0.1:{floor_port}",
+            "evstore+users": f"http://127.0.0.1:{users_port}",
             "evstore": f"http://127.0.0.1:{evstore_port}",
             "no-op": f"http://127.0.0.1:{no_op_port}",
         }
         ready = {
             name: wait_ready(urls[name], servers[name], launched[name], 120)
-            for name in ("evstore", "no-op", "floor", "mlflow")
+            for name in ("evstore", "evstore+users", "no-op", "floor", "mlflow")
         }
         time.sleep(15)  # mlflow server keeps busy for a while after /health answers (job runners)
 
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in urls}
         for round_no in range(args.rounds):
-            order = ["mlflow", "evstore", "no-op", "floor"]
-            for name in order[round_no % 4 :] + order[: round_no % 4]:
+            order = ["mlflow", "evstore", "no-op", "floor", "evstore+users"]
+            for name in order[round_no % 5 :] + order[: round_no % 5]:
+                if name in tokens:  # the mlflow client reads it on each request
+                    os.environ["MLFLOW_TRACKING_TOKEN"] = tokens[name]
+                else:
+                    os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
                 results[name].append(
                     measure(urls[name], args.calls, args.batches, args.batch_size, round_no,
-                            name in ("mlflow", "evstore"))
+                            name in ("mlflow", "evstore", "evstore+users"))
                 )
     finally:
         for process in servers.values():
@@ -235,8 +254,9 @@ def main() -> None:
         "evstore": "evstore server (WAL, sync NORMAL)",
         "no-op": "no-op server (client ceiling)",
         "floor": "one-commit server (storage floor)",
+        "evstore+users": "evstore server, users (token auth)",
     }
-    for name in ("mlflow", "evstore", "no-op", "floor"):
+    for name in ("mlflow", "evstore", "evstore+users", "no-op", "floor"):
         per_call, batched = median[name]
         print(f"{labels[name]:<34}{ready[name]:>9.1f}{per_call:>18,.0f}{batched:>17,.0f}")
     for name in ("evstore", "no-op", "floor"):
@@ -249,8 +269,12 @@ def main() -> None:
     floor_call = median["floor"][0] / median["no-op"][0]
     floor_batch = median["floor"][1] / median["no-op"][1]
     print(f"{'ratio floor / no-op (ceiling for any store)':<43}{floor_call:>17.0%} {floor_batch:>16.0%}")
+    auth_call = median["evstore+users"][0] / median["evstore"][0]
+    auth_batch = median["evstore+users"][1] / median["evstore"][1]
+    print(f"{'ratio evstore+users / evstore':<43}{auth_call:>17.0%} {auth_batch:>16.0%}")
     print("targets: evstore / no-op >= 85% per call and >= 90% log_batch; evstore / mlflow >= 5x")
-    print("per call. Durability differs (see the docstring).")
+    print("per call (issue 12); authentication costs <= 10% per call: evstore+users / evstore")
+    print(">= 90% (issue 18). Durability differs (see the docstring).")
 
 
 def _mlflow_version() -> str:
