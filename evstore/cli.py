@@ -697,13 +697,20 @@ def server(
         typer.Option(envvar="EVSTORE_CORS_ALLOWED_ORIGINS", help="Comma-separated browser origins"
                      " allowed to write (loopback origins always are); '*' allows all."),
     ] = None,
+    default_permission: Annotated[
+        str,
+        typer.Option(envvar="EVSTORE_DEFAULT_PERMISSION", help="With users: what a user may do on an"
+                     " experiment they hold no grant on (READ, EDIT, MANAGE, NO_PERMISSIONS)."),
+    ] = "READ",
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
     Example: evstore server --store runs.db --port 5000   (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
     """
     from evstore.server import ServerSettings, serve
+    from evstore.users import check_permission
 
+    check_permission(default_permission.upper())
     _check_range("--port", port, 0, 65535)
     _check_range("--max-json-mb", max_json_mb, 1, 1 << 20)
     _check_range("--max-artifact-mb", max_artifact_mb, 1, 1 << 30)
@@ -712,6 +719,7 @@ def server(
     settings = ServerSettings(
         store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20,
         allowed_hosts=tuple(hosts) or None, cors_allowed_origins=tuple(origins),
+        default_permission=default_permission.upper(),
     )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
     serve(settings, host=host, port=port)
@@ -812,3 +820,33 @@ def users_rotate(name: str, store: Store = DEFAULT_STORE) -> None:
 
     token = rotate_token(_users_store(store), name)
     typer.echo(f"rotated the token of {name}; the new one, shown only now: {token}")
+
+
+@users_app.command("grant")
+def users_grant(
+    name: str,
+    experiment_id: str,
+    permission: Annotated[str, typer.Argument(help="READ, EDIT, MANAGE or NO_PERMISSIONS.")],
+    store: Store = DEFAULT_STORE,
+) -> None:
+    """Give a user a permission on one experiment (replacing an earlier grant there).
+
+    Example: evstore users grant bob 3 EDIT
+    """
+    from evstore.users import grant
+
+    grant(_users_store(store), name, experiment_id, permission.upper())
+    typer.echo(f"{name} has {permission.upper()} on experiment {experiment_id}")
+
+
+@users_app.command("revoke")
+def users_revoke(name: str, experiment_id: str, store: Store = DEFAULT_STORE) -> None:
+    """Remove a user's grant on one experiment: the server's default permission applies.
+
+    Example: evstore users revoke bob 3
+    """
+    from evstore.users import revoke
+
+    changed = revoke(_users_store(store), name, experiment_id)
+    typer.echo(f"revoked {name}'s grant on experiment {experiment_id}" if changed
+               else f"{name} held no grant on experiment {experiment_id}; nothing appended")  # fmt: skip

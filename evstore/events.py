@@ -176,6 +176,41 @@ class UserDisabled(Event, frozen=True):
     name: str
 
 
+class UserDeleted(Event, frozen=True):
+    """A user removed (MLflow's ``users/delete``): refused, and the name free again."""
+
+    name: str
+
+
+class UserAdminChanged(Event, frozen=True):
+    """A user made an admin (who may manage users and grants, and read everything) or not."""
+
+    name: str
+    admin: bool
+
+
+class UserPasswordSet(Event, frozen=True):
+    """A user's password (MLflow's basic-auth API), kept as a salted scrypt hash."""
+
+    name: str
+    password_hash: str
+
+
+class ExperimentPermissionGranted(Event, frozen=True):
+    """A user's permission on one experiment: READ, EDIT, MANAGE or NO_PERMISSIONS."""
+
+    experiment_id: str
+    name: str
+    permission: str
+
+
+class ExperimentPermissionRevoked(Event, frozen=True):
+    """A user's grant on one experiment removed: the default permission applies again."""
+
+    experiment_id: str
+    name: str
+
+
 # --- erasure -----------------------------------------------------------------------
 
 

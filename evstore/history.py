@@ -10,6 +10,8 @@ from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.events import (
     ArtifactRecorded,
     ErasedEvent,
+    ExperimentPermissionGranted,
+    ExperimentPermissionRevoked,
     MetricsLogged,
     ParamsLogged,
     Redacted,
@@ -21,6 +23,12 @@ from evstore.events import (
     TagDeleted,
     TagSet,
     UnknownEvent,
+    UserAdded,
+    UserAdminChanged,
+    UserDeleted,
+    UserDisabled,
+    UserPasswordSet,
+    UserTokenRotated,
 )
 from evstore.stores.base import EventStore
 
@@ -105,7 +113,29 @@ def describe(event: Any) -> str:
         return f"erased {what} at position {event.position}: {event.reason}"
     if isinstance(event, ErasedEvent):
         return f"(erased: this {event.type}'s content was redacted)"
-    return type(event).__name__
+    return _describe_access(event) or type(event).__name__
+
+
+def _describe_access(event: Any) -> str | None:
+    """User and permission events (the ``users`` stream), never showing a secret's hash."""
+    name = getattr(event, "name", "")
+    if isinstance(event, UserAdded):
+        return f"added {'admin' if event.admin else 'user'} {name}"
+    if isinstance(event, UserTokenRotated):
+        return f"rotated the token of {name}"
+    if isinstance(event, UserDisabled):
+        return f"disabled {name}"
+    if isinstance(event, UserDeleted):
+        return f"deleted user {name}"
+    if isinstance(event, UserAdminChanged):
+        return f"{name} {'is an admin now' if event.admin else 'is no longer an admin'}"
+    if isinstance(event, UserPasswordSet):
+        return f"set the password of {name}"
+    if isinstance(event, ExperimentPermissionGranted):
+        return f"granted {name} {event.permission} on experiment {event.experiment_id}"
+    if isinstance(event, ExperimentPermissionRevoked):
+        return f"revoked {name}'s grant on experiment {event.experiment_id}"
+    return None
 
 
 def _type_name(event: Any) -> str:

@@ -76,6 +76,11 @@ SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
     "UserAdded": {"name": "alice", "token_sha256": "5e" * 32, "admin": True},
     "UserTokenRotated": {"name": "alice", "token_sha256": "a7" * 32},
     "UserDisabled": {"name": "alice"},
+    "UserDeleted": {"name": "alice"},
+    "UserAdminChanged": {"name": "alice", "admin": False},
+    "UserPasswordSet": {"name": "alice", "password_hash": "scrypt$16384$8$1$c2FsdA$aGFzaA"},
+    "ExperimentPermissionGranted": {"experiment_id": "1", "name": "alice", "permission": "EDIT"},
+    "ExperimentPermissionRevoked": {"experiment_id": "1", "name": "alice"},
 }
 
 EXPECTED: dict[str, Any] = {

@@ -115,6 +115,17 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "UserAdded/v1.json": [("UserAdded", {"name": "alice", "token_sha256": "5e" * 32, "admin": True})],
     "UserTokenRotated/v1.json": [("UserTokenRotated", {"name": "alice", "token_sha256": "a7" * 32})],
     "UserDisabled/v1.json": [("UserDisabled", {"name": "alice"})],
+    "UserDeleted/v1.json": [("UserDeleted", {"name": "alice"})],
+    "UserAdminChanged/v1.json": [("UserAdminChanged", {"name": "alice", "admin": False})],
+    "UserPasswordSet/v1.json": [
+        ("UserPasswordSet", {"name": "alice", "password_hash": "scrypt$16384$8$1$c2FsdA$aGFzaA"}),
+    ],
+    "ExperimentPermissionGranted/v1.json": [
+        ("ExperimentPermissionGranted", {"experiment_id": "1", "name": "alice", "permission": "EDIT"}),
+    ],
+    "ExperimentPermissionRevoked/v1.json": [
+        ("ExperimentPermissionRevoked", {"experiment_id": "1", "name": "alice"}),
+    ],
 }  # fmt: skip
 
 

@@ -149,6 +149,7 @@ def test_the_real_mlflow_client_with_a_token_and_with_basic_auth(server: Any, tm
 
 
 def test_a_claimed_user_or_a_forged_header_never_becomes_the_principal(server: Any) -> None:
+    assert cli("users", "grant", "bob", "0", "EDIT", store=server.store).returncode == 0
     bob = {"Authorization": f"Bearer {server.tokens['bob']}", "X-Forwarded-For": "10.9.9.9",
            "X-Forwarded-User": "alice", "X-Evstore-Principal": "alice", "Remote-User": "alice"}  # fmt: skip
     created = httpx.post(server.url + f"{API}/runs/create", headers=bob,

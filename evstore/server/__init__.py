@@ -42,6 +42,8 @@ class ServerSettings:
     cors_allowed_origins: tuple[str, ...] = ()
     #: The address the server binds (its own name is an allowed Host).
     bind_host: str = "127.0.0.1"
+    #: With users: the permission a user has on an experiment they hold no grant on.
+    default_permission: str = "READ"
 
 
 def create_app(settings: ServerSettings) -> Any:
@@ -53,6 +55,7 @@ def create_app(settings: ServerSettings) -> Any:
 
     from evstore import __version__
     from evstore.server import artifacts_api, evstore_api, ui
+    from evstore.server import schemas as s
     from evstore.server._http import (
         HTTPError,
         StoreGate,
@@ -63,6 +66,7 @@ def create_app(settings: ServerSettings) -> Any:
     )
     from evstore.server.auth import authentication
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
+    from evstore.server.permissions import Guard, auth_endpoints, ui_permission
     from evstore.server.security import security_middleware
     from evstore.tracking.service import TrackingService
     from evstore.users import Directory
@@ -76,6 +80,10 @@ def create_app(settings: ServerSettings) -> Any:
     store.call(client.ensure_default_experiment)
     artifacts_api.remove_stray_uploads(client.artifact_root)
     hidden = hidden_paths(str(getattr(client.store, "path", settings.store)), client.artifact_root)
+    directory = Directory(client.store)
+    guard = Guard(directory, settings.default_permission)
+    checked = {key: (schema, guard.wrap(key[1], handler)) for key, (schema, handler) in ENDPOINTS.items()}
+    auth_api = auth_endpoints(guard)
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -89,7 +97,7 @@ def create_app(settings: ServerSettings) -> Any:
     @guarded
     async def mlflow_api(request: Request) -> Response:
         path = request.path_params["path"]
-        found = ENDPOINTS.get((request.method, path))
+        found = checked.get((request.method, path))
         if found is None:
             raise not_found(request)
         schema, handler = found
@@ -104,17 +112,38 @@ def create_app(settings: ServerSettings) -> Any:
         return json_response(await run(handler, client, parsed, key))
 
     @guarded
+    async def mlflow_auth_api(request: Request) -> Response:
+        path = request.url.path.removeprefix("/api/")
+        found = auth_api.get((request.method, path))
+        if found is None:
+            raise not_found(request)
+        schema, handler = found
+        parsed: Any
+        parsed, _ = await parse_request(request, schema, settings.max_json_bytes)
+        return json_response(await store.quick(handler, client, parsed))
+
+    def artifact_permission(path: str, write: bool) -> None:
+        guard.check_artifacts(path.strip("/").split("/", 1)[0], write)
+
+    @guarded
     async def artifact_file(request: Request) -> Response:
+        artifact_permission(request.path_params["path"], request.method == "PUT")
         if request.method == "PUT":
             return await artifacts_api.upload(request, client, store, settings.max_artifact_bytes)
         return await artifacts_api.download(request, client, store)
 
     @guarded
     async def artifact_list(request: Request) -> Response:
+        artifact_permission(request.query_params.get("path", ""), False)
         return await artifacts_api.list_files(request, client, store)
 
-    def evstore_route(view: Callable[[Any, Request], Any]) -> Callable[[Request], Any]:
+    def evstore_route(view: Callable[[Any, Request], Any], rule: str = "any") -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
+            if rule == "admin":
+                guard.check_admin()
+            elif rule == "run":
+                run_id = request.path_params["run_id"]
+                await store.quick(guard.wrap("runs/get", lambda *_: None), client, s.GetRun(run_id=run_id), "")
             return json_response(await store.slow(view(client, request)))
 
         return guarded(endpoint)
@@ -146,19 +175,21 @@ def create_app(settings: ServerSettings) -> Any:
         routes=[
             Route("/health", health),
             Route("/version", version),
+            Route("/api/2.0/mlflow/users/{action:path}", mlflow_auth_api, methods=["GET", "POST", "PATCH", "DELETE"]),
+            Route("/api/3.0/mlflow/users/permissions/{action}", mlflow_auth_api, methods=["GET", "POST"]),
             Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST"]),
             Route(artifacts, artifact_list, methods=["GET"]),
             Route(artifacts + "/{path:path}", artifact_file, methods=["GET", "PUT"]),
-            Route("/api/evstore/events", evstore_route(evstore_api.events_page)),
-            Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history)),
-            Route("/api/evstore/verify", evstore_route(evstore_api.verify)),
+            Route("/api/evstore/events", evstore_route(evstore_api.events_page, "admin")),
+            Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history, "run")),
+            Route("/api/evstore/verify", evstore_route(evstore_api.verify, "admin")),
             Route("/api/evstore/info", evstore_route(evstore_api.info)),
             *ui.routes(client, store, settings.auth_token, hidden, guarded),
             Route("/{path:path}", fallback, methods=_ALL_METHODS),
         ],
         lifespan=lifespan,
     )
-    guarded_app, auth_required = authentication(app, Directory(client.store), settings.auth_token)
+    guarded_app, auth_required = authentication(ui_permission(app, guard), directory, settings.auth_token)
     with_ui = ui.ui_gate(app, guarded_app, settings.auth_token, auth_required)
     hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
     return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))

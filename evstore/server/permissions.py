@@ -1,0 +1,273 @@
+"""MLflow's basic-auth permissions on the server, and MLflow's auth API over evstore's users.
+
+Once a store has users, each request's user (``evstore.server.auth``) is checked as
+MLflow's basic-auth app checks it: an experiment's grant for that user, else the server's
+default permission (``--default-permission``, READ unless told otherwise); admins (and
+the shared ``--auth-token``) may do anything. Reading needs READ, writing (runs, metrics,
+params, tags, renames) EDIT, deleting and restoring MANAGE; creating an experiment needs
+nothing and gives its creator MANAGE on it, in the same transaction. A refusal is ``403
+PERMISSION_DENIED``. Searches return only what the caller may read. Artifacts obey the
+rules of their run's experiment; evstore's whole-log endpoints (events, verify) are for
+admins; the UI's data is for users who may read every experiment.
+
+The auth API is MLflow 3.17's, so ``mlflow.server.get_app_client("basic-auth",
+tracking_uri=...)`` manages evstore's users: ``users/create``, ``get``,
+``update-password``, ``update-admin``, ``delete`` (``/api/2.0/mlflow/``) and
+``users/permissions/grant``, ``revoke``, ``get`` (``/api/3.0/mlflow/``) on experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from evstore import reads, users
+from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
+from evstore.identity import acting
+from evstore.server._http import EMPTY_OBJECT, HTTPError, error_response
+from evstore.users import DELETE, PERMISSIONS, READ, UPDATE, Directory, User, allows
+
+#: Endpoints under /api/2.0/mlflow/ -> (what they need, where the experiment comes from).
+RULES: dict[str, tuple[int, str]] = {
+    "experiments/get": (READ, "experiment"),
+    "experiments/get-by-name": (READ, "name"),
+    "experiments/update": (UPDATE, "experiment"),
+    "experiments/set-experiment-tag": (UPDATE, "experiment"),
+    "experiments/delete-experiment-tag": (UPDATE, "experiment"),
+    "experiments/delete": (DELETE, "experiment"),
+    "experiments/restore": (DELETE, "experiment"),
+    "runs/create": (UPDATE, "experiment"),
+    "runs/get": (READ, "run"),
+    "metrics/get-history": (READ, "run"),
+    "runs/update": (UPDATE, "run"),
+    "runs/log-metric": (UPDATE, "run"),
+    "runs/log-parameter": (UPDATE, "run"),
+    "runs/set-tag": (UPDATE, "run"),
+    "runs/delete-tag": (UPDATE, "run"),
+    "runs/log-batch": (UPDATE, "run"),
+    "runs/delete": (DELETE, "run"),
+    "runs/restore": (DELETE, "run"),
+}
+#: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
+OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search"})
+
+
+def denied() -> HTTPError:
+    """MLflow's refusal."""
+    return HTTPError(403, "PERMISSION_DENIED", "Permission denied")
+
+
+class Guard:
+    """The checks for one server: its users (``Directory``) and default permission."""
+
+    def __init__(self, directory: Directory, default: str) -> None:
+        users.check_permission(default)
+        self.directory = directory
+        self.default = default
+
+    def caller(self) -> User | None:
+        """The user acting now; None when no check applies (no users, the shared token)."""
+        who = acting()
+        return None if who is None else self.directory.user(who[0])
+
+    def may(self, user: User | None, experiment_id: str | None, needed: int) -> bool:
+        return allows(user, experiment_id, needed, self.default)
+
+    def reads_everything(self, user: User | None) -> bool:
+        """Whether ``user`` may read every experiment (so the UI may show them all)."""
+        if user is None or user.admin:
+            return True
+        return PERMISSIONS[self.default][READ] and all(PERMISSIONS[p][READ] for p in user.grants.values())
+
+    def wrap(self, path: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` (a tracking endpoint) with the caller's permission checked first,
+        its answer filtered (searches), or the creator's grant added (create)."""
+
+        def checked(client: Any, req: Any, key: str) -> Any:
+            user = self.caller()
+            if user is None or user.admin:
+                return handler(client, req, key)
+            rule = RULES.get(path)
+            if rule is not None:
+                needed, source = rule
+                if not self.may(user, _experiment_of(client, req, source), needed):
+                    raise denied()
+                return handler(client, req, key)
+            if path == "experiments/create":
+                with client.store.transaction():  # the experiment and its creator's grant, at once
+                    answer = handler(client, req, key)
+                    users.grant(client.store, user.name, answer["experiment_id"], "MANAGE")
+                return answer
+            if path == "runs/search":
+                req.experiment_ids = [e for e in req.experiment_ids if self.may(user, e, READ)]
+                return handler(client, req, key) if req.experiment_ids else EMPTY_OBJECT
+            if path == "experiments/search":
+                answer = handler(client, req, key)
+                answer["experiments"] = [e for e in answer.get("experiments", [])
+                                         if self.may(user, e["experiment_id"], READ)]  # fmt: skip
+                return answer
+            if path in OPEN_TO_ALL:
+                return handler(client, req, key)
+            raise denied()  # an endpoint without a rule is for admins
+
+        return checked
+
+    def check_artifacts(self, experiment_id: str, write: bool) -> None:
+        """Artifacts of a run obey its experiment's permission (EDIT to upload)."""
+        user = self.caller()
+        if not self.may(user, experiment_id, UPDATE if write else READ):
+            raise denied()
+
+    def check_admin(self) -> None:
+        """Whole-store endpoints (the event log, verify) are for admins."""
+        user = self.caller()
+        if user is not None and not user.admin:
+            raise denied()
+
+
+def ui_permission(app: Any, guard: Guard) -> Any:
+    """``app`` with the UI's pages and data refused (403) to a user who may not read every
+    experiment: the UI shows whole experiments and compares across them."""
+
+    async def checked(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/ui/api") and not guard.reads_everything(guard.caller()):
+            response = error_response(403, "PERMISSION_DENIED", "Permission denied: the UI shows every"
+                                      " experiment, and this user may not read them all")  # fmt: skip
+            await response(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return checked
+
+
+def _experiment_of(client: Any, req: Any, source: str) -> str | None:
+    if source == "experiment":
+        return str(req.experiment_id)
+    if source == "name":
+        found = client.get_experiment_by_name(req.experiment_name)
+        return None if found is None else str(found.experiment_id)
+    with client.reading() as conn:  # a run: its experiment
+        state = reads.run_state(conn, req.run_id)
+    return None if state is None else str(state[0])
+
+
+# --- MLflow's auth API ------------------------------------------------------------------
+
+
+class UserRequest(msgspec.Struct, kw_only=True):
+    username: str
+    password: str = ""
+    current_password: str | None = None
+    is_admin: bool = False
+
+
+class PermissionRequest(msgspec.Struct, kw_only=True):
+    username: str
+    resource_type: str
+    resource_id: str
+    permission: str = ""
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.name, "is_admin": user.admin}
+
+
+def _experiment_resource(req: PermissionRequest) -> str:
+    if req.resource_type != "experiment":
+        raise InvalidParameterValue(
+            f"resource_type {req.resource_type!r} is not supported: evstore grants permissions on experiments"
+        )
+    return req.resource_id
+
+
+def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[..., Any]]]:
+    """(method, path under /api/<v>/mlflow/) -> (request schema, handler(client, req))."""
+    directory = guard.directory
+
+    def admin() -> User | None:
+        user = guard.caller()
+        if user is not None and not user.admin:
+            raise denied()
+        return user
+
+    def found(name: str) -> User:
+        user = directory.user(name)
+        if user is None:
+            raise ResourceDoesNotExist(f"User with username={name} not found")
+        return user
+
+    def create_user(client: Any, req: UserRequest) -> Any:
+        admin()
+        if not req.username or not req.password:
+            raise InvalidParameterValue("Username and password cannot be empty.")
+        users.add_user(client.store, req.username, password=req.password)
+        return {"user": _user_json(found(req.username))}
+
+    def get_user(client: Any, req: UserRequest) -> Any:
+        caller = guard.caller()
+        if caller is not None and not caller.admin and caller.name != req.username:
+            raise denied()
+        return {"user": _user_json(found(req.username))}
+
+    def update_password(client: Any, req: UserRequest) -> Any:
+        caller = guard.caller()
+        if caller is not None and not caller.admin and caller.name != req.username:
+            raise denied()
+        if caller is not None and caller.name == req.username:  # self-service: prove it
+            user = found(req.username)
+            if not req.current_password or not users.password_matches(req.current_password, user.password_hash):
+                raise InvalidParameterValue("Current password is required and must match.")
+        users.set_password(client.store, req.username, req.password)
+        return EMPTY_OBJECT
+
+    def update_admin(client: Any, req: UserRequest) -> Any:
+        admin()
+        users.set_admin(client.store, req.username, req.is_admin)
+        return EMPTY_OBJECT
+
+    def delete_user(client: Any, req: UserRequest) -> Any:
+        caller = admin()
+        if caller is not None and caller.name == req.username:
+            raise HTTPError(400, "BAD_REQUEST", "Users cannot delete their own account.")
+        users.delete_user(client.store, req.username)
+        return EMPTY_OBJECT
+
+    def may_manage(experiment_id: str) -> None:
+        if not guard.may(guard.caller(), experiment_id, users.MANAGE):
+            raise denied()
+
+    def grant(client: Any, req: PermissionRequest) -> Any:
+        experiment_id = _experiment_resource(req)
+        may_manage(experiment_id)
+        client.get_experiment(experiment_id)  # 404 for an experiment that does not exist
+        users.grant(client.store, req.username, experiment_id, req.permission)
+        return EMPTY_OBJECT
+
+    def revoke(client: Any, req: PermissionRequest) -> Any:
+        experiment_id = _experiment_resource(req)
+        may_manage(experiment_id)
+        users.revoke(client.store, req.username, experiment_id)
+        return EMPTY_OBJECT
+
+    def get_permission(client: Any, req: PermissionRequest) -> Any:
+        experiment_id = _experiment_resource(req)
+        caller = guard.caller()
+        if caller is not None and not caller.admin and caller.name != req.username:
+            may_manage(experiment_id)
+        user = found(req.username)
+        permission = "MANAGE" if user.admin else user.grants.get(experiment_id, guard.default)
+        return {"allowed": PERMISSIONS[permission][UPDATE], "permission": permission}
+
+    return {
+        ("POST", "2.0/mlflow/users/create"): (UserRequest, create_user),
+        ("GET", "2.0/mlflow/users/get"): (UserRequest, get_user),
+        ("PATCH", "2.0/mlflow/users/update-password"): (UserRequest, update_password),
+        ("PATCH", "2.0/mlflow/users/update-admin"): (UserRequest, update_admin),
+        ("DELETE", "2.0/mlflow/users/delete"): (UserRequest, delete_user),
+        ("POST", "3.0/mlflow/users/permissions/grant"): (PermissionRequest, grant),
+        ("POST", "3.0/mlflow/users/permissions/revoke"): (PermissionRequest, revoke),
+        ("GET", "3.0/mlflow/users/permissions/get"): (PermissionRequest, get_permission),
+    }
