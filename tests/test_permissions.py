@@ -1,0 +1,224 @@
+"""Permissions as MLflow's basic-auth app has them, on a real ``evstore server``.
+
+Every pair of (server default, a user's grant on the experiment) is tried against the
+three kinds of operation (read a run, write to it, delete it), and must be allowed
+exactly when MLflow's permission table allows it. Searches show only what the caller may
+read; artifacts, evstore's endpoints and the UI obey the same rules; the real mlflow
+client's basic-auth app client (``get_app_client("basic-auth")``) manages the users.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import close_cached_stores
+from servers import EVSTORE, ServerProcess
+
+from evstore import users
+from evstore.integrity import verify
+from evstore.projection import attach
+from evstore.stores import open_log
+
+API = "/api/2.0/mlflow"
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+PERMISSIONS = ["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"]
+#: MLflow's table: what each permission allows (read, update, delete).
+ALLOWS = {"READ": (True, False, False), "EDIT": (True, True, False), "MANAGE": (True, True, True),
+          "NO_PERMISSIONS": (False, False, False)}  # fmt: skip
+
+
+def cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVSTORE_")}
+    return subprocess.run([EVSTORE, *args, "--store", str(store)], check=False, capture_output=True,
+                          text=True, env=env)  # fmt: skip
+
+
+def tracked(store: Path) -> Any:
+    """The store with its read models attached, as the CLI writes to it (in this process:
+    setting up users through the library is faster than a CLI process per user)."""
+    return attach(open_log(store)).store
+
+
+def add(store: Path, name: str, admin: bool = False) -> dict[str, str]:
+    log = tracked(store)
+    try:
+        return {"Authorization": f"Bearer {users.add_user(log, name, admin=admin)}"}
+    finally:
+        log.close()
+
+
+def grant(store: Path, name: str, experiment: str, permission: str) -> None:
+    log = tracked(store)
+    try:
+        users.grant(log, name, experiment, permission)
+    finally:
+        log.close()
+
+
+def post(server: ServerProcess, path: str, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(server.url + path, headers=headers, json=body)
+
+
+def start(tmp_path: Path, default: str, names: list[str]) -> tuple[ServerProcess, dict[str, dict[str, str]]]:
+    store = tmp_path / "server.db"
+    headers = {"admin": add(store, "admin", admin=True)}
+    for name in names:
+        headers[name] = add(store, name)
+    return ServerProcess(tmp_path, "--default-permission", default), headers
+
+
+@pytest.mark.parametrize("default", PERMISSIONS)
+def test_every_default_and_grant_pair_allows_what_mlflow_allows(tmp_path: Path, default: str) -> None:
+    grants = {"no-grant": None, **{f"g-{p.lower()}": p for p in PERMISSIONS}}
+    server, headers = start(tmp_path, default, list(grants))
+    admin = headers["admin"]
+    try:
+        experiment = post(server, f"{API}/experiments/create", admin, {"name": "shared"}).json()["experiment_id"]
+        for name, permission in grants.items():
+            if permission:
+                grant(server.store, name, experiment, permission)
+        for name, permission in grants.items():
+            may_read, may_update, may_delete = ALLOWS[permission or default]
+            run_id = post(server, f"{API}/runs/create", admin, {"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+            me = headers[name]
+            read = httpx.get(server.url + f"{API}/runs/get", params={"run_id": run_id}, headers=me)
+            update = post(server, f"{API}/runs/log-metric", me, {"run_id": run_id, "key": "m", "value": 1.0,
+                                                                  "timestamp": 1, "step": 0})  # fmt: skip
+            delete = post(server, f"{API}/runs/delete", me, {"run_id": run_id})
+            got = tuple(r.status_code for r in (read, update, delete))
+            want = tuple(200 if ok else 403 for ok in (may_read, may_update, may_delete))
+            assert got == want, (default, name, read.text, update.text, delete.text)
+            for refused in (r for r in (read, update, delete) if r.status_code == 403):
+                assert refused.json()["error_code"] == "PERMISSION_DENIED"
+            history = httpx.get(server.url + f"{API}/metrics/get-history", params={"run_id": run_id, "metric_key": "m"},
+                                headers=admin).json()  # fmt: skip
+            assert len(history.get("metrics", [])) == (1 if may_update else 0)  # a refusal wrote nothing
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+
+
+def test_searches_show_only_what_the_caller_may_read(tmp_path: Path) -> None:
+    server, headers = start(tmp_path, "NO_PERMISSIONS", ["bob"])
+    admin, bob = headers["admin"], headers["bob"]
+    try:
+        seen = post(server, f"{API}/experiments/create", admin, {"name": "seen"}).json()["experiment_id"]
+        hidden = post(server, f"{API}/experiments/create", admin, {"name": "hidden"}).json()["experiment_id"]
+        for experiment in (seen, hidden):
+            post(server, f"{API}/runs/create", admin, {"experiment_id": experiment}).raise_for_status()
+        assert cli("users", "grant", "bob", seen, "READ", store=server.store).returncode == 0  # the CLI once
+        names = {e["name"] for e in post(server, f"{API}/experiments/search", bob, {"max_results": 100}).json()["experiments"]}
+        assert names == {"seen"}
+        runs = post(server, f"{API}/runs/search", bob, {"experiment_ids": [seen, hidden]}).json()["runs"]
+        assert {r["info"]["experiment_id"] for r in runs} == {seen}
+        assert post(server, f"{API}/runs/search", bob, {"experiment_ids": [hidden]}).json() == {}
+        # Creating needs no grant, and makes the creator its manager, in one transaction.
+        mine = post(server, f"{API}/experiments/create", bob, {"name": "bobs"}).json()["experiment_id"]
+        assert post(server, f"{API}/experiments/delete", bob, {"experiment_id": mine}).status_code == 200
+        assert post(server, f"{API}/experiments/delete", bob, {"experiment_id": seen}).status_code == 403
+        shown = cli("history", "users", store=server.store).stdout
+        assert f"granted bob READ on experiment {seen}" in shown
+        assert f"granted bob MANAGE on experiment {mine}" in shown and "bob via 127.0.0.1" in shown
+        assert verify(open_log(server.store)).ok
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+
+
+def test_artifacts_evstore_endpoints_and_the_ui_obey_the_same_rules(tmp_path: Path) -> None:
+    server, headers = start(tmp_path, "NO_PERMISSIONS", ["bob"])
+    admin, bob = headers["admin"], headers["bob"]
+    try:
+        experiment = post(server, f"{API}/experiments/create", admin, {"name": "e"}).json()["experiment_id"]
+        run_id = post(server, f"{API}/runs/create", admin, {"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+        where = f"{experiment}/{run_id}/artifacts"
+        assert httpx.put(server.url + f"{ARTIFACTS}/{where}/a.txt", headers=admin, content=b"hi").status_code == 200
+        for request in [("GET", f"{ARTIFACTS}/{where}/a.txt", None), ("GET", ARTIFACTS + f"?path={where}", None),
+                        ("PUT", f"{ARTIFACTS}/{where}/b.txt", b"x"),
+                        ("GET", f"/api/evstore/runs/{run_id}/history", None),
+                        ("GET", "/api/evstore/events", None), ("GET", "/api/evstore/verify", None),
+                        ("GET", "/ui/api/experiments", None)]:  # fmt: skip
+            method, path, body = request
+            assert httpx.request(method, server.url + path, headers=bob, content=body).status_code == 403, path
+            if method == "GET":
+                assert httpx.get(server.url + path, headers=admin).status_code == 200, path
+        grant(server.store, "bob", experiment, "READ")
+        assert httpx.get(server.url + f"{ARTIFACTS}/{where}/a.txt", headers=bob).content == b"hi"
+        assert httpx.get(server.url + f"/api/evstore/runs/{run_id}/history", headers=bob).status_code == 200
+        assert httpx.put(server.url + f"{ARTIFACTS}/{where}/b.txt", headers=bob, content=b"x").status_code == 403
+        assert httpx.get(server.url + "/api/evstore/events", headers=bob).status_code == 403
+        assert httpx.get(server.url + "/api/evstore/info", headers=bob).status_code == 200
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+
+
+APP_CLIENT = """\
+import json, sys
+from mlflow.server import get_app_client
+from mlflow.exceptions import MlflowException
+auth = get_app_client("basic-auth", tracking_uri=sys.argv[1])
+out = {}
+user = auth.create_user("dave", "pw-1")
+out["created"] = [user.username, user.is_admin]
+out["got"] = [auth.get_user("dave").username, auth.get_user("dave").is_admin]
+auth.grant_user_permission("dave", "experiment", sys.argv[2], "EDIT")
+result = auth.get_user_permission("dave", "experiment", sys.argv[2])
+out["permission"] = [result.allowed, result.permission]
+auth.update_user_admin("dave", True)
+out["admin"] = auth.get_user("dave").is_admin
+auth.update_user_admin("dave", False)
+auth.update_user_password("dave", "pw-2")
+try:
+    auth.create_user("dave", "again")
+except MlflowException as e:
+    out["duplicate"] = e.error_code
+print(json.dumps(out))
+"""
+
+
+def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EVSTORE_"))}
+    environ.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", **env)
+    return subprocess.run([sys.executable, "-c", script, *args], check=False, capture_output=True,
+                          text=True, env=environ, timeout=120)  # fmt: skip
+
+
+def test_mlflows_basic_auth_client_manages_evstore_users(tmp_path: Path) -> None:
+    server, headers = start(tmp_path, "READ", ["bob"])
+    admin_token = headers["admin"]["Authorization"].split()[-1]
+    try:
+        experiment = post(server, f"{API}/experiments/create", headers["admin"], {"name": "e"}).json()["experiment_id"]
+        done = run_script(APP_CLIENT, server.url, experiment, MLFLOW_TRACKING_TOKEN=admin_token)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout.splitlines()[-1])
+        assert out == {"created": ["dave", False], "got": ["dave", False], "permission": [True, "EDIT"],
+                       "admin": True, "duplicate": "RESOURCE_ALREADY_EXISTS"}  # fmt: skip
+        dave = {"Authorization": "Basic " + base64.b64encode(b"dave:pw-2").decode()}
+        old = {"Authorization": "Basic " + base64.b64encode(b"dave:pw-1").decode()}
+        assert httpx.get(server.url + "/api/evstore/info", headers=old).status_code == 401
+        run = post(server, f"{API}/runs/create", dave, {"experiment_id": experiment})
+        assert run.status_code == 200, run.text
+        # Only an admin manages users; then delete, and dave is refused.
+        refused = run_script(APP_CLIENT, server.url, experiment,
+                             MLFLOW_TRACKING_TOKEN=headers["bob"]["Authorization"].split()[-1])  # fmt: skip
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+        gone = httpx.request("DELETE", server.url + f"{API}/users/delete", headers=headers["admin"],
+                             json={"username": "dave"})  # fmt: skip
+        assert gone.status_code == 200, gone.text
+        assert httpx.get(server.url + "/api/evstore/info", headers=dave).status_code == 401
+        missing = httpx.get(server.url + f"{API}/users/get", params={"username": "dave"}, headers=headers["admin"])
+        assert (missing.status_code, missing.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("server.db"))
+        assert b"pw-1" not in raw and b"pw-2" not in raw
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
