@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from evstore.reads import series_points
+from evstore.points import NAN, STEPS, TIMESTAMPS, series_arrays
 
 #: How many points the cache holds in all (16 bytes each).
 CACHE_POINTS = 8_000_000
@@ -39,6 +39,8 @@ _STAMP = (
     "SELECT series_id, chunks, (SELECT max(slot) FROM metric_tail t"
     " WHERE t.series_id = s.series_id) FROM metric_series s WHERE run_id = ? AND key = ?"
 )
+_CHUNKS = "SELECT points FROM metric_chunks WHERE series_id = ? ORDER BY chunk"
+_TAIL = "SELECT step, timestamp, value FROM metric_tail WHERE series_id = ? ORDER BY slot"
 
 
 @dataclass
@@ -47,10 +49,11 @@ class Series:
     says which state of the read model they are (None: read from the log)."""
 
     column: str
-    xs: array = field(default_factory=lambda: array("q"))
+    xs: range | array = field(default_factory=lambda: array("q"))
     ys: array = field(default_factory=lambda: array("d"))
     stamp: Any = None
-    _sorted: tuple[array, array] | None = None
+    rising: bool = False  # x known never to decrease: no need to look
+    _sorted: tuple[range | array, array] | None = None
     _answers: dict[tuple[Any, ...], tuple[list[float], list[float | None]]] = field(
         default_factory=dict
     )
@@ -65,11 +68,11 @@ class Series:
         xs = array("q", steps if column == "step" else stamps)
         return cls(column, xs, array("d", values), stamp)
 
-    def ordered(self) -> tuple[array, array]:
+    def ordered(self) -> tuple[range | array, array]:
         """(x, y) sorted by x (the points as logged when x already grows with them)."""
         if self._sorted is None:
             xs, ys = self.xs, self.ys
-            if not _non_decreasing(xs):
+            if not self.rising and not _non_decreasing(xs):
                 order = sorted(range(len(xs)), key=xs.__getitem__)
                 xs = array("q", (xs[i] for i in order))
                 ys = array("d", (ys[i] for i in order))
@@ -91,7 +94,7 @@ class Series:
         return found
 
 
-def _non_decreasing(xs: array) -> bool:
+def _non_decreasing(xs: range | array) -> bool:
     """Whether ``xs`` is sorted (the usual case: steps and times grow as points are logged)."""
     return all(a <= b for a, b in pairwise(xs))
 
@@ -120,6 +123,19 @@ def series_as_of(store: Any, run_id: str, key: str, mode: str, position: int) ->
     return Series.of(X_COLUMNS[mode], steps, stamps, values)
 
 
+def read_series(conn: Any, series_id: int, column: str) -> Series:
+    """A series of the read model against one x column, read straight into arrays."""
+    tail = conn.execute(_TAIL, (series_id,)).fetchall()
+    at = 0 if column == "step" else 1
+    xs, ys, rising = series_arrays(
+        (blob for (blob,) in conn.execute(_CHUNKS, (series_id,))),
+        STEPS if column == "step" else TIMESTAMPS,
+        [row[at] for row in tail],
+        [NAN if row[2] is None else row[2] for row in tail],
+    )
+    return Series(column, xs, ys, rising=rising)
+
+
 class SeriesCache:
     """Series by (run id, key, x), least recently used dropped past ``limit`` points in all."""
 
@@ -140,8 +156,8 @@ class SeriesCache:
             return held
         if stamp is None:
             return Series(X_COLUMNS[mode])
-        steps, stamps, values = series_points(conn, stamp[0])
-        held = Series.of(X_COLUMNS[mode], steps, stamps, values, stamp)
+        held = read_series(conn, stamp[0], X_COLUMNS[mode])
+        held.stamp = stamp
         self._keep(name, held)
         return held
 
@@ -156,7 +172,7 @@ class SeriesCache:
 
 
 def downsample(
-    xs: array, ys: array, points: int, low: float | None = None, high: float | None = None
+    xs: range | array, ys: array, points: int, low: float | None = None, high: float | None = None
 ) -> tuple[list[float], list[float | None]]:
     """The points of sorted ``xs`` within [low, high], at most about ``points`` of them.
 
@@ -181,7 +197,7 @@ def downsample(
     return out_x, out_y
 
 
-def _bucket(xs: array, ys: array, lo: int, hi: int, out_x: list[float],
+def _bucket(xs: range | array, ys: array, lo: int, hi: int, out_x: list[float],
             out_y: list[float | None]) -> None:  # fmt: skip
     """Append the first, lowest, highest and last point of xs[lo:hi], in x order, once each."""
     chunk = ys[lo:hi]
