@@ -44,6 +44,8 @@ _OFFSET = {2: "B", 3: "H", 4: "I", 5: "Q"}
 _HEAD = struct.Struct("<BH")
 _FIRST = struct.Struct("<Bq")
 _FIRST_AND_DIFFERENCE = struct.Struct("<Bqq")
+#: The head of a chunk whose two columns are both one first value and one difference.
+_BOTH_EVEN = struct.Struct("<BHBqqBqq")
 _BIG_ENDIAN = sys.byteorder == "big"
 assert [array(code).itemsize for code in _OFFSET.values()] == [1, 2, 4, 8]
 
@@ -160,16 +162,26 @@ def series_arrays(
     rising = True
     last: int | None = None
     for chunk in chunks:
-        form, count = _HEAD.unpack_from(chunk)
+        piece: range | array[int]
+        if chunk[3] == _EVEN and chunk[20] == _EVEN:  # both columns count evenly (most chunks)
+            form, count, *columns = _BOTH_EVEN.unpack_from(chunk)
+            first, difference = columns[1:3] if column == STEPS else columns[4:6]
+            if difference:
+                piece = range(first, first + difference * count, difference)
+            else:
+                piece = array("q", (first,)) * count
+            piece_rising, offset = difference >= 0, _BOTH_EVEN.size
+        else:
+            form, count = _HEAD.unpack_from(chunk)
+            offset = _HEAD.size
+            if column == TIMESTAMPS:
+                offset = _column_end(chunk, offset, count)
+            piece, piece_rising = _column_piece(chunk, offset, count)
+            offset = _column_end(chunk, offset, count)
+            if column == STEPS:
+                offset = _column_end(chunk, offset, count)
         if form != FORMAT:
             raise ValueError(f"metric chunk format {form} is not known to this evstore")
-        offset = _HEAD.size
-        if column == TIMESTAMPS:
-            offset = _column_end(chunk, offset, count)
-        piece, piece_rising = _column_piece(chunk, offset, count)
-        offset = _column_end(chunk, offset, count)
-        if column == STEPS:
-            offset = _column_end(chunk, offset, count)
         values.append(chunk[offset : offset + 8 * count])
         if rising:
             rising = piece_rising and (last is None or piece[0] >= last)
