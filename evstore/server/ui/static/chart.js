@@ -55,6 +55,12 @@ function nearest(u, runs) {
   return best < 0 ? "" : `${number(u.data[0][idx])}: ${runs[best - 1].label} = ${number(u.data[best][idx])}`;
 }
 
+// Whether every table has the same x values (runs logged at the same steps): no join needed.
+function sameX(tables) {
+  const xs = tables[0][0];
+  return tables.every(([x]) => x.length === xs.length && x.every((v, i) => v === xs[i]));
+}
+
 const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (entry.isIntersecting) {
@@ -94,7 +100,7 @@ export function chartCard(key, runs, settings, options) {
     const scale = settings.x === "step" ? 1 : 1000;
     const tables = answer.series.map((s) => [s.x.map((v) => v / scale),
       smooth(s.y, settings.smoothing).map((y) => (settings.log && !(y > 0) ? null : y))]);
-    const data = tables.length === 1 ? tables[0] : window.uPlot.join(tables);
+    const data = tables.length === 1 ? tables[0] : sameX(tables) ? [tables[0][0], ...tables.map((t) => t[1])] : window.uPlot.join(tables);
     const shown = answer.series.reduce((n, s) => n + s.x.length, 0);
     const total = answer.series.reduce((n, s) => n + s.total, 0);
     status.textContent = shown < total ? `${shown.toLocaleString()} of ${total.toLocaleString()} points (min and max of each pixel kept; zoom for full detail)` : `${total.toLocaleString()} points`;
@@ -115,9 +121,10 @@ export function chartCard(key, runs, settings, options) {
       scales: { x: { time: settings.x === "time" }, y: settings.log ? { distr: 3 } : {} },
       axes: [{ label: settings.x === "step" ? "step" : settings.x === "time" ? "" : "seconds since start" }, {}],
       legend: { show: !many, live: true },
-      cursor: { drag: { x: true, y: false } },
+      // Many runs: no hover dot per run (the readout names the nearest), hairlines.
+      cursor: { drag: { x: true, y: false }, points: { show: !many } },
       series: [{ label: settings.x }, ...runs.map((r, i) => ({
-        label: r.label, stroke: color(i), width: 1.5, spanGaps: false, points: { show: sparse },
+        label: r.label, stroke: color(i), width: many ? 1 : 1.5, spanGaps: false, points: { show: sparse },
         value: (u, v) => (v === null || v === undefined ? "—" : number(v)),
       }))],
       hooks: {
