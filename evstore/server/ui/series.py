@@ -18,8 +18,10 @@ import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import groupby, pairwise
+from operator import itemgetter
 from typing import Any
 
 from evstore.points import NAN, STEPS, TIMESTAMPS, series_arrays
@@ -35,12 +37,20 @@ _ANSWERS_KEPT = 16
 X_COLUMNS = {"step": "step", "time": "timestamp"}
 
 #: What changes whenever a series gains a point: its chunk count and its tail's last slot.
-_STAMP = (
-    "SELECT series_id, chunks, (SELECT max(slot) FROM metric_tail t"
-    " WHERE t.series_id = s.series_id) FROM metric_series s WHERE run_id = ? AND key = ?"
+_STAMPS = (
+    "SELECT run_id, series_id, chunks, (SELECT max(slot) FROM metric_tail t"
+    " WHERE t.series_id = s.series_id) FROM metric_series s WHERE key = ? AND run_id IN ({marks})"
 )
-_CHUNKS = "SELECT points FROM metric_chunks WHERE series_id = ? ORDER BY chunk"
-_TAIL = "SELECT step, timestamp, value FROM metric_tail WHERE series_id = ? ORDER BY slot"
+_CHUNKS = (
+    "SELECT series_id, points FROM metric_chunks WHERE series_id IN ({marks})"
+    " ORDER BY series_id, chunk"
+)
+_TAILS = (
+    "SELECT series_id, step, timestamp, value FROM metric_tail WHERE series_id IN ({marks})"
+    " ORDER BY series_id, slot"
+)
+#: Runs (or series) to one query.
+_PER_QUERY = 500
 
 
 @dataclass
@@ -123,15 +133,32 @@ def series_as_of(store: Any, run_id: str, key: str, mode: str, position: int) ->
     return Series.of(X_COLUMNS[mode], steps, stamps, values)
 
 
-def read_series(conn: Any, series_id: int, column: str) -> Series:
-    """A series of the read model against one x column, read straight into arrays."""
-    tail = conn.execute(_TAIL, (series_id,)).fetchall()
-    at = 0 if column == "step" else 1
+def read_series(conn: Any, series_ids: list[int], column: str) -> dict[int, Series]:
+    """Series of the read model against one x column, read straight into arrays: three
+    queries for them all, however many."""
+    found: dict[int, Series] = {}
+    for start in range(0, len(series_ids), _PER_QUERY):
+        part = series_ids[start : start + _PER_QUERY]
+        marks = ", ".join("?" * len(part))
+        tails: dict[int, list[Any]] = {series_id: [] for series_id in part}
+        for row in conn.execute(_TAILS.format(marks=marks), part):
+            tails[row[0]].append(row)
+        chunks = conn.execute(_CHUNKS.format(marks=marks), part)
+        for series_id, rows in groupby(chunks, key=itemgetter(0)):
+            found[series_id] = _series(column, (blob for _, blob in rows), tails[series_id])
+        for series_id in part:
+            if series_id not in found:  # no chunk yet: its tail only
+                found[series_id] = _series(column, (), tails[series_id])
+    return found
+
+
+def _series(column: str, chunks: Iterable[bytes], tail: list[Any]) -> Series:
+    at = 1 if column == "step" else 2
     xs, ys, rising = series_arrays(
-        (blob for (blob,) in conn.execute(_CHUNKS, (series_id,))),
+        chunks,
         STEPS if column == "step" else TIMESTAMPS,
         [row[at] for row in tail],
-        [NAN if row[2] is None else row[2] for row in tail],
+        [NAN if row[3] is None else row[3] for row in tail],
     )
     return Series(column, xs, ys, rising=rising)
 
@@ -142,33 +169,52 @@ class SeriesCache:
     def __init__(self, limit: int = CACHE_POINTS) -> None:
         self.limit = limit
         self._held: OrderedDict[tuple[str, str, str], Series] = OrderedDict()
+        self._total = 0  # points held
         self._lock = threading.Lock()
 
     def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series:
         """The series as the read model holds it now (read again only when it changed)."""
-        stamp = conn.execute(_STAMP, (run_id, key)).fetchone()
-        name = (run_id, key, mode)
+        return self.get_many(conn, [run_id], key, mode)[run_id]
+
+    def get_many(
+        self, conn: Any, run_ids: list[str], key: str, mode: str = "step"
+    ) -> dict[str, Series]:
+        """One metric of each run as the read model holds it now; those that changed (or
+        were not held) read together."""
+        stamps: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(run_ids), _PER_QUERY):
+            part = run_ids[start : start + _PER_QUERY]
+            sql = _STAMPS.format(marks=", ".join("?" * len(part)))
+            stamps.update((row[0], row[1:]) for row in conn.execute(sql, (key, *part)))
+        column = X_COLUMNS[mode]
+        out: dict[str, Series] = {}
+        stale: dict[int, str] = {}
         with self._lock:
-            held = self._held.get(name)
-            if held is not None:
-                self._held.move_to_end(name)
-        if held is not None and held.stamp == stamp:
-            return held
-        if stamp is None:
-            return Series(X_COLUMNS[mode])
-        held = read_series(conn, stamp[0], X_COLUMNS[mode])
-        held.stamp = stamp
-        self._keep(name, held)
-        return held
+            for run_id in run_ids:
+                stamp = stamps.get(run_id)
+                held = self._held.get((run_id, key, mode))
+                if stamp is None:
+                    out[run_id] = Series(column)
+                elif held is not None and held.stamp == stamp:
+                    self._held.move_to_end((run_id, key, mode))
+                    out[run_id] = held
+                else:
+                    stale[stamp[0]] = run_id
+        for series_id, read in read_series(conn, list(stale), column).items():
+            run_id = stale[series_id]
+            read.stamp = stamps[run_id]
+            self._keep((run_id, key, mode), read)
+            out[run_id] = read
+        return out
 
     def _keep(self, name: tuple[str, str, str], series: Series) -> None:
         with self._lock:
+            replaced = self._held.pop(name, None)
+            self._total += len(series) - (0 if replaced is None else len(replaced))
             self._held[name] = series
-            self._held.move_to_end(name)
-            total = sum(len(s) for s in self._held.values())
-            while total > self.limit and len(self._held) > 1:
+            while self._total > self.limit and len(self._held) > 1:
                 _, dropped = self._held.popitem(last=False)
-                total -= len(dropped)
+                self._total -= len(dropped)
 
 
 def downsample(
