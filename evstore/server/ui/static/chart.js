@@ -64,11 +64,19 @@ function sameX(tables) {
 const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (entry.isIntersecting) {
-      observer.unobserve(entry.target);
-      entry.target.drawChart();
+      entry.target.start();
     }
   }
 }, { rootMargin: "200px" }) : null;
+
+// Start the cards in view (or nearly) now rather than at the next intersection check, so
+// that their series are fetched while the rest of the page is being built.
+export function startInView(cards) {
+  const limit = window.innerHeight + 200;
+  for (const card of cards) {
+    if (card.getBoundingClientRect().top < limit) card.start();
+  }
+}
 
 // A card that draws the chart of one metric of some runs when it comes into view.
 export function chartCard(key, runs, settings, options) {
@@ -143,12 +151,19 @@ export function chartCard(key, runs, settings, options) {
   card.drawChart = () => {
     load().catch((error) => { status.textContent = error.message; card.dataset.drawn = "error"; });
   };
+  let started = false;
+  card.start = () => {
+    if (started) return;
+    started = true;
+    if (observer) observer.unobserve(card);
+    card.drawChart();
+  };
   card.redraw = () => {
     range = null;
     if (chart) { chart.destroy(); chart = null; }
     card.drawChart();
   };
   if (observer) observer.observe(card);
-  else setTimeout(card.drawChart, 0);
+  else setTimeout(card.start, 0);
   return card;
 }
