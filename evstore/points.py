@@ -29,7 +29,7 @@ import sys
 from array import array
 from collections.abc import Iterable
 from itertools import accumulate, islice, repeat
-from math import isnan
+from math import isfinite, isnan
 from operator import add, le, sub
 
 FORMAT = 1
@@ -252,3 +252,24 @@ def _column_end(chunk: bytes, offset: int, count: int) -> int:
     if code == _EVEN:
         return offset + _FIRST_AND_DIFFERENCE.size
     return offset + _FIRST_AND_DIFFERENCE.size + array(_OFFSET[code]).itemsize * (count - 1)
+
+
+#: Bits of a chunk summary's ``rises``: which columns never decrease within the chunk.
+STEPS_RISE, TIMESTAMPS_RISE = 1, 2
+
+
+def summary(
+    steps: list[int], timestamps: list[int], values: list[float]
+) -> tuple[int, int, int, float | None, int | None, float | None, int | None]:
+    """What a chunk's points are at a glance, for reading a long series without unpacking
+    it: (least step, greatest step, :data:`STEPS_RISE` | :data:`TIMESTAMPS_RISE` where
+    that column never decreases, lowest finite value, where it first is, highest finite
+    value, where it first is); the values None when none is finite."""
+    rises = (STEPS_RISE if steps == sorted(steps) else 0) | (
+        TIMESTAMPS_RISE if timestamps == sorted(timestamps) else 0
+    )
+    finite = values if isfinite(sum(values)) else [v for v in values if isfinite(v)]
+    if not finite:
+        return min(steps), max(steps), rises, None, None, None, None
+    low, high = min(finite), max(finite)
+    return min(steps), max(steps), rises, low, values.index(low), high, values.index(high)

@@ -305,7 +305,7 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
                 shift = starts.get(run_id) or 0 if mode == "relative" else 0
                 lo = None if low is None else low + shift
                 hi = None if high is None else high + shift
-                x, y = held.downsampled(points, lo, hi)
+                x, y = held.downsampled(points, lo, hi, conn)
                 if shift:
                     x = [v - shift for v in x]
                 upto = len(held)

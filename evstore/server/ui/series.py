@@ -25,6 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from evstore.points import NAN, STEPS, TIMESTAMPS, series_arrays
+from evstore.server.ui.summarized import SUMMARIZED_FROM, Summarized, read_summarized
 
 #: How many points the cache holds in all (16 bytes each).
 CACHE_POINTS = 8_000_000
@@ -89,8 +90,13 @@ class Series:
             self._sorted = (xs, ys)
         return self._sorted
 
+    @property
+    def weight(self) -> int:
+        """How many points it holds (for the series cache's limit)."""
+        return len(self.ys)
+
     def downsampled(
-        self, points: int, low: float | None, high: float | None
+        self, points: int, low: float | None, high: float | None, conn: Any = None
     ) -> tuple[list[float], list[float | None]]:
         """:func:`downsample` of the sorted points, kept for the next chart that asks."""
         key = (points, low, high)
@@ -163,22 +169,29 @@ def _series(column: str, chunks: Iterable[bytes], tail: list[Any]) -> Series:
     return Series(column, xs, ys, rising=rising)
 
 
+def _summarized(conn: Any, series_id: int, column: str) -> Summarized | None:
+    tail = conn.execute(_TAILS.format(marks="?"), (series_id,)).fetchall()
+    at = 1 if column == "step" else 2
+    points = [(row[at], NAN if row[3] is None else row[3]) for row in tail]
+    return read_summarized(conn, series_id, STEPS if column == "step" else TIMESTAMPS, points)
+
+
 class SeriesCache:
     """Series by (run id, key, x), least recently used dropped past ``limit`` points in all."""
 
     def __init__(self, limit: int = CACHE_POINTS) -> None:
         self.limit = limit
-        self._held: OrderedDict[tuple[str, str, str], Series] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str, str], Series | Summarized] = OrderedDict()
         self._total = 0  # points held
         self._lock = threading.Lock()
 
-    def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series:
+    def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series | Summarized:
         """The series as the read model holds it now (read again only when it changed)."""
         return self.get_many(conn, [run_id], key, mode)[run_id]
 
     def get_many(
         self, conn: Any, run_ids: list[str], key: str, mode: str = "step"
-    ) -> dict[str, Series]:
+    ) -> dict[str, Series | Summarized]:
         """One metric of each run as the read model holds it now; those that changed (or
         were not held) read together."""
         stamps: dict[str, tuple[Any, ...]] = {}
@@ -187,7 +200,7 @@ class SeriesCache:
             sql = _STAMPS.format(marks=", ".join("?" * len(part)))
             stamps.update((row[0], row[1:]) for row in conn.execute(sql, (key, *part)))
         column = X_COLUMNS[mode]
-        out: dict[str, Series] = {}
+        out: dict[str, Series | Summarized] = {}
         stale: dict[int, str] = {}
         with self._lock:
             for run_id in run_ids:
@@ -200,6 +213,14 @@ class SeriesCache:
                     out[run_id] = held
                 else:
                     stale[stamp[0]] = run_id
+        for series_id, run_id in list(stale.items()):
+            if stamps[run_id][1] >= SUMMARIZED_FROM:  # long: its chunks' summaries may do
+                summarized = _summarized(conn, series_id, column)
+                if summarized is not None:
+                    summarized.stamp = stamps[run_id]
+                    self._keep((run_id, key, mode), summarized)
+                    out[run_id] = summarized
+                    del stale[series_id]
         for series_id, read in read_series(conn, list(stale), column).items():
             run_id = stale[series_id]
             read.stamp = stamps[run_id]
@@ -207,14 +228,14 @@ class SeriesCache:
             out[run_id] = read
         return out
 
-    def _keep(self, name: tuple[str, str, str], series: Series) -> None:
+    def _keep(self, name: tuple[str, str, str], series: Series | Summarized) -> None:
         with self._lock:
             replaced = self._held.pop(name, None)
-            self._total += len(series) - (0 if replaced is None else len(replaced))
+            self._total += series.weight - (0 if replaced is None else replaced.weight)
             self._held[name] = series
             while self._total > self.limit and len(self._held) > 1:
                 _, dropped = self._held.popitem(last=False)
-                self._total -= len(dropped)
+                self._total -= dropped.weight
 
 
 def downsample(
