@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from evstore.entities import Metric
 from evstore.points import STEPS, TIMESTAMPS, pack, summary, unpack
-from evstore.server.ui.series import SeriesCache, downsample
+from evstore.server.ui.series import Series, SeriesCache, downsample
 from evstore.server.ui.summarized import CHUNK, SUMMARIZED_FROM, Summarized, rises
 from evstore.tracking.service import TrackingService
 
@@ -105,5 +105,8 @@ def test_a_long_series_of_the_store_is_read_as_summaries_and_answers_as_the_whol
                     assert answer == downsample(
                         array("q", xs), array("d", values), width, low, high
                     )
+            # a chart with few chunks to each bucket reads the series whole: no cheaper
+            wide = SeriesCache().get_many(conn, [run], "loss", "step", 4 * SUMMARIZED_FROM)
+            assert isinstance(wide[run], Series) and list(wide[run].ys)[:3] == values[:3]
     finally:
         svc.store.close()

@@ -297,7 +297,7 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
         column = "step" if mode == "step" else "time"
         with service.reading() as conn:
             starts = queries.start_times(conn, run_ids)
-            now = {} if as_of is not None else cache.get_many(conn, run_ids, key, column)
+            now = {} if as_of is not None else cache.get_many(conn, run_ids, key, column, points)
             for run_id in run_ids:
                 position = as_of_position(service, run_id, as_of)
                 held = (now[run_id] if position is None

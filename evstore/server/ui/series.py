@@ -25,7 +25,12 @@ from operator import itemgetter
 from typing import Any
 
 from evstore.points import NAN, STEPS, TIMESTAMPS, series_arrays
-from evstore.server.ui.summarized import SUMMARIZED_FROM, Summarized, read_summarized
+from evstore.server.ui.summarized import (
+    CHUNKS_A_BUCKET,
+    SUMMARIZED_FROM,
+    Summarized,
+    read_summarized,
+)
 
 #: How many points the cache holds in all (16 bytes each).
 CACHE_POINTS = 8_000_000
@@ -190,10 +195,11 @@ class SeriesCache:
         return self.get_many(conn, [run_id], key, mode)[run_id]
 
     def get_many(
-        self, conn: Any, run_ids: list[str], key: str, mode: str = "step"
+        self, conn: Any, run_ids: list[str], key: str, mode: str = "step", points: int = 0
     ) -> dict[str, Series | Summarized]:
         """One metric of each run as the read model holds it now; those that changed (or
-        were not held) read together."""
+        were not held) read together. A series of many chunks to each of the ``points // 4``
+        buckets of a chart is read as its chunks' summaries (few chunks a bucket: whole)."""
         stamps: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(run_ids), _PER_QUERY):
             part = run_ids[start : start + _PER_QUERY]
@@ -214,7 +220,7 @@ class SeriesCache:
                 else:
                     stale[stamp[0]] = run_id
         for series_id, run_id in list(stale.items()):
-            if stamps[run_id][1] >= SUMMARIZED_FROM:  # long: its chunks' summaries may do
+            if stamps[run_id][1] >= max(SUMMARIZED_FROM, CHUNKS_A_BUCKET * points // 4):
                 summarized = _summarized(conn, series_id, column)
                 if summarized is not None:
                     summarized.stamp = stamps[run_id]

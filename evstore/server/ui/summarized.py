@@ -27,8 +27,11 @@ CHUNK = 64
 _UNPACKED_KEPT = 2048
 #: Downsampled answers kept (zoomed ranges of one chart, a few widths).
 _ANSWERS_KEPT = 16
-#: Series of at least this many chunks are read as summaries.
+#: Series of at least this many chunks are read as summaries...
 SUMMARIZED_FROM = 32
+#: ... when they have at least this many chunks to a bucket of the chart that asks: with
+#: fewer, most chunks straddle a bucket's edge and reading the series whole costs no more.
+CHUNKS_A_BUCKET = 8
 
 _SUMMARIES = (
     "SELECT min_step, max_step, rises, low, low_at, high, high_at, min_timestamp, max_timestamp"
