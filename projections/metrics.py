@@ -3,7 +3,9 @@
 A series is one metric key of one run, with an integer id (``metric_series``). Its points
 are numbered in the order they were logged; point ``n`` lives in chunk ``n // CHUNK``
 once that chunk is full (``metric_chunks``: CHUNK points packed by :mod:`evstore.points`,
-with their least and greatest timestamp), and in the tail until then
+with their least and greatest timestamp and step, which of those columns rise, and their
+lowest and highest finite value and where each first is: enough for the UI to downsample a
+long series reading few chunks), and in the tail until then
 (``metric_tail``: one narrow row per point). The append that fills the tail packs it, in
 its transaction. Where a point lives thus depends on the log alone, not on how its events
 were split into appends: a rebuild writes the same rows as the appends did.
@@ -26,7 +28,7 @@ from operator import lt
 from typing import Any
 
 from evstore.events import MetricPoint, MetricsLogged
-from evstore.points import NAN, pack, unpack
+from evstore.points import NAN, pack, summary, unpack
 from evstore.projection import ReadModel, Write
 from evstore.stores.base import RecordedEvent
 
@@ -53,7 +55,7 @@ _SQL = {
     ),
     "tail": "SELECT step, timestamp, value FROM {metric_tail} WHERE series_id = ? ORDER BY slot",
     "clear_tail": "DELETE FROM {metric_tail} WHERE series_id = ?",
-    "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?)",
+    "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
     "add_tails": "INSERT INTO {metric_tail} VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * 50),
     # A repeat needs the same timestamp: only chunks whose span holds one can hold it.
@@ -222,8 +224,10 @@ class _Series:
             end = start + CHUNK
             chunk_stamps = stamps[start:end]
             low, high = min(chunk_stamps), max(chunk_stamps)
-            blob = pack(steps[start:end], chunk_stamps, values[start:end])
-            chunks.append((self.id, self.chunks, low, high, blob))
+            chunk_steps, chunk_values = steps[start:end], values[start:end]
+            blob = pack(chunk_steps, chunk_stamps, chunk_values)
+            at_a_glance = summary(chunk_steps, chunk_stamps, chunk_values)
+            chunks.append((self.id, self.chunks, low, high, *at_a_glance, blob))
             self.chunks += 1
             if self.bounds is None:
                 self.bounds = [low, high]
@@ -276,7 +280,7 @@ class _Series:
 
 METRICS = ReadModel(
     name="metrics",
-    version=2,
+    version=3,
     tables={
         "metric_series": (
             (
@@ -289,7 +293,9 @@ METRICS = ReadModel(
             (
                 "CREATE TABLE {metric_chunks} (series_id INTEGER NOT NULL,"
                 " chunk INTEGER NOT NULL, min_timestamp INTEGER NOT NULL,"
-                " max_timestamp INTEGER NOT NULL, points BLOB NOT NULL,"
+                " max_timestamp INTEGER NOT NULL, min_step INTEGER NOT NULL,"
+                " max_step INTEGER NOT NULL, rises INTEGER NOT NULL, low REAL, low_at INTEGER,"
+                " high REAL, high_at INTEGER, points BLOB NOT NULL,"
                 " PRIMARY KEY (series_id, chunk))"
             ),
         ),
@@ -304,5 +310,7 @@ METRICS = ReadModel(
     statements={},
     writers={"history": history_writer},
     collect={MetricsLogged: "history"},
-    retired=("metrics",),  # version 1: one row per point, with its history index
+    # version 1: one row per point, with its history index; version 2: chunks without
+    # their summary (steps' span, which columns rise, lowest and highest value)
+    retired=("metrics",),
 )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evstore.points import pack, unpack
+from evstore.points import STEPS, TIMESTAMPS, pack, series_arrays, unpack
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 EDGES = st.sampled_from([-(2**63), -1, 0, 1, 2**63 - 1])
@@ -41,6 +41,54 @@ def chunks(draw: st.DrawFn) -> tuple[list[int], list[int], list[float]]:
     )
     values = draw(st.lists(FLOATS, min_size=count, max_size=count))
     return steps, stamps, values
+
+
+@st.composite
+def series(draw: st.DrawFn) -> tuple[list[bytes], list[int], list[int], list[float]]:
+    """A series' chunks (any, or one counting column cut in pieces) and its tail."""
+    if draw(st.booleans()):
+        packed = [pack(*draw(chunks())) for _ in range(draw(st.integers(0, 4)))]
+    else:  # chunks that carry on counting where the last one stopped
+        start, step = draw(st.integers(-(10**6), 10**6)), draw(st.integers(-2, 3))
+        sizes = draw(st.lists(st.integers(1, 70), max_size=5))
+        packed, at = [], start
+        for size in sizes:
+            column = counting(at, step, size)
+            packed.append(
+                pack(column, column, draw(st.lists(FLOATS, min_size=size, max_size=size)))
+            )
+            at += step * size
+    size = draw(st.integers(0, 63))
+    tail_xs = draw(st.lists(st.integers(-(10**7), 10**7), min_size=size, max_size=size))
+    tail_values = draw(st.lists(FLOATS, min_size=size, max_size=size))
+    return packed, tail_xs, tail_values
+
+
+@given(series(), st.sampled_from([STEPS, TIMESTAMPS]))
+def test_a_series_reads_into_arrays_as_its_chunks_unpack(
+    data: tuple[list[bytes], list[int], list[float]], column: int
+) -> None:
+    packed, tail_xs, tail_values = data
+    xs, ys, rising = series_arrays(packed, column, tail_xs, tail_values)
+    expected_xs: list[int] = []
+    expected_values: list[float] = []
+    for chunk in packed:
+        unpacked = unpack(chunk)
+        expected_xs += unpacked[column]
+        expected_values += unpacked[2]
+    expected_xs += tail_xs
+    expected_values += tail_values
+    assert list(xs) == expected_xs
+    assert [bits(v) for v in ys] == [bits(v) for v in expected_values]
+    assert rising == (expected_xs == sorted(expected_xs))
+
+
+def test_a_column_that_counts_on_across_chunks_reads_as_a_range() -> None:
+    packed = [pack(list(range(i, i + 64)), [7] * 64, [1.0] * 64) for i in range(0, 640, 64)]
+    xs, ys, rising = series_arrays(packed, STEPS, [640, 641], [2.0, 3.0])
+    assert xs == range(642) and rising and len(ys) == 642
+    stamps, _, rising = series_arrays(packed, TIMESTAMPS, [], [])
+    assert list(stamps) == [7] * 640 and rising
 
 
 def bits(value: float) -> bytes:

@@ -476,7 +476,7 @@ def test_a_store_of_the_metric_history_v1_reads_again_after_rebuild(db_path: Pat
     runner = open_store(db_path)
     try:
         with pytest.raises(StaleProjectionError, match=(
-            "'metrics' was built at version 1 but this evstore has version 2:"
+            "'metrics' was built at version 1 but this evstore has version 3:"
             r" run `evstore rebuild --projection metrics`")):  # fmt: skip
             runner.check_fresh()
         runner.store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 2.0, 1, 2)])])

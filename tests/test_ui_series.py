@@ -146,3 +146,36 @@ def test_the_cache_drops_the_least_recently_used_series_past_its_limit(
         assert cache.get(conn, run, "c") is held[2]
         assert cache.get(conn, run, "a") is not held[0]  # 'a' was dropped and is read again
     assert isinstance(held[0], Series)
+
+
+def test_many_runs_are_read_together_as_each_reads_alone_and_only_the_changed_again(
+    service: tuple[TrackingService, str],
+) -> None:
+    from evstore.reads import series_points
+
+    svc, first = service
+    experiment = svc.get_run(first).info.experiment_id
+    runs = [first, *(svc.create_run(experiment).info.run_id for _ in range(3))]
+    # packed chunks and a tail, out-of-order steps with a NaN, a tail only, no such key
+    log(svc, runs[0], "loss", [(math.sin(i), i, 1000 + i) for i in range(200)])
+    log(svc, runs[1], "loss", [(math.nan if i == 70 else 1.0, 100 - i, 5000 + i) for i in range(130)])
+    log(svc, runs[2], "loss", [(2.0, i, 7) for i in range(10)])
+    log(svc, runs[3], "other", [(3.0, 0, 0)])
+    cache = SeriesCache()
+    for mode, column in (("step", 0), ("time", 1)):
+        with svc.reading() as conn:
+            together = cache.get_many(conn, runs, "loss", mode)
+            for run_id in runs:
+                found = conn.execute(
+                    "SELECT series_id FROM metric_series WHERE run_id = ? AND key = 'loss'", (run_id,)
+                ).fetchone()
+                points = series_points(conn, found[0]) if found else ([], [], [])
+                assert list(together[run_id].xs) == points[column]
+                assert [None if math.isnan(v) else v for v in together[run_id].ys] == [
+                    None if math.isnan(v) else v for v in points[2]
+                ]
+    svc.log_metric(runs[2], "loss", 9.0, 9, 9)
+    with svc.reading() as conn:
+        again = cache.get_many(conn, runs, "loss", "time")
+    assert again[runs[0]] is together[runs[0]] and again[runs[1]] is together[runs[1]]
+    assert again[runs[2]] is not together[runs[2]] and list(again[runs[2]].ys)[-1] == 9.0

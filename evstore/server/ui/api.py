@@ -294,17 +294,18 @@ def series(service: TrackingService, request: Request, cache: SeriesCache) -> Vi
 
     def answer() -> Any:
         out = []
+        column = "step" if mode == "step" else "time"
         with service.reading() as conn:
             starts = queries.start_times(conn, run_ids)
+            now = {} if as_of is not None else cache.get_many(conn, run_ids, key, column, points)
             for run_id in run_ids:
                 position = as_of_position(service, run_id, as_of)
-                column = "step" if mode == "step" else "time"
-                held = (cache.get(conn, run_id, key, column) if position is None
+                held = (now[run_id] if position is None
                         else series_as_of(service.store, run_id, key, column, position))  # fmt: skip
                 shift = starts.get(run_id) or 0 if mode == "relative" else 0
                 lo = None if low is None else low + shift
                 hi = None if high is None else high + shift
-                x, y = held.downsampled(points, lo, hi)
+                x, y = held.downsampled(points, lo, hi, conn)
                 if shift:
                     x = [v - shift for v in x]
                 upto = len(held)

@@ -18,11 +18,19 @@ import threading
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import groupby, pairwise
+from operator import itemgetter
 from typing import Any
 
-from evstore.reads import series_points
+from evstore.points import NAN, STEPS, TIMESTAMPS, series_arrays
+from evstore.server.ui.summarized import (
+    CHUNKS_A_BUCKET,
+    SUMMARIZED_FROM,
+    Summarized,
+    read_summarized,
+)
 
 #: How many points the cache holds in all (16 bytes each).
 CACHE_POINTS = 8_000_000
@@ -35,10 +43,20 @@ _ANSWERS_KEPT = 16
 X_COLUMNS = {"step": "step", "time": "timestamp"}
 
 #: What changes whenever a series gains a point: its chunk count and its tail's last slot.
-_STAMP = (
-    "SELECT series_id, chunks, (SELECT max(slot) FROM metric_tail t"
-    " WHERE t.series_id = s.series_id) FROM metric_series s WHERE run_id = ? AND key = ?"
+_STAMPS = (
+    "SELECT run_id, series_id, chunks, (SELECT max(slot) FROM metric_tail t"
+    " WHERE t.series_id = s.series_id) FROM metric_series s WHERE key = ? AND run_id IN ({marks})"
 )
+_CHUNKS = (
+    "SELECT series_id, points FROM metric_chunks WHERE series_id IN ({marks})"
+    " ORDER BY series_id, chunk"
+)
+_TAILS = (
+    "SELECT series_id, step, timestamp, value FROM metric_tail WHERE series_id IN ({marks})"
+    " ORDER BY series_id, slot"
+)
+#: Runs (or series) to one query.
+_PER_QUERY = 500
 
 
 @dataclass
@@ -47,10 +65,11 @@ class Series:
     says which state of the read model they are (None: read from the log)."""
 
     column: str
-    xs: array = field(default_factory=lambda: array("q"))
+    xs: range | array = field(default_factory=lambda: array("q"))
     ys: array = field(default_factory=lambda: array("d"))
     stamp: Any = None
-    _sorted: tuple[array, array] | None = None
+    rising: bool = False  # x known never to decrease: no need to look
+    _sorted: tuple[range | array, array] | None = None
     _answers: dict[tuple[Any, ...], tuple[list[float], list[float | None]]] = field(
         default_factory=dict
     )
@@ -65,19 +84,24 @@ class Series:
         xs = array("q", steps if column == "step" else stamps)
         return cls(column, xs, array("d", values), stamp)
 
-    def ordered(self) -> tuple[array, array]:
+    def ordered(self) -> tuple[range | array, array]:
         """(x, y) sorted by x (the points as logged when x already grows with them)."""
         if self._sorted is None:
             xs, ys = self.xs, self.ys
-            if not _non_decreasing(xs):
+            if not self.rising and not _non_decreasing(xs):
                 order = sorted(range(len(xs)), key=xs.__getitem__)
                 xs = array("q", (xs[i] for i in order))
                 ys = array("d", (ys[i] for i in order))
             self._sorted = (xs, ys)
         return self._sorted
 
+    @property
+    def weight(self) -> int:
+        """How many points it holds (for the series cache's limit)."""
+        return len(self.ys)
+
     def downsampled(
-        self, points: int, low: float | None, high: float | None
+        self, points: int, low: float | None, high: float | None, conn: Any = None
     ) -> tuple[list[float], list[float | None]]:
         """:func:`downsample` of the sorted points, kept for the next chart that asks."""
         key = (points, low, high)
@@ -91,7 +115,7 @@ class Series:
         return found
 
 
-def _non_decreasing(xs: array) -> bool:
+def _non_decreasing(xs: range | array) -> bool:
     """Whether ``xs`` is sorted (the usual case: steps and times grow as points are logged)."""
     return all(a <= b for a, b in pairwise(xs))
 
@@ -120,43 +144,108 @@ def series_as_of(store: Any, run_id: str, key: str, mode: str, position: int) ->
     return Series.of(X_COLUMNS[mode], steps, stamps, values)
 
 
+def read_series(conn: Any, series_ids: list[int], column: str) -> dict[int, Series]:
+    """Series of the read model against one x column, read straight into arrays: three
+    queries for them all, however many."""
+    found: dict[int, Series] = {}
+    for start in range(0, len(series_ids), _PER_QUERY):
+        part = series_ids[start : start + _PER_QUERY]
+        marks = ", ".join("?" * len(part))
+        tails: dict[int, list[Any]] = {series_id: [] for series_id in part}
+        for row in conn.execute(_TAILS.format(marks=marks), part):
+            tails[row[0]].append(row)
+        chunks = conn.execute(_CHUNKS.format(marks=marks), part)
+        for series_id, rows in groupby(chunks, key=itemgetter(0)):
+            found[series_id] = _series(column, (blob for _, blob in rows), tails[series_id])
+        for series_id in part:
+            if series_id not in found:  # no chunk yet: its tail only
+                found[series_id] = _series(column, (), tails[series_id])
+    return found
+
+
+def _series(column: str, chunks: Iterable[bytes], tail: list[Any]) -> Series:
+    at = 1 if column == "step" else 2
+    xs, ys, rising = series_arrays(
+        chunks,
+        STEPS if column == "step" else TIMESTAMPS,
+        [row[at] for row in tail],
+        [NAN if row[3] is None else row[3] for row in tail],
+    )
+    return Series(column, xs, ys, rising=rising)
+
+
+def _summarized(conn: Any, series_id: int, column: str) -> Summarized | None:
+    tail = conn.execute(_TAILS.format(marks="?"), (series_id,)).fetchall()
+    at = 1 if column == "step" else 2
+    points = [(row[at], NAN if row[3] is None else row[3]) for row in tail]
+    return read_summarized(conn, series_id, STEPS if column == "step" else TIMESTAMPS, points)
+
+
 class SeriesCache:
     """Series by (run id, key, x), least recently used dropped past ``limit`` points in all."""
 
     def __init__(self, limit: int = CACHE_POINTS) -> None:
         self.limit = limit
-        self._held: OrderedDict[tuple[str, str, str], Series] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str, str], Series | Summarized] = OrderedDict()
+        self._total = 0  # points held
         self._lock = threading.Lock()
 
-    def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series:
+    def get(self, conn: Any, run_id: str, key: str, mode: str = "step") -> Series | Summarized:
         """The series as the read model holds it now (read again only when it changed)."""
-        stamp = conn.execute(_STAMP, (run_id, key)).fetchone()
-        name = (run_id, key, mode)
-        with self._lock:
-            held = self._held.get(name)
-            if held is not None:
-                self._held.move_to_end(name)
-        if held is not None and held.stamp == stamp:
-            return held
-        if stamp is None:
-            return Series(X_COLUMNS[mode])
-        steps, stamps, values = series_points(conn, stamp[0])
-        held = Series.of(X_COLUMNS[mode], steps, stamps, values, stamp)
-        self._keep(name, held)
-        return held
+        return self.get_many(conn, [run_id], key, mode)[run_id]
 
-    def _keep(self, name: tuple[str, str, str], series: Series) -> None:
+    def get_many(
+        self, conn: Any, run_ids: list[str], key: str, mode: str = "step", points: int = 0
+    ) -> dict[str, Series | Summarized]:
+        """One metric of each run as the read model holds it now; those that changed (or
+        were not held) read together. A series of many chunks to each of the ``points // 4``
+        buckets of a chart is read as its chunks' summaries (few chunks a bucket: whole)."""
+        stamps: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(run_ids), _PER_QUERY):
+            part = run_ids[start : start + _PER_QUERY]
+            sql = _STAMPS.format(marks=", ".join("?" * len(part)))
+            stamps.update((row[0], row[1:]) for row in conn.execute(sql, (key, *part)))
+        column = X_COLUMNS[mode]
+        out: dict[str, Series | Summarized] = {}
+        stale: dict[int, str] = {}
         with self._lock:
+            for run_id in run_ids:
+                stamp = stamps.get(run_id)
+                held = self._held.get((run_id, key, mode))
+                if stamp is None:
+                    out[run_id] = Series(column)
+                elif held is not None and held.stamp == stamp:
+                    self._held.move_to_end((run_id, key, mode))
+                    out[run_id] = held
+                else:
+                    stale[stamp[0]] = run_id
+        for series_id, run_id in list(stale.items()):
+            if stamps[run_id][1] >= max(SUMMARIZED_FROM, CHUNKS_A_BUCKET * points // 4):
+                summarized = _summarized(conn, series_id, column)
+                if summarized is not None:
+                    summarized.stamp = stamps[run_id]
+                    self._keep((run_id, key, mode), summarized)
+                    out[run_id] = summarized
+                    del stale[series_id]
+        for series_id, read in read_series(conn, list(stale), column).items():
+            run_id = stale[series_id]
+            read.stamp = stamps[run_id]
+            self._keep((run_id, key, mode), read)
+            out[run_id] = read
+        return out
+
+    def _keep(self, name: tuple[str, str, str], series: Series | Summarized) -> None:
+        with self._lock:
+            replaced = self._held.pop(name, None)
+            self._total += series.weight - (0 if replaced is None else replaced.weight)
             self._held[name] = series
-            self._held.move_to_end(name)
-            total = sum(len(s) for s in self._held.values())
-            while total > self.limit and len(self._held) > 1:
+            while self._total > self.limit and len(self._held) > 1:
                 _, dropped = self._held.popitem(last=False)
-                total -= len(dropped)
+                self._total -= dropped.weight
 
 
 def downsample(
-    xs: array, ys: array, points: int, low: float | None = None, high: float | None = None
+    xs: range | array, ys: array, points: int, low: float | None = None, high: float | None = None
 ) -> tuple[list[float], list[float | None]]:
     """The points of sorted ``xs`` within [low, high], at most about ``points`` of them.
 
@@ -181,7 +270,7 @@ def downsample(
     return out_x, out_y
 
 
-def _bucket(xs: array, ys: array, lo: int, hi: int, out_x: list[float],
+def _bucket(xs: range | array, ys: array, lo: int, hi: int, out_x: list[float],
             out_y: list[float | None]) -> None:  # fmt: skip
     """Append the first, lowest, highest and last point of xs[lo:hi], in x order, once each."""
     chunk = ys[lo:hi]

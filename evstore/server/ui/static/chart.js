@@ -55,14 +55,28 @@ function nearest(u, runs) {
   return best < 0 ? "" : `${number(u.data[0][idx])}: ${runs[best - 1].label} = ${number(u.data[best][idx])}`;
 }
 
+// Whether every table has the same x values (runs logged at the same steps): no join needed.
+function sameX(tables) {
+  const xs = tables[0][0];
+  return tables.every(([x]) => x.length === xs.length && x.every((v, i) => v === xs[i]));
+}
+
 const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
   for (const entry of entries) {
     if (entry.isIntersecting) {
-      observer.unobserve(entry.target);
-      entry.target.drawChart();
+      entry.target.start();
     }
   }
 }, { rootMargin: "200px" }) : null;
+
+// Start the cards in view (or nearly) now rather than at the next intersection check, so
+// that their series are fetched while the rest of the page is being built.
+export function startInView(cards) {
+  const limit = window.innerHeight + 200;
+  for (const card of cards) {
+    if (card.getBoundingClientRect().top < limit) card.start();
+  }
+}
 
 // A card that draws the chart of one metric of some runs when it comes into view.
 export function chartCard(key, runs, settings, options) {
@@ -94,7 +108,7 @@ export function chartCard(key, runs, settings, options) {
     const scale = settings.x === "step" ? 1 : 1000;
     const tables = answer.series.map((s) => [s.x.map((v) => v / scale),
       smooth(s.y, settings.smoothing).map((y) => (settings.log && !(y > 0) ? null : y))]);
-    const data = tables.length === 1 ? tables[0] : window.uPlot.join(tables);
+    const data = tables.length === 1 ? tables[0] : sameX(tables) ? [tables[0][0], ...tables.map((t) => t[1])] : window.uPlot.join(tables);
     const shown = answer.series.reduce((n, s) => n + s.x.length, 0);
     const total = answer.series.reduce((n, s) => n + s.total, 0);
     status.textContent = shown < total ? `${shown.toLocaleString()} of ${total.toLocaleString()} points (min and max of each pixel kept; zoom for full detail)` : `${total.toLocaleString()} points`;
@@ -115,9 +129,10 @@ export function chartCard(key, runs, settings, options) {
       scales: { x: { time: settings.x === "time" }, y: settings.log ? { distr: 3 } : {} },
       axes: [{ label: settings.x === "step" ? "step" : settings.x === "time" ? "" : "seconds since start" }, {}],
       legend: { show: !many, live: true },
-      cursor: { drag: { x: true, y: false } },
+      // Many runs: no hover dot per run (the readout names the nearest), hairlines.
+      cursor: { drag: { x: true, y: false }, points: { show: !many } },
       series: [{ label: settings.x }, ...runs.map((r, i) => ({
-        label: r.label, stroke: color(i), width: 1.5, spanGaps: false, points: { show: sparse },
+        label: r.label, stroke: color(i), width: many ? 1 : 1.5, spanGaps: false, points: { show: sparse },
         value: (u, v) => (v === null || v === undefined ? "—" : number(v)),
       }))],
       hooks: {
@@ -136,12 +151,19 @@ export function chartCard(key, runs, settings, options) {
   card.drawChart = () => {
     load().catch((error) => { status.textContent = error.message; card.dataset.drawn = "error"; });
   };
+  let started = false;
+  card.start = () => {
+    if (started) return;
+    started = true;
+    if (observer) observer.unobserve(card);
+    card.drawChart();
+  };
   card.redraw = () => {
     range = null;
     if (chart) { chart.destroy(); chart = null; }
     card.drawChart();
   };
   if (observer) observer.observe(card);
-  else setTimeout(card.drawChart, 0);
+  else setTimeout(card.start, 0);
   return card;
 }

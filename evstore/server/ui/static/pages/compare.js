@@ -1,6 +1,6 @@
 // Runs side by side: one chart per metric with every run overlaid, params with differences marked.
 import { fill, api, badge, clear, el, number, runHref, setTitle, table } from "../dom.js";
-import { ChartSettings, chartCard, color } from "../chart.js";
+import { ChartSettings, chartCard, color, startInView } from "../chart.js";
 
 export async function comparePage(main) {
   const ids = (new URLSearchParams(window.location.search).get("runs") || "").split(",").filter(Boolean);
@@ -18,17 +18,23 @@ export async function comparePage(main) {
   const grid = el("div", { class: "charts", id: "charts" });
   const settings = new ChartSettings(() => grid.querySelectorAll("figure.chart").forEach((c) => { if (c.dataset.drawn) c.redraw(); }));
   const labelled = runs.map((r) => ({ run_id: r.run_id, label: r.run_name }));
-  grid.append(...answer.metric_keys.map((key) => chartCard(key, labelled, settings, { height: 260 })));
+  const cards = answer.metric_keys.map((key) => chartCard(key, labelled, settings, { height: 260 }));
+  grid.append(...cards);
+  const params = el("div", { class: "scroll" });
+  const metrics = el("div", { class: "scroll" });
   fill(main, 
     el("h1", {}, `Comparing ${runs.length} runs`),
     el("section", { class: "panel" }, el("h2", {}, "Runs"), el("div", { class: "swatches" }, head)),
     el("section", { class: "panel" }, el("h2", {}, "Params ", el("span", { class: "muted" }, `(${differing.size} of ${answer.param_keys.length} differ)`)),
-      el("label", {}, onlyDiff, " Only params that differ"),
-      el("div", { class: "scroll" }, table(["Param", ...runs.map((r) => r.run_name)], paramRows, { class: "grid compare", id: "compare-params" }))),
-    el("section", { class: "panel" }, el("h2", {}, "Latest metrics"),
-      el("div", { class: "scroll" }, table(["Metric", ...runs.map((r) => r.run_name)], answer.metric_keys.map((k) => el("tr", {}, el("th", {}, k),
-        runs.map((r) => el("td", { class: "num" }, k in r.metrics ? number(r.metrics[k]) : "—")))), { class: "grid compare", id: "compare-metrics" }))),
+      el("label", {}, onlyDiff, " Only params that differ"), params),
+    el("section", { class: "panel" }, el("h2", {}, "Latest metrics"), metrics),
     el("section", { class: "panel" }, el("h2", {}, `Charts (${answer.metric_keys.length})`), settings.controls(), grid),
     runs.some((r) => r.lifecycle_stage === "deleted") ? el("p", {}, badge("deleted"), " Some of these runs are deleted.") : null,
   );
+  // The charts' series are asked for first: the tables of many runs take a while to lay
+  // out, and the server answers meanwhile.
+  startInView(cards);
+  params.append(table(["Param", ...runs.map((r) => r.run_name)], paramRows, { class: "grid compare", id: "compare-params" }));
+  metrics.append(table(["Metric", ...runs.map((r) => r.run_name)], answer.metric_keys.map((k) => el("tr", {}, el("th", {}, k),
+    runs.map((r) => el("td", { class: "num" }, k in r.metrics ? number(r.metrics[k]) : "—")))), { class: "grid compare", id: "compare-metrics" }));
 }
