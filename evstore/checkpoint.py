@@ -279,3 +279,46 @@ def _bad_signature(checkpoint: CheckpointFile, public_key: Any) -> str | None:
             )
         return "its signature does not verify: the file was altered after it was signed"
     return None
+
+
+class CheckpointWriter:
+    """The server's ``--checkpoint-every``: a checkpoint into ``folder`` each time it is
+    asked, when the log has grown since the last one it wrote."""
+
+    def __init__(
+        self, store: EventStore, key_path: str | os.PathLike[str], folder: str | os.PathLike[str]
+    ) -> None:
+        self.store = store
+        self.key = load_private_key(key_path)  # a bad key fails now, before serving
+        self.folder = os.fspath(folder)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as e:
+            why = f"cannot use {self.folder} for checkpoints: {e.strerror}"
+            raise InvalidParameterValue(why) from None
+        self.last_position = 0
+
+    def write(self) -> str | None:
+        """Write a checkpoint of the head if it moved; its path, or None if it did not."""
+        if self.store.head_position() in (0, self.last_position):
+            return None
+        signed = take_checkpoint(self.store, self.key)
+        found = signed.statement
+        stamp = found.time.replace("-", "").replace(":", "")
+        path = os.path.join(self.folder, f"checkpoint-{found.position:012d}-{stamp}.json")
+        write_checkpoint(signed, path)
+        self.last_position = found.position
+        return path
+
+    async def every(self, minutes: float, run: Any) -> None:
+        """Write one every ``minutes`` until cancelled; ``run(function)`` runs it off the
+        event loop. A failed write is logged and the next one tried."""
+        import asyncio
+        import logging
+
+        while True:
+            await asyncio.sleep(minutes * 60)
+            try:
+                await run(self.write)
+            except Exception as e:  # noqa: BLE001 - the server keeps serving; the next one may work
+                logging.getLogger("evstore.checkpoint").warning("evstore: checkpoint not written: %s", e)

@@ -769,6 +769,11 @@ def server(
         typer.Option(envvar="EVSTORE_DEFAULT_PERMISSION", help="With users: what a user may do on an"
                      " experiment they hold no grant on (READ, EDIT, MANAGE, NO_PERMISSIONS)."),
     ] = "READ",
+    checkpoint_every: Annotated[
+        float | None, typer.Option(help="Write a signed checkpoint every this many minutes (when the log grew).")
+    ] = None,
+    checkpoint_key: Annotated[str | None, typer.Option(help="The private key checkpoints are signed with.")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(help="The folder checkpoints are written into.")] = None,
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
@@ -781,12 +786,17 @@ def server(
     _check_range("--port", port, 0, 65535)
     _check_range("--max-json-mb", max_json_mb, 1, 1 << 20)
     _check_range("--max-artifact-mb", max_artifact_mb, 1, 1 << 30)
+    if (checkpoint_every, checkpoint_key, checkpoint_dir).count(None) not in (0, 3):
+        raise InvalidParameterValue("--checkpoint-every, --checkpoint-key and --checkpoint-dir go together")
+    if checkpoint_every is not None and not 0 < checkpoint_every <= 525600:
+        raise InvalidParameterValue(f"--checkpoint-every must be minutes above 0, not {checkpoint_every}")
     hosts, origins = ([i.strip() for i in (text or "").split(",") if i.strip()]
                       for text in (allowed_hosts, cors_allowed_origins))  # fmt: skip
     settings = ServerSettings(
         store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20,
         allowed_hosts=tuple(hosts) or None, cors_allowed_origins=tuple(origins),
-        default_permission=default_permission.upper(),
+        default_permission=default_permission.upper(), checkpoint_every=checkpoint_every,
+        checkpoint_key=checkpoint_key, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
     serve(settings, host=host, port=port)

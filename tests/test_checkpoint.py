@@ -18,6 +18,7 @@ import sys
 from contextlib import closing, redirect_stderr, redirect_stdout
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from conftest import close_cached_stores
@@ -25,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import ServerProcess
+from waiting import wait_until
 
 from evstore import Client, Metric, Param
 from evstore.checkpoint import (
@@ -409,3 +412,45 @@ def test_read_checkpoint_refuses_unknown_fields_and_other_formats(signed: tuple[
     out.write_text(json.dumps(found))
     with pytest.raises(Exception, match="checkpoint format 'evstore-checkpoint/9'"):
         read_checkpoint(out)
+
+
+# --- the server writes them ---------------------------------------------------------------
+
+
+def test_the_server_writes_a_checkpoint_every_few_minutes_when_the_log_grew(tmp_path: Path) -> None:
+    key, folder = tmp_path / "k", tmp_path / "checkpoints"
+    generate_key(key)
+    # 0.002 minutes: about every 0.1 s, so the test does not sit waiting
+    server = ServerProcess(tmp_path, "--checkpoint-every", "0.002", "--checkpoint-key", str(key),
+                           "--checkpoint-dir", str(folder))  # fmt: skip
+    try:
+        first = wait_until(lambda: sorted(folder.glob("checkpoint-*.json")), "a first checkpoint")
+        created = httpx.post(f"{server.url}/api/2.0/mlflow/runs/create", json={"experiment_id": "0"}, timeout=60)
+        assert created.status_code == 200, created.text
+        grown = head(server.store)
+        # a later checkpoint holds the new head; none is written while the log stands still
+        newest = wait_until(
+            lambda: [p for p in folder.glob("checkpoint-*.json")
+                     if json.loads(p.read_text())["statement"]["position"] == grown],
+            "a checkpoint of the grown log",
+        )  # fmt: skip
+    finally:
+        server.stop()
+    written = sorted(folder.glob("checkpoint-*.json"))
+    positions = [json.loads(p.read_text())["statement"]["position"] for p in written]
+    assert positions == sorted(set(positions)) and positions[-1] == grown
+    for path in (first[0], newest[0]):
+        done = verify(server.store, path, Path(f"{key}.pub"))
+        assert done.returncode == 0 and "checkpoint ok" in done.stdout, done.stderr
+
+
+def test_the_server_checkpoint_options_go_together(tmp_path: Path) -> None:
+    store = tmp_path / "evstore.db"
+    refused(run_cli("server", "--store", store, "--checkpoint-every", "5"), "go together")
+    refused(run_cli("server", "--store", store, "--checkpoint-every", "0", "--checkpoint-key", "k",
+                    "--checkpoint-dir", "d"), "above 0")  # fmt: skip
+    # a key that cannot be read stops the server before it serves (after its banner line)
+    done = run_cli("server", "--store", store, "--checkpoint-every", "5", "--checkpoint-key",
+                   tmp_path / "nope", "--checkpoint-dir", tmp_path)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"error: cannot read the key {tmp_path / 'nope'}")
