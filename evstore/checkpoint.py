@@ -209,6 +209,8 @@ def write_checkpoint(checkpoint: CheckpointFile, path: str | os.PathLike[str]) -
         os.link(temporary, target)  # fails if target exists: an earlier checkpoint is evidence
     except FileExistsError:
         raise InvalidParameterValue(f"{target} exists: a checkpoint is never overwritten") from None
+    except OSError:  # a file system without hard links: create it in place, still never over one
+        _write_new(target, data, 0o644)
     finally:
         os.unlink(temporary)
 

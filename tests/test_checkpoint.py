@@ -263,9 +263,10 @@ def test_a_checkpoint_whose_signature_was_edited_is_refused(signed: tuple[Path, 
     found = json.loads(out.read_text())
     raw = bytearray(base64.b64decode(found["signature"]))
     raw[0] ^= 1
-    found["signature"] = base64.b64encode(bytes(raw)).decode()
-    out.write_text(json.dumps(found))
-    refused(verify(store, out, Path(f"{key}.pub")), "FAILED checkpoint", "does not verify")
+    for signature in (base64.b64encode(bytes(raw)).decode(), "", "not base64!", "AAAA"):
+        found["signature"] = signature
+        out.write_text(json.dumps(found))
+        refused(verify(store, out, Path(f"{key}.pub")), "FAILED checkpoint", "does not verify")
 
 
 @pytest.mark.parametrize(
