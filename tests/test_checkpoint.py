@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -41,9 +42,14 @@ from evstore.checkpoint import (
     verify_checkpoint,
 )
 from evstore.cli import main
+from evstore.integrity import verify as verify_log
+from evstore.projection import open_store
+from evstore.rebuild import rebuild
+from evstore.redaction import redact
 from evstore.stores import open_log
 
 EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def run_process(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -219,6 +225,30 @@ def test_a_checkpoint_taken_before_a_redaction_still_verifies(signed: tuple[Path
     assert done.returncode == 0, done.stderr
     assert f"checkpoint ok: position {position}," in done.stdout
     assert done.stdout.count("redacted: position") == 2
+
+
+def test_a_checkpoint_of_a_format_3_store_verifies_after_a_redaction_through_the_stored_hash(
+    tmp_path: Path,
+) -> None:
+    # an event written before storage format 4: its link covered the payload bytes, which
+    # the redaction replaces; its stored hash is what the checkpoint and the chain hold
+    path, key = tmp_path / "demo.db", tmp_path / "k"
+    shutil.copy(FIXTURES / "format3" / "demo.db", path)
+    generate_key(key)
+    runner = open_store(path)
+    try:
+        rebuild(runner.store)  # its metric history is at an older layout (as test_redact does)
+        signed = take_checkpoint(runner.store, load_private_key(key))
+        target = next(r for r in runner.store.read_all() if r.type == "ParamsLogged")
+        assert target.position <= signed.statement.position
+        report = redact(runner.store, run_id=target.stream_id, param="learning_rate", reason="r")
+        assert report.erased == [target.position]
+    finally:
+        runner.store.close()
+    with open_log(path, create=False) as log:
+        assert verify_checkpoint(log, signed, load_public_key(f"{key}.pub")).ok
+        checked = verify_log(log)
+    assert checked.ok and [f.verified_through for f in checked.redactions] == ["stored hash"]
 
 
 # --- refusals -----------------------------------------------------------------------------
