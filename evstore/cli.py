@@ -200,27 +200,94 @@ def verify(
         str | None,
         typer.Option(help="A head hash recorded earlier: fail unless the history still extends it."),
     ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="A signed checkpoint (evstore checkpoint): fail unless the log still holds it."),
+    ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="The public key (PATH.pub) the checkpoint must be signed with.")
+    ] = None,
 ) -> None:
     """Recompute the hash chain and the position and stream-version sequences.
 
     Exits 0 when the history is intact, 1 with the first bad position otherwise. A hash
     chain cannot see its own tail cut off or rewritten whole: keep the head hash it prints
-    somewhere else and pass it back with --expect-head.
-    Example: evstore verify --store runs.db --expect-head 3f9a...
+    somewhere else and pass it back with --expect-head, or check a signed checkpoint with
+    --checkpoint FILE --public-key PATH.pub.
+    Example: evstore verify --store runs.db --checkpoint ckpt.json --public-key evstore.key.pub
     """
     from evstore.integrity import verify as verify_log
 
-    report = verify_log(_open_log(store), expect_head=expect_head)
+    log = _open_log(store)
+    held = None
+    if checkpoint is not None or public_key is not None:
+        held = _verify_checkpoint(log, checkpoint, public_key)
+    report = verify_log(log, expect_head=expect_head)
     if report.unknown_events:
         typer.echo(f"{report.unknown_events} events were written by a newer evstore (kept, verified)")
     if report.ok:
         typer.echo(f"ok: {report.events} events, head {report.head_position}, hash {report.head_hash}")
+        if held is not None:
+            typer.echo(f"checkpoint ok: position {held.position}, hash {held.head_hash}, signed"
+                       f" {held.time} by key {held.public_key_sha256[:16]}...; the log still holds"
+                       f" it and the {report.head_position - held.position} events after it chain"
+                       " from it")  # fmt: skip
         for found in report.redactions:
             typer.echo(_redaction_line(found))
         return
     where = f"at position {report.first_bad_position}" if report.first_bad_position else "the head"
     typer.echo(f"FAILED {where}: {report.reason}", err=True)
     raise typer.Exit(1)
+
+
+def _verify_checkpoint(log: Any, checkpoint: str | None, public_key: str | None) -> Any:
+    """--checkpoint and --public-key: the signature, the store and the head it names; exit
+    1 when one fails, else the statement that held."""
+    from evstore.checkpoint import load_public_key, read_checkpoint, verify_checkpoint
+
+    if checkpoint is None or public_key is None:
+        raise InvalidParameterValue("--checkpoint and --public-key go together: pass both")
+    check = verify_checkpoint(log, read_checkpoint(checkpoint), load_public_key(public_key))
+    if not check.ok:
+        typer.echo(f"FAILED checkpoint {checkpoint}: {check.reason}", err=True)
+        raise typer.Exit(1)
+    return check.statement
+
+
+@app.command()
+def keygen(
+    path: Annotated[str, typer.Argument(help="Where the private key goes; the public key goes to PATH.pub.")],
+) -> None:
+    """Make an Ed25519 key pair for signed checkpoints (never over an existing key).
+
+    The private key (PEM, mode 0600) stays with whoever signs checkpoints; hand PATH.pub
+    to whoever checks them. Example: evstore keygen ~/.evstore/checkpoint.key
+    """
+    from evstore.checkpoint import generate_key
+
+    fingerprint = generate_key(path)
+    typer.echo(f"wrote private key {path} and public key {path}.pub (sha256 {fingerprint})")
+
+
+@app.command()
+def checkpoint(
+    key: Annotated[str, typer.Option("--key", help="The private key (evstore keygen).")],
+    out: Annotated[str, typer.Option("--out", help="The checkpoint file to write (a new file).")],
+    store: Store = DEFAULT_STORE,
+) -> None:
+    """Sign a statement of the store's head (store id, position, hash, time) into a new file.
+
+    Keep it, or give it to an auditor: `evstore verify --checkpoint FILE --public-key
+    KEY.pub` later proves the log still holds that head and all after it chains from it.
+    Example: evstore checkpoint --key checkpoint.key --out ckpt-2026-12-03.json
+    """
+    from evstore.checkpoint import load_private_key, take_checkpoint, write_checkpoint
+
+    signed = take_checkpoint(_open_log(store), load_private_key(key))
+    write_checkpoint(signed, out)
+    found = signed.statement
+    typer.echo(f"wrote {out}: store {found.store_id}, position {found.position}, hash"
+               f" {found.head_hash}, signed {found.time}")  # fmt: skip
 
 
 def _redaction_line(found: Any) -> str:
@@ -702,6 +769,11 @@ def server(
         typer.Option(envvar="EVSTORE_DEFAULT_PERMISSION", help="With users: what a user may do on an"
                      " experiment they hold no grant on (READ, EDIT, MANAGE, NO_PERMISSIONS)."),
     ] = "READ",
+    checkpoint_every: Annotated[
+        float | None, typer.Option(help="Write a signed checkpoint every this many minutes (when the log grew).")
+    ] = None,
+    checkpoint_key: Annotated[str | None, typer.Option(help="The private key checkpoints are signed with.")] = None,
+    checkpoint_dir: Annotated[str | None, typer.Option(help="The folder checkpoints are written into.")] = None,
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
@@ -714,12 +786,17 @@ def server(
     _check_range("--port", port, 0, 65535)
     _check_range("--max-json-mb", max_json_mb, 1, 1 << 20)
     _check_range("--max-artifact-mb", max_artifact_mb, 1, 1 << 30)
+    if (checkpoint_every, checkpoint_key, checkpoint_dir).count(None) not in (0, 3):
+        raise InvalidParameterValue("--checkpoint-every, --checkpoint-key and --checkpoint-dir go together")
+    if checkpoint_every is not None and not 0 < checkpoint_every <= 525600:
+        raise InvalidParameterValue(f"--checkpoint-every must be minutes above 0, not {checkpoint_every}")
     hosts, origins = ([i.strip() for i in (text or "").split(",") if i.strip()]
                       for text in (allowed_hosts, cors_allowed_origins))  # fmt: skip
     settings = ServerSettings(
         store, artifacts_root, auth_token, max_json_mb << 20, max_artifact_mb << 20,
         allowed_hosts=tuple(hosts) or None, cors_allowed_origins=tuple(origins),
-        default_permission=default_permission.upper(),
+        default_permission=default_permission.upper(), checkpoint_every=checkpoint_every,
+        checkpoint_key=checkpoint_key, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
     serve(settings, host=host, port=port)

@@ -8,7 +8,10 @@ import sys
 
 import pytest
 
-HEAVY = ["pyarrow", "typer", "click", "rich", "starlette", "uvicorn", "sqlite_utils", "pandas", "numpy"]
+HEAVY = [
+    "pyarrow", "typer", "click", "rich", "starlette", "uvicorn", "sqlite_utils", "pandas", "numpy",
+    "cryptography",
+]
 
 
 def modules_after(code: str) -> set[str]:

@@ -44,6 +44,11 @@ class ServerSettings:
     bind_host: str = "127.0.0.1"
     #: With users: the permission a user has on an experiment they hold no grant on.
     default_permission: str = "READ"
+    #: Signed checkpoints: one every this many minutes (None: none), with this private
+    #: key, into this folder (``evstore.checkpoint.CheckpointWriter``).
+    checkpoint_every: float | None = None
+    checkpoint_key: str | None = None
+    checkpoint_dir: str | None = None
 
 
 def create_app(settings: ServerSettings) -> Any:
@@ -84,6 +89,13 @@ def create_app(settings: ServerSettings) -> Any:
     guard = Guard(directory, settings.default_permission)
     checked = {key: (schema, guard.wrap(key[1], handler)) for key, (schema, handler) in ENDPOINTS.items()}
     auth_api = auth_endpoints(guard)
+    checkpoints = None
+    if settings.checkpoint_every:
+        from evstore.checkpoint import CheckpointWriter
+
+        checkpoints = CheckpointWriter(
+            client.store, settings.checkpoint_key or "", settings.checkpoint_dir or "."
+        )
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -166,7 +178,13 @@ def create_app(settings: ServerSettings) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
+        import asyncio
+
+        every = settings.checkpoint_every or 0
+        writing = checkpoints and asyncio.create_task(checkpoints.every(every, store.slow))
         yield
+        if writing:
+            writing.cancel()
         await store.slow(client.store.close)
         store.shutdown()
 
