@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-HEAVY = ["pyarrow", "typer", "click", "rich", "starlette", "uvicorn", "sqlite_utils", "pandas", "numpy"]
+HEAVY = ["pyarrow", "typer", "click", "rich", "starlette", "uvicorn", "sqlite_utils", "pandas", "numpy",
+         "psycopg", "psycopg_pool"]
 
 
 def modules_after(code: str) -> set[str]:

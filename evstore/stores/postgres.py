@@ -25,7 +25,8 @@ log's tables (also ``INSERT ... ON CONFLICT DO UPDATE``), for every role, the ow
 too; the one UPDATE let through is a redaction's: the payload alone, of an event that
 has a ``redactions`` row. And the role a server uses need hold no such privilege:
 opening the store with ``create`` makes the tables (as their owner), and a role made
-like this then appends and reads, and can do nothing else (README, "PostgreSQL")::
+like this (:func:`least_privilege_sql`) then appends, reads and verifies, and can do
+nothing else (README, "PostgreSQL")::
 
     CREATE ROLE evstore_app LOGIN;
     GRANT CONNECT ON DATABASE evstore TO evstore_app;
@@ -33,6 +34,8 @@ like this then appends and reads, and can do nothing else (README, "PostgreSQL")
     GRANT SELECT, INSERT ON events, commits, streams, event_types, event_metadata,
         redactions TO evstore_app;
     GRANT SELECT ON evstore_meta TO evstore_app;
+
+(A role that runs ``evstore redact`` also needs ``GRANT UPDATE (payload) ON events``.)
 
 Durability: ``normal`` commits with ``synchronous_commit = local`` (the commit returns
 once the server's WAL is flushed to its disk), ``full`` with ``on`` (also waits for any
@@ -153,7 +156,9 @@ _SCHEMA = (
 def _guards() -> tuple[str, ...]:
     statements = []
     for table in LOG_TABLES:
-        for action in ("DELETE", "TRUNCATE") if table == "events" else ("UPDATE", "DELETE", "TRUNCATE"):
+        for action in (
+            ("DELETE", "TRUNCATE") if table == "events" else ("UPDATE", "DELETE", "TRUNCATE")
+        ):
             statements.append(
                 f"CREATE TRIGGER {table}_refuse_{action.lower()} BEFORE {action} ON {table}"
                 " FOR EACH STATEMENT EXECUTE FUNCTION evstore_refuse_change()"
@@ -178,9 +183,7 @@ _FROM = (
     " LEFT JOIN event_metadata m ON m.metadata_key = c.metadata_key"
 )
 _SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} {_FROM}"
-_SELECT_RAW = (
-    f"SELECT {_EVENT_COLUMNS}, e.hash, coalesce(e.commit_id, e.position), c.form {_FROM}"
-)
+_SELECT_RAW = f"SELECT {_EVENT_COLUMNS}, e.hash, coalesce(e.commit_id, e.position), c.form {_FROM}"
 _STREAM_IS = "e.stream_key = (SELECT stream_key FROM streams WHERE name = %s)"
 # One round trip for everything an append must know, read after the lock is taken.
 _APPEND_STATE = (
@@ -191,6 +194,30 @@ _APPEND_STATE = (
 _INSERT = "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _INSERT_COMMIT = "INSERT INTO commits VALUES (%s, %s, %s, %s)"
 _HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def least_privilege_sql(role: str, database: str, schema: str = "public") -> list[str]:
+    """The statements that make ``role``: it may append to and read the log in
+    ``schema`` of ``database``, and holds no UPDATE, DELETE or TRUNCATE on any of it."""
+    from psycopg import sql
+
+    def text(statement: str, **names: str) -> str:
+        identifiers = {key: sql.Identifier(value) for key, value in names.items()}
+        return sql.SQL(statement).format(**identifiers).as_string(None)
+
+    return [
+        text("CREATE ROLE {role} LOGIN", role=role),
+        text("GRANT CONNECT ON DATABASE {db} TO {role}", db=database, role=role),
+        text("GRANT USAGE ON SCHEMA {schema} TO {role}", schema=schema, role=role),
+        text(
+            "GRANT SELECT, INSERT ON "
+            + ", ".join(f"{{schema}}.{table}" for table in LOG_TABLES)
+            + " TO {role}",
+            schema=schema,
+            role=role,
+        ),
+        text("GRANT SELECT ON {schema}.evstore_meta TO {role}", schema=schema, role=role),
+    ]
 
 
 def redacted_uri(uri: str) -> str:
@@ -226,7 +253,11 @@ class PostgresEventStore(EventStore):
         self.append_hooks = []
         self._local = threading.local()  # this thread's write transaction, if any
         #: Committed rows of the small tables, by value: they never change once written.
-        self._keys: dict[str, dict[Any, int]] = {"streams": {}, "event_types": {}, "event_metadata": {}}
+        self._keys: dict[str, dict[Any, int]] = {
+            "streams": {},
+            "event_types": {},
+            "event_metadata": {},
+        }
         self._pool: ConnectionPool | None = None
         with self._boundary("cannot open the store"):
             try:
@@ -271,7 +302,9 @@ class PostgresEventStore(EventStore):
                     f" this evstore reads formats up to {FORMAT_VERSION}. Upgrade evstore."
                 )
             if found < FORMAT_VERSION:  # no older PostgreSQL layout exists yet
-                raise StoreFormatError(f"{self.where} has storage format {found}, which never existed")
+                raise StoreFormatError(
+                    f"{self.where} has storage format {found}, which never existed"
+                )
             (oid,) = conn.execute("SELECT 'events'::regclass::oid::bigint").fetchone()  # type: ignore[misc]
             self._lock_key = (_LOCK_CLASS << 32) | int(oid)
             meta = dict(conn.execute("SELECT key, value FROM evstore_meta").fetchall())
@@ -386,21 +419,23 @@ class PostgresEventStore(EventStore):
             raise StoreError(f"{self.where} is open read-only: it cannot be written")
         if self._pool is None:
             raise StoreError(f"{self.where}: the store is closed")
-        with self._boundary("the write failed and was rolled back"):
-            with self._pool.connection() as conn:
+        with (
+            self._boundary("the write failed and was rolled back"),
+            self._pool.connection() as conn,
+        ):
+            local.pending = []
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                    local.conn = conn
+                    try:
+                        yield conn
+                    finally:
+                        local.conn = None
+                for table, value, key in local.pending:  # committed: keep them
+                    self._keys[table][value] = key
+            finally:
                 local.pending = []
-                try:
-                    with conn.transaction():
-                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                        local.conn = conn
-                        try:
-                            yield conn
-                        finally:
-                            local.conn = None
-                    for table, value, key in local.pending:  # committed: keep them
-                        self._keys[table][value] = key
-                finally:
-                    local.pending = []
 
     @contextmanager
     def reading(self) -> Iterator[psycopg.Connection[Any]]:
@@ -447,7 +482,9 @@ class PostgresEventStore(EventStore):
             if len(set(event_ids)) != len(event_ids):
                 raise EventIdConflict("an event id appears twice in one batch")
         with self.transaction() as conn, self._boundary(f"append to {stream_id}"):
-            return self._append_locked(conn, stream_id, events, expected_version, event_ids, metadata)
+            return self._append_locked(
+                conn, stream_id, events, expected_version, event_ids, metadata
+            )
 
     def _append_locked(
         self,
@@ -473,7 +510,10 @@ class PostgresEventStore(EventStore):
         head = head or 0
         previous = previous or codec.GENESIS_HASH
         made = event_ids is None
-        ids = [self._made_id(head + n) for n in range(1, len(events) + 1)] if made else list(event_ids)  # type: ignore[arg-type]
+        if event_ids is None:
+            ids = [self._made_id(head + n) for n in range(1, len(events) + 1)]
+        else:
+            ids = list(event_ids)
         meta = codec.encode_metadata({**default_metadata(), **(metadata or {})})
         meta_key = self._key(conn, "event_metadata", meta)
         recorded_at = codec.now_ms()
@@ -525,22 +565,34 @@ class PostgresEventStore(EventStore):
         if row is not None:
             self._keys[table][value] = row[0]
             return row[0]  # type: ignore[no-any-return]
+        args: tuple[Any, ...] = (value,)
         if table == "streams":
-            sql, args = "INSERT INTO streams (name, kind) VALUES (%s, %s)", (value, stream_kind(value))
+            sql, args = (
+                "INSERT INTO streams (name, kind) VALUES (%s, %s)",
+                (value, stream_kind(value)),
+            )
         else:
-            sql, args = f"INSERT INTO {table} ({_VALUE[table]}) VALUES (%s)", (value,)
+            sql = f"INSERT INTO {table} ({_VALUE[table]}) VALUES (%s)"
         (key,) = conn.execute(f"{sql} RETURNING {column}", args).fetchone()  # type: ignore[misc]
         pending.append((table, value, key))
         return key  # type: ignore[no-any-return]
 
     def _stored_positions(
-        self, conn: psycopg.Connection[Any], stream_key: int, stream_id: str, event_ids: Sequence[str]
+        self,
+        conn: psycopg.Connection[Any],
+        stream_key: int,
+        stream_id: str,
+        event_ids: Sequence[str],
     ) -> list[int] | None:
         """Positions of a batch already stored (a retried write), or None if it is new."""
         found: dict[str, int] = {}
         streams: set[int] = set()
         for event_id in event_ids:  # an id this store made of a position: that position's
-            if len(event_id) == 32 and _HEX_DIGITS.issuperset(event_id) and event_id.startswith(self._id_prefix):
+            if (
+                len(event_id) == 32
+                and _HEX_DIGITS.issuperset(event_id)
+                and event_id.startswith(self._id_prefix)
+            ):
                 position = int(event_id[16:], 16)
                 row = conn.execute(
                     "SELECT stream_key FROM events WHERE position = %s AND event_id IS NULL",
@@ -582,7 +634,9 @@ class PostgresEventStore(EventStore):
         """The write transaction a redaction's changes are made in."""
         return self.transaction()
 
-    def erase_payload(self, position: int, payload: bytes, original_digest: bytes, redacted_by: int) -> None:
+    def erase_payload(
+        self, position: int, payload: bytes, original_digest: bytes, redacted_by: int
+    ) -> None:
         """Replace the stored payload of the event at ``position``, recording the digest
         its link covers and the ``Redacted`` event at ``redacted_by``; inside ``erasing``."""
         conn = getattr(self._local, "conn", None)
@@ -590,7 +644,8 @@ class PostgresEventStore(EventStore):
             raise StoreError("a payload is erased only inside the redaction's write transaction")
         with self._boundary(f"erase position {position}"):
             conn.execute(
-                "INSERT INTO redactions VALUES (%s, %s, %s)", (redacted_by, position, original_digest)
+                "INSERT INTO redactions VALUES (%s, %s, %s)",
+                (redacted_by, position, original_digest),
             )
             conn.execute("UPDATE events SET payload = %s WHERE position = %s", (payload, position))
 
@@ -614,7 +669,9 @@ class PostgresEventStore(EventStore):
             ).fetchall()
         return list(self._decode_rows(rows))
 
-    def read_stream_raw(self, stream_id: str, after_version: int = 0, limit: int = 1000) -> list[RawEvent]:
+    def read_stream_raw(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RawEvent]:
         """Stored rows of one stream after ``after_version``, undecoded, at most ``limit``."""
         with self._connection() as conn:
             rows = conn.execute(
@@ -662,9 +719,13 @@ class PostgresEventStore(EventStore):
 
     def _decode_rows(self, rows: list[tuple[Any, ...]]) -> Iterator[RecordedEvent]:
         for row in rows:
-            position, stream_key, stream_id, stream_version, event_id, type_key, type_name = row[:7]
+            position, _, stream_id, stream_version, event_id, _, type_name = row[:7]
             version, at, payload, meta_key, metadata = row[7:12]
-            if stream_id is None or type_name is None or (meta_key is not None and metadata is None):
+            if (
+                stream_id is None
+                or type_name is None
+                or (meta_key is not None and metadata is None)
+            ):
                 raise StoreError(
                     f"the event at position {position} names a stream, event type or metadata"
                     " key that is not stored; run `evstore verify`"
