@@ -413,3 +413,21 @@ def test_a_cut_off_tail_is_found_with_the_head_kept_elsewhere(
     head = verify(pg).head_hash
     tampered.execute("DELETE FROM events WHERE position = (SELECT max(position) FROM events)")
     assert not verify(pg, expect_head=head).ok
+
+
+# --- the CLI: init makes the schema and says how to make the role; verify reads it -----------
+
+
+def test_init_makes_the_store_and_prints_the_role_and_verify_reads_it(uri: str) -> None:
+    from typer.testing import CliRunner
+
+    from evstore.cli import app
+
+    made = CliRunner().invoke(app, ["init", "--store", uri])
+    assert made.exit_code == 0, made.output
+    assert "store ready" in made.output and "GRANT SELECT, INSERT ON" in made.output
+    assert "UPDATE" not in made.output.split("GRANT", 1)[1].replace("no UPDATE", "")
+    with open_log(uri, create=False) as log:
+        log.append("run-1", [TagSet(key="a", value="1")])
+    checked = CliRunner().invoke(app, ["verify", "--store", uri])
+    assert checked.exit_code == 0 and checked.output.startswith("ok: 1 events, head 1")

@@ -362,6 +362,11 @@ class PostgresEventStore(EventStore):
         """The storage layout version recorded in the store."""
         return int(self.meta()["format"])
 
+    def meta_database(self) -> tuple[str, str]:
+        """The database and schema the store's tables are in."""
+        with self._connection() as conn:
+            return conn.execute("SELECT current_database(), current_schema()").fetchone()  # type: ignore[return-value]
+
     def meta(self) -> dict[str, str]:
         """The store's own facts: when it was created, its id, its format."""
         with self._connection() as conn:
