@@ -203,6 +203,46 @@ def test_four_writers_and_a_catching_up_reader_see_every_position_once_in_order(
     assert report.events == total
 
 
+def test_threads_sharing_one_store_append_on_their_own_connections(pg: EventStore) -> None:
+    import threading
+
+    barrier = threading.Barrier(4, timeout=60)
+    failures: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            barrier.wait()
+            for n in range(25):
+                with pg.transaction():  # two appends of one thread join its transaction
+                    pg.append(f"t-{worker}", [TagSet(key=f"{n}", value="a")])
+                    pg.append("shared", [TagSet(key=f"{worker}-{n}", value="b")])
+        except BaseException as e:  # reported below, in the test's thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    seen = list(pg.read_all())
+    assert [r.position for r in seen] == list(range(1, 201))
+    # each transaction's two events are next to each other: one transaction, one lock
+    for first, second in zip(seen[::2], seen[1::2]):
+        assert first.stream_id.startswith("t-") and second.stream_id == "shared"
+        assert second.event.key.startswith(first.stream_id[2:] + "-")  # type: ignore[union-attr]
+    assert verify(pg).ok
+
+
+def test_a_read_is_one_snapshot(pg: EventStore) -> None:
+    pg.append("run-1", [TagSet(key="a", value="1")])
+    with pg.reading() as conn:
+        before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        pg.append("run-1", [TagSet(key="b", value="2")])  # another connection commits
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == before == 1
+    assert pg.head_position() == 2
+
+
 # --- a writer's connection killed in the middle of its transaction ---------------------------
 
 
@@ -224,7 +264,7 @@ def test_a_connection_killed_mid_transaction_leaves_nothing_and_a_retry_stores_o
         killed.append(pid)
 
     pg.append_hooks.append(kill_my_connection)
-    with pytest.raises(StoreError, match="connection failed.*rolled back"):
+    with pytest.raises(StoreError, match="connection failed.*rolled back.*stores it once"):
         pg.append("run-1", batch, event_ids=ids)
     assert killed
     pg.append_hooks.clear()

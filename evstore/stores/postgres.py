@@ -45,7 +45,9 @@ crash of this process or of the server; what survives a power loss is the server
 
 Driver errors become evstore errors here (``evstore.errors``): a refused change is
 ``AppendOnlyViolation``, a server that does not answer or a connection cut mid-write is
-``StoreError`` (the transaction is rolled back by the server), a value PostgreSQL cannot
+``StoreError`` (the server rolls the transaction back; only a connection lost after
+its COMMIT was sent leaves the outcome unknown, and a retry with the same event ids
+then stores it once either way), a value PostgreSQL cannot
 hold (a NUL character in a text) is ``InvalidParameterValue``.
 """
 
@@ -396,8 +398,9 @@ class PostgresEventStore(EventStore):
             return StoreError(f"{self.where} is open read-only: it cannot be written")
         if isinstance(e, psycopg.OperationalError):
             return StoreError(
-                f"{self.where}: {doing}: the connection failed ({message}); a write that was"
-                " in progress was rolled back by the server, and retrying it stores it once"
+                f"{self.where}: {doing}: the connection failed ({message}); a write in"
+                " progress was rolled back (or committed, if its COMMIT had reached the"
+                " server): retrying it with the same event ids stores it once"
             )
         return StoreError(f"{self.where}: {doing}: {message}")
 
