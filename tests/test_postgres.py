@@ -205,26 +205,20 @@ def test_four_writers_and_a_catching_up_reader_see_every_position_once_in_order(
 
 def test_threads_sharing_one_store_append_on_their_own_connections(pg: EventStore) -> None:
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     barrier = threading.Barrier(4, timeout=60)
-    failures: list[BaseException] = []
 
     def write(worker: int) -> None:
-        try:
-            barrier.wait()
-            for n in range(25):
-                with pg.transaction():  # two appends of one thread join its transaction
-                    pg.append(f"t-{worker}", [TagSet(key=f"{n}", value="a")])
-                    pg.append("shared", [TagSet(key=f"{worker}-{n}", value="b")])
-        except BaseException as e:  # reported below, in the test's thread
-            failures.append(e)
+        barrier.wait()
+        for n in range(25):
+            with pg.transaction():  # two appends of one thread join its transaction
+                pg.append(f"t-{worker}", [TagSet(key=f"{n}", value="a")])
+                pg.append("shared", [TagSet(key=f"{worker}-{n}", value="b")])
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert not failures, failures
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(write, worker) for worker in range(4)]:
+            done.result(120)  # raises what the thread raised
     seen = list(pg.read_all())
     assert [r.position for r in seen] == list(range(1, 201))
     # each transaction's two events are next to each other: one transaction, one lock
