@@ -62,6 +62,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from evstore import codec
@@ -224,11 +225,15 @@ def least_privilege_sql(role: str, database: str, schema: str = "public") -> lis
 
 def redacted_uri(uri: str) -> str:
     """The URI without its password, for messages."""
-    parts = urlsplit(uri)
-    if parts.password is None:
+    try:
+        parts = urlsplit(uri)
+        password, port = parts.password, parts.port
+    except ValueError as e:
+        raise InvalidParameterValue(f"the PostgreSQL store URI does not parse: {e}") from None
+    if password is None:
         return uri
     host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{parts.username}:***@{host}" + (f":{port}" if port else "")
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -262,8 +267,12 @@ class PostgresEventStore(EventStore):
         }
         self._pool: ConnectionPool | None = None
         with self._boundary("cannot open the store"):
+            # a server that does not answer is an error within 30 s, unless the URI says
+            wait: dict[str, Any] = (
+                {} if "connect_timeout" in conninfo_to_dict(uri) else {"connect_timeout": 30}
+            )
             try:
-                first = psycopg.connect(uri, autocommit=True, connect_timeout=30)
+                first = psycopg.connect(uri, autocommit=True, **wait)
             except psycopg.OperationalError as e:
                 raise StoreError(f"cannot connect to {self.where}: {_first_line(e)}") from e
             with first:
