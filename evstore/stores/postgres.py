@@ -550,8 +550,11 @@ class PostgresEventStore(EventStore):
                  None if len(events) == 1 else commit_id, payload, previous)
             )  # fmt: skip
         conn.execute(_INSERT_COMMIT, (commit_id, recorded_at, meta_key, FORM))
-        with conn.cursor() as cursor:
-            cursor.executemany(_INSERT, rows)
+        if len(rows) == 1:  # executemany's pipeline costs a single row a round trip
+            conn.execute(_INSERT, rows[0])
+        else:
+            with conn.cursor() as cursor:
+                cursor.executemany(_INSERT, rows)
         positions = list(range(head + 1, head + 1 + len(rows)))
         if self.append_hooks:
             recorded = [
