@@ -86,12 +86,25 @@ def _options(
     pass
 
 
-def _open_log(store: str, *, create: bool = False) -> Any:
-    """The log at ``store``; a read never creates one (a typo is an error, not a new file)."""
-    from evstore.stores import open_log, sqlite_path
+def _open_log(store: str, *, create: bool = False, log_only: bool = False) -> Any:
+    """The log at ``store``; a read never creates one (a typo is an error, not a new file).
+    ``log_only``: the command needs the log contract alone, so PostgreSQL serves too."""
+    from evstore.stores import is_postgres_uri, open_log, sqlite_path
 
-    _opened.append(sqlite_path(store))
+    _opened.append(store if log_only and is_postgres_uri(store) else sqlite_path(store))
     return open_log(store, create=create)
+
+
+def _init_postgres(store: str) -> None:
+    from evstore.stores.postgres import least_privilege_sql
+
+    with _open_log(store, create=True, log_only=True) as log:
+        typer.echo(f"store ready: {log.where} (format {log.format_version()}; the event log"
+                   " only: read models, the tracking API and the server run on SQLite so far)")  # fmt: skip
+        database = log.meta_database()
+    typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log:")
+    for statement in least_privilege_sql("evstore_app", *database):
+        typer.echo(f"  {statement};")
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
@@ -126,12 +139,17 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 @app.command()
 def init(store: Store = DEFAULT_STORE) -> None:
     """Create a store, its read models and the Default experiment (reads never create one).
+    On PostgreSQL: the event log's tables, and the SQL of a role that may only append.
 
     Example: evstore init --store sqlite:///runs.db
     """
+    from evstore.stores import is_postgres_uri
     from evstore.tracking.service import TrackingService
 
     _opened.append(store)
+    if is_postgres_uri(store):
+        _init_postgres(store)
+        return
     service = TrackingService(store)
     service.ensure_default_experiment()
     log = service.store
@@ -179,7 +197,7 @@ def log(
 
     _check_range("--after", after, 0, INT64_MAX)
     _check_range("--limit", limit, 0, INT64_MAX)
-    lines = event_lines(_open_log(store), stream=stream, types=type_, after=after, limit=limit)
+    lines = event_lines(_open_log(store, log_only=True), stream=stream, types=type_, after=after, limit=limit)
     if fmt == "json":
         for line in lines:
             typer.echo(json.dumps(line, ensure_ascii=False))
@@ -218,7 +236,7 @@ def verify(
     """
     from evstore.integrity import verify as verify_log
 
-    log = _open_log(store)
+    log = _open_log(store, log_only=True)
     held = None
     if checkpoint is not None or public_key is not None:
         held = _verify_checkpoint(log, checkpoint, public_key)

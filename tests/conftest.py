@@ -1,10 +1,20 @@
 """Fixtures shared by the whole suite: a temp store path, the log over every backend, and a
-Client over a fresh store (with a run), closed afterwards."""
+Client over a fresh store (with a run), closed afterwards.
+
+PostgreSQL: the tests use ``$EVSTORE_TEST_POSTGRES_URL``, else
+postgresql://postgres@127.0.0.1:5432/test, to create a database of their own (one per
+test run, per xdist worker) that they drop at the end; each store gets a schema of its
+own in it. Where no server answers, the PostgreSQL tests skip, all with one reason;
+under ``CI=true`` that is a failure instead: CI never goes green without them.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +33,12 @@ settings.register_profile("evstore", deadline=None)
 settings.load_profile("evstore")
 
 #: Every backend the log contract runs against. A new backend adds its name here and a
-#: branch in ``backend_uri``; the contract and crash tests then run against it unchanged,
+#: branch in ``store_uri``; the contract and crash tests then run against it unchanged,
 #: and the append-only and durability tests ask for its raw tables and settings.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+POSTGRES_URL = os.environ.get(
+    "EVSTORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -35,25 +48,93 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def log(request: pytest.FixtureRequest, db_path: Path) -> Iterator[EventStore]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn (a test may parametrize ``backend`` itself instead)."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def store_uri(backend: str, request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The URI ``open_log`` takes for a new, empty store of ``backend``, also from another
+    process: SQLite's temp file, or a fresh schema of the run's PostgreSQL database."""
+    if backend == "sqlite":
+        return str(db_path)
+    if backend == "postgres":
+        database: PostgresDatabase = request.getfixturevalue("postgres_database")
+        return database.new_store_uri()
+    raise ValueError(f"no such backend in the test suite: {backend}")
+
+
+@pytest.fixture
+def log(store_uri: str) -> Iterator[EventStore]:
     """An empty event log, once per backend."""
-    store = _open_backend(request.param, db_path)
+    store = open_log(store_uri)
     try:
         yield store
     finally:
         store.close()
 
 
-def backend_uri(backend: str, db_path: Path) -> str:
-    """The URI ``open_log`` takes for a store of ``backend`` (SQLite: the temp file), also
-    from another process."""
-    if backend == "sqlite":
-        return str(db_path)
-    raise ValueError(f"no such backend in the test suite: {backend}")
+class PostgresDatabase:
+    """The test run's own database: a schema in it per store."""
+
+    def __init__(self, admin: Any, url: str) -> None:
+        self.admin, self.url = admin, url
+        self._numbers = itertools.count(1)
+
+    def new_store_uri(self) -> str:
+        """A URI whose connections make and find their tables in a new, empty schema."""
+        schema = f"store_{next(self._numbers)}"
+        self.admin.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in self.url else "?"
+        return f"{self.url}{separator}options=-csearch_path%3D{schema}"
+
+    def connect(self) -> Any:
+        """A plain psycopg connection to the database, in autocommit mode."""
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
 
 
-def _open_backend(backend: str, db_path: Path) -> EventStore:
-    return open_log(backend_uri(backend, db_path))
+def _postgres_unavailable(why: str) -> None:
+    reason = f"PostgreSQL tests need a server: {why} (set EVSTORE_TEST_POSTGRES_URL)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true they may not be skipped", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_database(worker_id: str) -> Iterator[PostgresDatabase]:
+    """A database made for this test run (this xdist worker), dropped at the end."""
+    try:
+        import psycopg
+        from psycopg import sql
+    except ImportError:
+        _postgres_unavailable("psycopg is not installed (pip install -e '.[test]')")
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        server = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        _postgres_unavailable(f"none answers at {POSTGRES_URL} ({str(e).strip().splitlines()[0]})")
+    name = f"evstore_test_{worker_id}_{uuid.uuid4().hex[:12]}"
+    with server:
+        server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            url = _with_database(POSTGRES_URL, name)
+            assert conninfo_to_dict(make_conninfo(url))["dbname"] == name
+            with psycopg.connect(url, autocommit=True) as admin:
+                yield PostgresDatabase(admin, url)
+        finally:
+            server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _with_database(url: str, name: str) -> str:
+    """The URL naming database ``name`` instead of its own."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def close_cached_stores(directory: Path) -> None:

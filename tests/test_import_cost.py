@@ -10,7 +10,7 @@ import pytest
 
 HEAVY = [
     "pyarrow", "typer", "click", "rich", "starlette", "uvicorn", "sqlite_utils", "pandas", "numpy",
-    "cryptography",
+    "cryptography", "psycopg", "psycopg_pool",
 ]
 
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS, backend_uri
+from conftest import BACKENDS
 from waiting import PATIENCE, wait_until
 
 from evstore.events import TagSet
@@ -155,9 +155,9 @@ def kill_inside_an_append(
 @pytest.mark.parametrize("durability", ["normal", "full"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_writer_killed_inside_an_append_loses_no_returned_append(
-    backend: str, durability: str, db_path: Path, tmp_path: Path
+    backend: str, durability: str, store_uri: str, tmp_path: Path
 ) -> None:
-    uri = backend_uri(backend, db_path)
+    uri = store_uri
     open_log(uri).close()
     kept: dict[str, int] = {}  # event id -> position, of every event the store must keep
     for number, where in enumerate(ROUNDS):

@@ -45,3 +45,17 @@ def test_the_example_runs_twice_in_an_empty_folder(tmp_path: Path) -> None:
         assert done.returncode == 0, f"run {attempt}:\n{done.stderr}"
         assert done.stdout.count("adam") == attempt  # one row per run so far
     assert (tmp_path / "evstore.db").exists()
+
+
+def test_the_postgres_role_sql_is_the_sql_evstore_init_prints() -> None:
+    from evstore.stores import postgres
+    from evstore.stores.postgres import least_privilege_sql
+
+    def statements(text: str) -> list[str]:
+        return [" ".join(s.split()) for s in text.replace('"', "").split(";") if s.strip()]
+
+    printed = [s.replace("public.", "") for s in statements(";".join(least_privilege_sql("evstore_app", "evstore")))]
+    (readme,) = fenced(section("Guarantees").split("### PostgreSQL", 1)[1], "sql")
+    docstring = (postgres.__doc__ or "").split("::", 1)[1].split("\n\n")[1]
+    assert statements(readme) == printed
+    assert statements(docstring) == printed
