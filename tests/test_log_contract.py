@@ -8,6 +8,7 @@ one file) live in their own modules.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import types
 import uuid
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 import evstore
 from evstore.codec import now_ms
 from evstore.errors import ConcurrencyError, EventIdConflict, InvalidParameterValue
-from evstore.events import Event, MetricPoint, MetricsLogged, RunRenamed, TagSet
+from evstore.events import Event, MetricPoint, MetricsLogged, RunRenamed, TagDeleted, TagSet
 from evstore.stores import ANY, NO_STREAM, EventStore, RecordedEvent, open_log
 
 
@@ -38,6 +39,11 @@ def ids(count: int) -> list[str]:
 def positions_of(log: EventStore) -> list[int]:
     """Every stored position, in the order read_all yields them."""
     return [recorded.position for recorded in log.read_all()]
+
+
+def refused(error: type[Exception], message: str) -> Any:
+    """``pytest.raises`` for ``error`` with exactly ``message``: what the writer is told."""
+    return pytest.raises(error, match=f"^{re.escape(message)}$")
 
 
 # --- an empty store ------------------------------------------------------------------
@@ -165,7 +171,8 @@ def test_expected_version_mismatch_raises_and_stores_nothing(
     log: EventStore, expected: int
 ) -> None:
     log.append("run-1", tags("a", "b"))
-    with pytest.raises(ConcurrencyError, match="run-1"):
+    message = f"stream run-1 is at version 2, expected {expected}: another writer appended first"
+    with refused(ConcurrencyError, message):
         log.append("run-1", tags("c", "d"), expected_version=expected)
     assert log.head_position() == 2
     assert log.stream_version("run-1") == 2
@@ -230,14 +237,18 @@ def test_a_batch_reusing_some_event_ids_raises_and_stores_nothing(log: EventStor
     stored_ids = ids(2)
     log.append("run-1", tags("a", "b"), event_ids=stored_ids)
     [new_id] = ids(1)
-    with pytest.raises(EventIdConflict):
+    message = (
+        "1 of 2 event ids in this batch are already stored;"
+        " a retried write must resend the whole batch with the same ids"
+    )
+    with refused(EventIdConflict, message):
         log.append("run-1", tags("b", "c"), event_ids=[stored_ids[1], new_id])
     assert log.head_position() == 2
     assert new_id not in {r.event_id for r in log.read_all()}
 
 
 def test_event_ids_must_match_the_events(log: EventStore) -> None:
-    with pytest.raises(InvalidParameterValue):
+    with refused(InvalidParameterValue, "event_ids must name one id per event"):
         log.append("run-1", tags("a", "b"), event_ids=ids(1))
     assert log.head_position() == 0
 
@@ -400,8 +411,55 @@ def test_a_failing_transaction_rolls_back_every_append(log: EventStore) -> None:
     assert log.stream_version("run-2") == 0
 
 
+def test_an_append_joining_a_transaction_keeps_its_expected_version_ids_and_metadata(
+    log: EventStore,
+) -> None:
+    log.append("run-1", tags("a"))
+    [event_id] = ids(1)
+    with log.transaction():
+        log.append("run-1", tags("b"), expected_version=1, event_ids=[event_id],
+                   metadata={"user": "alice"})  # fmt: skip
+        stale = "stream run-1 is at version 2, expected 1: another writer appended first"
+        with refused(ConcurrencyError, stale):
+            log.append("run-1", tags("c"), expected_version=1)
+    [first, second] = log.read_stream("run-1")
+    assert (second.event, second.event_id, second.metadata["user"]) == (*tags("b"), event_id, "alice")
+    assert first.event_id != event_id
+
+
+def test_new_names_of_every_kind_in_one_transaction_keep_apart(log: EventStore) -> None:
+    # Stream names, event types and metadata first stored in one transaction are not
+    # yet committed; each must still get its own key, even a stream named like a type.
+    log.append("run-0", [RunRenamed(run_name="x"), *tags("a")])
+    metric = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5)])
+    with log.transaction():
+        log.append("MetricsLogged", [metric], metadata={"user": "bob"})
+        log.append("run-1", [TagDeleted(key="a")], metadata={"user": "carol"})
+    assert [(r.stream_id, r.stream_version, r.event, r.metadata["user"]) for r in log.read_all()][2:] == [
+        ("MetricsLogged", 1, metric, "bob"), ("run-1", 1, TagDeleted(key="a"), "carol"),
+    ]  # fmt: skip
+
+
+def test_names_first_stored_by_a_rolled_back_transaction_are_forgotten(log: EventStore) -> None:
+    # A read inside the write sees its new stream and type; after the rollback their
+    # keys are free again and go to the next new names. Both the names rolled back and
+    # the names that took their keys must read and write as themselves.
+    log.append("run-1", tags("a"))
+    with pytest.raises(RuntimeError), log.transaction():
+        log.append("ghost", [RunRenamed(run_name="x")])
+        assert [r.stream_id for r in log.read_stream("ghost")] == ["ghost"]
+        raise RuntimeError("abort")
+    assert log.read_stream("ghost") == []
+    metric = MetricsLogged(points=[MetricPoint("m", 1.0, 0, 5)])
+    log.append("run-2", [metric])
+    log.append("ghost", [RunRenamed(run_name="y")])
+    assert [(r.stream_id, r.stream_version, r.event) for r in log.read_all()] == [
+        ("run-1", 1, *tags("a")), ("run-2", 1, metric), ("ghost", 1, RunRenamed(run_name="y")),
+    ]  # fmt: skip
+
+
 def test_an_event_id_twice_in_one_batch_is_refused(log: EventStore) -> None:
-    with pytest.raises(EventIdConflict, match="appears twice"):
+    with refused(EventIdConflict, "an event id appears twice in one batch"):
         log.append("r1", [TagSet(key="a", value="1"), TagSet(key="b", value="2")], event_ids=["x", "x"])
     assert log.head_position() == 0
 
@@ -412,6 +470,31 @@ def test_stored_ids_resent_to_another_stream_are_refused(log: EventStore) -> Non
         log.append("r2", [TagSet(key="a", value="1")], event_ids=["y"])
     assert log.read_stream("r2") == []
     assert log.head_position() == 1
+
+
+def test_ids_another_writer_stored_in_other_streams_are_refused_naming_them(
+    log: EventStore,
+) -> None:
+    first, second = ids(2)
+    with open_log(log.uri) as other:
+        other.append("r1", tags("a"), event_ids=[first])
+        other.append("r3", tags("b"), event_ids=[second])
+    message = (
+        "event ids of this batch are stored in stream r1, r3, not r2:"
+        " ids must be unique across the whole log"
+    )
+    with refused(EventIdConflict, message):
+        log.append("r2", tags("a", "b"), event_ids=[first, second])
+    assert log.head_position() == 2
+
+
+def test_a_retried_batch_longer_than_one_id_lookup_returns_its_positions(log: EventStore) -> None:
+    # The store looks stored ids up some hundreds at a time: every part must be found.
+    batch_ids = ids(1001)
+    batch = tags(*(f"k{i}" for i in range(1001)))
+    first = log.append("run-1", batch, event_ids=batch_ids)
+    assert log.append("run-1", batch, event_ids=batch_ids) == first == list(range(1, 1002))
+    assert log.head_position() == 1001
 
 
 # --- nothing is stored that the log could not read back ---------------------------------
@@ -488,6 +571,10 @@ def test_ids_made_for_events_appended_without_one_are_unique_hex_and_found_again
     assert log.head_position() == 4
     # an id of that form naming no stored event is refused, not stored
     other = format(int(ids[3], 16) + 10, "032x")
-    with pytest.raises(EventIdConflict):
+    message = (
+        f"event id {other} is of the form this store gives events appended without an id,"
+        " and no such event is stored: choose another id"
+    )
+    with refused(EventIdConflict, message):
         log.append("run-1", [TagSet(key="z", value="v")], event_ids=[other])
     assert log.head_position() == 4

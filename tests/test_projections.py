@@ -250,6 +250,48 @@ def test_identical_points_are_kept_once_in_the_tail_and_in_chunks(
     assert sent == 11
 
 
+def test_a_repeat_of_the_newest_point_is_dropped_wherever_the_series_holds_it(
+    runner: ProjectionRunner, small_chunks: int
+) -> None:
+    store = runner.store
+    store.append(RUN_A, [started()])
+
+    def log(*timestamps: int, key: str = "m") -> None:
+        store.append(RUN_A, [MetricsLogged(points=[MetricPoint(key, 1.0, t, t) for t in timestamps])])
+
+    # The newest point is in the tail: its repeat, logged alone, is dropped.
+    log(2)
+    log(2)
+    # Three more fill the tail into a chunk: a repeat of the chunk's newest is dropped.
+    log(3, 4, 5)
+    log(5)
+    assert rows(runner, "SELECT count(*) FROM metric_tail") == [(0,)]
+    # Two new points in one event, then two events in one append (which fill a chunk):
+    # every point is kept, and the series row counts both chunks.
+    log(6, 7)
+    store.append(RUN_A, [MetricsLogged(points=[MetricPoint("m", 1.0, t, t)]) for t in (8, 9)])
+    assert rows(runner, "SELECT * FROM metric_series") == [(1, RUN_A, "m", 2, 2, 9)]
+    # Repeats within one batch of a new series are dropped too, the first kept.
+    log(5, 5, key="n")
+    log(5, 5, 6, key="o")
+    assert [p[1:4] for p in history_points(store)] == [
+        *[("m", t, t) for t in range(2, 10)], ("n", 5, 5), ("o", 5, 5), ("o", 6, 6),
+    ]  # fmt: skip
+
+
+def test_a_run_with_hundreds_of_metric_keys_finds_every_series_again(
+    runner: ProjectionRunner,
+) -> None:
+    # The series of an append are looked up some hundreds of keys at a time.
+    store = runner.store
+    store.append(RUN_A, [started()])
+    keys = [f"k{i:03}" for i in range(300)]
+    for timestamp in (1, 2):
+        store.append(RUN_A, [MetricsLogged(points=[MetricPoint(k, 0.5, 0, timestamp) for k in keys])])
+    assert rows(runner, "SELECT count(*) FROM metric_series") == [(300,)]
+    assert [p[1:4] for p in history_points(store)] == [(k, 0, t) for k in keys for t in (1, 2)]
+
+
 @pytest.mark.parametrize(
     ("points", "latest"),
     [

@@ -632,6 +632,13 @@ def test_the_plan_follows_the_fewest_runs_to_visit(tmp_path: Path) -> None:
     # Nothing under OR or IS NULL can drive.
     assert chosen("params.rare = 'y' OR params.p = 'x'", "1") == 0
     assert chosen("params.rare IS NULL", "1") == 0
+    # A driving plan looks its runs up by id from its driver's rows, wherever the driver
+    # sits in the AND (SQLite's query plan read back); the walk does not.
+    compiled = compile_search("params.p = 'x' AND params.rare = 'y'", experiment_ids=["1"])
+    for index, sql in enumerate(compiled.plans):
+        steps = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", compiled.params)]
+        looked_up = any(step.startswith("SEARCH r ") and "(run_id=?)" in step for step in steps)
+        assert looked_up == (index > 0), (sql, steps)
     conn.close()
 
 

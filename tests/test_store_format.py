@@ -193,3 +193,17 @@ def test_a_new_store_takes_the_small_page_size_and_an_old_one_keeps_its_own(
         log.append("s", [ParamsLogged(params={"a": "1"})])
         assert verify(log).ok
     assert _page_size(old) == before
+
+
+def test_a_lone_event_stores_no_commit_id_and_a_batch_stores_its_last_position(
+    tmp_path: Path,
+) -> None:
+    # Format 5: an append of one event is its own commit (NULL, read as its position);
+    # every event of a larger append names the commit by the batch's last position.
+    path = tmp_path / "s.db"
+    with open_log(path) as log:
+        log.append("s", [ParamsLogged(params={"a": "1"})])
+        log.append("s", [ParamsLogged(params={"b": "2"}), ParamsLogged(params={"c": "3"})])
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        rows = connection.execute("SELECT position, commit_id FROM events ORDER BY position")
+        assert rows.fetchall() == [(1, None), (2, 3), (3, 3)]

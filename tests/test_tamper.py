@@ -14,6 +14,7 @@ time and metadata of the append it came in, and the canonical form of its link),
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from evstore.codec import encode, encode_metadata
+from evstore.errors import StoreError
 from evstore.events import MetricPoint, MetricsLogged, ParamsLogged, RunRenamed, TagSet
 from evstore.integrity import VerifyReport, verify
 from evstore.stores import open_log
@@ -330,6 +332,16 @@ def test_a_forged_metric_is_readable_until_verify_finds_it(
         TAMPERED,
         "hash mismatch: the event or one before it was altered",
     )
+
+
+def test_a_read_of_an_event_whose_stream_key_names_nothing_points_to_verify(
+    store: Path, attacker: sqlite3.Connection
+) -> None:
+    drop_triggers(attacker)
+    edit(attacker, "stream_key", 99)
+    message = "an event names stream key 99, which is not stored; run `evstore verify`"
+    with open_log(store) as log, pytest.raises(StoreError, match=f"^{re.escape(message)}$"):
+        list(log.read_all())
 
 
 def test_a_deleted_middle_event_is_found(store: Path, attacker: sqlite3.Connection) -> None:
