@@ -116,7 +116,7 @@ def test_users_add_keeps_only_a_digest_and_prints_the_token_last(tmp_path: Path)
 def test_every_request_needs_a_user_once_there_are_users(server: Any) -> None:
     assert httpx.get(server.url + "/health").status_code == 200
     for method, path in [("GET", f"{API}/experiments/search?max_results=5"), ("GET", "/api/evstore/info"),
-                         ("POST", f"{API}/experiments/create"), ("GET", "/experiments"),
+                         ("POST", f"{API}/experiments/create"), ("GET", "/ui/api/experiments"),
                          ("GET", "/get-artifact?path=x&run_uuid=" + "a" * 32)]:  # fmt: skip
         for headers in [{}, {"Authorization": "Bearer nope"}, basic("alice", server.tokens["bob"]),
                         basic("nobody", server.tokens["bob"]), {"Authorization": "Basic %%%"}]:  # fmt: skip
@@ -203,3 +203,21 @@ def test_the_shared_token_keeps_working_beside_users(tmp_path: Path) -> None:
     finally:
         running.stop()
         close_cached_stores(tmp_path)
+
+
+def test_the_ui_signs_a_user_in_once_and_their_session_ends_with_their_token(server: Any) -> None:
+    page = httpx.get(server.url + "/experiments")
+    assert page.status_code == 303 and page.headers["location"].startswith("/ui/signin")
+    wrong = httpx.post(server.url + "/ui/signin", data={"token": "evs_nope", "next": "/experiments"})
+    assert wrong.status_code == 401 and "evstore_session" not in wrong.headers.get("set-cookie", "")
+    signed = httpx.post(server.url + "/ui/signin", data={"token": server.tokens["bob"], "next": "/experiments"})
+    assert signed.status_code == 303
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and server.tokens["bob"] not in cookie
+    session = {"Cookie": cookie.split(";", 1)[0]}
+    assert httpx.get(server.url + "/ui/api/experiments", headers=session).status_code == 200
+    assert httpx.get(server.url + "/experiments", headers=session).status_code == 200
+    forged = {"Cookie": session["Cookie"].replace("u.bob.", "u.alice.")}
+    assert httpx.get(server.url + "/ui/api/experiments", headers=forged).status_code == 401
+    assert cli("users", "rotate", "bob", store=server.store).returncode == 0
+    assert httpx.get(server.url + "/ui/api/experiments", headers=session).status_code == 401

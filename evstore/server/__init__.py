@@ -89,6 +89,7 @@ def create_app(settings: ServerSettings) -> Any:
     guard = Guard(directory, settings.default_permission)
     checked = {key: (schema, guard.wrap(key[1], handler)) for key, (schema, handler) in ENDPOINTS.items()}
     auth_api = auth_endpoints(guard)
+    sessions = ui.Sessions(settings.auth_token, directory)
     checkpoints = None
     if settings.checkpoint_every:
         from evstore.checkpoint import CheckpointWriter
@@ -202,13 +203,13 @@ def create_app(settings: ServerSettings) -> Any:
             Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history, "run")),
             Route("/api/evstore/verify", evstore_route(evstore_api.verify, "admin")),
             Route("/api/evstore/info", evstore_route(evstore_api.info)),
-            *ui.routes(client, store, settings.auth_token, hidden, guarded),
+            *ui.routes(client, store, settings.auth_token, hidden, guarded, sessions, lambda: auth_required()),
             Route("/{path:path}", fallback, methods=_ALL_METHODS),
         ],
         lifespan=lifespan,
     )
     guarded_app, auth_required = authentication(ui_permission(app, guard), directory, settings.auth_token)
-    with_ui = ui.ui_gate(app, guarded_app, settings.auth_token, auth_required)
+    with_ui = ui.ui_gate(ui_permission(app, guard), guarded_app, sessions, auth_required)
     hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
     return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 

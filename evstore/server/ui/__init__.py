@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from evstore.identity import set_acting
+
 STATIC_DIRECTORY = os.path.join(os.path.dirname(__file__), "static")
 STATIC_PREFIX = "/ui/static"
 API_PREFIX = "/ui/api"
@@ -53,6 +55,45 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"evstore ui session", hashlib.sha256).hexdigest()
 
 
+class Sessions:
+    """Who a UI session cookie stands for: the shared ``--auth-token``, or a user.
+
+    A user's cookie is their name and an HMAC, under a secret of this server process, of
+    their name and their token's digest: it holds no secret, a rotated or disabled token
+    ends the session at once, and a restart signs everyone out.
+    """
+
+    def __init__(self, token: str | None, directory: Any = None) -> None:
+        import secrets
+
+        self._shared = session_value(token) if token else None
+        self._directory = directory
+        self._secret = secrets.token_bytes(32)
+
+    def _mac(self, name: str, digest: str) -> str:
+        return hmac.new(self._secret, f"{name}\0{digest}".encode(), hashlib.sha256).hexdigest()
+
+    def sign_in(self, sent: str, token: str | None) -> str | None:
+        """The cookie for a token typed into the sign-in page, or None if it is no one's."""
+        if token is not None and hmac.compare_digest(sent.encode(), token.encode()):
+            return self._shared
+        user = self._directory.bearer(sent.encode()) if self._directory is not None and sent else None
+        return None if user is None else f"u.{user.name}.{self._mac(user.name, user.token_sha256)}"
+
+    def who(self, cookie: str) -> tuple[bool, str | None]:
+        """(whether the cookie is a live session, the user it stands for: None for the shared token)."""
+        if self._shared is not None and hmac.compare_digest(cookie.encode("latin-1"), self._shared.encode()):
+            return True, None
+        kind, _, rest = cookie.partition(".")
+        name, _, mac = rest.rpartition(".")
+        if kind != "u" or not name or self._directory is None:
+            return False, None
+        user = self._directory.user(name)
+        if user is None or user.disabled:
+            return False, None
+        return hmac.compare_digest(mac.encode("latin-1"), self._mac(name, user.token_sha256).encode()), name
+
+
 def is_page(path: str) -> bool:
     """Whether ``path`` is one of the UI's pages (not its API, assets or sign-in)."""
     return path == "/" or any(path == p.rstrip("/") or path.startswith(p) for p in _PAGE_PREFIXES)
@@ -78,17 +119,16 @@ def _cookie(scope: dict[str, Any]) -> str | None:
 
 
 def ui_gate(
-    app: Any, api_app: Any, token: str | None, auth_required: Callable[[], bool] = lambda: False
+    app: Any, api_app: Any, sessions: Sessions, auth_required: Callable[[], bool] = lambda: False
 ) -> Any:
     """Route UI requests around the bearer check when a session cookie vouches for them.
 
     ``app`` is the app without the bearer check, ``api_app`` the same app behind it. UI
     responses get the security headers. Without a token everything goes to ``api_app``.
-    Once the store has users (``auth_required`` says so, without a shared token), UI
-    requests go to ``api_app`` too: the browser asks for a user's name and token (HTTP
-    Basic) and sends them with every request.
+    Once the store has users (``auth_required`` says so), the sign-in page takes a user's
+    token too, and their session acts as them (``evstore.identity``); ``app`` must then
+    check what they may read (``permissions.ui_permission``).
     """
-    session = session_value(token).encode() if token else None
 
     async def gate(scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -102,18 +142,18 @@ def ui_gate(
                 message["headers"] = list(message["headers"]) + _UI_HEADERS
             await send(message)
 
-        if session is None and auth_required():
-            await api_app(scope, receive, with_headers)
-            return
-        if session is None or _public(path):
+        if _public(path) or not auth_required():
             await app(scope, receive, with_headers)
             return
         cookie = _cookie(scope)
-        if cookie is not None and scope["method"] in ("GET", "HEAD") and hmac.compare_digest(
-            cookie.encode("latin-1"), session
-        ):
-            await app(scope, receive, with_headers)
-            return
+        if cookie is not None and scope["method"] in ("GET", "HEAD"):
+            live, user = sessions.who(cookie)
+            if live:
+                if user is not None:
+                    client = scope.get("client")
+                    set_acting(user, client[0] if client else None)
+                await app(scope, receive, with_headers)
+                return
         has_bearer = any(k == b"authorization" for k, _ in scope["headers"])
         if is_page(path) and not has_bearer:
             query = scope.get("query_string", b"").decode("latin-1")
@@ -153,7 +193,8 @@ _SIGNIN_PAGE = """<!doctype html>
 
 
 def routes(service: Any, gate: Any, token: str | None, hidden: Any,
-           guarded: Callable[[Any], Any]) -> list[Any]:  # fmt: skip
+           guarded: Callable[[Any], Any], sessions: Sessions | None = None,
+           auth_required: Callable[[], bool] = lambda: False) -> list[Any]:  # fmt: skip
     """The UI's Starlette routes: pages, ``/ui/api``, static assets, sign-in."""
     from starlette.requests import Request
     from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -176,13 +217,14 @@ def routes(service: Any, gate: Any, token: str | None, hidden: Any,
         form = parse_qs((await request.body())[:8192].decode("utf-8", "replace"))
         target = safe_next((form.get("next") or [""])[0])
         sent = (form.get("token") or [""])[0]
-        if token is None:
+        if not auth_required():
             return RedirectResponse(target, status_code=303)
-        if not hmac.compare_digest(sent.encode(), token.encode()):
-            return _signin_page(target, "That token is not this server's.", 401)
+        cookie = (sessions or Sessions(token)).sign_in(sent, token)
+        if cookie is None:
+            return _signin_page(target, "That token is not this server's, nor a user's.", 401)
         response = RedirectResponse(target, status_code=303)
         secure = request.url.scheme == "https"
-        response.set_cookie(COOKIE_NAME, session_value(token), httponly=True, samesite="strict",
+        response.set_cookie(COOKIE_NAME, cookie, httponly=True, samesite="strict",
                             secure=secure, path="/")  # fmt: skip
         return response
 
