@@ -840,9 +840,6 @@ def ui(
     serve(ServerSettings(store), host="127.0.0.1", port=port)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 users_app = typer.Typer(
     help="Users who may call `evstore server`, and their tokens; changes are events in the log.\n\n"
@@ -945,3 +942,7 @@ def users_revoke(name: str, experiment_id: str, store: Store = DEFAULT_STORE) ->
     changed = revoke(_users_store(store), name, experiment_id)
     typer.echo(f"revoked {name}'s grant on experiment {experiment_id}" if changed
                else f"{name} held no grant on experiment {experiment_id}; nothing appended")  # fmt: skip
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -15,6 +15,7 @@ request appends carries it, with the client's address, in its commit's metadata.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -62,7 +63,12 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
             await app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        who = principal(sent, users) if sent else None
+        if sent[:6].lower() == b"basic ":
+            # A password check is scrypt (tens of ms): off the event loop, so a flood of
+            # wrong passwords cannot stall every other request.
+            who = await asyncio.to_thread(principal, sent, users)
+        else:
+            who = principal(sent, users) if sent else None
         if who is not None:
             client = scope.get("client")
             set_acting(who, client[0] if client else None)
