@@ -222,3 +222,15 @@ def test_mlflows_basic_auth_client_manages_evstore_users(tmp_path: Path) -> None
     finally:
         server.stop()
         close_cached_stores(tmp_path)
+
+
+def test_a_server_that_authenticates_no_one_manages_no_users(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)
+    try:
+        made = post(server, f"{API}/users/create", {}, {"username": "eve", "password": "pw"})
+        assert (made.status_code, made.json()["error_code"]) == (403, "PERMISSION_DENIED")
+        assert "evstore users add" in made.json()["message"]
+        assert httpx.get(server.url + "/api/evstore/info").status_code == 200  # still open: no user was made
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)

@@ -188,6 +188,9 @@ def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[.
     directory = guard.directory
 
     def admin() -> User | None:
+        if acting() is None:  # a server that asks no one who they are manages no users
+            raise HTTPError(403, "PERMISSION_DENIED", "This server authenticates no one: add the"
+                            " first admin with `evstore users add NAME --admin`, then sign in as them.")
         user = guard.caller()
         if user is not None and not user.admin:
             raise denied()
@@ -207,12 +210,16 @@ def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[.
         return {"user": _user_json(found(req.username))}
 
     def get_user(client: Any, req: UserRequest) -> Any:
+        if acting() is None:
+            admin()
         caller = guard.caller()
         if caller is not None and not caller.admin and caller.name != req.username:
             raise denied()
         return {"user": _user_json(found(req.username))}
 
     def update_password(client: Any, req: UserRequest) -> Any:
+        if acting() is None:
+            admin()
         caller = guard.caller()
         if caller is not None and not caller.admin and caller.name != req.username:
             raise denied()
@@ -236,6 +243,8 @@ def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[.
         return EMPTY_OBJECT
 
     def may_manage(experiment_id: str) -> None:
+        if acting() is None:
+            admin()
         if not guard.may(guard.caller(), experiment_id, users.MANAGE):
             raise denied()
 
