@@ -281,7 +281,7 @@ class Directory:
         self._by_token: dict[str, User] = {}
         self._by_name: dict[str, User] = {}
         #: (name, sha256 of a password) pairs a scrypt check passed, for this version.
-        self._passwords: set[tuple[str, str]] = set()
+        self._passwords: set[tuple[str, str, str]] = set()
 
     def _refresh(self) -> None:
         version = self._store.stream_version(USERS_STREAM)
@@ -329,10 +329,12 @@ class Directory:
             return found
         if not found.password_hash:
             return None
-        if (name, digest) in self._passwords:
+        # Keyed by the stored hash too: a check that began before a password change can
+        # never vouch for the old password after it.
+        if (name, found.password_hash, digest) in self._passwords:
             return found
         if password_matches(password, found.password_hash):
-            self._passwords.add((name, digest))
+            self._passwords.add((name, found.password_hash, digest))
             return found
         return None
 

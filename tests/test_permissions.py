@@ -156,6 +156,14 @@ def test_artifacts_evstore_endpoints_and_the_ui_obey_the_same_rules(tmp_path: Pa
         assert httpx.put(server.url + f"{ARTIFACTS}/{where}/b.txt", headers=bob, content=b"x").status_code == 403
         assert httpx.get(server.url + "/api/evstore/events", headers=bob).status_code == 403
         assert httpx.get(server.url + "/api/evstore/info", headers=bob).status_code == 200
+        # Streams that are not runs (an experiment's, the users') are no run trail to read.
+        for stream in (f"experiment-{experiment}", "users"):
+            assert httpx.get(server.url + f"/api/evstore/runs/{stream}/history", headers=bob).status_code == 404
+            assert httpx.get(server.url + f"/api/evstore/runs/{stream}/history", headers=admin).status_code == 200
+        # A name or run that does not exist is MLflow's 404, whatever the default permission.
+        missing = httpx.get(server.url + f"{API}/experiments/get-by-name", params={"experiment_name": "nope"},
+                            headers=bob)  # fmt: skip
+        assert (missing.status_code, missing.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
     finally:
         server.stop()
         close_cached_stores(tmp_path)

@@ -60,7 +60,6 @@ def create_app(settings: ServerSettings) -> Any:
 
     from evstore import __version__
     from evstore.server import artifacts_api, evstore_api, ui
-    from evstore.server import schemas as s
     from evstore.server._http import (
         HTTPError,
         StoreGate,
@@ -155,8 +154,7 @@ def create_app(settings: ServerSettings) -> Any:
             if rule == "admin":
                 guard.check_admin()
             elif rule == "run":
-                run_id = request.path_params["run_id"]
-                await store.quick(guard.wrap("runs/get", lambda *_: None), client, s.GetRun(run_id=run_id), "")
+                await store.quick(guard.check_run, client, request.path_params["run_id"])
             return json_response(await store.slow(view(client, request)))
 
         return guarded(endpoint)

@@ -27,6 +27,7 @@ from evstore import reads, users
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.identity import acting
 from evstore.server._http import EMPTY_OBJECT, HTTPError, error_response
+from evstore.server.auth import SHARED_TOKEN_PRINCIPAL
 from evstore.users import DELETE, PERMISSIONS, READ, UPDATE, Directory, User, allows
 
 #: Endpoints under /api/2.0/mlflow/ -> (what they need, where the experiment comes from).
@@ -68,9 +69,16 @@ class Guard:
         self.default = default
 
     def caller(self) -> User | None:
-        """The user acting now; None when no check applies (no users, the shared token)."""
+        """The user acting now; None when no check applies (no users, the shared token).
+        A principal no longer in the directory (deleted or disabled while its request
+        waited) is refused, never taken for "no check"."""
         who = acting()
-        return None if who is None else self.directory.user(who[0])
+        if who is None or who[0] == SHARED_TOKEN_PRINCIPAL:
+            return None
+        user = self.directory.user(who[0])
+        if user is None or user.disabled:
+            raise HTTPError(401, "UNAUTHENTICATED", "Invalid credentials.")
+        return user
 
     def may(self, user: User | None, experiment_id: str | None, needed: int) -> bool:
         return allows(user, experiment_id, needed, self.default)
@@ -92,7 +100,10 @@ class Guard:
             rule = RULES.get(path)
             if rule is not None:
                 needed, source = rule
-                if not self.may(user, _experiment_of(client, req, source), needed):
+                experiment_id = _experiment_of(client, req, source)
+                if experiment_id is None:  # no such run or name: the handler's own 404
+                    return handler(client, req, key)
+                if not self.may(user, experiment_id, needed):
                     raise denied()
                 return handler(client, req, key)
             if path == "experiments/create":
@@ -120,6 +131,18 @@ class Guard:
         if not self.may(user, experiment_id, UPDATE if write else READ):
             raise denied()
 
+    def check_run(self, client: Any, run_id: str) -> None:
+        """A run's trail is for those who may read its experiment; a stream that is not a
+        run (an experiment's, the users') is for admins only."""
+        user = self.caller()
+        if user is None or user.admin:
+            return
+        experiment_id = _experiment_of(client, _RunId(run_id), "run")
+        if experiment_id is None:
+            raise ResourceDoesNotExist(f"Run with id={run_id} not found")
+        if not self.may(user, experiment_id, READ):
+            raise denied()
+
     def check_admin(self) -> None:
         """Whole-store endpoints (the event log, verify) are for admins."""
         user = self.caller()
@@ -141,6 +164,10 @@ def ui_permission(app: Any, guard: Guard) -> Any:
         await app(scope, receive, send)
 
     return checked
+
+
+class _RunId(msgspec.Struct):
+    run_id: str
 
 
 def _experiment_of(client: Any, req: Any, source: str) -> str | None:

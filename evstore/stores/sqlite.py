@@ -983,6 +983,7 @@ def _default_metadata_bytes() -> bytes:
     principal (``evstore.identity``) changes."""
     global _default_meta
     who = (os.environ.get("EVSTORE_USER"), acting())
-    if _default_meta is None or _default_meta[0] != who:
-        _default_meta = (who, codec.encode_metadata(default_metadata()))
-    return _default_meta[1]
+    cached = _default_meta  # read once: another thread may replace it meanwhile
+    if cached is None or cached[0] != who:
+        cached = _default_meta = (who, codec.encode_metadata(default_metadata()))
+    return cached[1]

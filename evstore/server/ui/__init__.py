@@ -114,7 +114,7 @@ def _cookie(scope: dict[str, Any]) -> str | None:
             for part in value.decode("latin-1").split(";"):
                 key, _, found = part.strip().partition("=")
                 if key == COOKIE_NAME:
-                    return found
+                    return found.strip('"')  # quoted when it holds a name with @
     return None
 
 
