@@ -278,9 +278,10 @@ class Directory:
         self._store = store
         self._lock = threading.Lock()
         self._version = -1
-        self._by_token: dict[str, User] = {}
-        self._by_name: dict[str, User] = {}
-        #: (name, sha256 of a password) pairs a scrypt check passed, for this version.
+        #: Users by name and enabled users by token digest, replaced together (one
+        #: assignment), so a reader never pairs a new name table with an old token one.
+        self._tables: tuple[dict[str, User], dict[str, User]] = ({}, {})
+        #: (name, password hash, sha256 of a password) a scrypt check passed.
         self._passwords: set[tuple[str, str, str]] = set()
 
     def _refresh(self) -> None:
@@ -289,26 +290,25 @@ class Directory:
             return
         with self._lock:
             version, users = fold(self._store)
-            self._by_name = users
-            self._by_token = {u.token_sha256: u for u in users.values() if not u.disabled}
+            self._tables = (users, {u.token_sha256: u for u in users.values() if not u.disabled})
             self._passwords = set()
             self._version = version
 
     def user(self, name: str) -> User | None:
         """The user named ``name`` as the log says now (disabled ones too), or None."""
         self._refresh()
-        return self._by_name.get(name)
+        return self._tables[0].get(name)
 
     def has_users(self) -> bool:
         """Whether the store has any user (then every request must name one)."""
         self._refresh()
-        return bool(self._by_name)
+        return bool(self._tables[0])
 
     def bearer(self, token: bytes) -> User | None:
         """The enabled user whose token this is, or None."""
         self._refresh()
         digest = token_digest(token)
-        found = self._by_token.get(digest)
+        found = self._tables[1].get(digest)
         # The dict lookup found it by its digest; compare again in constant time anyway.
         if found is None or not hmac.compare_digest(found.token_sha256, digest):
             return None
@@ -321,7 +321,7 @@ class Directory:
         except (binascii.Error, UnicodeDecodeError):
             return None
         self._refresh()
-        found = self._by_name.get(name)
+        found = self._tables[0].get(name)
         if found is None or found.disabled:
             return None
         digest = token_digest(password)

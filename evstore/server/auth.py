@@ -38,9 +38,7 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
     def required() -> bool:
         return shared is not None or directory.has_users()
 
-    def principal(sent: bytes, users: bool) -> str | None:
-        scheme, _, credentials = sent.strip(b" ").partition(b" ")
-        scheme, credentials = scheme.lower(), credentials.strip(b" ")
+    def principal(scheme: bytes, credentials: bytes, users: bool) -> str | None:
         if scheme == b"bearer" and credentials:
             if shared is not None and hmac.compare_digest(credentials, shared):
                 return SHARED_TOKEN_PRINCIPAL
@@ -63,12 +61,14 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
             await app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if sent[:6].lower() == b"basic ":
+        scheme, _, credentials = sent.strip(b" ").partition(b" ")
+        scheme, credentials = scheme.lower(), credentials.strip(b" ")
+        if scheme == b"basic":
             # A password check is scrypt (tens of ms): off the event loop, so a flood of
             # wrong passwords cannot stall every other request.
-            who = await asyncio.to_thread(principal, sent, users)
+            who = await asyncio.to_thread(principal, scheme, credentials, users)
         else:
-            who = principal(sent, users) if sent else None
+            who = principal(scheme, credentials, users)
         if who is not None:
             client = scope.get("client")
             set_acting(who, client[0] if client else None)
