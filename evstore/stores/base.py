@@ -20,6 +20,7 @@ from typing import Any, Self
 import msgspec
 
 from evstore import codec
+from evstore.errors import EventIdConflict, InvalidParameterValue
 from evstore.events import ErasedEvent, Event, UnknownEvent
 from evstore.identity import acting
 
@@ -97,6 +98,17 @@ def _login() -> str:
         return getpass.getuser()
     except (OSError, KeyError, ImportError):  # no login name here (a bare container uid)
         return "unknown"
+
+
+def check_event_ids(events: Sequence[Event], event_ids: Sequence[str] | None) -> None:
+    """The caller's event ids for a batch, before any backend stores it: one per event,
+    none twice."""
+    if event_ids is None:
+        return
+    if len(event_ids) != len(events):
+        raise InvalidParameterValue("event_ids must name one id per event")
+    if len(set(event_ids)) != len(event_ids):
+        raise EventIdConflict("an event id appears twice in one batch")
 
 
 #: Called inside the append transaction with the backend's connection and the new events.

@@ -76,7 +76,14 @@ from evstore.errors import (
     UndecodableEvent,
 )
 from evstore.events import Event
-from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, default_metadata
+from evstore.stores.base import (
+    ANY,
+    EventStore,
+    RawEvent,
+    RecordedEvent,
+    check_event_ids,
+    default_metadata,
+)
 from evstore.stores.sqlite import stream_kind
 
 #: The storage layout: SQLite's format of the same number (tests check they move together).
@@ -493,11 +500,7 @@ class PostgresEventStore(EventStore):
         """Append events to one stream in one transaction; returns their positions."""
         if not events:
             return []
-        if event_ids is not None:
-            if len(event_ids) != len(events):
-                raise InvalidParameterValue("event_ids must name one id per event")
-            if len(set(event_ids)) != len(event_ids):
-                raise EventIdConflict("an event id appears twice in one batch")
+        check_event_ids(events, event_ids)
         with self.transaction() as conn, self._boundary(f"append to {stream_id}"):
             return self._append_locked(
                 conn, stream_id, events, expected_version, event_ids, metadata

@@ -35,7 +35,14 @@ from evstore.errors import (
 )
 from evstore.events import Event
 from evstore.identity import acting
-from evstore.stores.base import ANY, EventStore, RawEvent, RecordedEvent, default_metadata
+from evstore.stores.base import (
+    ANY,
+    EventStore,
+    RawEvent,
+    RecordedEvent,
+    check_event_ids,
+    default_metadata,
+)
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
@@ -499,11 +506,7 @@ class SQLiteEventStore(EventStore):
         """Append events to one stream in one transaction; returns their positions."""
         if not events:
             return []
-        if event_ids is not None:
-            if len(event_ids) != len(events):
-                raise InvalidParameterValue("event_ids must name one id per event")
-            if len(set(event_ids)) != len(event_ids):
-                raise EventIdConflict("an event id appears twice in one batch")
+        check_event_ids(events, event_ids)
         if self._owner == threading.get_ident():  # inside this thread's transaction: join it
             return self._append_locked(
                 self._conn, stream_id, events, expected_version, event_ids, metadata
