@@ -148,25 +148,26 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     events = store.read_stream(run_id)
     if not events:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
-    rows = []
-    for recorded in events:
-        meta = recorded.metadata
-        rows.append(
-            {
-                "position": recorded.position,
-                "recorded_at": recorded.recorded_at,
-                # When it happened: for imported events, MLflow's own time.
-                "occurred_at": meta.get("occurred_at", recorded.recorded_at),
-                "type": _type_name(recorded.event),
-                "user": meta.get("user"),
-                # Who the server authenticated (evstore.identity); None for a local write.
-                "principal": meta.get("principal"),
-                "client": meta.get("client"),
-                "source": meta.get("source_uri"),
-                "change": describe(recorded.event),
-            }
-        )
-    return rows
+    return [
+        {**_provenance(recorded), "type": _type_name(recorded.event), "change": describe(recorded.event)}
+        for recorded in events
+    ]
+
+
+def _provenance(recorded: Any) -> dict[str, Any]:
+    """Where and when an audit row's event comes from, and who wrote it."""
+    meta = recorded.metadata
+    return {
+        "position": recorded.position,
+        "recorded_at": recorded.recorded_at,
+        # When it happened: for imported events, MLflow's own time.
+        "occurred_at": meta.get("occurred_at", recorded.recorded_at),
+        "user": meta.get("user"),
+        # Who the server authenticated (evstore.identity); None for a local write.
+        "principal": meta.get("principal"),
+        "client": meta.get("client"),
+        "source": meta.get("source_uri"),
+    }
 
 
 #: The audit trail's kinds of change, by event type (the UI filters on them).
@@ -229,20 +230,14 @@ def run_changes(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     state.values[("lifecycle", "")] = "active"
     rows = []
     for recorded in events:
-        meta, event = recorded.metadata, recorded.event
+        event = recorded.event
         type_name = event.type if isinstance(event, UnknownEvent) else type(event).__name__
         changes = _changes(event, state)
         rows.append({
-            "position": recorded.position,
-            "recorded_at": recorded.recorded_at,
-            "occurred_at": meta.get("occurred_at", recorded.recorded_at),
+            **_provenance(recorded),
             "type": type_name,
             "kind": KINDS.get(type_name, "other"),
-            "user": meta.get("user"),
-            "principal": meta.get("principal"),
-            "client": meta.get("client"),
-            "source": meta.get("source_uri"),
-            "imported_at": meta.get("imported_at"),
+            "imported_at": recorded.metadata.get("imported_at"),
             "changes": changes[:CHANGES_SHOWN],
             "more": max(0, len(changes) - CHANGES_SHOWN),
         })  # fmt: skip
