@@ -149,14 +149,15 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     if not events:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     return [
-        {**_provenance(recorded), "type": _type_name(recorded.event), "change": describe(recorded.event)}
+        {**_provenance(recorded, recorded.metadata), "type": _type_name(recorded.event),
+         "change": describe(recorded.event)}
         for recorded in events
     ]
 
 
-def _provenance(recorded: Any) -> dict[str, Any]:
-    """Where and when an audit row's event comes from, and who wrote it."""
-    meta = recorded.metadata
+def _provenance(recorded: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where and when an audit row's event comes from, and who wrote it (``meta``: its
+    decoded metadata)."""
     return {
         "position": recorded.position,
         "recorded_at": recorded.recorded_at,
@@ -230,14 +231,14 @@ def run_changes(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     state.values[("lifecycle", "")] = "active"
     rows = []
     for recorded in events:
-        event = recorded.event
+        meta, event = recorded.metadata, recorded.event
         type_name = event.type if isinstance(event, UnknownEvent) else type(event).__name__
         changes = _changes(event, state)
         rows.append({
-            **_provenance(recorded),
+            **_provenance(recorded, meta),
             "type": type_name,
             "kind": KINDS.get(type_name, "other"),
-            "imported_at": recorded.metadata.get("imported_at"),
+            "imported_at": meta.get("imported_at"),
             "changes": changes[:CHANGES_SHOWN],
             "more": max(0, len(changes) - CHANGES_SHOWN),
         })  # fmt: skip
