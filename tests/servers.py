@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -66,3 +68,45 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class ThreadServer:
+    """``evstore server``'s own app served by uvicorn on a thread of the test process.
+
+    The same app, settings and HTTP stack as ``ServerProcess``, without starting a Python
+    process per test (about a second each): for tests about what the server answers.
+    Tests about the command itself (its options, its process, a kill) use ``ServerProcess``.
+    """
+
+    def __init__(self, directory: Path, *, token: str | None = None, **settings: Any) -> None:
+        import uvicorn
+
+        from evstore.server import ServerSettings, create_app
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.store = directory / "server.db"
+        self.artifacts = directory / "artifacts"
+        self.token = token
+        app = create_app(ServerSettings(str(self.store), str(self.artifacts), token, **settings))
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, args=([self._socket],), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._socket.close()
+                raise RuntimeError(f"evstore server did not start on a thread within 60 s at {self.url}")
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Stop serving and wait until the app's shutdown has closed the store."""
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._socket.close()
+        if self._thread.is_alive():
+            raise RuntimeError(f"evstore server on {self.url} did not stop within 30 s")

@@ -19,7 +19,7 @@ import pytest
 from conftest import close_cached_stores, history_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import ServerProcess
+from servers import ThreadServer
 
 import evstore
 from evstore import (
@@ -71,7 +71,7 @@ def client(transport: str, tmp_path: Path) -> Iterator[Client]:
         yield Client(str(tmp_path / "evstore.db"))
         close_cached_stores(tmp_path)
         return
-    running = ServerProcess(tmp_path / "server-side")
+    running = ThreadServer(tmp_path / "server-side")
     remote = Client(running.url)
     try:
         yield remote

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import close_cached_stores
-from servers import EVSTORE, ServerProcess
+from servers import EVSTORE, ThreadServer
 
 from evstore import users
 from evstore.integrity import verify
@@ -63,16 +63,16 @@ def grant(store: Path, name: str, experiment: str, permission: str) -> None:
         log.close()
 
 
-def post(server: ServerProcess, path: str, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
+def post(server: ThreadServer, path: str, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
     return httpx.post(server.url + path, headers=headers, json=body)
 
 
-def start(tmp_path: Path, default: str, names: list[str]) -> tuple[ServerProcess, dict[str, dict[str, str]]]:
+def start(tmp_path: Path, default: str, names: list[str]) -> tuple[ThreadServer, dict[str, dict[str, str]]]:
     store = tmp_path / "server.db"
     headers = {"admin": add(store, "admin", admin=True)}
     for name in names:
         headers[name] = add(store, name)
-    return ServerProcess(tmp_path, "--default-permission", default), headers
+    return ThreadServer(tmp_path, default_permission=default), headers
 
 
 @pytest.mark.parametrize("default", PERMISSIONS)
@@ -233,7 +233,7 @@ def test_mlflows_basic_auth_client_manages_evstore_users(tmp_path: Path) -> None
 
 
 def test_a_server_that_authenticates_no_one_manages_no_users(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path)
+    server = ThreadServer(tmp_path)
     try:
         made = post(server, f"{API}/users/create", {}, {"username": "eve", "password": "pw"})
         assert (made.status_code, made.json()["error_code"]) == (403, "PERMISSION_DENIED")

@@ -1,6 +1,7 @@
 """``evstore server`` over HTTP: shapes, retries, refusals, own endpoints, the Client over HTTP.
 
-Each test starts the real server as a subprocess on a free loopback port (``ServerProcess``)
+Each test serves the real server's app with uvicorn on a free loopback port, on a thread of
+the test process (``ThreadServer``; ``ServerProcess`` where the command itself is under test),
 and talks to it with httpx. Refused requests are checked three ways: the status code,
 a message that says what was wrong, and an unchanged store (head position and verify).
 The real ``mlflow`` client runs against the server in ``test_server_mlflow_client.py``.
@@ -22,16 +23,16 @@ import pytest
 from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import ServerProcess
+from servers import ServerProcess, ThreadServer
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def server(tmp_path: Path) -> Iterator[ThreadServer]:
     """A running server with a fresh store, stopped after the test."""
-    running = ServerProcess(tmp_path, "--max-json-mb", "1", "--max-artifact-mb", "1")
+    running = ThreadServer(tmp_path, max_json_bytes=1 << 20, max_artifact_bytes=1 << 20)
     try:
         yield running
     finally:
@@ -39,7 +40,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def http(server: ServerProcess) -> Iterator[httpx.Client]:
+def http(server: ThreadServer) -> Iterator[httpx.Client]:
     """An HTTP client for the server."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
@@ -77,15 +78,23 @@ def verified(http: httpx.Client) -> dict[str, Any]:
 # --- startup and the MLflow API shapes -----------------------------------------------------
 
 
-def test_server_answers_on_loopback_only(server: ServerProcess, http: httpx.Client) -> None:
-    assert http.get("/health").text == "OK"
+def test_server_answers_on_loopback_only(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path)  # the command itself, with its default bind address
+    try:
+        assert httpx.get(server.url + "/health").text == "OK"
+        _refused_on_the_outward_address(server.port)
+    finally:
+        server.stop()
+
+
+def _refused_on_the_outward_address(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect(("10.255.255.255", 1))  # no packet is sent: this picks the outward address
         outward = probe.getsockname()[0]
     if outward.startswith("127."):
         pytest.skip("no non-loopback interface to check the bind address against")
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://{outward}:{server.port}/health", timeout=2)
+        httpx.get(f"http://{outward}:{port}/health", timeout=2)
 
 
 def test_experiment_endpoints(http: httpx.Client) -> None:
@@ -176,7 +185,7 @@ def test_search_runs_pages(http: httpx.Client) -> None:
     assert seen == made[::-1]
 
 
-def test_log_batch_and_its_limits(server: ServerProcess, http: httpx.Client) -> None:
+def test_log_batch_and_its_limits(server: ThreadServer, http: httpx.Client) -> None:
     _, run_id = new_run(http)
     metrics = [{"key": f"m{i % 7}", "value": i, "timestamp": 1, "step": i} for i in range(1000)]
     call(http, "runs/log-batch", {"run_id": run_id, "metrics": metrics})
@@ -387,7 +396,7 @@ def test_unknown_ids_and_states(http: httpx.Client) -> None:
     verified(http)
 
 
-def test_oversize_bodies_are_413(server: ServerProcess, http: httpx.Client) -> None:
+def test_oversize_bodies_are_413(server: ThreadServer, http: httpx.Client) -> None:
     experiment_id, run_id = new_run(http)
     before = head(http)
     big = {"run_id": run_id, "key": "p", "value": "x" * (2 << 20)}  # the server allows 1 MiB of JSON
@@ -434,7 +443,7 @@ def test_artifact_upload_list_download(http: httpx.Client) -> None:
     verified(http)
 
 
-def test_tampered_artifact_is_refused_on_download(server: ServerProcess, http: httpx.Client) -> None:
+def test_tampered_artifact_is_refused_on_download(server: ThreadServer, http: httpx.Client) -> None:
     import hashlib
 
     experiment_id, run_id = new_run(http)
@@ -460,7 +469,7 @@ TRAVERSALS = [
 ]
 
 
-def raw_request(server: ServerProcess, method: str, target: str, body: bytes | None) -> tuple[int, Any]:
+def raw_request(server: ThreadServer, method: str, target: str, body: bytes | None) -> tuple[int, Any]:
     """Send ``target`` byte for byte (http.client does not normalise '..' or escapes)."""
     import http.client
 
@@ -474,7 +483,7 @@ def raw_request(server: ServerProcess, method: str, target: str, body: bytes | N
 
 
 @pytest.mark.parametrize("path", TRAVERSALS)
-def test_artifact_traversal_is_refused(server: ServerProcess, path: str) -> None:
+def test_artifact_traversal_is_refused(server: ThreadServer, path: str) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         experiment_id, run_id = new_run(http)
         before = head(http)
@@ -500,7 +509,7 @@ def test_artifact_traversal_is_refused(server: ServerProcess, path: str) -> None
         max_size=5,
     )
 )
-def test_any_path_with_a_dot_segment_is_refused(server: ServerProcess, segments: list[str]) -> None:
+def test_any_path_with_a_dot_segment_is_refused(server: ThreadServer, segments: list[str]) -> None:
     # Listing takes the path as a query value; trailing slashes are trimmed there.
     relative = "/".join(segments).rstrip("/")
     decoded = unquote(relative)
@@ -515,7 +524,7 @@ def test_any_path_with_a_dot_segment_is_refused(server: ServerProcess, segments:
         assert response.status_code in (400, 404), (relative, response.text)
 
 
-def test_symlinked_object_directory_is_refused(server: ServerProcess, http: httpx.Client, tmp_path: Path) -> None:
+def test_symlinked_object_directory_is_refused(server: ThreadServer, http: httpx.Client, tmp_path: Path) -> None:
     import hashlib
 
     experiment_id, run_id = new_run(http)
@@ -538,7 +547,7 @@ def test_symlinked_object_directory_is_refused(server: ServerProcess, http: http
 
 
 def test_bearer_token_is_required_when_set(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, token="s3cret")
+    server = ThreadServer(tmp_path, token="s3cret")
     try:
         for headers, words in [({}, "missing bearer token"), ({"Authorization": "Bearer wrong"}, "invalid"),
                                ({"Authorization": "s3cret"}, "invalid")]:  # fmt: skip
@@ -583,7 +592,7 @@ def test_evstore_endpoints(http: httpx.Client) -> None:
 
 
 def test_remote_client_matches_the_local_client(
-    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: ThreadServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import evstore
     from evstore import Client, Metric, Param, RunTag
@@ -633,7 +642,7 @@ def test_remote_client_matches_the_local_client(
         close_cached_stores(server.store.parent)
 
 
-def test_fluent_api_over_http(server: ServerProcess, tmp_path: Path) -> None:
+def test_fluent_api_over_http(server: ThreadServer, tmp_path: Path) -> None:
     script = f"""
 import evstore as mlflow
 mlflow.set_tracking_uri({server.url!r})
@@ -671,7 +680,7 @@ def test_metric_context_sent_by_the_client_reaches_the_log(http: httpx.Client) -
     assert [p[4:] for p in points] == [["m-1", "eval", "abc"], ["m-2", None, None]]
 
 
-def test_fluent_search_runs_pages_through_a_server(server: ServerProcess) -> None:
+def test_fluent_search_runs_pages_through_a_server(server: ThreadServer) -> None:
     # all_runs pages through any client's search_runs, asking no more than max_results;
     # the fluent API with an http tracking URI returns the pyarrow table a local store does.
     from evstore import Client, fluent

@@ -20,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import close_cached_stores
-from servers import EVSTORE, ServerProcess
+from servers import EVSTORE, ThreadServer
 
+from evstore import users
 from evstore.integrity import verify
+from evstore.projection import attach
 from evstore.stores import open_log
 from evstore.users import USERS_STREAM, list_users
 
@@ -81,8 +83,13 @@ def basic(name: str, token: str) -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path: Path) -> Any:
     store = tmp_path / "server.db"
-    tokens = {"alice": add(store, "alice", "--admin"), "bob": add(store, "bob")}
-    running = ServerProcess(tmp_path)
+    # Set up through the library (a CLI process per user is slow; the CLI has its own tests).
+    log = attach(open_log(store)).store
+    try:
+        tokens = {"alice": users.add_user(log, "alice", admin=True), "bob": users.add_user(log, "bob")}
+    finally:
+        log.close()
+    running = ThreadServer(tmp_path)
     running.tokens = tokens  # type: ignore[attr-defined]
     yield running
     running.stop()
@@ -191,7 +198,7 @@ def test_a_disabled_or_rotated_token_is_refused_by_the_running_server(server: An
 def test_the_shared_token_keeps_working_beside_users(tmp_path: Path) -> None:
     store = tmp_path / "server.db"
     token = add(store, "carol")
-    running = ServerProcess(tmp_path, token="s3cret")
+    running = ThreadServer(tmp_path, token="s3cret")
     try:
         for headers in [{"Authorization": "Bearer s3cret"}, {"Authorization": f"Bearer {token}"},
                         basic("carol", token)]:  # fmt: skip

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -72,15 +71,11 @@ def create_app(settings: ServerSettings) -> Any:
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
     from evstore.server.permissions import Guard, auth_endpoints, ui_permission
     from evstore.server.security import security_middleware
-    from evstore.tracking.service import TrackingService
+    from evstore.tracking.service import TrackingService, close_tracking_store
     from evstore.users import Directory
 
-    if settings.artifacts_root:
-        # The Client reads its artifact root from the environment; this is the server's
-        # own process, so setting it here is how the server chooses it.
-        os.environ["EVSTORE_ARTIFACT_ROOT"] = os.path.abspath(settings.artifacts_root)
     store = StoreGate()
-    client = store.call(TrackingService, settings.store, True)
+    client = store.call(TrackingService, settings.store, True, settings.artifacts_root)
     store.call(client.ensure_default_experiment)
     artifacts_api.remove_stray_uploads(client.artifact_root)
     hidden = hidden_paths(str(getattr(client.store, "path", settings.store)), client.artifact_root)
@@ -184,7 +179,7 @@ def create_app(settings: ServerSettings) -> Any:
         yield
         if writing:
             writing.cancel()
-        await store.slow(client.store.close)
+        await store.slow(close_tracking_store, settings.store)
         store.shutdown()
 
     artifacts = artifacts_api.PREFIX

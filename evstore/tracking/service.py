@@ -96,6 +96,13 @@ def close_tracking_stores() -> None:
         runner.store.close()
 
 
+def close_tracking_store(uri: str) -> None:
+    """Close the store at ``uri`` if this process has it open, so the next open is a new one."""
+    runner = _stores.pop(os.path.abspath(sqlite_path(uri)), None)
+    if runner is not None:
+        runner.store.close()
+
+
 # Registered when this module is first imported, before the fluent API registers its own
 # exit hook (evstore imports the client first): exit hooks run last-in first-out, so a run
 # still active at exit is ended before its store is closed.
@@ -152,11 +159,15 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
 class TrackingService:
     """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
-    def __init__(self, tracking_uri: str, served: bool = False) -> None:
+    def __init__(
+        self, tracking_uri: str, served: bool = False, artifact_root: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self._runner = open_tracking_store(tracking_uri)
         self._store = self._runner.store
-        self.artifact_root = artifact_root_for(tracking_uri)
+        self.artifact_root = (
+            os.path.abspath(artifact_root) if artifact_root else artifact_root_for(tracking_uri)
+        )
         self._artifacts = ArtifactRepository(self.artifact_root)
         # A server hands out artifact locations its proxy serves (mlflow-artifacts:/<id>).
         self._served = served
