@@ -46,6 +46,8 @@ _VIEWS = {"active": 1, "deleted": 2, "all": 3}  # MLflow's ViewType numbers
 
 #: The store a command opened, named by a corruption error (SQLite's own names no file).
 _opened: list[str] = []
+#: The logs a command opened, closed when it ends (closing folds SQLite's WAL into the file).
+_open_logs: list[Any] = []
 
 _INTERRUPTED = 130  # the shell's exit status for a process stopped by Ctrl-C (SIGINT)
 
@@ -67,6 +69,17 @@ def main() -> None:
         typer.echo(f"error: {where} is damaged (SQLite: {e}): `evstore verify` cannot vouch"
                    " for it; restore the file from a copy", err=True)  # fmt: skip
         sys.exit(1)
+    finally:
+        _close_logs()
+
+
+def _close_logs() -> None:
+    """Close every log this command opened (a process's exit would; a caller in-process needs it)."""
+    while _open_logs:
+        try:
+            _open_logs.pop().close()
+        except EvstoreError:
+            pass  # a log that cannot close cleanly has nothing left to lose: its writes committed
 
 
 def _version(show: bool) -> None:
@@ -92,7 +105,9 @@ def _open_log(store: str, *, create: bool = False, log_only: bool = False) -> An
     from evstore.stores import is_postgres_uri, open_log, sqlite_path
 
     _opened.append(store if log_only and is_postgres_uri(store) else sqlite_path(store))
-    return open_log(store, create=create)
+    log = open_log(store, create=create)
+    _open_logs.append(log)
+    return log
 
 
 def _init_postgres(store: str) -> None:

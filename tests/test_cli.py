@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from cli_here import run_here
 from typer.testing import CliRunner
 
 from evstore import Client, Metric, Param
@@ -23,12 +24,8 @@ EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``evstore ARGS`` as its own process, with a wide terminal and no tracking URI set."""
-    env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
-    env["COLUMNS"] = "250"
-    return subprocess.run(
-        [EVSTORE, *args], check=False, capture_output=True, text=True, env=env, cwd=cwd, timeout=120
-    )
+    """``evstore ARGS`` in this process (``cli_here``), with a wide terminal and no tracking URI set."""
+    return run_here(*args, cwd=cwd)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_here import run_here
 from typer.testing import CliRunner
 
 from evstore import Client, Metric, Param
@@ -36,8 +37,11 @@ FAKE_READ_ONLY = (
 
 def run_cli(*args: str, cwd: Path | None = None, columns: int = 250,
             read_only: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """``evstore ARGS`` as its own process; ``read_only`` makes every store file read as
-    not writable (as a chmod 444 file would for a user who is not root)."""
+    """``evstore ARGS``: in this process (``cli_here``), or with ``read_only`` as its own
+    process where every store file reads as not writable (as a chmod 444 file would for
+    a user who is not root)."""
+    if not read_only:
+        return run_here(*args, cwd=cwd, columns=columns)
     env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
     env["COLUMNS"] = str(columns)
     command = [EVSTORE, *args]

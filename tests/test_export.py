@@ -6,12 +6,12 @@ import json
 import math
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_here import run_here
 from conftest import close_cached_stores
 
 from evstore import Client, InvalidParameterValue, Metric, Param, RunTag
@@ -44,12 +44,8 @@ def store(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``evstore ARGS`` as its own process."""
-    env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
-    return subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "evstore"), *args],
-        check=False, capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+    """``evstore ARGS``, run in this process (``cli_here``)."""
+    return run_here(*args)
 
 
 def read_back(path: Path, fmt: str) -> Any:
