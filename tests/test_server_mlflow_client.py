@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -93,13 +94,31 @@ print("RESULT " + json.dumps(out))
 """
 
 WORKER_SCRIPT = """\
-import sys
+import sys, threading
 from mlflow import MlflowClient
 
-run_id, key, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-client = MlflowClient()
-for step in range(count):
-    client.log_metric(run_id, key, float(step), step=step)
+count, jobs = int(sys.argv[1]), [job.split(":") for job in sys.argv[2:]]
+start = threading.Barrier(len(jobs) + 1)
+failed = []
+
+def log(run_id, key):
+    client = MlflowClient()  # a client of its own per thread
+    start.wait()
+    try:
+        for step in range(count):
+            client.log_metric(run_id, key, float(step), step=step)
+    except BaseException as e:
+        failed.append(repr(e))
+
+threads = [threading.Thread(target=log, args=job) for job in jobs]
+for thread in threads:
+    thread.start()
+print("ready", flush=True)
+sys.stdin.readline()  # both processes start logging together, once both have imported mlflow
+start.wait()
+for thread in threads:
+    thread.join()
+sys.exit("; ".join(failed) or None)
 """
 
 
@@ -203,8 +222,9 @@ def test_capture_calls(server: ServerProcess, local_client: Any, tmp_path: Path)
 
 
 def test_eight_clients_log_concurrently(server: ServerProcess, local_client: Any, tmp_path: Path) -> None:
-    # Four processes share one run, four log to runs of their own: 8 x 500 log_metric calls.
-    count = 500
+    # Eight clients in two processes: four share one run (two from each process), four log
+    # to runs of their own; 8 x 200 log_metric calls, all started together.
+    count = 200
     with httpx.Client(base_url=server.url) as http:
         experiment_id = http.post("/api/2.0/mlflow/experiments/create", json={"name": "load"}).json()["experiment_id"]
         runs = [
@@ -216,11 +236,19 @@ def test_eight_clients_log_concurrently(server: ServerProcess, local_client: Any
     (tmp_path / "model_config.txt").write_bytes(CONFIG_BYTES)
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, run_id, key, str(count)], cwd=tmp_path,
-            env=mlflow_env(server), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-c", WORKER_SCRIPT, str(count), *(f"{r}:{k}" for r, k in assignments[half::2])],
+            cwd=tmp_path, env=mlflow_env(server), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-        for run_id, key in assignments
-    ]
+        for half in (0, 1)
+    ]  # fmt: skip
+    for worker in workers:
+        assert worker.stdout is not None
+        ready, _, _ = select.select([worker.stdout], [], [], 300)
+        assert ready and worker.stdout.readline() == b"ready\n", "a worker did not start within 300 s"
+    for worker in workers:
+        worker.stdin.write(b"go\n")  # type: ignore[union-attr]
+        worker.stdin.flush()  # type: ignore[union-attr]
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr.decode()[-3000:]
