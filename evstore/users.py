@@ -271,6 +271,23 @@ def _append_checked(
             raise ConcurrencyError(f"the users changed meanwhile; try again ({e})") from e
 
 
+class Users(NamedTuple):
+    """The users at one version of their stream: by name (disabled ones too), and the
+    enabled ones by token digest. Read together, so a name never pairs with an old token."""
+
+    by_name: dict[str, User]
+    by_token: dict[str, User]
+
+    def bearer(self, token: bytes) -> User | None:
+        """The enabled user whose token this is, or None."""
+        digest = token_digest(token)
+        found = self.by_token.get(digest)
+        # The dict lookup found it by its digest; compare again in constant time anyway.
+        if found is None or not hmac.compare_digest(found.token_sha256, digest):
+            return None
+        return found
+
+
 class Directory:
     """The users a server authenticates against, re-read when the stream grows."""
 
@@ -278,9 +295,8 @@ class Directory:
         self._store = store
         self._lock = threading.Lock()
         self._version = -1
-        #: Users by name and enabled users by token digest, replaced together (one
-        #: assignment), so a reader never pairs a new name table with an old token one.
-        self._tables: tuple[dict[str, User], dict[str, User]] = ({}, {})
+        #: Replaced whole (one assignment) when the stream grows.
+        self._users = Users({}, {})
         #: (name, password hash, sha256 of a password) a scrypt check passed.
         self._passwords: set[tuple[str, str, str]] = set()
 
@@ -290,29 +306,27 @@ class Directory:
             return
         with self._lock:
             version, users = fold(self._store)
-            self._tables = (users, {u.token_sha256: u for u in users.values() if not u.disabled})
+            self._users = Users(users, {u.token_sha256: u for u in users.values() if not u.disabled})
             self._passwords = set()
             self._version = version
 
+    def current(self) -> Users:
+        """The users as the log says now: one read of the stream's version for any number
+        of lookups (a request authenticates against one version)."""
+        self._refresh()
+        return self._users
+
     def user(self, name: str) -> User | None:
         """The user named ``name`` as the log says now (disabled ones too), or None."""
-        self._refresh()
-        return self._tables[0].get(name)
+        return self.current().by_name.get(name)
 
     def has_users(self) -> bool:
         """Whether the store has any user (then every request must name one)."""
-        self._refresh()
-        return bool(self._tables[0])
+        return bool(self.current().by_name)
 
     def bearer(self, token: bytes) -> User | None:
         """The enabled user whose token this is, or None."""
-        self._refresh()
-        digest = token_digest(token)
-        found = self._tables[1].get(digest)
-        # The dict lookup found it by its digest; compare again in constant time anyway.
-        if found is None or not hmac.compare_digest(found.token_sha256, digest):
-            return None
-        return found
+        return self.current().bearer(token)
 
     def basic(self, credentials: bytes) -> User | None:
         """The enabled user named by HTTP Basic credentials (base64 of ``name:token``)."""
@@ -320,8 +334,7 @@ class Directory:
             name, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        self._refresh()
-        found = self._tables[0].get(name)
+        found = self.current().by_name.get(name)
         if found is None or found.disabled:
             return None
         digest = token_digest(password)

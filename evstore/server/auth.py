@@ -22,7 +22,7 @@ from typing import Any
 
 from evstore.identity import set_acting
 from evstore.server._http import error_response
-from evstore.users import Directory
+from evstore.users import Directory, Users
 
 #: Paths answered without credentials: ``/health`` says only that the server is up.
 OPEN_PATHS = frozenset({"/health"})
@@ -38,13 +38,13 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
     def required() -> bool:
         return shared is not None or directory.has_users()
 
-    def principal(scheme: bytes, credentials: bytes, users: bool) -> str | None:
+    def principal(scheme: bytes, credentials: bytes, users: Users) -> str | None:
         if scheme == b"bearer" and credentials:
             if shared is not None and hmac.compare_digest(credentials, shared):
                 return SHARED_TOKEN_PRINCIPAL
-            found = directory.bearer(credentials) if users else None
+            found = users.bearer(credentials) if users.by_name else None
             return None if found is None else found.name
-        if scheme == b"basic" and credentials and users:
+        if scheme == b"basic" and credentials and users.by_name:
             found = directory.basic(credentials)
             return None if found is None else found.name
         return None
@@ -56,8 +56,8 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
         if scope["path"] in OPEN_PATHS:  # liveness probes, as MLflow's basic-auth
             await app(scope, receive, send)
             return
-        users = directory.has_users()
-        if shared is None and not users:
+        users = directory.current()
+        if shared is None and not users.by_name:
             await app(scope, receive, send)
             return
         sent = next((v for k, v in scope["headers"] if k == b"authorization"), b"")

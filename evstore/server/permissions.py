@@ -67,6 +67,9 @@ class Guard:
         users.check_permission(default)
         self.directory = directory
         self.default = default
+        #: A run's experiment, by run id: it never changes (MLflow has no move), so one
+        #: read per run serves every later check of its calls.
+        self._experiment_of_run: dict[str, str] = {}
 
     def caller(self) -> User | None:
         """The user acting now; None when no check applies (no users, the shared token).
@@ -100,7 +103,7 @@ class Guard:
             rule = RULES.get(path)
             if rule is not None:
                 needed, source = rule
-                experiment_id = _experiment_of(client, req, source)
+                experiment_id = self._experiment_of(client, req, source)
                 if experiment_id is None:  # no such run or name: the handler's own 404
                     return handler(client, req, key)
                 if not self.may(user, experiment_id, needed):
@@ -137,11 +140,30 @@ class Guard:
         user = self.caller()
         if user is None or user.admin:
             return
-        experiment_id = _experiment_of(client, _RunId(run_id), "run")
+        experiment_id = self._experiment_of(client, _RunId(run_id), "run")
         if experiment_id is None:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         if not self.may(user, experiment_id, READ):
             raise denied()
+
+    def _experiment_of(self, client: Any, req: Any, source: str) -> str | None:
+        """The experiment a request acts on (None: no such run or experiment name)."""
+        if source == "experiment":
+            return str(req.experiment_id)
+        if source == "name":
+            found = client.get_experiment_by_name(req.experiment_name)
+            return None if found is None else str(found.experiment_id)
+        known = self._experiment_of_run.get(req.run_id)
+        if known is not None:
+            return known
+        with client.reading() as conn:
+            state = reads.run_state(conn, req.run_id)
+        if state is None:
+            return None
+        if len(self._experiment_of_run) >= 100_000:
+            self._experiment_of_run.clear()
+        self._experiment_of_run[req.run_id] = experiment_id = str(state[0])
+        return experiment_id
 
     def check_admin(self) -> None:
         """Whole-store endpoints (the event log, verify) are for admins."""
@@ -168,17 +190,6 @@ def ui_permission(app: Any, guard: Guard) -> Any:
 
 class _RunId(msgspec.Struct):
     run_id: str
-
-
-def _experiment_of(client: Any, req: Any, source: str) -> str | None:
-    if source == "experiment":
-        return str(req.experiment_id)
-    if source == "name":
-        found = client.get_experiment_by_name(req.experiment_name)
-        return None if found is None else str(found.experiment_id)
-    with client.reading() as conn:  # a run: its experiment
-        state = reads.run_state(conn, req.run_id)
-    return None if state is None else str(state[0])
 
 
 # --- MLflow's auth API ------------------------------------------------------------------
