@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from evstore import reads
 from evstore.entities import Run
 
 INFO_COLUMNS = (
@@ -18,11 +19,17 @@ INFO_COLUMNS = (
 )  # fmt: skip
 
 
-def runs_table(runs: list[Run]) -> Any:
-    """One row per run: info columns, then params.*, metrics.* (latest) and tags.*."""
+def runs_table(runs: list[Run], provenance: dict[str, tuple[str | None, str | None]] | None = None) -> Any:
+    """One row per run: info columns, then params.*, metrics.* (latest) and tags.*.
+    With ``provenance`` (``reads.run_provenance``), who started each run and from where
+    follow ``user_id``: the identity recorded, beside the user the caller claimed."""
     import pyarrow as pa
 
     columns: dict[str, list[Any]] = {name: [getattr(r.info, name) for r in runs] for name in INFO_COLUMNS}
+    if provenance is not None:
+        recorded = [provenance.get(r.info.run_id, (None, None)) for r in runs]
+        columns = dict(_after(columns, "user_id", {"started_by": [by for by, _ in recorded],
+                                                   "started_from": [source for _, source in recorded]}))  # fmt: skip
     for prefix, attr in (("metrics", "metrics"), ("params", "params"), ("tags", "tags")):
         keys = sorted({k for r in runs for k in getattr(r.data, attr)})
         for key in keys:
@@ -35,6 +42,13 @@ def runs_table(runs: list[Run]) -> Any:
         ]
     )  # fmt: skip
     return pa.table(columns, schema=schema)
+
+
+def _after(columns: dict[str, list[Any]], name: str, extra: dict[str, list[Any]]) -> Iterator[tuple[str, list[Any]]]:
+    for key, values in columns.items():
+        yield key, values
+        if key == name:
+            yield from extra.items()
 
 
 def all_runs(
@@ -160,7 +174,10 @@ def export(client: Any, what: str, out: str, fmt: str, filter_string: str = "",
     target = _checked_target(client, out)
     ids = experiment_ids or [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
     if what == "runs":
-        table = runs_table(all_runs(client, ids, filter_string, run_view_type))
+        runs = all_runs(client, ids, filter_string, run_view_type)
+        with client.reading() as conn:
+            provenance = reads.run_provenance(conn, [r.info.run_id for r in runs])
+        table = runs_table(runs, provenance)
         return _write_atomically(target, out, lambda path: write_table_batches(
             table.to_batches(batch_size), path, fmt, table.schema))  # fmt: skip
     from evstore.search import search_run_ids

@@ -73,6 +73,12 @@ def load_runs(conn: Any, run_ids: Sequence[str]) -> list[Run]:
 _decode_object = msgspec.json.Decoder(dict[str, str]).decode
 
 
+def run_provenance(conn: Any, run_ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+    """(started_by, started_from) of each run: the identity its start was recorded with."""
+    sql = "SELECT run_id, started_by, started_from FROM run_provenance WHERE run_id IN ({marks})"
+    return {run_id: (by, source) for run_id, by, source in _in(conn, sql, run_ids)}
+
+
 def run_state(conn: Any, run_id: str) -> tuple[str, str] | None:
     """(experiment_id, lifecycle_stage) of a run, or None when there is no such run."""
     return conn.execute(

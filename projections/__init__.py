@@ -13,6 +13,7 @@ from projections.experiments import EXPERIMENTS
 from projections.latest_metrics import LATEST_METRICS
 from projections.metrics import METRICS
 from projections.params import PARAMS
+from projections.provenance import PROVENANCE
 from projections.runs import RUNS
 from projections.tags import TAGS
 
@@ -24,4 +25,5 @@ PROJECTIONS: list[ReadModel] = [
     METRICS,
     LATEST_METRICS,
     ARTIFACTS,
+    PROVENANCE,
 ]

@@ -10,6 +10,7 @@ forges, never becomes the principal; a disabled or rotated token is refused.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_here import run_here
 from conftest import close_cached_stores
 from servers import EVSTORE, ThreadServer
 
@@ -170,6 +172,14 @@ def test_a_claimed_user_or_a_forged_header_never_becomes_the_principal(server: A
     assert {(p, c) for _, p, c in stamped} == {("bob", "127.0.0.1")}  # not X-Forwarded-For
     shown = cli("history", run_id, store=server.store).stdout
     assert "claimed user alice-the-admin" in shown and "bob via 127.0.0.1" in shown
+    # The export carries both: the user the run claimed, and who started it from where.
+    out = server.store.parent / "runs.csv"
+    exported = run_here("export", "runs", str(out), "--format", "csv", "--store", str(server.store))
+    assert exported.returncode == 0, exported.stderr
+    rows = {row["run_id"]: row for row in csv.DictReader(out.read_text().splitlines())}
+    assert (rows[run_id]["user_id"], rows[run_id]["started_by"], rows[run_id]["started_from"]) == (
+        "alice-the-admin", "bob", "127.0.0.1")
+    assert list(rows[run_id])[3:6] == ["user_id", "started_by", "started_from"]
 
 
 def test_a_disabled_or_rotated_token_is_refused_by_the_running_server(server: Any) -> None:
