@@ -68,6 +68,16 @@ class CopySummary(msgspec.Struct, frozen=True):
     read_models_note: str | None = None
 
 
+class LogCopy(msgspec.Struct, frozen=True):
+    """What ``copy_log`` did: the events copied (positions ``first..last``, both 0 when
+    none were) and the redactions it made again in the destination."""
+
+    events: int
+    first: int
+    last: int
+    redactions_applied: int
+
+
 def copy_store(
     source: str,
     destination: str,
@@ -80,35 +90,49 @@ def copy_store(
     """Copy the log at ``source`` into ``destination`` (created if missing; else it must
     hold a prefix of the source), then the artifact files, then rebuild a SQLite
     destination's read models. ``until_position`` stops at the last commit ending there."""
-    if batch_size < 1:
-        raise InvalidParameterValue(f"the batch size must be 1 or more, not {batch_size}")
     with open_log(source, create=False, read_only=True) as src:
         src_root = artifact_root(source, source_artifacts)
         dst_root = artifact_root(destination, destination_artifacts)
         _check_artifact_roots(src, source, src_root, destination, dst_root)
         with open_log(destination) as dst:
-            if _same_store(src, dst):
-                raise InvalidParameterValue(
-                    f"{source} and {destination} are the same store: nothing to copy"
-                )
-            target = src.head_position() if until_position is None else until_position
-            head = _check_prefix(src, dst, destination)
-            redactions = [r for r in _redactions(src) if r[0] <= target]
-            copier = _Copier(src, dst, redactions, head)
-            copier.run(_whole_commits(src, head, target, batch_size))
+            log = copy_log(src, dst, batch_size=batch_size, until_position=until_position)
+            head = dst.head_position()
             artifacts: tuple[int, int, list[str]] = (0, 0, [])
-            if (
-                src_root is not None
-                and dst_root is not None
-                and not _same_folder(src_root, dst_root)
-            ):
-                artifacts = _copy_artifacts(src, target, src_root, dst_root)
+            if src_root and dst_root and not _same_folder(src_root, dst_root):
+                artifacts = _copy_artifacts(src, head, src_root, dst_root)
             models, note = _read_models(dst)
             return CopySummary(
-                source, destination, copier.events, head + 1 if copier.events else 0, copier.last,
-                dst.head_position(), dst.head_hash(), *artifacts, copier.applied,
-                models, note,
+                source, destination, log.events, log.first, log.last, head, dst.head_hash(),
+                *artifacts, log.redactions_applied, models, note,
             )  # fmt: skip
+
+
+def copy_log(
+    src: EventStore, dst: EventStore, *, batch_size: int = 1000, until_position: int | None = None
+) -> LogCopy:
+    """Copy the events of ``src`` that ``dst`` lacks, ``dst`` being empty or holding a
+    prefix of ``src`` (else ``InvalidState``, and nothing changes), in transactions of
+    about ``batch_size`` events; ``until_position`` stops at the last commit ending there."""
+    if batch_size < 1:
+        raise InvalidParameterValue(f"the batch size must be 1 or more, not {batch_size}")
+    if _same_store(src, dst):
+        raise InvalidParameterValue(
+            f"{_name(src)} and {_name(dst)} are the same store: nothing to copy"
+        )
+    target = src.head_position() if until_position is None else until_position
+    head = _check_prefix(src, dst)
+    redactions = _redactions(src)
+    for redacted_by, position, _ in redactions:
+        if head < position <= target < redacted_by:  # its erasure is recorded past the stop
+            target = position - 1
+    copier = _Copier(src, dst, [r for r in redactions if r[0] <= target], head)
+    copier.run(_whole_commits(src, head, target, batch_size))
+    return LogCopy(copier.events, head + 1 if copier.events else 0, copier.last, copier.applied)
+
+
+def _name(store: EventStore) -> str:
+    """The store as messages name it: its file, or its URI without a password."""
+    return str(getattr(store, "where", None) or getattr(store, "path", store.uri))
 
 
 def artifact_root(uri: str, given: str | None) -> str | None:
@@ -162,11 +186,12 @@ def _same_store(src: EventStore, dst: EventStore) -> bool:
     )
 
 
-def _check_prefix(src: EventStore, dst: EventStore, destination: str) -> int:
+def _check_prefix(src: EventStore, dst: EventStore) -> int:
     """The destination's head, once it is known to be the source's at that position."""
     head = dst.head_position()
     if head == 0:
         return 0
+    destination = _name(dst)
     row = _row_at(src, head)
     unchanged = "; nothing was changed. Copy into a new store (a path that does not exist, or an empty schema)"
     if row is None:
@@ -301,6 +326,8 @@ def _copy_artifacts(
                     if isinstance(event, ArtifactRecorded):
                         wanted.setdefault(event.sha256, event.size)
     source, target = ArtifactRepository(src_root), ArtifactRepository(dst_root)
+    if wanted:  # made even when every file is missing: the copy's folder, for its next copy
+        os.makedirs(dst_root, exist_ok=True)
     copied, present = 0, 0
     missing: list[str] = []
     for sha256, size in wanted.items():
