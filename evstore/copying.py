@@ -90,15 +90,18 @@ def copy_store(
     """Copy the log at ``source`` into ``destination`` (created if missing; else it must
     hold a prefix of the source), then the artifact files, then rebuild a SQLite
     destination's read models. ``until_position`` stops at the last commit ending there."""
+    _check_batch_size(batch_size)
     with open_log(source, create=False, read_only=True) as src:
         src_root = artifact_root(source, source_artifacts)
         dst_root = artifact_root(destination, destination_artifacts)
-        _check_artifact_roots(src, source, src_root, destination, dst_root)
+        records = any(name == "ArtifactRecorded" for name, _ in src.count_by_type())
+        if records:
+            _check_artifact_roots(source, src_root, destination, dst_root)
         with open_log(destination) as dst:
             log = copy_log(src, dst, batch_size=batch_size, until_position=until_position)
             head = dst.head_position()
             artifacts: tuple[int, int, list[str]] = (0, 0, [])
-            if src_root and dst_root and not _same_folder(src_root, dst_root):
+            if records and src_root and dst_root and not _same_folder(src_root, dst_root):
                 artifacts = _copy_artifacts(src, head, src_root, dst_root)
             models, note = _read_models(dst)
             return CopySummary(
@@ -113,8 +116,7 @@ def copy_log(
     """Copy the events of ``src`` that ``dst`` lacks, ``dst`` being empty or holding a
     prefix of ``src`` (else ``InvalidState``, and nothing changes), in transactions of
     about ``batch_size`` events; ``until_position`` stops at the last commit ending there."""
-    if batch_size < 1:
-        raise InvalidParameterValue(f"the batch size must be 1 or more, not {batch_size}")
+    _check_batch_size(batch_size)
     if _same_store(src, dst):
         raise InvalidParameterValue(
             f"{_name(src)} and {_name(dst)} are the same store: nothing to copy"
@@ -122,12 +124,21 @@ def copy_log(
     target = src.head_position() if until_position is None else until_position
     head = _check_prefix(src, dst)
     redactions = _redactions(src)
-    for redacted_by, position, _ in redactions:
-        if head < position <= target < redacted_by:  # its erasure is recorded past the stop
-            target = position - 1
+    target = _before_unrecorded_erasures(redactions, head, target)
     copier = _Copier(src, dst, [r for r in redactions if r[0] <= target], head)
     copier.run(_whole_commits(src, head, target, batch_size))
     return LogCopy(copier.events, head + 1 if copier.events else 0, copier.last, copier.applied)
+
+
+def _before_unrecorded_erasures(redactions: list[Redaction], head: int, target: int) -> int:
+    """``target``, or the position before the first event up to it that is erased by a
+    redaction recorded after it: a copy never commits an erased payload without its
+    ``Redacted`` event (the stop moves back until no such event is left before it)."""
+    while True:
+        erased = [p for by, p, _ in redactions if head < p <= target < by]
+        if not erased:
+            return target
+        target = min(erased) - 1
 
 
 def _name(store: EventStore) -> str:
@@ -147,13 +158,16 @@ def artifact_root(uri: str, given: str | None) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(sqlite_path(uri))), "evstore-artifacts")
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise InvalidParameterValue(f"the batch size must be 1 or more, not {batch_size}")
+
+
 def _check_artifact_roots(
-    src: EventStore, source: str, src_root: str | None, destination: str, dst_root: str | None
+    source: str, src_root: str | None, destination: str, dst_root: str | None
 ) -> None:
     """A store whose log records artifacts needs a folder on each side, named before
     anything is written; the source's must exist."""
-    if not any(name == "ArtifactRecorded" for name, _ in src.count_by_type()):
-        return
     for uri, root, option in (
         (source, src_root, "--src-artifacts"),
         (destination, dst_root, "--dst-artifacts"),

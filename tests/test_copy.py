@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import PostgresDatabase, close_cached_stores
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 from waiting import wait_until
@@ -197,6 +197,9 @@ def same_log(src: EventStore, dst: EventStore) -> None:
     batch_size=st.integers(1, 9),
     erase_later=st.lists(st.integers(0, 200), max_size=2),
 )
+# positions 1 and 2 erased, recorded at 8 and 9: a stop at 8 moves back before both
+@example(commits=[(0, 1, False)] * 4 + [(0, 3, False)], erase=[0, 1], stops=[8], batch_size=1,
+         erase_later=[])  # fmt: skip
 def test_copies_stopped_anywhere_and_resumed_store_every_event_once(
     commits: list[tuple[int, int, bool]], erase: list[int], stops: list[int], batch_size: int,
     erase_later: list[int],
@@ -250,10 +253,15 @@ def test_a_copy_killed_midway_resumes_and_stores_every_event_once(tmp_path: Path
     # the part copied verifies on its own; the next copy goes on from its head
     with open_log(destination) as part:
         assert verify(part).ok
-    done = copy_store(source, str(destination), batch_size=200)
-    assert (done.first, done.last) == (stopped_at + 1, 1500)
+    done = cli("copy", source, str(destination), "--batch-size", "200")
+    head = verified_head(source)
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[0] == (
+        f"copied {1500 - stopped_at} events (positions {stopped_at + 1}..1500), 0 artifact files;"
+        f" head {head} at position 1500"
+    )
     assert raw_rows(str(destination)) == raw_rows(source)
-    assert verified_head(str(destination)) == verified_head(source)
+    assert verified_head(str(destination)) == head
 
 
 # --- refusals -----------------------------------------------------------------------------
@@ -276,6 +284,14 @@ def test_a_destination_that_diverged_is_refused_and_left_unchanged(tmp_path: Pat
     assert line.startswith(f"error: {destination} holds a different history: its event at position 5")
     assert "nothing was changed" in line
     assert log_state(destination) == before
+
+
+def test_a_batch_size_below_1_is_refused_before_a_destination_is_made(tmp_path: Path) -> None:
+    source = bare_log(tmp_path / "source.db", [(0, 3, False)], [])
+    done = cli("copy", source, str(tmp_path / "copy.db"), "--batch-size", "0")
+    assert isinstance(done.exception, InvalidParameterValue)
+    assert str(done.exception) == "the batch size must be 1 or more, not 0"
+    assert not (tmp_path / "copy.db").exists()
 
 
 def test_a_store_with_other_events_is_refused(tmp_path: Path) -> None:
