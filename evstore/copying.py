@@ -105,7 +105,7 @@ def copy_store(
                 artifacts = _copy_artifacts(src, head, src_root, dst_root)
             models, note = _read_models(dst)
             return CopySummary(
-                source, destination, log.events, log.first, log.last, head, dst.head_hash(),
+                _shown(source), _shown(destination), log.events, log.first, log.last, head, dst.head_hash(),
                 *artifacts, log.redactions_applied, models, note,
             )  # fmt: skip
 
@@ -158,6 +158,15 @@ def artifact_root(uri: str, given: str | None) -> str | None:
     return os.path.join(os.path.dirname(os.path.abspath(sqlite_path(uri))), "evstore-artifacts")
 
 
+def _shown(uri: str) -> str:
+    """A store's URI for messages: without its password."""
+    if not is_postgres_uri(uri):
+        return uri
+    from evstore.stores.postgres import redacted_uri
+
+    return redacted_uri(uri)
+
+
 def _check_batch_size(batch_size: int) -> None:
     if batch_size < 1:
         raise InvalidParameterValue(f"the batch size must be 1 or more, not {batch_size}")
@@ -174,7 +183,7 @@ def _check_artifact_roots(
     ):
         if root is None:
             raise InvalidParameterValue(
-                f"the source records artifact files, and {uri} is a PostgreSQL store, which"
+                f"the source records artifact files, and {_shown(uri)} is a PostgreSQL store, which"
                 f" has no artifact folder of its own: name one with {option} DIR (or"
                 " $EVSTORE_ARTIFACT_ROOT); nothing was copied"
             )
