@@ -327,9 +327,9 @@ class _Copier:
         self.dst.append_raw(batch, travel)
         for redacted_by in [by for by in self.erase if by <= last]:
             for _, position, digest in self.erase.pop(redacted_by):
-                payload = _row_at(self.src, position)
-                assert payload is not None
-                self.dst.erase_payload(position, payload.payload, digest, redacted_by)  # type: ignore[attr-defined]
+                erased = _row_at(self.src, position)  # its payload as the source holds it now
+                assert erased is not None
+                self.dst.erase_payload(position, erased.payload, digest, redacted_by)  # type: ignore[attr-defined]
                 self.applied += 1
         self.events += len(batch)
         self.last = last
