@@ -672,8 +672,12 @@ def _who(row: dict[str, Any]) -> str:
 
 @app.command()
 def copy(
-    source: Annotated[str, typer.Argument(help="The store to copy: a path, sqlite:///path or postgresql://...")],
-    destination: Annotated[str, typer.Argument(help="A new store, or a copy this command made before.")],
+    source: Annotated[
+        str, typer.Argument(metavar="SRC", help="The store to copy: a path, sqlite:///path or postgresql://...")
+    ],
+    destination: Annotated[
+        str, typer.Argument(metavar="DST", help="A new store, or a copy this command made before.")
+    ],
     src_artifacts: Annotated[
         str | None, typer.Option(help="The source's artifact folder (needed for PostgreSQL).")
     ] = None,
