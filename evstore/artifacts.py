@@ -33,6 +33,11 @@ class ArtifactRepository:
 
     def put_stream(self, source: object) -> tuple[int, str]:
         """Store bytes read from a binary file object; returns (size, sha256)."""
+        return self._write(source, None)
+
+    def _write(self, source: object, expected: str | None) -> tuple[int, str]:
+        """Write ``source`` to a temp file, then rename it into place by its digest (a
+        reader never sees half a file); nothing is kept when it is not ``expected``."""
         os.makedirs(os.path.join(self.root, "objects"), exist_ok=True)
         digest = hashlib.sha256()
         size = 0
@@ -44,14 +49,35 @@ class ArtifactRepository:
                     size += len(chunk)
                     out.write(chunk)
             sha = digest.hexdigest()
+            if expected is not None and sha != expected:
+                raise InvalidState(f"artifact content {expected} is corrupt: its bytes hash to {sha}")
             final = self._object_path(sha)
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(temp, final)  # atomic: a reader never sees half a file
+            os.replace(temp, final)
         except BaseException:
             if os.path.exists(temp):
                 os.unlink(temp)
             raise
         return size, sha
+
+    def holds(self, sha256: str, size: int) -> bool:
+        """Whether the bytes with this digest are stored whole: of this size, and hashing to it."""
+        path = self._object_path(sha256)
+        try:
+            if os.path.getsize(path) != size:
+                return False
+            with open(path, "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest() == sha256
+        except FileNotFoundError:
+            return False
+
+    def copy_from(self, other: ArtifactRepository, sha256: str) -> None:
+        """Store the bytes ``other`` holds under this digest, checked on the way."""
+        path = other._object_path(sha256)
+        if not os.path.exists(path):
+            raise InvalidState(f"artifact content {sha256} is missing from {other.root}")
+        with open(path, "rb") as source:
+            self._write(source, sha256)
 
     def has(self, sha256: str) -> bool:
         """Whether the bytes with this digest are stored."""

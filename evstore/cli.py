@@ -461,6 +461,10 @@ _IMPORT_STOPPED = (
     " written). Run the same `evstore import mlflow {source} --store {store}` again to"
     " resume: it appends only what is still missing."
 )
+_COPY_STOPPED = (
+    "interrupted: every batch copied so far is kept whole and verifies. Run the same"
+    " `evstore copy {source} {destination}` again to resume from where it stopped."
+)
 
 
 @contextmanager
@@ -679,6 +683,61 @@ def _who(row: dict[str, Any]) -> str:
     if row.get("principal"):
         return f"{row['principal']} via {row['client']}" if row.get("client") else str(row["principal"])
     return str(row.get("user") or "")
+
+
+@app.command()
+def copy(
+    source: Annotated[
+        str, typer.Argument(metavar="SRC", help="The store to copy: a path, sqlite:///path or postgresql://...")
+    ],
+    destination: Annotated[
+        str, typer.Argument(metavar="DST", help="A new store, or a copy this command made before.")
+    ],
+    src_artifacts: Annotated[
+        str | None, typer.Option(help="The source's artifact folder (needed for PostgreSQL).")
+    ] = None,
+    dst_artifacts: Annotated[
+        str | None, typer.Option(help="The destination's artifact folder (needed for PostgreSQL).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per destination transaction.")] = 1000,
+) -> None:
+    """Copy a store's log and artifact files into another, SQLite or PostgreSQL, resumably.
+
+    Each batch is one transaction that checks every link; run it again after an
+    interruption to go on. A destination holding anything but a prefix of the source is
+    refused. Both stores then verify to the same head hash.
+    Example: evstore copy runs.db postgresql://me@db:5432/evstore --dst-artifacts /srv/artifacts
+    """
+    from evstore.copying import copy_store
+
+    _opened.append(source)
+    with _interrupted(_COPY_STOPPED.format(source=source, destination=destination)):
+        done = copy_store(source, destination, source_artifacts=src_artifacts,
+                          destination_artifacts=dst_artifacts, batch_size=batch_size)  # fmt: skip
+    span = f" (positions {done.first}..{done.last})" if done.events else ""
+    typer.echo(f"copied {done.events} events{span}, {done.artifact_files} artifact files;"
+               f" head {done.head_hash} at position {done.head_position}")  # fmt: skip
+    for line in _copy_notes(done):
+        typer.echo(line, err=line.startswith("warning"))
+    if done.artifacts_missing:
+        raise typer.Exit(1)
+
+
+def _copy_notes(done: Any) -> Iterator[str]:
+    """The lines after a copy's summary: what it found in place, redid, rebuilt or missed."""
+    if done.artifact_files_present:
+        yield f"{done.artifact_files_present} artifact files were in the destination already"
+    if done.redactions_applied:
+        yield (f"{done.redactions_applied} redactions the source made since the last copy were"
+               " made in the destination too")  # fmt: skip
+    if done.read_models:
+        yield f"read models rebuilt: {', '.join(done.read_models)}"
+    if done.read_models_note:
+        yield f"note: {done.read_models_note}"
+    if done.artifacts_missing:
+        yield (f"warning: {len(done.artifacts_missing)} artifact files the log names are missing"
+               f" or corrupt in the source's artifact folder, not copied:"
+               f" {', '.join(done.artifacts_missing)}")  # fmt: skip
 
 
 @app.command()

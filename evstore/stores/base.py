@@ -15,7 +15,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import msgspec
 
@@ -111,6 +111,102 @@ def check_event_ids(events: Sequence[Event], event_ids: Sequence[str] | None) ->
         raise EventIdConflict("an event id appears twice in one batch")
 
 
+#: A redaction as stored: the position of its ``Redacted`` event, the position whose
+#: payload it erased, and the digest of the payload that position was appended with.
+Redaction = tuple[int, int, bytes]
+
+
+class RawCommit(NamedTuple):
+    """The rows of one commit, checked by ``chain_raw``, with what its commit row holds."""
+
+    commit_id: int
+    recorded_at: int
+    metadata: bytes
+    form: int
+    rows: list[RawEvent]
+
+
+def chain_raw(
+    rows: Sequence[RawEvent],
+    head: int,
+    head_hash: bytes,
+    stream_version: Callable[[str], int],
+    redactions: Sequence[Redaction] = (),
+) -> list[RawCommit]:
+    """Check that ``rows`` (another log's, as stored) continue a log whose newest event is
+    at ``head`` with hash ``head_hash``: whole commits right after the head, each stream's
+    versions contiguous from ``stream_version(stream)``, and every link recomputed and
+    equal to the row's hash (an erased payload's from the digest its redaction in
+    ``redactions`` kept). Returns the rows by commit; the first that fails is an
+    ``InvalidParameterValue`` naming its position."""
+    originals: dict[int, bytes] = {}
+    for redacted_by, position, digest in redactions:
+        inside = bool(rows) and rows[0].position <= position <= rows[-1].position
+        if not inside or position >= redacted_by:
+            raise InvalidParameterValue(
+                f"the redaction recorded at position {redacted_by} names position {position},"
+                " which is not among the rows given, or not before it"
+            )
+        originals.setdefault(position, digest)
+    versions: dict[str, int] = {}
+    commits: list[RawCommit] = []
+    previous = head_hash
+    for expected, row in enumerate(rows, start=head + 1):
+        where = f"position {row.position}"
+        if row.position != expected:
+            raise InvalidParameterValue(f"{where} does not follow position {expected - 1}")
+        version = versions.get(row.stream_id)
+        if version is None:
+            version = stream_version(row.stream_id)
+        if row.stream_version != version + 1:
+            raise InvalidParameterValue(
+                f"{where}: stream {row.stream_id} is at version {version}, the row is"
+                f" version {row.stream_version}"
+            )
+        versions[row.stream_id] = row.stream_version
+        _add_to_commit(commits, row, where)
+        original = originals.get(row.position)
+        if not (original is not None and row.form == 3):  # else its stored hash stands for it
+            four = row.form == 4
+            covered = (original or codec.payload_digest(row.payload)) if four else row.payload
+            canonical = codec.canonical_bytes(
+                row.stream_id, row.stream_version, row.event_id, row.type, row.version,
+                row.recorded_at, covered, row.metadata, row.commit if four else None,
+            )  # fmt: skip
+            if codec.chain_hash(previous, canonical) != row.hash:
+                raise InvalidParameterValue(
+                    f"{where}: its link does not verify against this log's chain (hash"
+                    " mismatch): the event, or one before it, was altered"
+                )
+        previous = row.hash
+    if commits and commits[-1].commit_id != rows[-1].position:
+        raise InvalidParameterValue(
+            f"the rows end inside the commit of positions {commits[-1].rows[0].position}.."
+            f"{commits[-1].commit_id}: give whole commits"
+        )
+    return commits
+
+
+def _add_to_commit(commits: list[RawCommit], row: RawEvent, where: str) -> None:
+    """Put ``row`` in the commit it names: the one open, or a new one."""
+    if row.form not in (3, 4):
+        raise InvalidParameterValue(f"{where}: its commit record is missing or of no known form")
+    if row.commit < row.position or (row.form == 3 and row.commit != row.position):
+        raise InvalidParameterValue(f"{where} names commit {row.commit}, which it cannot be in")
+    current = commits[-1] if commits else None
+    if current is not None and current.commit_id > current.rows[-1].position:  # open
+        if row.commit != current.commit_id or (row.recorded_at, row.metadata, row.form) != (
+            current.recorded_at, current.metadata, current.form
+        ):
+            raise InvalidParameterValue(
+                f"{where} is not in the commit of positions {current.rows[0].position}.."
+                f"{current.commit_id}, which it falls in"
+            )
+        current.rows.append(row)
+        return
+    commits.append(RawCommit(row.commit, row.recorded_at, row.metadata, row.form, [row]))
+
+
 #: Called inside the append transaction with the backend's connection and the new events.
 AppendHook = Callable[[Any, Sequence[RecordedEvent]], None]
 
@@ -132,6 +228,13 @@ class EventStore(ABC):
         metadata: dict[str, Any] | None = None,
     ) -> list[int]:
         """Append events to a stream in one transaction; returns their positions."""
+
+    @abstractmethod
+    def append_raw(self, rows: Sequence[RawEvent], redactions: Sequence[Redaction] = ()) -> None:
+        """Store another log's rows as they are, in one transaction (a copy): whole
+        commits right after the head, each link checked against this log's chain first
+        (``chain_raw``), with the ``redactions`` rows of the payloads among them. Rows
+        keep their event ids, times, metadata and commits; no append hook runs."""
 
     @abstractmethod
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:

@@ -40,6 +40,8 @@ from evstore.stores.base import (
     EventStore,
     RawEvent,
     RecordedEvent,
+    Redaction,
+    chain_raw,
     check_event_ids,
     default_metadata,
 )
@@ -679,6 +681,45 @@ class SQLiteEventStore(EventStore):
                 " a retried write must resend the whole batch with the same ids"
             )
         return [found[event_id] for event_id in event_ids]
+
+    # --- copies -----------------------------------------------------------------
+
+    def append_raw(self, rows: Sequence[RawEvent], redactions: Sequence[Redaction] = ()) -> None:
+        """Store another log's rows as they are, in one transaction, each link checked
+        against this log's chain first (``chain_raw``); no append hook runs."""
+        if not rows:
+            return
+        with self.transaction() as conn:
+            if self._sql is not _V4:
+                raise StoreError(f"{self.path} is at storage format 3, open it writable to migrate it")
+            found = conn.execute(_APPEND_STATE, (None,)).fetchone()
+            commits = chain_raw(
+                rows, found[1] or 0, found[2] or codec.GENESIS_HASH,
+                lambda stream: self._stored_version(conn, stream), redactions,
+            )  # fmt: skip
+            events = []
+            for commit in commits:
+                meta_key = self._key(conn, self._metas, commit.metadata)
+                alone = len(commit.rows) == 1
+                conn.execute(_INSERT_COMMIT, (commit.commit_id, commit.recorded_at, meta_key, commit.form))
+                for row in commit.rows:
+                    made = row.event_id == self._made_id(row.position)
+                    events.append(
+                        (row.position, self._key(conn, self._streams, row.stream_id),
+                         row.stream_version, None if made else pack_event_id(row.event_id),
+                         self._key(conn, self._types, row.type), row.version,
+                         None if alone else commit.commit_id, row.payload, row.hash)
+                    )  # fmt: skip
+            try:
+                conn.executemany(_INSERT, events)
+                conn.executemany("INSERT INTO redactions VALUES (?, ?, ?)", redactions)
+            except sqlite3.IntegrityError as e:
+                raise InvalidParameterValue(f"the rows clash with rows this store holds: {e}") from e
+
+    def _stored_version(self, conn: sqlite3.Connection, stream_id: str) -> int:
+        """A stream's version as this write transaction sees it."""
+        sql = f"SELECT coalesce(max(e.stream_version), 0) FROM events e WHERE {self._sql.stream_is}"
+        return conn.execute(sql, (stream_id,)).fetchone()[0]  # type: ignore[no-any-return]
 
     # --- erasure ----------------------------------------------------------------
 
