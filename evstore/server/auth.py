@@ -78,14 +78,14 @@ def authentication(app: Any, directory: Directory, token: str | None) -> tuple[A
             message = (
                 "Missing credentials: this server requires a user's token"
                 " (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)."
-                if users
+                if users.by_name
                 else "Missing bearer token: this server requires 'Authorization: Bearer <token>'"
                 " (set MLFLOW_TRACKING_TOKEN for the mlflow client)."
             )
         else:
-            message = "Invalid credentials." if users else "Invalid bearer token."
+            message = "Invalid credentials." if users.by_name else "Invalid bearer token."
         response = error_response(401, "UNAUTHENTICATED", message)
-        response.headers["WWW-Authenticate"] = 'Basic realm="evstore"' if users else "Bearer"
+        response.headers["WWW-Authenticate"] = 'Basic realm="evstore"' if users.by_name else "Bearer"
         await response(scope, receive, send)
 
     return guarded, required
