@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_here import run_here
 from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -319,8 +320,7 @@ def test_the_cli_redacts_says_so_and_verify_lists_it(store: Path) -> None:
     run = run_of(store)
 
     def evstore(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([EVSTORE, *args, "--store", str(store)], capture_output=True,
-                              text=True, timeout=120, check=False)  # fmt: skip
+        return run_here(*args, "--store", str(store))
 
     done = evstore("redact", "--run", run, "--param", "data_path", "--reason", "erasure request 17")
     assert done.returncode == 0, done.stderr
