@@ -15,7 +15,6 @@ own read connections, so a long read never delays an append).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -117,13 +116,13 @@ def create_app(settings: ServerSettings) -> Any:
         if found is None:
             raise not_found(request)
         schema, handler = found
-        parsed: Any
-        parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
-        supplied = request.headers.get("idempotency-key")
-        # The body is always part of the key: a header reused for a different request
-        # must store that request, not be answered as a retry of the first one.
-        basis = supplied.encode() + b"\0" + canonical if supplied else canonical
-        key = hashlib.sha256(b"mlflow/%s\0%s" % (path.encode(), basis)).hexdigest()
+        parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
+        supplied = request.headers.get("idempotency-key") or ""
+        # The tracking service derives a keyed write's event ids from the key and the
+        # request it carries out (so a header reused for another request stores that
+        # one), hence the key names only what the request does not: the endpoint and the
+        # run (ids are unique across the log, and two runs may log the same point).
+        key = f"mlflow/{path}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
         run = store.slow if path in SLOW_ENDPOINTS else store.quick
         return json_response(await run(handler, client, parsed, key))
 
@@ -134,8 +133,7 @@ def create_app(settings: ServerSettings) -> Any:
         if found is None:
             raise not_found(request)
         schema, handler = found
-        parsed: Any
-        parsed, _ = await parse_request(request, schema, settings.max_json_bytes)
+        parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
         return json_response(await store.quick(handler, client, parsed))
 
     def artifact_permission(path: str, write: bool) -> None:
