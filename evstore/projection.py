@@ -127,7 +127,7 @@ class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
     __slots__ = (
-        "_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes",
+        "_collected", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes", "lists",
     )
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
@@ -154,9 +154,10 @@ class Ops:
                     " and a table of its own"
                 )
             self._collected[statement] = []
-        # Every list rows are queued in: an inline append touches one or two models of
-        # seven, and the rest must cost next to nothing to flush.
-        self._lists = [*self._queues.values(), *self._collected.values()]
+        #: Every list rows are queued in, all empty when there is nothing to flush: an
+        #: inline append touches one or two models of seven, and the rest must cost next
+        #: to nothing to flush.
+        self.lists = [*self._queues.values(), *self._collected.values()]
 
     def collector(self, statement: str) -> list[Any]:
         """The list a ``collect``ed statement's events are appended to."""
@@ -182,7 +183,7 @@ class Ops:
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Run the queued rows, in order, consecutive rows of one statement together."""
-        if not any(self._lists):
+        if not any(self.lists):
             return
         for queue in self._queues.values():
             for statement, items in queue:
@@ -315,7 +316,8 @@ class _Plan:
         """Run every queued row; raises ``_FlushFailed`` on a database error."""
         try:
             for ops in self.ops:
-                ops.flush(conn)
+                if any(ops.lists):  # no call for a model the events did not touch
+                    ops.flush(conn)
         except (sqlite3.Error, OverflowError) as e:  # OverflowError: an int beyond 64 bits
             for ops in self.ops:
                 ops.clear()

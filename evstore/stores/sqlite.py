@@ -64,6 +64,7 @@ _APPEND_STATE = (
     " (SELECT max(position) FROM events),"
     " (SELECT hash FROM events ORDER BY position DESC LIMIT 1)"
 )
+_APPEND_STATE_AND_ID = _APPEND_STATE + ", (SELECT position FROM events WHERE event_id = ?)"
 
 
 def _format_1(db: sqlite3.Connection) -> None:
@@ -533,10 +534,21 @@ class SQLiteEventStore(EventStore):
             stored_ids = [None] * len(events)  # ids made of the positions: nothing to store
         else:
             stored_ids = [pack_event_id(event_id) for event_id in event_ids]
-            stored = self._stored_positions(conn, stream_key, stream_id, stored_ids)  # type: ignore[arg-type]
-            if stored is not None:
-                return stored
-        version, head, previous = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()
+        one_id = stored_ids[0] if len(stored_ids) == 1 else None
+        state = None
+        if one_id is not None and not (type(one_id) is bytes and one_id[:8] == self._id_prefix):
+            # One caller's id (a keyed per-call write): whether it is stored, in the same
+            # round trip as the state of the append.
+            *state, retried = conn.execute(_APPEND_STATE_AND_ID, (stream_key, one_id)).fetchone()
+            if retried is not None:
+                state = None  # a retry: checked below as a batch's ids are
+        if state is None:
+            if event_ids is not None:
+                stored = self._stored_positions(conn, stream_key, stream_id, stored_ids)  # type: ignore[arg-type]
+                if stored is not None:
+                    return stored
+            state = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()
+        version, head, previous = state
         version = version or 0
         if expected_version is not None and expected_version != version:
             raise ConcurrencyError(
