@@ -96,11 +96,13 @@ class ParamsLogged(Event, frozen=True):
     params: dict[str, str]
 
 
-class MetricPoint(msgspec.Struct, frozen=True, array_like=True):
+class MetricPoint(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One metric value, stored as a compact array.
 
     ``model_id``, ``dataset_name`` and ``dataset_digest`` say what the value measured, as
-    MLflow 3 records for metrics of logged models and evaluation datasets.
+    MLflow 3 records for metrics of logged models and evaluation datasets. Not tracked
+    by the garbage collector (``gc=False``: its fields hold no containers, so it can
+    close no cycle): a batch makes thousands, which would each cost a collection's pass.
     """
 
     key: str

@@ -127,7 +127,7 @@ class Ops:
     """The rows handlers produce for one model, queued per table in order."""
 
     __slots__ = (
-        "_collected", "_lists", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes",
+        "_collected", "_many", "_prepare", "_queue_for", "_queues", "_sql", "_writes", "lists",
     )
 
     def __init__(self, model: ReadModel, suffix: str = "") -> None:
@@ -154,9 +154,10 @@ class Ops:
                     " and a table of its own"
                 )
             self._collected[statement] = []
-        # Every list rows are queued in: an inline append touches one or two models of
-        # seven, and the rest must cost next to nothing to flush.
-        self._lists = [*self._queues.values(), *self._collected.values()]
+        #: Every list rows are queued in, all empty when there is nothing to flush: an
+        #: inline append touches one or two models of seven, and the rest must cost next
+        #: to nothing to flush.
+        self.lists = [*self._queues.values(), *self._collected.values()]
 
     def collector(self, statement: str) -> list[Any]:
         """The list a ``collect``ed statement's events are appended to."""
@@ -182,7 +183,7 @@ class Ops:
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Run the queued rows, in order, consecutive rows of one statement together."""
-        if not any(self._lists):
+        if not any(self.lists):
             return
         for queue in self._queues.values():
             for statement, items in queue:
@@ -315,7 +316,8 @@ class _Plan:
         """Run every queued row; raises ``_FlushFailed`` on a database error."""
         try:
             for ops in self.ops:
-                ops.flush(conn)
+                if any(ops.lists):  # no call for a model the events did not touch
+                    ops.flush(conn)
         except (sqlite3.Error, OverflowError) as e:  # OverflowError: an int beyond 64 bits
             for ops in self.ops:
                 ops.clear()
@@ -529,6 +531,10 @@ class ProjectionRunner:
         if len(set(names)) != len(names):
             raise ValueError(f"read model names must be unique: {', '.join(sorted(names))}")
         self._plans: dict[tuple[str, ...], tuple[_Plan, str]] = {}
+        #: The rows of projection_state the last append through this runner left, when
+        #: it moved every model (all fresh), and its plan: an append finding them as left
+        #: has the same models fresh, none behind, without working it out again.
+        self._left: tuple[list[tuple[Any, ...]], _Plan] | None = None
 
     def __call__(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply freshly appended events to every fresh read model (inside the append)."""
@@ -539,6 +545,13 @@ class ProjectionRunner:
             rows = conn.execute(_VERSIONS_AND_CHECKPOINTS).fetchall()
         except sqlite3.OperationalError:  # no read model was ever built here
             return
+        left = self._left
+        if left is not None and rows == left[0] and rows[0][2] == first - 1:
+            self._apply(conn, left[1], events, first, last)
+            conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
+            self._left = ([(name, version, last) for name, version, _ in rows], left[1])
+            return
+        self._left = None
         state = {name: (version, checkpoint) for name, version, checkpoint in rows}
         fresh: list[ReadModel] = []
         behind: dict[int, list[ReadModel]] = {}
@@ -554,6 +567,21 @@ class ProjectionRunner:
         for checkpoint, models in behind.items():
             _apply_range(self.store, conn, _Plan(models), checkpoint, first - 1)
         plan, move_checkpoints = self._plan(fresh)
+        self._apply(conn, plan, events, first, last)
+        if len(fresh) == len(state):
+            # Every recorded model moves (fresh names are distinct names of recorded rows,
+            # so equal counts mean the same set), and the write lock keeps the table as
+            # read: no IN list, which costs SQLite 6x the statement.
+            conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
+            if not behind:
+                self._left = ([(name, version, last) for name, version, _ in rows], plan)
+        else:
+            conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
+
+    @staticmethod
+    def _apply(
+        conn: sqlite3.Connection, plan: _Plan, events: Sequence[RecordedEvent], first: int, last: int
+    ) -> None:
         plan.feed(events)
         try:
             plan.flush(conn)
@@ -561,13 +589,6 @@ class ProjectionRunner:
             kinds = ", ".join(sorted({rec.type for rec in events}))
             where = f"position {first}" if first == last else f"positions {first}..{last}"
             raise ProjectionError(f"projection failed at {where} ({kinds}): {e}") from e
-        if len(fresh) == len(state):
-            # Every recorded model moves (fresh names are distinct names of recorded rows,
-            # so equal counts mean the same set), and the write lock keeps the table as
-            # read: no IN list, which costs SQLite 6x the statement.
-            conn.execute(_MOVE_ALL_CHECKPOINTS, (last,))
-        else:
-            conn.execute(move_checkpoints, (last, *(model.name for model in fresh)))
 
     def _plan(self, models: list[ReadModel]) -> tuple[_Plan, str]:
         key = tuple(model.name for model in models)

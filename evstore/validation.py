@@ -204,11 +204,13 @@ def metric_points(metrics: Any) -> list[MetricPoint]:
         else:
             context = (getattr(m, "model_id", None), getattr(m, "dataset_name", None),
                        getattr(m, "dataset_digest", None))  # fmt: skip
-        if context != _NO_CONTEXT:
+        plain = context == _NO_CONTEXT
+        if not plain:
             metric_context(*context)
         if (type(value) is float and type(timestamp) is int and type(step) is int
                 and 0 <= timestamp <= INT64_MAX and INT64_MIN <= step <= INT64_MAX):  # fmt: skip
-            append(MetricPoint(m.key, value, step, timestamp, *context))
+            append(MetricPoint(m.key, value, step, timestamp) if plain
+                   else MetricPoint(m.key, value, step, timestamp, *context))  # fmt: skip
         else:
             key, value, timestamp, step = validate_metric(m.key, value, timestamp, step)
             append(MetricPoint(key, value, step, timestamp, *context))

@@ -13,7 +13,7 @@ were split into appends: a rebuild writes the same rows as the appends did.
 Identical points of a series (same step, timestamp and value, NaN equal to NaN) are kept
 once, the first, as MLflow keeps them; the log keeps what was sent. The check is cheap in
 the usual case: a point logged after every timestamp the series holds (the series and
-tail bounds say so) is new; otherwise the tail and the chunks whose timestamps span it
+tail bounds say so) is new; otherwise the tail and the chunks whose timestamps and steps span it
 are read (a repeat has the same timestamp). Values are kept as a REAL column of SQLite
 keeps them: -0.0 as 0.0, every NaN as one NaN (NULL in the tail); +-inf as they are.
 """
@@ -58,10 +58,11 @@ _SQL = {
     "add_chunk": "INSERT INTO {metric_chunks} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "add_tail": "INSERT INTO {metric_tail} VALUES (?, ?, ?, ?, ?)",
     "add_tails": "INSERT INTO {metric_tail} VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * 50),
-    # A repeat needs the same timestamp: only chunks whose span holds one can hold it.
+    # A repeat needs the same timestamp and step: only chunks whose spans hold both can
+    # hold it (a batch logged at one time, its steps rising, reads none of the earlier ones).
     "chunks_around": (
         "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_timestamp >= ?"
-        " AND min_timestamp <= ?"
+        " AND min_timestamp <= ? AND max_step >= ? AND min_step <= ?"
     ),
 }
 #: Tail rows to an INSERT statement (``add_tails``): fewer statements cost less.
@@ -261,11 +262,15 @@ class _Series:
         seen = {(s, t, None if isnan(v) else v) for s, t, v in held}
         low, high = min(stamps), max(stamps)
         if self.bounds is not None and low <= self.bounds[1] and high >= self.bounds[0]:
-            for (blob,) in conn.execute(sql["chunks_around"], (self.id, low, high)):
+            spans = (self.id, low, high, min(steps), max(steps))
+            for (blob,) in conn.execute(sql["chunks_around"], spans):
                 chunk_steps, chunk_stamps, chunk_values = unpack(blob)
                 seen.update(
                     zip(chunk_steps, chunk_stamps, [None if isnan(v) else v for v in chunk_values])
                 )
+        batch_steps = set(steps)
+        if len(batch_steps) == len(steps) and not any(s in batch_steps for s, _, _ in seen):
+            return steps, stamps, values  # a repeat needs a step twice: every point is new
         kept_steps, kept_stamps, kept_values = [], [], []
         for s, t, v in zip(steps, stamps, values):
             point = (s, t, None if isnan(v) else v)

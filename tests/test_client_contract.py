@@ -12,6 +12,7 @@ import os
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -503,6 +504,19 @@ def test_an_idempotency_key_stores_a_retry_once_and_another_write_too(
     before = head(client)
     client.log_batch(run_id, metrics=batch, params=[Param("p", "1")], idempotency_key="b")
     assert head(client) == before  # the retry finds its params stored: still nothing new
+
+
+@given(st.text())
+def test_idempotent_event_ids_are_uuid5_of_the_key(name: str) -> None:
+    # Ids of keyed writes must not change between versions: a retry after an upgrade
+    # must find the events its first attempt stored. Text that is not UTF-8 never gets here.
+    from evstore.tracking.service import uuid5_hex
+
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return
+    assert uuid5_hex(name) == uuid.uuid5(uuid.NAMESPACE_URL, name).hex
 
 
 def test_a_local_retry_without_a_timestamp_is_still_the_same_request(tmp_path: Path) -> None:

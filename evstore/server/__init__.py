@@ -15,7 +15,6 @@ own read connections, so a long read never delays an append).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any
 DEFAULT_MAX_JSON_BYTES = 16 << 20
 DEFAULT_MAX_ARTIFACT_BYTES = 5 << 30
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_MLFLOW_PREFIX = "/api/2.0/mlflow/"
+_MLFLOW_USERS_PREFIX = "/api/2.0/mlflow/users/"
 
 
 @dataclass(frozen=True)
@@ -103,18 +104,20 @@ def create_app(settings: ServerSettings) -> Any:
 
     @guarded
     async def mlflow_api(request: Request) -> Response:
-        path = request.path_params["path"]
+        return await serve_mlflow(request, request.path_params["path"])
+
+    async def serve_mlflow(request: Request, path: str) -> Response:
         found = checked.get((request.method, path))
         if found is None:
             raise not_found(request)
         schema, handler = found
-        parsed: Any
-        parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
-        supplied = request.headers.get("idempotency-key")
-        # The body is always part of the key: a header reused for a different request
-        # must store that request, not be answered as a retry of the first one.
-        basis = supplied.encode() + b"\0" + canonical if supplied else canonical
-        key = hashlib.sha256(b"mlflow/%s\0%s" % (path.encode(), basis)).hexdigest()
+        parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
+        supplied = request.headers.get("idempotency-key") or ""
+        # The tracking service derives a keyed write's event ids from the key and the
+        # request it carries out (so a header reused for another request stores that
+        # one), hence the key names only what the request does not: the endpoint and the
+        # run (ids are unique across the log, and two runs may log the same point).
+        key = f"mlflow/{path}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
         run = store.slow if path in SLOW_ENDPOINTS else store.quick
         return json_response(await run(handler, client, parsed, key))
 
@@ -125,8 +128,7 @@ def create_app(settings: ServerSettings) -> Any:
         if found is None:
             raise not_found(request)
         schema, handler = found
-        parsed: Any
-        parsed, _ = await parse_request(request, schema, settings.max_json_bytes)
+        parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
         return json_response(await store.quick(handler, client, parsed))
 
     def artifact_permission(path: str, write: bool) -> None:
@@ -201,8 +203,28 @@ def create_app(settings: ServerSettings) -> Any:
         ],
         lifespan=lifespan,
     )
-    guarded_app, auth_required = authentication(ui_permission(app, guard), directory, settings.auth_token)
-    with_ui = ui.ui_gate(ui_permission(app, guard), guarded_app, sessions, auth_required)
+    async def tracking_first(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # MLflow's tracking calls go straight to their endpoint (the route below would
+        # take them there): Starlette's router and middleware cost a tenth of a log_metric.
+        path = scope["path"] if scope["type"] == "http" and not scope.get("root_path") else ""
+        if (
+            path.startswith(_MLFLOW_PREFIX)
+            and not path.startswith(_MLFLOW_USERS_PREFIX)
+            and scope["method"] in ("GET", "POST")
+        ):
+            request = Request(scope, receive)
+            try:
+                response = await serve_mlflow(request, path[len(_MLFLOW_PREFIX) :])
+            except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
+                response = response_for(e, hidden)
+            await response(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    guarded_app, auth_required = authentication(
+        ui_permission(tracking_first, guard), directory, settings.auth_token
+    )
+    with_ui = ui.ui_gate(ui_permission(tracking_first, guard), guarded_app, sessions, auth_required)
     hosts = list(settings.allowed_hosts) if settings.allowed_hosts else None
     return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 

@@ -100,8 +100,8 @@ def too_large(size: int, limit: int) -> HTTPError:
     )  # fmt: skip
 
 
-async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[S, bytes]:
-    """The request as ``schema`` (GET: query string; else JSON body) and its canonical bytes."""
+async def parse_request(request: Request, schema: type[S], limit: int) -> S:
+    """The request as ``schema`` (GET: query string; else JSON body)."""
     try:
         if request.method == "GET":
             query = request.query_params
@@ -122,7 +122,7 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> tuple[
         raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {_said(e)}") from e
     except msgspec.DecodeError as e:
         raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {request.url.path}: {e}") from e
-    return parsed, msgspec.msgpack.encode(parsed)
+    return parsed
 
 
 def check_json_content_type(content_type: str | None) -> None:

@@ -3,8 +3,9 @@
 Each handler takes the decoded request, calls the one tracking service (every rule lives
 there: validation, lifecycle checks, "write only if changed", paging) and returns its
 answer in MLflow's JSON (``evstore.tracking.wire``). Retries: metric points (log-metric,
-and the metrics and params of log-batch) are written with an idempotency key derived from
-the endpoint and the canonical request, so a retried request is stored once.
+and the metrics and params of log-batch) are written with an idempotency key naming the
+endpoint, the run and the ``Idempotency-Key`` header if sent; the service derives the
+event ids from it and the request's values, so a retried request is stored once.
 """
 
 from __future__ import annotations

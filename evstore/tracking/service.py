@@ -153,7 +153,19 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
         return None
     check_text("idempotency key", key)
     digest = hashlib.sha256(msgspec.msgpack.encode(request)).hexdigest()[:32]
-    return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
+    return [uuid5_hex(f"evstore:{key}:{digest}:{i}") for i in range(count)]
+
+
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
+
+
+def uuid5_hex(name: str) -> str:
+    """``uuid.uuid5(uuid.NAMESPACE_URL, name).hex``, without building a UUID object
+    (a third of an idempotent append's id cost)."""
+    digest = bytearray(hashlib.sha1(_URL_NAMESPACE + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 class TrackingService:

@@ -37,6 +37,7 @@ COOKIE_NAME = "evstore_session"
 PAGE_ROUTES = ("/", "/experiments", "/experiments/{experiment_id}", "/runs/{run_id}",
                "/runs/{run_id}/history", "/compare", "/store")  # fmt: skip
 _PAGE_PREFIXES = ("/experiments", "/runs/", "/compare", "/store")
+_PAGE_NAMES = frozenset(p.rstrip("/") for p in _PAGE_PREFIXES)  # "/runs" as well as "/runs/..."
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
     " connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none';"
@@ -96,7 +97,7 @@ class Sessions:
 
 def is_page(path: str) -> bool:
     """Whether ``path`` is one of the UI's pages (not its API, assets or sign-in)."""
-    return path == "/" or any(path == p.rstrip("/") or path.startswith(p) for p in _PAGE_PREFIXES)
+    return path == "/" or path.startswith(_PAGE_PREFIXES) or path in _PAGE_NAMES
 
 
 def is_ui(path: str) -> bool:
