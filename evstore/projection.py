@@ -316,10 +316,20 @@ class _Plan:
         try:
             for ops in self.ops:
                 ops.flush(conn)
-        except (sqlite3.Error, OverflowError) as e:  # OverflowError: an int beyond 64 bits
+        except Exception as e:
+            # OverflowError: an int beyond 64 bits; a backend's connection says which of
+            # its driver's errors a bad row causes (rather than a failed connection).
+            if not isinstance(e, (sqlite3.Error, OverflowError)) and not getattr(
+                conn, "is_statement_error", _never
+            )(e):
+                raise
             for ops in self.ops:
                 ops.clear()
             raise _FlushFailed(f"{type(e).__name__}: {e}") from e
+
+
+def _never(_: BaseException) -> bool:
+    return False
 
 
 def _apply_range(
@@ -648,6 +658,9 @@ def attach(
 ) -> ProjectionRunner:
     """Keep the read models inline with ``store``: build new ones, install the hook."""
     runner = ProjectionRunner(store, models)
+    prepare = getattr(store, "prepare_read_side", None)
+    if prepare is not None:  # a backend whose appends cannot survive a failed statement
+        prepare(_STATE_DDL)
     runner.build_new()
     if auto_rebuild and (stale := runner.stale()):
         from evstore.rebuild import rebuild

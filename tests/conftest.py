@@ -137,8 +137,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def close_cached_stores(directory: Path) -> None:
-    """Close and forget the stores evstore.Client cached for files under ``directory``."""
+def close_cached_stores(directory: Path | str) -> None:
+    """Close and forget the stores evstore.Client cached for files under ``directory`` (or
+    for that PostgreSQL URI)."""
     for path in [p for p in client_module._stores if p.startswith(str(directory))]:
         runner = client_module._stores.pop(path)
         runner.detach()

@@ -273,6 +273,8 @@ class PostgresEventStore(EventStore):
             "event_metadata": {},
         }
         self._pool: ConnectionPool | None = None
+        #: The read side's statements in PostgreSQL's dialect, by their SQLite text.
+        self._statements: dict[str, Any] = {}
         with self._boundary("cannot open the store"):
             # a server that does not answer is an error within 30 s, unless the URI says
             wait: dict[str, Any] = (
@@ -433,8 +435,47 @@ class PostgresEventStore(EventStore):
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """One write transaction holding the append lock; appends inside it join it."""
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction holding the append lock; appends inside it join it.
+        Yields the connection the read side runs its SQL on (``ReadSideConnection``)."""
+        with self._writing() as conn:
+            yield self._read_side(conn)
+
+    def _read_side(self, conn: psycopg.Connection[Any]) -> Any:
+        from evstore.stores.postgres_readmodels import ReadSideConnection
+
+        return ReadSideConnection(conn, self._statements)
+
+    @contextmanager
+    def _read_side_connection(self) -> Iterator[Any]:
+        """A pooled connection of its own (not this thread's write), for the read side."""
+        if self._pool is None:
+            raise StoreError(f"{self.where}: the store is closed")
+        with self._boundary("reading"), self._pool.connection() as conn:
+            yield self._read_side(conn)
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query against the store's tables (projections, events)."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def prepare_read_side(self, ddl: str) -> None:
+        """Create the read side's bookkeeping table (``ddl``) if missing, so that no
+        statement of an append's transaction can fail on it (one failing aborts it)."""
+        if self.read_only:
+            return
+        with self.transaction() as conn:
+            conn.execute(ddl)
+
+    def rebuild_support(self) -> Any:
+        """What a blue/green rebuild needs of this backend."""
+        from evstore.stores.postgres_readmodels import PostgresRebuild
+
+        return PostgresRebuild(self)
+
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Connection[Any]]:
+        """The write transaction on the psycopg connection itself."""
         local = self._local
         if getattr(local, "conn", None) is not None:
             yield local.conn
@@ -462,20 +503,21 @@ class PostgresEventStore(EventStore):
                 local.pending = []
 
     @contextmanager
-    def reading(self) -> Iterator[psycopg.Connection[Any]]:
+    def reading(self) -> Iterator[Any]:
         """One consistent read: a REPEATABLE READ, read-only transaction (one snapshot);
-        inside this thread's write it is the write's connection."""
+        inside this thread's write it is the write's connection. Yields the connection
+        the read side runs its SQL on (``ReadSideConnection``)."""
         current = getattr(self._local, "conn", None)
         if current is not None:
-            yield current
+            yield self._read_side(current)
             return
         with self._connection() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                yield conn
+                yield self._read_side(conn)
                 return
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                yield conn
+                yield self._read_side(conn)
             finally:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN:
                     conn.execute("ROLLBACK")
@@ -501,7 +543,7 @@ class PostgresEventStore(EventStore):
         if not events:
             return []
         check_event_ids(events, event_ids)
-        with self.transaction() as conn, self._boundary(f"append to {stream_id}"):
+        with self._writing() as conn, self._boundary(f"append to {stream_id}"):
             return self._append_locked(
                 conn, stream_id, events, expected_version, event_ids, metadata
             )
@@ -565,8 +607,9 @@ class PostgresEventStore(EventStore):
                               recorded_at, meta, ev)
                 for pos, row, event_id, ev in zip(positions, rows, ids, events)
             ]  # fmt: skip
+            hooked = self._read_side(conn)
             for hook in self.append_hooks:
-                hook(conn, recorded)
+                hook(hooked, recorded)
         return positions
 
     def _made_id(self, position: int) -> str:
