@@ -87,11 +87,11 @@ def _options(
 
 
 def _open_log(store: str, *, create: bool = False, log_only: bool = False) -> Any:
-    """The log at ``store``; a read never creates one (a typo is an error, not a new file).
-    ``log_only``: the command needs the log contract alone, so PostgreSQL serves too."""
+    """The log at ``store``, a file or a PostgreSQL database; a read never creates one (a
+    typo is an error, not a new file). ``log_only``: the command needs the log alone."""
     from evstore.stores import is_postgres_uri, open_log, sqlite_path
 
-    _opened.append(store if log_only and is_postgres_uri(store) else sqlite_path(store))
+    _opened.append(store if is_postgres_uri(store) else sqlite_path(store))
     return open_log(store, create=create)
 
 

@@ -47,8 +47,8 @@ _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|%")
 _OR_REPLACE = re.compile(r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s+", re.IGNORECASE)
 _INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s", re.IGNORECASE)
 _ROW = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
-_CONFLICT_WHERE = re.compile(r"(\bON\s+CONFLICT\b.*?\bDO\s+UPDATE\b.*?\bWHERE\b)(.*)$",
-                             re.IGNORECASE | re.DOTALL)  # fmt: skip
+_DO_UPDATE = re.compile(r"\bDO\s+UPDATE\s+SET\b(.*?)(?:\bWHERE\b(.*))?$",
+                        re.IGNORECASE | re.DOTALL)  # fmt: skip
 _JSON_GROUP_OBJECT = re.compile(r"json_group_object\(([^()]*)\)", re.IGNORECASE)
 _CAST_INTEGER = re.compile(r"CAST\((\w+) AS INTEGER\)", re.IGNORECASE)
 _DDL_TYPES = (
@@ -107,12 +107,12 @@ def translate(sql: str, columns: Any) -> Statement:
         text = f"INSERT INTO {table} {text[replaced.end():]} ON CONFLICT ({', '.join(keys)}) {action}"
     elif (inserted := _INSERT_INTO.match(text)) is not None and "ON CONFLICT" in text.upper():
         table = inserted[1]
-        where = _CONFLICT_WHERE.search(text)
-        if where is not None:
-            condition = where[2]
-            for name, _ in columns(table):
-                condition = re.sub(rf"(?<![\w.]){name}(?![\w(])", f"{table}.{name}", condition)
-            text = text[: where.start(2)] + condition
+        update = _DO_UPDATE.search(text)
+        if update is not None:  # a bare column there is ambiguous with excluded's
+            names = [name for name, _ in columns(table)]
+            assignments = _qualified(update[1], table, names, skip_assigned=True)
+            condition = "" if update[2] is None else " WHERE" + _qualified(update[2], table, names)
+            text = text[: update.start(1)] + assignments.rstrip() + condition
     if table is not None:
         rows = _ROW.findall(text)
         if len(rows) > 1:  # an upsert of many rows: row by row, in order
@@ -126,6 +126,15 @@ def translate(sql: str, columns: Any) -> Statement:
             one = text[: first.end()] + rest
             return Statement(_placeholders(text), _placeholders(one), first[0].count("?"))
     return Statement(_placeholders(text))
+
+
+def _qualified(sql: str, table: str, names: list[str], skip_assigned: bool = False) -> str:
+    """``sql`` with each bare column of ``table`` qualified by its name (not a column
+    assigned to, which PostgreSQL takes bare)."""
+    assigned = r"(?!\s*=(?!=))" if skip_assigned else ""
+    for name in names:
+        sql = re.sub(rf"(?<![\w.]){name}(?![\w(]){assigned}", f"{table}.{name}", sql)
+    return sql
 
 
 def _stored(params: Any) -> Any:
@@ -185,6 +194,11 @@ class ReadSideConnection:
             return
         with self.raw.cursor() as cursor:
             cursor.executemany(text, rows)
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store's schema holds a table of that name."""
+        row = self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+        return bool(row and row[0])
 
     @property
     def in_transaction(self) -> bool:
