@@ -792,13 +792,24 @@ def server(
     ] = None,
     checkpoint_key: Annotated[str | None, typer.Option(help="The private key checkpoints are signed with.")] = None,
     checkpoint_dir: Annotated[str | None, typer.Option(help="The folder checkpoints are written into.")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Server processes sharing the port (more than 1: a PostgreSQL store).")
+    ] = 1,
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
     Example: evstore server --store runs.db --port 5000   (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
     """
     from evstore.server import ServerSettings, serve
+    from evstore.stores import is_postgres_uri
     from evstore.users import check_permission
+
+    _check_range("--workers", workers, 1, 256)
+    if workers > 1 and not is_postgres_uri(store):
+        raise InvalidParameterValue(
+            "--workers above 1 needs a PostgreSQL store (--store postgresql://...): a SQLite"
+            " file takes one writer at a time, and one server process serves it best"
+        )
 
     check_permission(default_permission.upper())
     _check_range("--port", port, 0, 65535)
@@ -817,7 +828,7 @@ def server(
         checkpoint_key=checkpoint_key, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
-    serve(settings, host=host, port=port)
+    serve(settings, host=host, port=port, workers=workers)
 
 
 @app.command()
