@@ -96,14 +96,17 @@ def _open_log(store: str, *, create: bool = False, log_only: bool = False) -> An
 
 
 def _init_postgres(store: str) -> None:
+    from evstore.projection import attach
     from evstore.stores.postgres import least_privilege_sql
 
-    with _open_log(store, create=True, log_only=True) as log:
-        typer.echo(f"store ready: {log.where} (format {log.format_version()}; the event log"
-                   " only: read models, the tracking API and the server run on SQLite so far)")  # fmt: skip
+    with _open_log(store, create=True) as log:
+        runner = attach(log)  # the read models' tables, made by their owner
+        typer.echo(f"store ready: {log.where} (format {log.format_version()})")
         database = log.meta_database()
-    typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log:")
-    for statement in least_privilege_sql("evstore_app", *database):
+    tables = ["projection_state", *(t for model in runner.models for t in model.tables)]
+    typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log"
+               " (`evstore rebuild` runs as the owner):")  # fmt: skip
+    for statement in least_privilege_sql("evstore_app", *database, read_side=tables):
         typer.echo(f"  {statement};")
 
 

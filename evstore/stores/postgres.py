@@ -206,9 +206,13 @@ _INSERT_COMMIT = "INSERT INTO commits VALUES (%s, %s, %s, %s)"
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-def least_privilege_sql(role: str, database: str, schema: str = "public") -> list[str]:
+def least_privilege_sql(
+    role: str, database: str, schema: str = "public", read_side: Sequence[str] = ()
+) -> list[str]:
     """The statements that make ``role``: it may append to and read the log in
-    ``schema`` of ``database``, and holds no UPDATE, DELETE or TRUNCATE on any of it."""
+    ``schema`` of ``database``, and holds no UPDATE, DELETE or TRUNCATE on any of it;
+    and it may keep the read-model tables named in ``read_side`` (a server does), not
+    create, drop or alter them (``evstore rebuild`` runs as the owner)."""
     from psycopg import sql
 
     def text(statement: str, **names: str) -> str:
@@ -227,6 +231,15 @@ def least_privilege_sql(role: str, database: str, schema: str = "public") -> lis
             role=role,
         ),
         text("GRANT SELECT ON {schema}.evstore_meta TO {role}", schema=schema, role=role),
+        *(
+            [text(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON "
+                + ", ".join(f"{{schema}}.{{t{i}}}" for i in range(len(read_side)))
+                + " TO {role}",
+                schema=schema, role=role, **{f"t{i}": t for i, t in enumerate(read_side)},
+            )]
+            if read_side else []
+        ),
     ]
 
 
@@ -465,7 +478,8 @@ class PostgresEventStore(EventStore):
         if self.read_only:
             return
         with self.transaction() as conn:
-            conn.execute(ddl)
+            if not conn.has_table("projection_state"):  # (a role that may not create)
+                conn.execute(ddl)
 
     def rebuild_support(self) -> Any:
         """What a blue/green rebuild needs of this backend."""

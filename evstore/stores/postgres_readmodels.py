@@ -76,7 +76,10 @@ class Statement(NamedTuple):
 def _placeholders(sql: str) -> str:
     if "?" not in sql:  # PostgreSQL's own SQL (``%s``), or none: as it is
         return sql
-    return _TOKENS.sub(lambda m: "%s" if m[0] == "?" else "%%" if m[0] == "%" else m[0], sql)
+    # a literal keeps its '?', and psycopg reads a '%' anywhere, a literal's too, doubled
+    return _TOKENS.sub(
+        lambda m: "%s" if m[0] == "?" else "%%" if m[0] == "%" else m[0].replace("%", "%%"), sql
+    )
 
 
 def translate(sql: str, columns: Any) -> Statement:
