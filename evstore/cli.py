@@ -106,7 +106,7 @@ def _init_postgres(store: str) -> None:
     tables = ["projection_state", *(t for model in runner.models for t in model.tables)]
     typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log"
                " (`evstore rebuild` runs as the owner):")  # fmt: skip
-    for statement in least_privilege_sql("evstore_app", *database, read_side=tables):
+    for statement in least_privilege_sql("evstore_app", database[0], database[1], read_side=tables):
         typer.echo(f"  {statement};")
 
 
