@@ -104,3 +104,32 @@ def test_an_upsert_of_many_rows_runs_row_by_row_in_order() -> None:
     statement = translate("INSERT OR REPLACE INTO t VALUES (?, ?), (?, ?)", lambda table: columns)
     assert statement.row == "INSERT INTO t VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET a = excluded.a"
     assert statement.width == 2
+
+
+def test_a_redaction_erases_the_value_from_the_log_and_the_read_models_and_verifies(
+    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evstore.integrity import verify
+    from evstore.redaction import redact
+
+    monkeypatch.setenv("EVSTORE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    uri = postgres_database.new_store_uri()
+    client = Client(uri)
+    try:
+        run_id = client.create_run("0").info.run_id
+        client.log_param(run_id, "token", "s3cret-value")
+        client.log_param(run_id, "lr", "0.1")
+        report = redact(client.store, run_id=run_id, param="token", reason="leaked")
+        assert report.purge_problem is None and report.rebuilt == ["params"]
+        assert client.get_run(run_id).data.params == {"token": "[redacted]", "lr": "0.1"}
+        assert verify(client.store).ok
+        # No table of the store holds the value any more, the log's included.
+        schema = uri.rsplit("%3D", 1)[1]
+        with postgres_database.connect() as raw:
+            raw.execute(f"SET search_path TO {schema}")
+            assert raw.execute(
+                "SELECT count(*) FROM events WHERE position('s3cret'::bytea in payload) > 0"
+            ).fetchone() == (0,)
+            assert raw.execute("SELECT count(*) FROM params WHERE value LIKE '%s3cret%'").fetchone() == (0,)
+    finally:
+        close_cached_stores(uri)

@@ -729,6 +729,29 @@ class PostgresEventStore(EventStore):
             )
             conn.execute("UPDATE events SET payload = %s WHERE position = %s", (payload, position))
 
+    def purge(self, wait_seconds: float = 5.0) -> str | None:
+        """Rewrite every table of the store's schema (``VACUUM FULL``), so their files no
+        longer hold the old row versions an erasure left. Returns None when done, else
+        why not: another session held a table past ``wait_seconds``. What the server's
+        WAL, its archive and backups hold is beyond a client's reach."""
+        if self.read_only:
+            raise StoreError(f"{self.where} is open read-only: it cannot be written")
+        if self._pool is None:
+            raise StoreError(f"{self.where}: the store is closed")
+        with self._boundary("purge"), self._pool.connection() as conn:
+            tables = [name for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()]  # fmt: skip
+            conn.execute(f"SET lock_timeout = {max(1, int(wait_seconds * 1000))}")
+            try:
+                for table in tables:
+                    conn.execute(f'VACUUM FULL "{table}"')
+            except (pg_errors.LockNotAvailable, pg_errors.InsufficientPrivilege) as e:
+                return f"the tables could not be rewritten (VACUUM FULL: {_first_line(e)})"
+            finally:
+                conn.execute("SET lock_timeout = 0")
+        return None
+
     def redactions(self) -> list[tuple[int, int, bytes]]:
         """Every redaction as (position of its Redacted event, position it erased, the
         digest of the payload that position was appended with), in log order."""
