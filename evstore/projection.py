@@ -443,6 +443,8 @@ class ProjectionState(msgspec.Struct, frozen=True):
 
 def read_state(conn: sqlite3.Connection) -> dict[str, ProjectionState]:
     """The recorded state of every read model built in this store."""
+    if not _may_hold_state(conn):
+        return {}
     try:
         rows = conn.execute("SELECT * FROM projection_state").fetchall()
     except sqlite3.OperationalError:  # no read model was ever built here
@@ -470,6 +472,8 @@ _STATE_AND_HEAD = (
 
 def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
     """The recorded state of every read model, and the head position, in one query."""
+    if not _may_hold_state(store):
+        return {}, store.head_position()
     try:
         rows = _query(store)(_STATE_AND_HEAD)
     except sqlite3.OperationalError:
@@ -477,6 +481,13 @@ def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
     if not rows:
         return {}, store.head_position()
     return _state_and_head(rows)
+
+
+def _may_hold_state(where: Any) -> bool:
+    """False when a store (or connection) that says which tables it has lacks the state
+    table: a failed statement would end a PostgreSQL transaction, so it is not tried."""
+    has_table = getattr(where, "has_table", None)
+    return has_table is None or bool(has_table("projection_state"))
 
 
 def _state_and_head(rows: list[tuple[Any, ...]]) -> tuple[dict[str, ProjectionState], int]:
@@ -498,7 +509,7 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
 def _state_of(conn: Any) -> tuple[dict[str, ProjectionState], int]:
     """The recorded state of every read model and the head, as ``conn`` sees them."""
     try:
-        rows = conn.execute(_STATE_AND_HEAD).fetchall()
+        rows = conn.execute(_STATE_AND_HEAD).fetchall()  # (attach made it on PostgreSQL)
     except sqlite3.OperationalError:  # no read model was ever built here
         rows = []
     if not rows:

@@ -37,6 +37,12 @@ nothing else (README, "PostgreSQL")::
 
 (A role that runs ``evstore redact`` also needs ``GRANT UPDATE (payload) ON events``.)
 
+The read side (read models kept in the append's transaction, reads, search, rebuild,
+redaction) runs on the same connections: ``transaction``, ``reading`` and the append hook
+hand out a ``postgres_readmodels.ReadSideConnection``, which runs the read side's SQL in
+PostgreSQL's dialect. The role above keeps the read models once the owner has made them
+(``evstore init`` prints its grant of their tables); ``evstore rebuild`` runs as the owner.
+
 Durability: ``normal`` commits with ``synchronous_commit = local`` (the commit returns
 once the server's WAL is flushed to its disk), ``full`` with ``on`` (also waits for any
 synchronous standby the server has). Both keep every write that returned through a
@@ -471,6 +477,11 @@ class PostgresEventStore(EventStore):
         """Run a read-only query against the store's tables (projections, events)."""
         with self.reading() as conn:
             return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store's schema holds a table of that name."""
+        with self.reading() as conn:
+            return conn.has_table(name)  # type: ignore[no-any-return]
 
     def prepare_read_side(self, ddl: str) -> None:
         """Create the read side's bookkeeping table (``ddl``) if missing, so that no

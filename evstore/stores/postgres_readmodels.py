@@ -226,8 +226,11 @@ class ReadSideConnection:
                 " EVSTORE_SEARCH_TIMEOUT on the server."
             ) from e
         finally:
+            status = self.raw.info.transaction_status
             if not local:
                 self.raw.execute("SET statement_timeout = 0")
+            elif status == psycopg.pq.TransactionStatus.INTRANS:  # the rest of a write
+                self.raw.execute("SET LOCAL statement_timeout = 0")
 
     @staticmethod
     def is_statement_error(error: BaseException) -> bool:
