@@ -781,6 +781,8 @@ class SearchDialect:
     probe_alias = ""
     #: The LIMIT that means no limit.
     no_limit: int | None = -1
+    #: A list of no values, after IN.
+    empty_list = "()"
 
     def like(self, column: str, pattern: str, params: list[Any], ignore_case: bool) -> str:
         """A LIKE (or ILIKE) test of ``column``: GLOB, or a function for what GLOB cannot."""
@@ -845,6 +847,8 @@ def _string_test(
 
 def _in_list(values: Sequence[str], params: list[Any], d: SearchDialect = SQLITE_SEARCH) -> str:
     """``(?, ?)`` for a short list; a long one binds once as JSON, whatever its length."""
+    if not values:
+        return d.empty_list
     if len(values) <= _SHORT_LIST:
         params.extend(values)
         return f"({', '.join('?' * len(values))})"

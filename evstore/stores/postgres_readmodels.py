@@ -249,8 +249,11 @@ class _PostgresSearch(SearchDialect):
     unindexed = ""
     probe_alias = " AS probe"
     no_limit = None
+    empty_list = "(SELECT NULL WHERE FALSE)"
 
     def like(self, column: str, pattern: str, params: list[Any], ignore_case: bool) -> str:
+        if "\x00" in pattern:  # PostgreSQL's text holds no NUL: no value can match
+            return "FALSE"
         params.append(like_items_escaped(pattern))
         return f"{column} {'ILIKE' if ignore_case else 'LIKE'} ?"
 
