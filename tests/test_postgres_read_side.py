@@ -133,3 +133,31 @@ def test_a_redaction_erases_the_value_from_the_log_and_the_read_models_and_verif
             assert raw.execute("SELECT count(*) FROM params WHERE value LIKE '%s3cret%'").fetchone() == (0,)
     finally:
         close_cached_stores(uri)
+
+
+@pytest.mark.parametrize("variable", ["EVSTORE_TRACKING_URI", "MLFLOW_TRACKING_URI"])
+def test_the_fluent_api_tracks_to_the_database_the_environment_names(
+    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:  # fmt: skip
+    import evstore as mlflow
+    from evstore import fluent
+
+    uri = postgres_database.new_store_uri()
+    for name in ("EVSTORE_TRACKING_URI", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID",
+                 "EVSTORE_EXPERIMENT_ID"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, uri)
+    monkeypatch.setenv("EVSTORE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    fluent.reset()
+    try:
+        mlflow.set_experiment("fluent")
+        with mlflow.start_run() as run:
+            mlflow.log_param("lr", "0.1")
+            mlflow.log_metric("loss", 0.5, step=1)
+        found = Client(uri).get_run(run.info.run_id)
+        assert (found.data.params, found.data.metrics) == ({"lr": "0.1"}, {"loss": 0.5})
+        assert found.info.status == "FINISHED"
+    finally:
+        fluent.reset()
+        close_cached_stores(uri)
