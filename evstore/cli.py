@@ -100,25 +100,28 @@ def _options(
 
 
 def _open_log(store: str, *, create: bool = False, log_only: bool = False) -> Any:
-    """The log at ``store``; a read never creates one (a typo is an error, not a new file).
-    ``log_only``: the command needs the log contract alone, so PostgreSQL serves too."""
+    """The log at ``store``, a file or a PostgreSQL database; a read never creates one (a
+    typo is an error, not a new file). ``log_only``: the command needs the log alone."""
     from evstore.stores import is_postgres_uri, open_log, sqlite_path
 
-    _opened.append(store if log_only and is_postgres_uri(store) else sqlite_path(store))
+    _opened.append(store if is_postgres_uri(store) else sqlite_path(store))
     log = open_log(store, create=create)
     _open_logs.append(log)
     return log
 
 
 def _init_postgres(store: str) -> None:
+    from evstore.projection import attach
     from evstore.stores.postgres import least_privilege_sql
 
-    with _open_log(store, create=True, log_only=True) as log:
-        typer.echo(f"store ready: {log.where} (format {log.format_version()}; the event log"
-                   " only: read models, the tracking API and the server run on SQLite so far)")  # fmt: skip
+    with _open_log(store, create=True) as log:
+        runner = attach(log)  # the read models' tables, made by their owner
+        typer.echo(f"store ready: {log.where} (format {log.format_version()})")
         database = log.meta_database()
-    typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log:")
-    for statement in least_privilege_sql("evstore_app", *database):
+    tables = ["projection_state", *(t for model in runner.models for t in model.tables)]
+    typer.echo("a role for the server, holding no UPDATE, DELETE or TRUNCATE on the log"
+               " (`evstore rebuild` runs as the owner):")  # fmt: skip
+    for statement in least_privilege_sql("evstore_app", database[0], database[1], read_side=tables):
         typer.echo(f"  {statement};")
 
 
@@ -866,13 +869,24 @@ def server(
     ] = None,
     checkpoint_key: Annotated[str | None, typer.Option(help="The private key checkpoints are signed with.")] = None,
     checkpoint_dir: Annotated[str | None, typer.Option(help="The folder checkpoints are written into.")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Server processes sharing the port (more than 1: a PostgreSQL store).")
+    ] = 1,
 ) -> None:
     """Serve the store over MLflow's REST API: the mlflow client talks to it unchanged.
 
     Example: evstore server --store runs.db --port 5000   (then MLFLOW_TRACKING_URI=http://127.0.0.1:5000)
     """
     from evstore.server import ServerSettings, serve
+    from evstore.stores import is_postgres_uri
     from evstore.users import check_permission
+
+    _check_range("--workers", workers, 1, 256)
+    if workers > 1 and not is_postgres_uri(store):
+        raise InvalidParameterValue(
+            "--workers above 1 needs a PostgreSQL store (--store postgresql://...): a SQLite"
+            " file takes one writer at a time, and one server process serves it best"
+        )
 
     check_permission(default_permission.upper())
     _check_range("--port", port, 0, 65535)
@@ -891,7 +905,7 @@ def server(
         checkpoint_key=checkpoint_key, checkpoint_dir=checkpoint_dir,
     )  # fmt: skip
     typer.echo(f"evstore server: {store} on http://{host}:{port}", err=True)
-    serve(settings, host=host, port=port)
+    serve(settings, host=host, port=port, workers=workers)
 
 
 @app.command()

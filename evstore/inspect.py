@@ -39,6 +39,18 @@ def store_info(store: EventStore) -> dict[str, Any]:
         facts["projections_behind"] = projections_behind(connection, facts["head_position"])
         facts["rebuild_leftovers"] = leftovers(store)
         facts["tables"] = table_counts(connection)
+    elif hasattr(store, "rebuild_support"):  # a database server's store: one snapshot
+        from evstore.rebuild import leftovers
+
+        with store.reading() as conn:  # type: ignore[attr-defined]
+            facts["projections_behind"] = projections_behind(conn, facts["head_position"])
+            names = store.rebuild_support().tables(conn)  # type: ignore[attr-defined]
+            facts["tables"] = {
+                name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+                for name in sorted(names)
+                if name != "events" and "__" not in name
+            }
+        facts["rebuild_leftovers"] = leftovers(store)
     facts["events_by_type"] = {f"{t} v{v}": n for (t, v), n in sorted(counts.items())}
     return facts
 
@@ -46,6 +58,9 @@ def store_info(store: EventStore) -> dict[str, Any]:
 def projections_behind(connection: Any, head: int) -> str:
     """Read models whose checkpoint is short of the head, and by how many events: stale
     ones, or ones a writer that does not keep them left behind (reads refuse them)."""
+    has_table = getattr(connection, "has_table", None)
+    if has_table is not None and not has_table("projection_state"):
+        return "no read models"
     try:
         rows = connection.execute("SELECT name, checkpoint FROM projection_state").fetchall()
     except sqlite3.OperationalError:  # no read model was ever built here

@@ -318,10 +318,20 @@ class _Plan:
             for ops in self.ops:
                 if any(ops.lists):  # no call for a model the events did not touch
                     ops.flush(conn)
-        except (sqlite3.Error, OverflowError) as e:  # OverflowError: an int beyond 64 bits
+        except Exception as e:
+            # OverflowError: an int beyond 64 bits; a backend's connection says which of
+            # its driver's errors a bad row causes (rather than a failed connection).
+            if not isinstance(e, (sqlite3.Error, OverflowError)) and not getattr(
+                conn, "is_statement_error", _never
+            )(e):
+                raise
             for ops in self.ops:
                 ops.clear()
             raise _FlushFailed(f"{type(e).__name__}: {e}") from e
+
+
+def _never(_: BaseException) -> bool:
+    return False
 
 
 def _apply_range(
@@ -435,6 +445,8 @@ class ProjectionState(msgspec.Struct, frozen=True):
 
 def read_state(conn: sqlite3.Connection) -> dict[str, ProjectionState]:
     """The recorded state of every read model built in this store."""
+    if not _may_hold_state(conn):
+        return {}
     try:
         rows = conn.execute("SELECT * FROM projection_state").fetchall()
     except sqlite3.OperationalError:  # no read model was ever built here
@@ -462,6 +474,8 @@ _STATE_AND_HEAD = (
 
 def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
     """The recorded state of every read model, and the head position, in one query."""
+    if not _may_hold_state(store):
+        return {}, store.head_position()
     try:
         rows = _query(store)(_STATE_AND_HEAD)
     except sqlite3.OperationalError:
@@ -469,6 +483,13 @@ def store_state(store: EventStore) -> tuple[dict[str, ProjectionState], int]:
     if not rows:
         return {}, store.head_position()
     return _state_and_head(rows)
+
+
+def _may_hold_state(where: Any) -> bool:
+    """False when a store (or connection) that says which tables it has lacks the state
+    table: a failed statement would end a PostgreSQL transaction, so it is not tried."""
+    has_table = getattr(where, "has_table", None)
+    return has_table is None or bool(has_table("projection_state"))
 
 
 def _state_and_head(rows: list[tuple[Any, ...]]) -> tuple[dict[str, ProjectionState], int]:
@@ -490,7 +511,7 @@ def _is_fresh(model: ReadModel, state: dict[str, ProjectionState]) -> bool:
 def _state_of(conn: Any) -> tuple[dict[str, ProjectionState], int]:
     """The recorded state of every read model and the head, as ``conn`` sees them."""
     try:
-        rows = conn.execute(_STATE_AND_HEAD).fetchall()
+        rows = conn.execute(_STATE_AND_HEAD).fetchall()  # (attach made it on PostgreSQL)
     except sqlite3.OperationalError:  # no read model was ever built here
         rows = []
     if not rows:
@@ -669,6 +690,9 @@ def attach(
 ) -> ProjectionRunner:
     """Keep the read models inline with ``store``: build new ones, install the hook."""
     runner = ProjectionRunner(store, models)
+    prepare = getattr(store, "prepare_read_side", None)
+    if prepare is not None:  # a backend whose appends cannot survive a failed statement
+        prepare(_STATE_DDL)
     runner.build_new()
     if auto_rebuild and (stale := runner.stale()):
         from evstore.rebuild import rebuild

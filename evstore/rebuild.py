@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import msgspec
 
@@ -69,80 +70,151 @@ def rebuild(
     ``progress(done, total)`` is called with positions after every chunk.
     """
     started = time.perf_counter()
-    path = _sqlite_file(store)
+    backend = _backend(store)
     if getattr(store, "read_only", False):
-        raise StoreError(f"{path} is open read-only: a rebuild writes its read models")
+        raise StoreError(f"{backend.where} is open read-only: a rebuild writes its read models")
     everything = registered() if models is None else list(models)
     chosen = select(names, everything)
-    with _exclusive(lock_path(path)):
+    with backend.exclusive():
         if only_stale:
             state, head = store_state(store)
             chosen = [model for model in chosen if _unreadable(model, state, head) is not None]
             if not chosen:
                 return RebuildSummary([], 0, 0, head, time.perf_counter() - started)
         suffix = f"{_SHADOW_MARK}{os.urandom(3).hex()}"
-        shadow = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-        try:
-            for pragma in _SHADOW_PRAGMAS:
-                shadow.execute(pragma)
-            indexes = _create_shadow(shadow, everything, chosen, suffix)
-            plan = _Plan(chosen, suffix)
-            target = store.head_position()
+        with backend.shadow_connection() as shadow:
+            summary = _rebuild_into(
+                store, backend, shadow, everything, chosen, suffix, progress, chunk, near_head
+            )
+    return msgspec.structs.replace(summary, seconds=time.perf_counter() - started)
 
-            def report(done: int) -> None:
-                if progress is not None:
-                    progress(done, max(target, done))
 
-            # 1. replay the bulk of the log into the shadow tables, without the write lock
-            clock = _PhaseClock()
-            after = 0
-            gap: int | None = None
-            with _cyclic_gc_paused():
-                for _ in range(_CATCH_UP_ROUNDS):
-                    after = _apply_range(store, shadow, plan, after, target, standalone=True,
-                                         chunk=chunk, progress=report)  # fmt: skip
-                    target = store.head_position()
-                    # Stop chasing once near the head, or when writers append faster than
-                    # the replay catches up: the rest is applied under the write lock, so a
-                    # rebuild always finishes (writers wait for that tail only).
-                    if target - after <= near_head or (gap is not None and target - after >= gap):
-                        break
-                    gap = target - after
-            clock.lap("replay")
-            for sql in indexes:
-                shadow.execute(sql)
-            clock.lap("indexes")
-            # 2-4. under the write lock: the tail, then the swap, in one transaction
-            with store.transaction() as conn, _secure_delete_off(conn):
-                head = store.head_position()
-                target = head
-                _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
-                _swap(conn, chosen, suffix, head)
-            clock.lap("tail and swap")
-            freed = _vacuum(shadow)
-            clock.lap("vacuum")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                shadow.execute("PRAGMA busy_timeout = 2000")
-                _drop_shadows(shadow, chosen, suffix)
-            raise
-        finally:
-            shadow.close()
+def _rebuild_into(
+    store: EventStore, backend: Any, shadow: Any, everything: list[ReadModel],
+    chosen: list[ReadModel], suffix: str, progress: Progress | None, chunk: int, near_head: int,
+) -> RebuildSummary:  # fmt: skip
+    """Fill the shadow tables from the log, then swap them in under the write lock."""
+    try:
+        backend.prepare_shadow(shadow)
+        indexes = _create_shadow(shadow, backend, everything, chosen, suffix)
+        plan = _Plan(chosen, suffix)
+        target = store.head_position()
+
+        def report(done: int) -> None:
+            if progress is not None:
+                progress(done, max(target, done))
+
+        # 1. replay the bulk of the log into the shadow tables, without the write lock
+        clock = _PhaseClock()
+        after = 0
+        gap: int | None = None
+        with _cyclic_gc_paused():
+            for _ in range(_CATCH_UP_ROUNDS):
+                after = _apply_range(store, shadow, plan, after, target, standalone=True,
+                                     chunk=chunk, progress=report)  # fmt: skip
+                target = store.head_position()
+                # Stop chasing once near the head, or when writers append faster than
+                # the replay catches up: the rest is applied under the write lock, so a
+                # rebuild always finishes (writers wait for that tail only).
+                if target - after <= near_head or (gap is not None and target - after >= gap):
+                    break
+                gap = target - after
+        clock.lap("replay")
+        for sql in indexes:
+            shadow.execute(sql)
+        clock.lap("indexes")
+        # 2-4. under the write lock: the tail, then the swap, in one transaction
+        with store.transaction() as conn, backend.quiet_deletes(conn):
+            head = store.head_position()
+            target = head
+            _apply_range(store, conn, plan, after, head, chunk=chunk, progress=report)
+            _swap(conn, chosen, suffix, head)
+        clock.lap("tail and swap")
+        freed = backend.vacuum(shadow)
+        clock.lap("vacuum")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            backend.before_cleanup(shadow)
+            _drop_shadows(shadow, backend, chosen, suffix)
+        raise
     return RebuildSummary(
-        [model.name for model in chosen], plan.events, plan.unknown, head,
-        time.perf_counter() - started, clock.phases, freed,
+        [model.name for model in chosen], plan.events, plan.unknown, head, 0.0, clock.phases,
+        freed,
     )  # fmt: skip
 
 
 def rebuild_lock(store: EventStore) -> contextlib.AbstractContextManager[None]:
     """The lock a rebuild holds while it runs, for another writer of read models (a
     redaction) that must not overlap a replay into shadow tables."""
-    return _exclusive(lock_path(_sqlite_file(store)))
+    return _backend(store).exclusive()  # type: ignore[no-any-return]
 
 
-def drop_leftover_shadows(conn: sqlite3.Connection, models: Sequence[ReadModel]) -> None:
+def drop_leftover_shadows(conn: Any, models: Sequence[ReadModel]) -> None:
     """Drop every shadow table of ``models`` a killed rebuild left (hold ``rebuild_lock``)."""
-    _drop_shadows(conn, list(models), None)
+    backend = _SQLiteRebuild if isinstance(conn, sqlite3.Connection) else _postgres_backend()
+    _drop_shadows(conn, backend, list(models), None)
+
+
+def _postgres_backend() -> Any:
+    from evstore.stores.postgres_readmodels import PostgresRebuild
+
+    return PostgresRebuild
+
+
+class _SQLiteRebuild:
+    """What a blue/green rebuild needs of SQLite: a second connection to the file for the
+    shadow tables, a lock file held while it runs, the file's tables, VACUUM."""
+
+    def __init__(self, path: str) -> None:
+        self.path = self.where = path
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """One rebuild at a time per store: a lock on a file beside it."""
+        return _exclusive(lock_path(self.path))
+
+    @contextlib.contextmanager
+    def shadow_connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection of the rebuild's own to the file, in autocommit."""
+        shadow = sqlite3.connect(
+            self.path, isolation_level=None, timeout=60, check_same_thread=False
+        )
+        try:
+            yield shadow
+        finally:
+            shadow.close()
+
+    @staticmethod
+    def prepare_shadow(conn: sqlite3.Connection) -> None:
+        """Settings that make the replay cheaper (``_SHADOW_PRAGMAS``)."""
+        for pragma in _SHADOW_PRAGMAS:
+            conn.execute(pragma)
+
+    @staticmethod
+    def before_cleanup(conn: sqlite3.Connection) -> None:
+        """Wait a little for a busy file before dropping a failed build's tables."""
+        conn.execute("PRAGMA busy_timeout = 2000")
+
+    @staticmethod
+    def tables(conn: Any) -> list[str]:
+        """Every table in the file."""
+        return [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+    @staticmethod
+    def vacuum(conn: sqlite3.Connection) -> int:
+        """Give the replaced tables' pages back (``_vacuum``)."""
+        return _vacuum(conn)
+
+    @staticmethod
+    def quiet_deletes(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[None]:
+        """Dropped pages are not zeroed (``_secure_delete_off``)."""
+        return _secure_delete_off(conn)
+
+
+def _backend(store: EventStore) -> Any:
+    support = getattr(store, "rebuild_support", None)
+    if support is not None:
+        return support()
+    return _SQLiteRebuild(_sqlite_file(store))
 
 
 @contextlib.contextmanager
@@ -254,6 +326,10 @@ def leftovers(store: EventStore) -> list[str]:
     a rebuild is running: then they are its own)."""
     import fcntl
 
+    backend = _backend(store)
+    if not isinstance(backend, _SQLiteRebuild):  # its lock ends with the rebuild's session
+        with store.reading() as conn:  # type: ignore[attr-defined]
+            return [f"shadow table {name}" for name in backend.tables(conn) if _SHADOW_MARK in name]
     path = _sqlite_file(store)
     found: list[str] = []
     if os.path.exists(lock_path(path)):
@@ -271,14 +347,14 @@ def leftovers(store: EventStore) -> list[str]:
 
 
 def _create_shadow(
-    conn: sqlite3.Connection, everything: list[ReadModel], chosen: list[ReadModel], suffix: str
+    conn: Any, backend: Any, everything: list[ReadModel], chosen: list[ReadModel], suffix: str
 ) -> list[str]:
     """Drop leftover shadows of any model, create this build's; returns deferred indexes."""
     deferred = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_STATE_DDL)
-        _drop_shadows(conn, everything, None)
+        _drop_shadows(conn, backend, everything, None)
         for model in chosen:
             for sql in model.ddl(suffix):
                 if sql.lstrip().upper().startswith("CREATE INDEX"):
@@ -292,10 +368,11 @@ def _create_shadow(
     return deferred
 
 
-def _drop_shadows(conn: sqlite3.Connection, models: list[ReadModel], suffix: str | None) -> None:
+def _drop_shadows(
+    conn: Any, backend: Any, models: list[ReadModel], suffix: str | None
+) -> None:
     """Drop shadow tables: this build's (``suffix``), or every leftover (None)."""
-    found = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    tables = {name for (name,) in found}
+    tables = set(backend.tables(conn))
     for model in models:
         for table in model.tables:
             for name in tables:

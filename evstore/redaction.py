@@ -87,7 +87,7 @@ def redact(
         raise InvalidParameterValue("a redaction needs a reason (--reason TEXT): nothing was changed")
     for method in ("erasing", "erase_payload", "redactions", "purge"):
         if not hasattr(store, method):
-            raise StoreError(f"{store.uri} cannot erase: redaction needs a SQLite store")
+            raise StoreError(f"{store.uri} cannot erase: its backend keeps no redactions")
     with rebuild_lock(store), store.erasing() as conn:  # type: ignore[attr-defined]
         if target == "event":
             assert position is not None

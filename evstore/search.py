@@ -620,6 +620,11 @@ def time_budget(connection: sqlite3.Connection, seconds: float | None = None) ->
     """Stop the statements run on ``connection`` inside the block once ``seconds`` (default:
     ``search_timeout()``) have passed, raising ``SearchTimeout``."""
     budget = search_timeout() if seconds is None else seconds
+    own_budget = getattr(connection, "time_budget", None)
+    if own_budget is not None:  # a backend whose connection keeps its own clock
+        with own_budget(budget):
+            yield
+        return
     if budget == math.inf:
         yield
         return
@@ -762,34 +767,95 @@ class CompiledSearch(NamedTuple):
         )
 
 
-def _string_test(column: str, op: str, value: Any, params: list[Any]) -> str:
-    """SQL testing ``column`` with a string operator; appends its parameters."""
-    if op in ("IN", "NOT IN"):
-        return f"{column} {op} {_in_list(value, params)}"
-    if op == "ILIKE":
-        params.append(value)
-        return f"evstore_ilike({column}, ?)"
-    if op == "LIKE":
-        glob = like_to_glob(value)
-        if "\x00" in value or len(glob.encode("utf-8")) > _GLOB_MAX_BYTES:
-            params.append(value)
+class SearchDialect:
+    """What a compiled search says differently per database; this one is SQLite's.
+
+    A backend subclasses it (``evstore.stores.postgres_readmodels``) and its read
+    connection names its own as ``search_dialect``.
+    """
+
+    name = "sqlite"
+    #: Put before a column to keep the planner from looking rows up through its index.
+    unindexed = "+"
+    #: What a subquery in FROM is named (SQLite needs no name).
+    probe_alias = ""
+    #: The LIMIT that means no limit.
+    no_limit: int | None = -1
+    #: A list of no values, after IN.
+    empty_list = "()"
+
+    def like(self, column: str, pattern: str, params: list[Any], ignore_case: bool) -> str:
+        """A LIKE (or ILIKE) test of ``column``: GLOB, or a function for what GLOB cannot."""
+        if ignore_case:
+            params.append(pattern)
+            return f"evstore_ilike({column}, ?)"
+        glob = like_to_glob(pattern)
+        if "\x00" in pattern or len(glob.encode("utf-8")) > _GLOB_MAX_BYTES:
+            params.append(pattern)
             return f"evstore_like({column}, ?)"
         params.append(glob)
         return f"{column} GLOB ?"
+
+    def long_list(self, params: list[Any], encoded: str) -> str:
+        """A list of values bound once, as a JSON array."""
+        params.append(encoded)
+        return "(SELECT value FROM json_each(?))"
+
+    def order_metric(self, found: str, ascending: bool) -> str:
+        """A metric's sort term: values, then NaN, then missing, whatever the direction.
+        ``found`` selects ``{value}`` of the run's row."""
+        value = "coalesce(o.value, 'nan')" if ascending else "coalesce(-o.value, 'nan')"
+        return f"coalesce({found.format(value=value)}, x'')"
+
+    def order_text(self, found: str, ascending: bool) -> str:
+        """A param's or tag's sort term, missing values last."""
+        found = found.format(value="o.value")
+        return f"coalesce({found}, x'')" if ascending else f"{found} DESC"
+
+    def text_column(self, column: str) -> str:
+        """A text column as it sorts: by bytes."""
+        return column
+
+
+SQLITE_SEARCH = SearchDialect()
+
+
+def like_items_escaped(pattern: str) -> str:
+    """A LIKE pattern with every escape explicit (a trailing lone backslash as a literal
+    one), for a database whose LIKE takes backslash escapes."""
+    escaped = []
+    for it in _like_items(pattern):
+        if it is _ANY or it is _ONE:
+            escaped.append("%" if it is _ANY else "_")
+        else:
+            text = cast(str, it)
+            escaped.append("\\" + text if text in "%_\\" else text)
+    return "".join(escaped)
+
+
+def _string_test(
+    column: str, op: str, value: Any, params: list[Any], d: SearchDialect = SQLITE_SEARCH
+) -> str:
+    """SQL testing ``column`` with a string operator; appends its parameters."""
+    if op in ("IN", "NOT IN"):
+        return f"{column} {op} {_in_list(value, params, d)}"
+    if op in ("LIKE", "ILIKE"):
+        return d.like(column, value, params, op == "ILIKE")
     params.append(value)
     return f"{column} {op} ?"
 
 
-def _in_list(values: Sequence[str], params: list[Any]) -> str:
+def _in_list(values: Sequence[str], params: list[Any], d: SearchDialect = SQLITE_SEARCH) -> str:
     """``(?, ?)`` for a short list; a long one binds once as JSON, whatever its length."""
+    if not values:
+        return d.empty_list
     if len(values) <= _SHORT_LIST:
         params.extend(values)
         return f"({', '.join('?' * len(values))})"
-    params.append(json.dumps(list(values)))
-    return "(SELECT value FROM json_each(?))"
+    return d.long_list(params, json.dumps(list(values)))
 
 
-def _has_key_test(clause: Clause, params: list[Any]) -> str:
+def _has_key_test(clause: Clause, params: list[Any], d: SearchDialect = SQLITE_SEARCH) -> str:
     """The subquery of the runs that have the clause's key and pass its test (any value
     for IS NULL and IS NOT NULL, which test for the key)."""
     params.append(clause.key)
@@ -802,38 +868,42 @@ def _has_key_test(clause: Clause, params: list[Any]) -> str:
         if clause.op == "!=":  # NaN is stored as NULL and differs from every number
             return f"{sql} AND (e.value IS NULL OR e.value != ?)"
         return f"{sql} AND e.value {clause.op} ?"
-    return f"{sql} AND {_string_test('e.value', clause.op, clause.value, params)}"
+    return f"{sql} AND {_string_test('e.value', clause.op, clause.value, params, d)}"
 
 
-def _compile_clause(clause: Clause, params: list[Any], driver: Clause | None) -> str:
+def _compile_clause(
+    clause: Clause, params: list[Any], driver: Clause | None, d: SearchDialect
+) -> str:
     if clause.entity == ATTRIBUTE:
         column = f"r.{clause.key}"  # the key is one of the fixed attribute names
         if clause.key in NUMERIC_ATTRIBUTES:
             params.append(clause.value)
             return f"{column} {clause.op} ?"
-        return _string_test(column, clause.op, clause.value, params)
+        return _string_test(column, clause.op, clause.value, params, d)
     # A non-correlated subquery: SQLite builds its list once through the (key, value)
     # index, rather than probing once per run as a correlated EXISTS would. A unary +
     # keeps SQLite from looking runs up through it unless this clause drives the plan.
     if clause.op == "IS NULL":
-        return f"+r.run_id NOT IN ({_has_key_test(clause, params)})"
-    lookup = "" if clause is driver else "+"
-    return f"{lookup}r.run_id IN ({_has_key_test(clause, params)})"
+        return f"{d.unindexed}r.run_id NOT IN ({_has_key_test(clause, params, d)})"
+    lookup = "" if clause is driver else d.unindexed
+    return f"{lookup}r.run_id IN ({_has_key_test(clause, params, d)})"
 
 
-def _compile_expr(expr: Expr, params: list[Any], driver: Clause | None) -> str:
+def _compile_expr(expr: Expr, params: list[Any], driver: Clause | None, d: SearchDialect) -> str:
     if isinstance(expr, Clause):
-        return _compile_clause(expr, params, driver)
-    return _join(expr.op, expr.items, params, driver)
+        return _compile_clause(expr, params, driver, d)
+    return _join(expr.op, expr.items, params, driver, d)
 
 
-def _join(op: str, items: Sequence[Expr], params: list[Any], driver: Clause | None) -> str:
+def _join(
+    op: str, items: Sequence[Expr], params: list[Any], driver: Clause | None, d: SearchDialect
+) -> str:
     # Split in halves so a long flat OR chain stays shallow in SQLite's expression tree.
     if len(items) == 1:
-        return _compile_expr(items[0], params, driver)
+        return _compile_expr(items[0], params, driver, d)
     middle = len(items) // 2
-    left = _join(op, items[:middle], params, driver)
-    return f"({left} {op} {_join(op, items[middle:], params, driver)})"
+    left = _join(op, items[:middle], params, driver, d)
+    return f"({left} {op} {_join(op, items[middle:], params, driver, d)})"
 
 
 def _driver_candidates(expr: Expr | None) -> list[Clause]:
@@ -847,7 +917,7 @@ def _driver_candidates(expr: Expr | None) -> list[Clause]:
     return [clause for item in expr.items for clause in _driver_candidates(item)]
 
 
-def _order_value(key: OrderKey, params: list[Any]) -> str:
+def _order_value(key: OrderKey, params: list[Any], d: SearchDialect) -> str:
     """One sortable value per run for a param, tag or metric key, from one correlated
     subquery, so the number of keys never multiplies joins (31 LEFT JOINs crashed SQLite
     3.40). SQLite sorts NULL < numbers < text < blobs: a missing value becomes a blob when
@@ -856,27 +926,28 @@ def _order_value(key: OrderKey, params: list[Any]) -> str:
     so that NaN and missing still come last."""
     params.append(key.key)
     table = _ENTITY_TABLES[key.entity]
+    found = f"(SELECT {{value}} FROM {table} o WHERE o.run_id = r.run_id AND o.key = ?)"
     if key.entity == METRIC:
-        value = "coalesce(o.value, 'nan')" if key.ascending else "coalesce(-o.value, 'nan')"
-    else:
-        value = "o.value"
-    found = f"(SELECT {value} FROM {table} o WHERE o.run_id = r.run_id AND o.key = ?)"
-    if key.entity != METRIC and not key.ascending:
-        return f"{found} DESC"
-    return f"coalesce({found}, x'')"
+        return d.order_metric(found, key.ascending)
+    return d.order_text(found, key.ascending)
 
 
-def _compile_order(keys: list[OrderKey], params: list[Any]) -> list[str]:
+def _compile_order(
+    keys: list[OrderKey], params: list[Any], d: SearchDialect = SQLITE_SEARCH
+) -> list[str]:
     terms: list[str] = []
     for key in keys:
         if key.entity == ATTRIBUTE:
             direction = "" if key.ascending else " DESC"
-            terms += [f"r.{key.key} IS NULL", f"r.{key.key}{direction}"]
+            column = f"r.{key.key}"
+            if key.key not in NUMERIC_ATTRIBUTES:
+                column = d.text_column(column)
+            terms += [f"r.{key.key} IS NULL", f"{column}{direction}"]
         else:
-            terms.append(_order_value(key, params))
+            terms.append(_order_value(key, params, d))
     if not any(k.entity == ATTRIBUTE and k.key == "start_time" for k in keys):
         terms.append("r.start_time DESC")
-    terms.append("r.run_id")
+    terms.append(d.text_column("r.run_id"))
     return terms
 
 
@@ -933,8 +1004,10 @@ def compile_search(
     order_by: Sequence[str] | str | None = None,
     max_results: int | None = 1000,
     page_token: str | bytes | None = None,
+    dialect: SearchDialect = SQLITE_SEARCH,
 ) -> CompiledSearch:
     """Compile a search to SQL selecting run ids in order; values only ever bind."""
+    d = dialect
     expr = parse_filter(filter_string)
     keys = parse_order_by(order_by)
     stages = view_type_stages(run_view_type)
@@ -950,16 +1023,16 @@ def compile_search(
 
     def plan(driver: Clause | None) -> tuple[str, list[Any]]:
         params: list[Any] = []
-        by_experiment = "" if driver is None else "+"  # a driver: no lookup by experiment
+        by_experiment = "" if driver is None else d.unindexed  # a driver: no lookup by experiment
         where = [
-            f"{by_experiment}r.experiment_id IN {_in_list(experiments, params)}",
+            f"{by_experiment}r.experiment_id IN {_in_list(experiments, params, d)}",
             f"{by_experiment}r.lifecycle_stage IN ({', '.join('?' * len(stages))})",
         ]
         params += stages
         if expr is not None:
-            where.append(_compile_expr(expr, params, driver))
-        order = _compile_order(keys, params)  # binds after the WHERE's values, as it reads
-        params += [-1 if max_results is None else max_results + 1, offset]
+            where.append(_compile_expr(expr, params, driver, d))
+        order = _compile_order(keys, params, d)  # binds after the WHERE's values, as it reads
+        params += [d.no_limit if max_results is None else max_results + 1, offset]
         sql = (
             "SELECT r.run_id FROM runs r WHERE "
             + " AND ".join(where)
@@ -976,13 +1049,13 @@ def compile_search(
     listed: list[Any] = []
     experiment_runs = (
         f"SELECT count(*) FROM (SELECT 1 FROM runs r WHERE r.experiment_id IN"
-        f" {_in_list(experiments, listed)} AND r.lifecycle_stage IN"
-        f" ({', '.join('?' * len(stages))}) LIMIT ?)"
+        f" {_in_list(experiments, listed, d)} AND r.lifecycle_stage IN"
+        f" ({', '.join('?' * len(stages))}) LIMIT ?){d.probe_alias}"
     )
     probes = [(experiment_runs, (*listed, *stages))]
     for driver in drivers:
         found: list[Any] = []
-        having = f"SELECT count(*) FROM ({_has_key_test(driver, found)} LIMIT ?)"
+        having = f"SELECT count(*) FROM ({_has_key_test(driver, found, d)} LIMIT ?){d.probe_alias}"
         probes.append((having, tuple(found)))
     plans = (sql, *(plan(driver)[0] for driver in drivers))
     return CompiledSearch(sql, tuple(params), offset, max_results, plans, tuple(probes))
@@ -1018,7 +1091,8 @@ def search_run_ids(
 ) -> tuple[list[str], str | None]:
     """Run ``compile_search`` on a connection: the page's run ids and the next token.
     Raises ``SearchTimeout`` past ``timeout`` seconds (default: ``search_timeout()``)."""
-    compiled = compile_search(filter_string, **options)
+    dialect = getattr(connection, "search_dialect", SQLITE_SEARCH)
+    compiled = compile_search(filter_string, dialect=dialect, **options)
     if "evstore_" in compiled.sql:
         _ensure_search_functions(connection)
     with time_budget(connection, timeout):

@@ -78,6 +78,27 @@ def store_uri(backend: str, request: pytest.FixtureRequest, db_path: Path) -> st
 
 
 @pytest.fixture
+def new_store_uri(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Makes the URI of a further new, empty store of ``backend`` (``name``: its file name
+    on SQLite)."""
+
+    def make(name: str) -> str:
+        return new_uri_of(backend, request, tmp_path / name)
+
+    return make
+
+
+def new_uri_of(backend: str, request: pytest.FixtureRequest, path: Path) -> str:
+    """The URI of a new, empty store of ``backend``: the file ``path`` on SQLite."""
+    if backend == "sqlite":
+        return str(path)
+    if backend == "postgres":
+        database: PostgresDatabase = request.getfixturevalue("postgres_database")
+        return database.new_store_uri()
+    raise ValueError(f"no such backend in the test suite: {backend}")
+
+
+@pytest.fixture
 def log(store_uri: str) -> Iterator[EventStore]:
     """An empty event log, once per backend."""
     store = open_log(store_uri)
@@ -149,8 +170,9 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def close_cached_stores(directory: Path) -> None:
-    """Close and forget the stores evstore.Client cached for files under ``directory``."""
+def close_cached_stores(directory: Path | str) -> None:
+    """Close and forget the stores evstore.Client cached for files under ``directory`` (or
+    for that PostgreSQL URI)."""
     for path in [p for p in client_module._stores if p.startswith(str(directory))]:
         runner = client_module._stores.pop(path)
         runner.detach()
@@ -206,7 +228,12 @@ def history_points(db: Any, run_id: str | None = None) -> list[tuple[Any, ...]]:
     connection."""
     from evstore.reads import series_points
 
-    conn = getattr(db, "connection", db)
+    if hasattr(db, "append"):  # a store: its writing connection, or one snapshot
+        if not hasattr(db, "connection"):
+            with db.reading() as conn:
+                return history_points(conn, run_id)
+        db = db.connection
+    conn = db
     where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
     series = conn.execute(
         f"SELECT series_id, run_id, key FROM metric_series {where} ORDER BY run_id, key", args

@@ -26,8 +26,10 @@ def free_port() -> int:
 class ServerProcess:
     """``evstore server`` in a subprocess on a free port, with its store in ``directory``."""
 
-    def __init__(self, directory: Path, *args: str, token: str | None = None) -> None:
-        self.store = directory / "server.db"
+    def __init__(
+        self, directory: Path, *args: str, token: str | None = None, store: str | None = None
+    ) -> None:
+        self.store: Path | str = directory / "server.db" if store is None else store
         self.artifacts = directory / "artifacts"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

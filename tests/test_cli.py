@@ -73,7 +73,7 @@ def test_every_command_has_help_with_an_example(name: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["runs", "--store", "postgres://db/x"], "postgres:// names a PostgreSQL store; this needs a SQLite store"),
+        (["runs", "--store", "postgres://nobody@127.0.0.1:1/x"], "cannot connect to postgresql://nobody@127.0.0.1:1/x"),
         (["runs", "--store", "mysql://db/x"], "unsupported store URI scheme 'mysql'"),
         (["runs", "--store", "sqlite://x.db"], "use sqlite:///path"),
         (["experiments", "--store", "/no/such/dir/x.db"], "no such directory"),

@@ -40,8 +40,9 @@ from evstore.events import MetricsLogged
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-# Every test runs over both transports: ``local`` (the tracking service in this process,
-# on a store file) and ``remote`` (a real ``evstore server`` subprocess, reached over HTTP).
+# Every test runs over three clients: ``local`` (the tracking service in this process, on
+# a store file), ``remote`` (a real ``evstore server`` subprocess, reached over HTTP) and
+# ``postgres`` (the tracking service in this process, on a PostgreSQL store).
 # ``run_id`` comes from conftest.py and takes the client below.
 
 #: Contract tests about the local store itself, which a client of a server cannot see.
@@ -62,15 +63,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize every test that takes a client over the transports it can observe."""
     if "client" in metafunc.fixturenames:
         local_only = metafunc.function.__name__ in LOCAL_ONLY
-        metafunc.parametrize("transport", ["local"] if local_only else ["local", "remote"])
+        transports = ["local"] if local_only else ["local", "remote", "postgres"]
+        metafunc.parametrize("transport", transports)
 
 
 @pytest.fixture
-def client(transport: str, tmp_path: Path) -> Iterator[Client]:
+def client(
+    transport: str, tmp_path: Path, request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Client]:  # fmt: skip
     """A Client over a fresh store: in process, or through a server of its own."""
     if transport == "local":
         yield Client(str(tmp_path / "evstore.db"))
         close_cached_stores(tmp_path)
+        return
+    if transport == "postgres":
+        monkeypatch.setenv("EVSTORE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+        uri = request.getfixturevalue("postgres_database").new_store_uri()
+        yield Client(uri)
+        close_cached_stores(uri)
         return
     running = ThreadServer(tmp_path / "server-side")
     remote = Client(running.url)

@@ -27,6 +27,7 @@ from evstore.errors import FilterParseError, InvalidParameterValue
 from evstore.search import (
     MAX_ORDER_KEYS,
     MAX_RESULTS_LIMIT,
+    SQLITE_SEARCH,
     choose_plan,
     compile_search,
     create_page_token,
@@ -127,8 +128,9 @@ def build_store(path: Path, runs: list[Run]) -> sqlite3.Connection:
     return conn
 
 
-def append_runs(path: Path, runs: list[Run]) -> Iterator[sqlite3.Connection]:
-    """Log the runs as events into a real store whose projections apply them inline."""
+def append_runs(path: Path | str, runs: list[Run]) -> Iterator[Any]:
+    """Log the runs as events into a real store whose projections apply them inline; yields
+    a connection to it (on PostgreSQL, one snapshot of it)."""
     try:
         from evstore.projection import open_store
     except ImportError:  # pragma: no cover - only before the projections land
@@ -164,17 +166,48 @@ def append_runs(path: Path, runs: list[Run]) -> Iterator[sqlite3.Connection]:
         store.append(run.run_id, events)  # type: ignore[arg-type]
     runner.check_fresh()  # searches read the tables as the Client does: caught up
     try:
-        yield store.connection
+        if hasattr(store, "connection"):
+            yield store.connection
+        else:
+            with store.reading() as conn:
+                yield conn
     finally:
         store.close()
 
 
-@pytest.fixture(scope="module", params=["events", "ddl"])
+@pytest.fixture(scope="module", params=["events", "ddl", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sqlite3.Connection]:
+) -> Iterator[Any]:
+    """The runs in a store: logged as events, written straight into SQLite tables, or
+    logged as events into a PostgreSQL store."""
+    yield from open_store_of(request.param, request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["events", "ddl"])
+def sqlite_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The runs in a SQLite store (for the tests that generate many filters)."""
+    yield from open_store_of(request.param, request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def postgres_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The runs in a PostgreSQL store (its generated filters are fewer)."""
+    yield from open_store_of("postgres", request, tmp_path_factory)
+
+
+def open_store_of(
+    kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     path = tmp_path_factory.mktemp("search") / "evstore.db"
-    if request.param == "events":
+    if kind == "postgres":  # the same events, in a PostgreSQL store
+        yield from append_runs(request.getfixturevalue("postgres_database").new_store_uri(), RUNS)
+        return
+    if kind == "events":
         yield from append_runs(path, RUNS)
         return
     conn = build_store(path, RUNS)
@@ -580,7 +613,18 @@ def _evaluate(run: Run, tree: object) -> bool:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
-def test_sql_agrees_with_reference_evaluator(store: sqlite3.Connection, data: st.DataObject) -> None:
+def test_sql_agrees_with_reference_evaluator(sqlite_store: sqlite3.Connection, data: st.DataObject) -> None:
+    agrees_with_reference_evaluator(sqlite_store, data)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_sql_agrees_with_reference_evaluator_on_postgresql(postgres_store: Any, data: st.DataObject) -> None:
+    agrees_with_reference_evaluator(postgres_store, data)
+
+
+def agrees_with_reference_evaluator(store: Any, data: st.DataObject) -> None:
+    """A generated filter selects the runs the reference evaluator selects."""
     text, tree = data.draw(st.composite(lambda draw: _tree(draw, 3))())
     expected = {r.name for r in RUNS if r.experiment_id == "1" and r.lifecycle_stage == "active"
                 and _evaluate(r, tree)}  # fmt: skip
@@ -590,13 +634,29 @@ def test_sql_agrees_with_reference_evaluator(store: sqlite3.Connection, data: st
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_every_plan_finds_the_same_runs_in_the_same_order(
-    store: sqlite3.Connection, data: st.DataObject
+    sqlite_store: sqlite3.Connection, data: st.DataObject
 ) -> None:
+    every_plan_finds_the_same_runs(sqlite_store, data)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_every_plan_finds_the_same_runs_in_the_same_order_on_postgresql(
+    postgres_store: Any, data: st.DataObject
+) -> None:
+    every_plan_finds_the_same_runs(postgres_store, data)
+
+
+def every_plan_finds_the_same_runs(store: Any, data: st.DataObject) -> None:
+    """Every plan of a generated search selects the same runs in the same order."""
     text, tree = data.draw(st.composite(lambda draw: _tree(draw, 2))())
     orders = [None, ["metrics.acc DESC"], ["params.model"], ["run_name"]]
     order_by = data.draw(st.sampled_from(orders))
-    compiled = compile_search(text, experiment_ids=["1"], order_by=order_by, max_results=None)
-    register_search_functions(store)
+    dialect = getattr(store, "search_dialect", SQLITE_SEARCH)
+    compiled = compile_search(text, experiment_ids=["1"], order_by=order_by, max_results=None,
+                              dialect=dialect)  # fmt: skip
+    if isinstance(store, sqlite3.Connection):
+        register_search_functions(store)
     walked = store.execute(compiled.sql, compiled.params).fetchall()
     expected = {r.name for r in RUNS if r.experiment_id == "1" and r.lifecycle_stage == "active"
                 and _evaluate(r, tree)}  # fmt: skip
@@ -605,7 +665,7 @@ def test_every_plan_finds_the_same_runs_in_the_same_order(
         assert store.execute(sql, compiled.params).fetchall() == walked, (text, sql)
     # A page further on (two runs after the first two) is the same page under every plan.
     paged = compile_search(text, experiment_ids=["1"], order_by=order_by, max_results=2,
-                           page_token=create_page_token(2))  # fmt: skip
+                           page_token=create_page_token(2), dialect=dialect)  # fmt: skip
     pages = {tuple(store.execute(sql, paged.params).fetchall()) for sql in paged.plans or [paged.sql]}
     assert pages == {tuple(walked[2:5])}, text
 

@@ -15,6 +15,8 @@ own read connections, so a long read never delays an append).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -229,16 +231,39 @@ def create_app(settings: ServerSettings) -> Any:
     return security_middleware(with_ui, hosts, settings.bind_host, list(settings.cors_allowed_origins))
 
 
-def serve(settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000) -> None:
-    """Serve the store with uvicorn until interrupted."""
+def serve(
+    settings: ServerSettings, host: str = "127.0.0.1", port: int = 5000, workers: int = 1
+) -> None:
+    """Serve the store with uvicorn until interrupted; ``workers`` processes share the
+    port (a store many processes write: PostgreSQL)."""
     import uvicorn
 
-    app = create_app(dataclasses.replace(settings, bind_host=host))
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False,
-        timeout_keep_alive=60, server_header=False,
+    settings = dataclasses.replace(settings, bind_host=host)
+    options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": "warning", "access_log": False,
+        "timeout_keep_alive": 60, "server_header": False,
         # The client address stamped on events is the socket's peer: uvicorn would take
         # X-Forwarded-For from any loopback caller, so a local process could forge it.
-        proxy_headers=False,
-    )  # fmt: skip
-    uvicorn.Server(config).run()
+        "proxy_headers": False,
+    }  # fmt: skip
+    if workers > 1:
+        from evstore.stores import open_log
+
+        open_log(settings.store).close()  # made once, here; a bad store fails before serving
+        os.environ[_SETTINGS_VARIABLE] = json.dumps(dataclasses.asdict(settings))
+        uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+        return
+    uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+
+
+#: How a server hands its settings to its worker processes.
+_SETTINGS_VARIABLE = "EVSTORE_SERVER_SETTINGS"
+
+
+def app_from_environment() -> Any:
+    """The app of one worker process of ``serve(workers=N)``, from the settings it left."""
+    fields = json.loads(os.environ[_SETTINGS_VARIABLE])
+    for name in ("allowed_hosts", "cors_allowed_origins"):
+        if fields.get(name) is not None:
+            fields[name] = tuple(fields[name])
+    return create_app(ServerSettings(**fields))

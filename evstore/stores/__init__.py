@@ -42,7 +42,7 @@ def sqlite_path(uri: str | os.PathLike[str]) -> str:
     elif is_postgres_uri(text):
         raise InvalidParameterValue(
             f"{text.split('://', 1)[0]}:// names a PostgreSQL store; this needs a SQLite store"
-            " (a path or sqlite:///path): on PostgreSQL only the event log runs so far"
+            " (a path or sqlite:///path)"
         )
     elif "://" in text:
         scheme = text.split("://", 1)[0]

@@ -37,6 +37,12 @@ nothing else (README, "PostgreSQL")::
 
 (A role that runs ``evstore redact`` also needs ``GRANT UPDATE (payload) ON events``.)
 
+The read side (read models kept in the append's transaction, reads, search, rebuild,
+redaction) runs on the same connections: ``transaction``, ``reading`` and the append hook
+hand out a ``postgres_readmodels.ReadSideConnection``, which runs the read side's SQL in
+PostgreSQL's dialect. The role above keeps the read models once the owner has made them
+(``evstore init`` prints its grant of their tables); ``evstore rebuild`` runs as the owner.
+
 Durability: ``normal`` commits with ``synchronous_commit = local`` (the commit returns
 once the server's WAL is flushed to its disk), ``full`` with ``on`` (also waits for any
 synchronous standby the server has). Both keep every write that returned through a
@@ -208,9 +214,13 @@ _INSERT_COMMIT = "INSERT INTO commits VALUES (%s, %s, %s, %s)"
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-def least_privilege_sql(role: str, database: str, schema: str = "public") -> list[str]:
+def least_privilege_sql(
+    role: str, database: str, schema: str = "public", read_side: Sequence[str] = ()
+) -> list[str]:
     """The statements that make ``role``: it may append to and read the log in
-    ``schema`` of ``database``, and holds no UPDATE, DELETE or TRUNCATE on any of it."""
+    ``schema`` of ``database``, and holds no UPDATE, DELETE or TRUNCATE on any of it;
+    and it may keep the read-model tables named in ``read_side`` (a server does), not
+    create, drop or alter them (``evstore rebuild`` runs as the owner)."""
     from psycopg import sql
 
     def text(statement: str, **names: str) -> str:
@@ -229,6 +239,15 @@ def least_privilege_sql(role: str, database: str, schema: str = "public") -> lis
             role=role,
         ),
         text("GRANT SELECT ON {schema}.evstore_meta TO {role}", schema=schema, role=role),
+        *(
+            [text(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON "
+                + ", ".join(f"{{schema}}.{{t{i}}}" for i in range(len(read_side)))
+                + " TO {role}",
+                schema=schema, role=role, **{f"t{i}": t for i, t in enumerate(read_side)},
+            )]
+            if read_side else []
+        ),
     ]
 
 
@@ -275,6 +294,8 @@ class PostgresEventStore(EventStore):
             "event_metadata": {},
         }
         self._pool: ConnectionPool | None = None
+        #: The read side's statements in PostgreSQL's dialect, by their SQLite text.
+        self._statements: dict[str, Any] = {}
         with self._boundary("cannot open the store"):
             # a server that does not answer is an error within 30 s, unless the URI says
             wait: dict[str, Any] = (
@@ -435,8 +456,53 @@ class PostgresEventStore(EventStore):
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        """One write transaction holding the append lock; appends inside it join it."""
+    def transaction(self) -> Iterator[Any]:
+        """One write transaction holding the append lock; appends inside it join it.
+        Yields the connection the read side runs its SQL on (``ReadSideConnection``)."""
+        with self._writing() as conn:
+            yield self._read_side(conn)
+
+    def _read_side(self, conn: psycopg.Connection[Any]) -> Any:
+        from evstore.stores.postgres_readmodels import ReadSideConnection
+
+        return ReadSideConnection(conn, self._statements)
+
+    @contextmanager
+    def _read_side_connection(self) -> Iterator[Any]:
+        """A pooled connection of its own (not this thread's write), for the read side."""
+        if self._pool is None:
+            raise StoreError(f"{self.where}: the store is closed")
+        with self._boundary("reading"), self._pool.connection() as conn:
+            yield self._read_side(conn)
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query against the store's tables (projections, events)."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store's schema holds a table of that name."""
+        with self.reading() as conn:
+            return conn.has_table(name)  # type: ignore[no-any-return]
+
+    def prepare_read_side(self, ddl: str) -> None:
+        """Create the read side's bookkeeping table (``ddl``) if missing, so that no
+        statement of an append's transaction can fail on it (one failing aborts it)."""
+        if self.read_only:
+            return
+        with self.transaction() as conn:
+            if not conn.has_table("projection_state"):  # (a role that may not create)
+                conn.execute(ddl)
+
+    def rebuild_support(self) -> Any:
+        """What a blue/green rebuild needs of this backend."""
+        from evstore.stores.postgres_readmodels import PostgresRebuild
+
+        return PostgresRebuild(self)
+
+    @contextmanager
+    def _writing(self) -> Iterator[psycopg.Connection[Any]]:
+        """The write transaction on the psycopg connection itself."""
         local = self._local
         if getattr(local, "conn", None) is not None:
             yield local.conn
@@ -464,20 +530,21 @@ class PostgresEventStore(EventStore):
                 local.pending = []
 
     @contextmanager
-    def reading(self) -> Iterator[psycopg.Connection[Any]]:
+    def reading(self) -> Iterator[Any]:
         """One consistent read: a REPEATABLE READ, read-only transaction (one snapshot);
-        inside this thread's write it is the write's connection."""
+        inside this thread's write it is the write's connection. Yields the connection
+        the read side runs its SQL on (``ReadSideConnection``)."""
         current = getattr(self._local, "conn", None)
         if current is not None:
-            yield current
+            yield self._read_side(current)
             return
         with self._connection() as conn:
             if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                yield conn
+                yield self._read_side(conn)
                 return
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
-                yield conn
+                yield self._read_side(conn)
             finally:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.UNKNOWN:
                     conn.execute("ROLLBACK")
@@ -503,7 +570,7 @@ class PostgresEventStore(EventStore):
         if not events:
             return []
         check_event_ids(events, event_ids)
-        with self.transaction() as conn, self._boundary(f"append to {stream_id}"):
+        with self._writing() as conn, self._boundary(f"append to {stream_id}"):
             return self._append_locked(
                 conn, stream_id, events, expected_version, event_ids, metadata
             )
@@ -567,8 +634,9 @@ class PostgresEventStore(EventStore):
                               recorded_at, meta, ev)
                 for pos, row, event_id, ev in zip(positions, rows, ids, events)
             ]  # fmt: skip
+            hooked = self._read_side(conn)
             for hook in self.append_hooks:
-                hook(conn, recorded)
+                hook(hooked, recorded)
         return positions
 
     def _made_id(self, position: int) -> str:
@@ -712,6 +780,29 @@ class PostgresEventStore(EventStore):
                 (redacted_by, position, original_digest),
             )
             conn.execute("UPDATE events SET payload = %s WHERE position = %s", (payload, position))
+
+    def purge(self, wait_seconds: float = 5.0) -> str | None:
+        """Rewrite every table of the store's schema (``VACUUM FULL``), so their files no
+        longer hold the old row versions an erasure left. Returns None when done, else
+        why not: another session held a table past ``wait_seconds``. What the server's
+        WAL, its archive and backups hold is beyond a client's reach."""
+        if self.read_only:
+            raise StoreError(f"{self.where} is open read-only: it cannot be written")
+        if self._pool is None:
+            raise StoreError(f"{self.where}: the store is closed")
+        with self._boundary("purge"), self._pool.connection() as conn:
+            tables = [name for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()]  # fmt: skip
+            conn.execute(f"SET lock_timeout = {max(1, int(wait_seconds * 1000))}")
+            try:
+                for table in tables:
+                    conn.execute(f'VACUUM FULL "{table}"')
+            except (pg_errors.LockNotAvailable, pg_errors.InsufficientPrivilege) as e:
+                return f"the tables could not be rewritten (VACUUM FULL: {_first_line(e)})"
+            finally:
+                conn.execute("SET lock_timeout = 0")
+        return None
 
     def redactions(self) -> list[tuple[int, int, bytes]]:
         """Every redaction as (position of its Redacted event, position it erased, the

@@ -63,7 +63,7 @@ from evstore.events import (
     TagDeleted,
     TagSet,
 )
-from evstore.stores import NO_STREAM, sqlite_path
+from evstore.stores import NO_STREAM, is_postgres_uri, sqlite_path
 from evstore.validation import (
     check_artifact_path,
     check_text,
@@ -96,9 +96,14 @@ def close_tracking_stores() -> None:
         runner.store.close()
 
 
+def _store_key(uri: str) -> str:
+    """What names one store in this process: a PostgreSQL URI, or a file's absolute path."""
+    return uri if is_postgres_uri(uri) else os.path.abspath(sqlite_path(uri))
+
+
 def close_tracking_store(uri: str) -> None:
     """Close the store at ``uri`` if this process has it open, so the next open is a new one."""
-    runner = _stores.pop(os.path.abspath(sqlite_path(uri)), None)
+    runner = _stores.pop(_store_key(uri), None)
     if runner is not None:
         runner.store.close()
 
@@ -120,7 +125,7 @@ def open_tracking_store(uri: str) -> Any:
     from evstore.projection import attach
     from evstore.stores import open_log
 
-    path = os.path.abspath(sqlite_path(uri))
+    path = _store_key(uri)
     runner = _stores.get(path)
     if runner is None:
         store = open_log(path)
@@ -134,10 +139,14 @@ def open_tracking_store(uri: str) -> Any:
 
 
 def artifact_root_for(uri: str) -> str:
-    """Where a store's artifact files live: $EVSTORE_ARTIFACT_ROOT, else beside the file."""
-    return os.environ.get("EVSTORE_ARTIFACT_ROOT") or os.path.join(
-        os.path.dirname(os.path.abspath(sqlite_path(uri))), "evstore-artifacts"
-    )
+    """Where a store's artifact files live: $EVSTORE_ARTIFACT_ROOT, else beside the file
+    (for a PostgreSQL store, in the working directory)."""
+    found = os.environ.get("EVSTORE_ARTIFACT_ROOT")
+    if found:
+        return found
+    if is_postgres_uri(uri):
+        return os.path.abspath("evstore-artifacts")
+    return os.path.join(os.path.dirname(os.path.abspath(sqlite_path(uri))), "evstore-artifacts")
 
 
 def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
