@@ -40,12 +40,6 @@ from evstore.events import ArtifactRecorded
 from evstore.stores import EventStore, is_postgres_uri, open_log, sqlite_path
 from evstore.stores.base import RawEvent, Redaction
 
-#: What a PostgreSQL destination gets, said in the summary.
-POSTGRES_LOG_ONLY = (
-    "the destination is PostgreSQL: the log and the artifact files were copied; read models"
-    " do not run on PostgreSQL yet"
-)
-
 
 class CopySummary(msgspec.Struct, frozen=True):
     """What a copy did: the events copied (positions ``first..last``, none when
@@ -88,8 +82,8 @@ def copy_store(
     until_position: int | None = None,
 ) -> CopySummary:
     """Copy the log at ``source`` into ``destination`` (created if missing; else it must
-    hold a prefix of the source), then the artifact files, then rebuild a SQLite
-    destination's read models. ``until_position`` stops at the last commit ending there."""
+    hold a prefix of the source), then the artifact files, then rebuild the destination's
+    read models. ``until_position`` stops at the last commit ending there."""
     _check_batch_size(batch_size)
     with open_log(source, create=False, read_only=True) as src:
         src_root = artifact_root(source, source_artifacts)
@@ -373,9 +367,7 @@ def _same_folder(one: str, other: str) -> bool:
 
 
 def _read_models(dst: EventStore) -> tuple[list[str], str | None]:
-    """Rebuild a SQLite destination's read models that are behind or never built."""
-    if is_postgres_uri(dst.uri):
-        return [], POSTGRES_LOG_ONLY
+    """Rebuild the destination's read models that are behind or never built."""
     from evstore.rebuild import rebuild
 
     return rebuild(dst, only_stale=True).projections, None
