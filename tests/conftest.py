@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
@@ -129,7 +129,8 @@ class PostgresDatabase:
         return psycopg.connect(self.url, autocommit=True)
 
 
-def _postgres_unavailable(why: str) -> None:
+def postgres_unavailable(why: str) -> NoReturn:
+    """Skip a PostgreSQL test for ``why`` (fail it under CI=true, which must run them)."""
     reason = f"PostgreSQL tests need a server: {why} (set EVSTORE_TEST_POSTGRES_URL)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; under CI=true they may not be skipped", pytrace=False)
@@ -143,13 +144,13 @@ def postgres_database(worker_id: str) -> Iterator[PostgresDatabase]:
         import psycopg
         from psycopg import sql
     except ImportError:
-        _postgres_unavailable("psycopg is not installed (pip install -e '.[test]')")
+        postgres_unavailable("psycopg is not installed (pip install -e '.[test]')")
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     try:
         server = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e:
-        _postgres_unavailable(f"none answers at {POSTGRES_URL} ({str(e).strip().splitlines()[0]})")
+        postgres_unavailable(f"none answers at {POSTGRES_URL} ({str(e).strip().splitlines()[0]})")
     name = f"evstore_test_{worker_id}_{uuid.uuid4().hex[:12]}"
     with server:
         server.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import POSTGRES_URL, postgres_unavailable
 
 from evstore import Client
 from evstore.entities import ViewType
@@ -32,22 +33,23 @@ from evstore.integrity import verify
 from evstore.stores import open_log
 from evstore.tracking import service as client_module
 
-SERVER = os.environ.get("EVSTORE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SERVER = POSTGRES_URL
 EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 # MLflow 3.17's SQLAlchemy store uses a loader SQLAlchemy 2.1 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SADeprecationWarning")
 
 
 def admin_connection() -> Any:
-    """An autocommit connection to the test server, or a skip (a failure under CI)."""
-    psycopg = pytest.importorskip("psycopg")
+    """An autocommit connection to the test server, or the suite's one skip (a failure
+    under CI)."""
+    try:
+        import psycopg
+    except ImportError:
+        postgres_unavailable("psycopg is not installed (pip install -e '.[test]')")
     try:
         return psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
-        reason = f"no PostgreSQL server answers at {without_password(SERVER)}: {e}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
-        pytest.skip(reason)
+        postgres_unavailable(f"none answers at {without_password(SERVER)} ({str(e).strip().splitlines()[0]})")
 
 
 @pytest.fixture
