@@ -132,6 +132,35 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         running.stop()
 
 
+def log_together(groups: list[tuple[Any, list[tuple[str, str]]]], count: int, cwd: Path) -> None:
+    """Log ``count`` points to each (run, key) of each group, a thread per key and a process
+    per group talking to its server; all start together once every process is ready."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, str(count), *(f"{r}:{k}" for r, k in jobs)],
+            cwd=cwd, env=mlflow_env(server), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for server, jobs in groups
+    ]  # fmt: skip
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            ready, _, _ = select.select([worker.stdout], [], [], 300)
+            assert ready and worker.stdout.readline() == b"ready\n", "a worker did not start within 300 s"
+        for worker in workers:
+            worker.stdin.write(b"go\n")  # type: ignore[union-attr]
+            worker.stdin.flush()  # type: ignore[union-attr]
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=600)
+            assert worker.returncode == 0, stderr.decode()[-3000:]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+            worker.communicate()
+
+
 def mlflow_env(server: ServerProcess) -> dict[str, str]:
     """The environment of an mlflow script: only the tracking URI points at the server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -234,24 +263,7 @@ def test_eight_clients_log_concurrently(server: ServerProcess, local_client: Any
         head_before = http.get("/api/evstore/info").json()["head_position"]
     assignments = [(runs[0], f"shared{i}") for i in range(4)] + [(runs[1 + i], "own") for i in range(4)]
     (tmp_path / "model_config.txt").write_bytes(CONFIG_BYTES)
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, str(count), *(f"{r}:{k}" for r, k in assignments[half::2])],
-            cwd=tmp_path, env=mlflow_env(server), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for half in (0, 1)
-    ]  # fmt: skip
-    for worker in workers:
-        assert worker.stdout is not None
-        ready, _, _ = select.select([worker.stdout], [], [], 300)
-        assert ready and worker.stdout.readline() == b"ready\n", "a worker did not start within 300 s"
-    for worker in workers:
-        worker.stdin.write(b"go\n")  # type: ignore[union-attr]
-        worker.stdin.flush()  # type: ignore[union-attr]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
-        assert worker.returncode == 0, stderr.decode()[-3000:]
+    log_together([(server, assignments[half::2]) for half in (0, 1)], count, tmp_path)
 
     client = local_client()
     for run_id, key in assignments:

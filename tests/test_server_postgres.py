@@ -8,8 +8,6 @@ logged is lost or stored twice, and the hash chain holds.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,7 @@ from servers import ServerProcess
 from test_server_mlflow_client import (
     CAPTURE_SCRIPT,
     CONFIG_BYTES,
-    WORKER_SCRIPT,
-    mlflow_env,
+    log_together,
     run_mlflow,
 )
 from typer.testing import CliRunner
@@ -100,16 +97,8 @@ def test_two_servers_one_with_two_workers_share_one_database(
         assignments = [(runs[0], "shared0", 0), (runs[0], "shared1", 1),
                        (runs[1], "own", 0), (runs[2], "own", 1)]  # fmt: skip
         (tmp_path / "model_config.txt").write_bytes(CONFIG_BYTES)
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER_SCRIPT, run_id, key, str(count)], cwd=tmp_path,
-                env=mlflow_env(servers[which]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )
-            for run_id, key, which in assignments
-        ]  # fmt: skip
-        for worker in workers:
-            _, stderr = worker.communicate(timeout=600)
-            assert worker.returncode == 0, stderr.decode()[-3000:]
+        log_together([(server, [(r, k) for r, k, which in assignments if which == i])
+                      for i, server in enumerate(servers)], count, tmp_path)  # fmt: skip
     finally:
         for server in servers:
             server.stop()
