@@ -238,3 +238,48 @@ class ErasedEvent(msgspec.Struct, frozen=True):
 
     type: str
     version: int
+
+
+# --- logged models (MLflow 3; each model's stream id is its model id, ``m-<hex>``) ----------
+
+
+class LoggedModelCreated(Event, frozen=True):
+    """A logged model began (status PENDING); its initial tags and params are
+    ``LoggedModelTagSet`` and ``LoggedModelParamsLogged`` events appended with it."""
+
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_time: int
+    source_run_id: str | None = None
+    model_type: str = ""
+
+
+class LoggedModelFinalized(Event, frozen=True):
+    """A logged model's upload ended: ``status`` READY or FAILED."""
+
+    status: str
+    status_message: str = ""
+
+
+class LoggedModelTagSet(Event, frozen=True):
+    key: str
+    value: str
+
+
+class LoggedModelTagDeleted(Event, frozen=True):
+    key: str
+
+
+class LoggedModelParamsLogged(Event, frozen=True):
+    params: dict[str, str]
+
+
+class LoggedModelDeleted(Event, frozen=True):
+    deleted_time: int
+
+
+class RunOutputsLogged(Event, frozen=True):
+    """Logged models a run produced (MLflow's ``runs/outputs``): model id and step."""
+
+    models: list[tuple[str, int]]

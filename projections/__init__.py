@@ -11,6 +11,7 @@ from evstore.projection import ReadModel
 from projections.artifacts import ARTIFACTS
 from projections.experiments import EXPERIMENTS
 from projections.latest_metrics import LATEST_METRICS
+from projections.logged_models import LOGGED_MODELS
 from projections.metrics import METRICS
 from projections.params import PARAMS
 from projections.runs import RUNS
@@ -24,4 +25,5 @@ PROJECTIONS: list[ReadModel] = [
     METRICS,
     LATEST_METRICS,
     ARTIFACTS,
+    LOGGED_MODELS,
 ]

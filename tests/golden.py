@@ -81,6 +81,16 @@ SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
     "UserPasswordSet": {"name": "alice", "password_hash": "scrypt$16384$8$1$c2FsdA$aGFzaA"},
     "ExperimentPermissionGranted": {"experiment_id": "1", "name": "alice", "permission": "EDIT"},
     "ExperimentPermissionRevoked": {"experiment_id": "1", "name": "alice"},
+    "LoggedModelCreated": {"experiment_id": "1", "name": "clf",
+                           "artifact_location": "mlflow-artifacts:/1/models/m-7f3a/artifacts",
+                           "creation_time": T0 + 60, "source_run_id": RUN_A,
+                           "model_type": "classifier"},
+    "LoggedModelFinalized": {"status": "READY", "status_message": ""},
+    "LoggedModelTagSet": {"key": "stage", "value": "candidate"},
+    "LoggedModelTagDeleted": {"key": "stage"},
+    "LoggedModelParamsLogged": {"params": {"C": "1.0"}},
+    "LoggedModelDeleted": {"deleted_time": T0 + 61},
+    "RunOutputsLogged": {"models": [["m-7f3a", 0]]},
 }
 
 EXPECTED: dict[str, Any] = {

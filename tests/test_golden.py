@@ -126,6 +126,19 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "ExperimentPermissionRevoked/v1.json": [
         ("ExperimentPermissionRevoked", {"experiment_id": "1", "name": "alice"}),
     ],
+    "LoggedModelCreated/v1.json": [
+        ("LoggedModelCreated", {"experiment_id": "1", "name": "clf",
+            "artifact_location": "mlflow-artifacts:/1/models/m-7f3a/artifacts",
+            "creation_time": T0 + 60, "source_run_id": RUN_A, "model_type": "classifier"}),
+    ],
+    "LoggedModelFinalized/v1.json": [
+        ("LoggedModelFinalized", {"status": "READY", "status_message": ""}),
+    ],
+    "LoggedModelTagSet/v1.json": [("LoggedModelTagSet", {"key": "stage", "value": "candidate"})],
+    "LoggedModelTagDeleted/v1.json": [("LoggedModelTagDeleted", {"key": "stage"})],
+    "LoggedModelParamsLogged/v1.json": [("LoggedModelParamsLogged", {"params": {"C": "1.0"}})],
+    "LoggedModelDeleted/v1.json": [("LoggedModelDeleted", {"deleted_time": T0 + 61})],
+    "RunOutputsLogged/v1.json": [("RunOutputsLogged", {"models": [["m-7f3a", 0]]})],
 }  # fmt: skip
 
 

@@ -194,7 +194,7 @@ def test_log_batch_and_its_limits(server: ServerProcess, http: httpx.Client) -> 
 
 def test_unimplemented_endpoints_are_404_endpoint_not_found(http: httpx.Client) -> None:
     for method, path in [
-        ("POST", f"{API}/logged-models"),
+        ("POST", f"{API}/logged-models/m-1/artifacts/directories"),
         ("GET", f"{API}/traces/abc"),
         ("POST", "/api/2.0/mlflow/registered-models/create"),
         ("GET", "/api/3.0/mlflow/traces"),

@@ -69,7 +69,7 @@ def create_app(settings: ServerSettings) -> Any:
         response_for,
     )
     from evstore.server.auth import authentication
-    from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
+    from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS, match_path
     from evstore.server.permissions import Guard, auth_endpoints, ui_permission
     from evstore.server.security import security_middleware
     from evstore.tracking.service import TrackingService
@@ -86,7 +86,7 @@ def create_app(settings: ServerSettings) -> Any:
     hidden = hidden_paths(str(getattr(client.store, "path", settings.store)), client.artifact_root)
     directory = Directory(client.store)
     guard = Guard(directory, settings.default_permission)
-    checked = {key: (schema, guard.wrap(key[1], handler)) for key, (schema, handler) in ENDPOINTS.items()}
+    checked = {key: (schema, guard.wrap(key[1], handler, key[0])) for key, (schema, handler) in ENDPOINTS.items()}
     auth_api = auth_endpoints(guard)
     sessions = ui.Sessions(settings.auth_token, directory)
     checkpoints = None
@@ -110,11 +110,18 @@ def create_app(settings: ServerSettings) -> Any:
     async def mlflow_api(request: Request) -> Response:
         path = request.path_params["path"]
         found = checked.get((request.method, path))
+        from_path: dict[str, str] = {}
+        if found is None and (matched := match_path(request.method, path)) is not None:
+            path, from_path = matched  # the template: its rule, its slow/quick lane
+            found = checked[(request.method, path)]
         if found is None:
             raise not_found(request)
         schema, handler = found
         parsed: Any
         parsed, canonical = await parse_request(request, schema, settings.max_json_bytes)
+        for field, value in from_path.items():
+            setattr(parsed, field, value)
+        canonical += repr(sorted(from_path.items())).encode()
         supplied = request.headers.get("idempotency-key")
         # The body is always part of the key: a header reused for a different request
         # must store that request, not be answered as a retry of the first one.
@@ -194,7 +201,7 @@ def create_app(settings: ServerSettings) -> Any:
             Route("/version", version),
             Route("/api/2.0/mlflow/users/{action:path}", mlflow_auth_api, methods=["GET", "POST", "PATCH", "DELETE"]),
             Route("/api/3.0/mlflow/users/permissions/{action}", mlflow_auth_api, methods=["GET", "POST"]),
-            Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST"]),
+            Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST", "PATCH", "DELETE"]),
             Route(artifacts, artifact_list, methods=["GET"]),
             Route(artifacts + "/{path:path}", artifact_file, methods=["GET", "PUT"]),
             Route("/api/evstore/events", evstore_route(evstore_api.events_page, "admin")),

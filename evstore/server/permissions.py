@@ -50,6 +50,18 @@ RULES: dict[str, tuple[int, str]] = {
     "runs/log-batch": (UPDATE, "run"),
     "runs/delete": (DELETE, "run"),
     "runs/restore": (DELETE, "run"),
+    "runs/outputs": (UPDATE, "run"),
+    # logged models: their experiment's permission, as MLflow 3.17's basic-auth app
+    "logged-models": (UPDATE, "experiment"),
+    "logged-models/{model_id}": (READ, "model"),  # GET; PATCH and DELETE in METHOD_RULES
+    "logged-models/{model_id}/tags": (UPDATE, "model"),
+    "logged-models/{model_id}/tags/{tag_key}": (UPDATE, "model"),
+    "logged-models/{model_id}/params": (UPDATE, "model"),
+}
+#: Where one path needs a different permission per method.
+METHOD_RULES: dict[tuple[str, str], tuple[int, str]] = {
+    ("PATCH", "logged-models/{model_id}"): (UPDATE, "model"),
+    ("DELETE", "logged-models/{model_id}"): (DELETE, "model"),
 }
 #: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
 OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search"})
@@ -89,7 +101,7 @@ class Guard:
             return True
         return PERMISSIONS[self.default][READ] and all(PERMISSIONS[p][READ] for p in user.grants.values())
 
-    def wrap(self, path: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, path: str, handler: Callable[..., Any], method: str = "") -> Callable[..., Any]:
         """``handler`` (a tracking endpoint) with the caller's permission checked first,
         its answer filtered (searches), or the creator's grant added (create)."""
 
@@ -97,7 +109,7 @@ class Guard:
             user = self.caller()
             if user is None or user.admin:
                 return handler(client, req, key)
-            rule = RULES.get(path)
+            rule = METHOD_RULES.get((method, path)) or RULES.get(path)
             if rule is not None:
                 needed, source = rule
                 experiment_id = _experiment_of(client, req, source)
@@ -111,7 +123,7 @@ class Guard:
                     answer = handler(client, req, key)
                     users.grant(client.store, user.name, answer["experiment_id"], "MANAGE")
                 return answer
-            if path == "runs/search":
+            if path in ("runs/search", "logged-models/search"):
                 req.experiment_ids = [e for e in req.experiment_ids if self.may(user, e, READ)]
                 return handler(client, req, key) if req.experiment_ids else EMPTY_OBJECT
             if path == "experiments/search":
@@ -176,6 +188,12 @@ def _experiment_of(client: Any, req: Any, source: str) -> str | None:
     if source == "name":
         found = client.get_experiment_by_name(req.experiment_name)
         return None if found is None else str(found.experiment_id)
+    if source == "model":
+        from evstore.tracking.logged_models import load_models
+
+        with client.reading() as conn:
+            found = load_models(conn, [req.model_id])
+        return found[0].experiment_id if found else None
     with client.reading() as conn:  # a run: its experiment
         state = reads.run_state(conn, req.run_id)
     return None if state is None else str(state[0])

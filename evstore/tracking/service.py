@@ -64,6 +64,7 @@ from evstore.events import (
     TagSet,
 )
 from evstore.stores import NO_STREAM, sqlite_path
+from evstore.tracking.logged_models import LoggedModelsMixin
 from evstore.validation import (
     check_artifact_path,
     check_text,
@@ -149,7 +150,7 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
-class TrackingService:
+class TrackingService(LoggedModelsMixin):
     """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
     def __init__(self, tracking_uri: str, served: bool = False) -> None:
