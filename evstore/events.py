@@ -283,3 +283,23 @@ class RunOutputsLogged(Event, frozen=True):
     """Logged models a run produced (MLflow's ``runs/outputs``): model id and step."""
 
     models: list[tuple[str, int]]
+
+
+class DatasetInput(msgspec.Struct, frozen=True):
+    """A dataset a run used (MLflow's ``DatasetInput``): the dataset and the input's tags
+    (``mlflow.data.context``: training, eval, ...)."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str | None = None
+    profile: str | None = None
+    tags: dict[str, str] = {}
+
+
+class RunInputsLogged(Event, frozen=True):
+    """Datasets and logged models a run used (MLflow's ``runs/log-inputs``)."""
+
+    datasets: list[DatasetInput] = []
+    models: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from evstore.projection import ReadModel
 from projections.artifacts import ARTIFACTS
 from projections.experiments import EXPERIMENTS
+from projections.inputs import RUN_INPUTS
 from projections.latest_metrics import LATEST_METRICS
 from projections.logged_models import LOGGED_MODELS
 from projections.metrics import METRICS
@@ -26,4 +27,5 @@ PROJECTIONS: list[ReadModel] = [
     LATEST_METRICS,
     ARTIFACTS,
     LOGGED_MODELS,
+    RUN_INPUTS,
 ]

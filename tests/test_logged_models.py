@@ -99,6 +99,7 @@ print("RESULT " + json.dumps({
     "metrics": got.data.metrics,
     "params": got.data.params,
     "outputs": [o.model_id for o in got.outputs.model_outputs],
+    "inputs": [[d.dataset.name, {t.key: t.value for t in d.tags}] for d in got.inputs.dataset_inputs],
     "models": [[m.model_id, m.params.get("C"), sorted(x.key for x in m.metrics), str(m.status)]
                for m in models],
 }))
@@ -150,6 +151,7 @@ def test_sklearn_autolog_keeps_its_metrics_params_and_model(server: ServerProces
     assert c == "0.5"
     assert "training_accuracy_score" in metric_keys
     assert status == "READY"
+    assert out["inputs"] == [["dataset", {"mlflow.data.context": "train"}]]  # the training data
 
 
 def test_refusals_are_mlflows_and_change_nothing(server: ServerProcess) -> None:

@@ -75,3 +75,26 @@ class ModelOutput(msgspec.Struct):
 
 class LogOutputs(_RunRequest):
     models: list[ModelOutput] = []  # noqa: RUF012 - a msgspec Struct copies it
+
+
+class Dataset(msgspec.Struct):
+    name: str = ""
+    digest: str = ""
+    source_type: str = ""
+    source: str = ""
+    schema: str | None = None
+    profile: str | None = None
+
+
+class DatasetInputRequest(msgspec.Struct):
+    dataset: Dataset
+    tags: list[KeyValue] = []
+
+
+class ModelInput(msgspec.Struct):
+    model_id: str
+
+
+class LogInputs(_RunRequest):
+    datasets: list[DatasetInputRequest] = []  # noqa: RUF012 - a msgspec Struct copies it
+    models: list[ModelInput] = []  # noqa: RUF012

@@ -76,3 +76,9 @@ def search_logged_models(client: TrackingService, req: s.SearchLoggedModels, _ke
 def log_outputs(client: TrackingService, req: s.LogOutputs, _key: str) -> Any:
     client.log_outputs(req.run_id, [(m.model_id, m.step) for m in req.models])
     return EMPTY_OBJECT
+
+
+@endpoint("POST", "runs/log-inputs", s.LogInputs)
+def log_inputs(client: TrackingService, req: s.LogInputs, _key: str) -> Any:
+    client.log_inputs(req.run_id, msgspec.to_builtins(req.datasets), [m.model_id for m in req.models])
+    return EMPTY_OBJECT

@@ -51,6 +51,7 @@ RULES: dict[str, tuple[int, str]] = {
     "runs/delete": (DELETE, "run"),
     "runs/restore": (DELETE, "run"),
     "runs/outputs": (UPDATE, "run"),
+    "runs/log-inputs": (UPDATE, "run"),
     # logged models: their experiment's permission, as MLflow 3.17's basic-auth app
     "logged-models": (UPDATE, "experiment"),
     "logged-models/{model_id}": (READ, "model"),  # GET; PATCH and DELETE in METHOD_RULES

@@ -1,9 +1,11 @@
-"""MLflow's JSON for logged models (``LoggedModel``: ``info`` and ``data``)."""
+"""MLflow's JSON for logged models (``LoggedModel``: ``info`` and ``data``) and a run's
+inputs and outputs."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from evstore.events import DatasetInput
 from evstore.tracking.logged_models import STATUS_NAMES, LoggedModel
 from evstore.tracking.wire import number, pairs, served_location_of
 
@@ -54,3 +56,26 @@ def run_outputs_json(outputs: list[tuple[str, int]]) -> dict[str, Any]:
     if not outputs:
         return {}
     return {"model_outputs": [{"model_id": m, "step": step} for m, step in outputs]}
+
+
+def run_inputs_json(datasets: list[DatasetInput], models: list[str]) -> dict[str, Any]:
+    """A run's ``inputs``: the datasets it used (tags by key) and the logged models."""
+    out: dict[str, Any] = {}
+    if datasets:
+        out["dataset_inputs"] = [_dataset_input_json(d) for d in datasets]
+    if models:
+        out["model_inputs"] = [{"model_id": m} for m in models]
+    return out
+
+
+def _dataset_input_json(given: DatasetInput) -> dict[str, Any]:
+    dataset = {"name": given.name, "digest": given.digest, "source_type": given.source_type,
+               "source": given.source}  # fmt: skip
+    if given.schema is not None:
+        dataset["schema"] = given.schema
+    if given.profile is not None:
+        dataset["profile"] = given.profile
+    out: dict[str, Any] = {"dataset": dataset}
+    if given.tags:
+        out = {"tags": pairs(dict(sorted(given.tags.items()))), **out}
+    return out

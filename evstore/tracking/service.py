@@ -64,6 +64,7 @@ from evstore.events import (
     TagSet,
 )
 from evstore.stores import NO_STREAM, sqlite_path
+from evstore.tracking.inputs import InputsMixin
 from evstore.tracking.logged_models import LoggedModelsMixin
 from evstore.validation import (
     check_artifact_path,
@@ -150,7 +151,7 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
-class TrackingService(LoggedModelsMixin):
+class TrackingService(LoggedModelsMixin, InputsMixin):
     """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
     def __init__(self, tracking_uri: str, served: bool = False) -> None:
