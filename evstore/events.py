@@ -303,3 +303,94 @@ class RunInputsLogged(Event, frozen=True):
 
     datasets: list[DatasetInput] = []
     models: list[str] = []
+
+
+# --- the model registry (each registered model's stream id is ``registered-model-<hex>``;
+# its name is an attribute, so a rename keeps its history in one stream) -------------------
+
+
+class RegisteredModelCreated(Event, frozen=True):
+    """A registered model; initial tags are ``RegisteredModelTagSet`` events appended with it."""
+
+    name: str
+    creation_time: int
+    description: str = ""
+
+
+class RegisteredModelRenamed(Event, frozen=True):
+    name: str
+
+
+class RegisteredModelDescribed(Event, frozen=True):
+    """A registered model's description set (MLflow's ``registered-models/update``)."""
+
+    description: str
+
+
+class RegisteredModelTagSet(Event, frozen=True):
+    key: str
+    value: str
+
+
+class RegisteredModelTagDeleted(Event, frozen=True):
+    key: str
+
+
+class RegisteredModelDeleted(Event, frozen=True):
+    """A registered model deleted with its versions and aliases; its name is free again."""
+
+    deleted_time: int
+
+
+class RegisteredModelAliasSet(Event, frozen=True):
+    """An alias pointed at a version (moved there if it pointed elsewhere)."""
+
+    alias: str
+    version_number: int
+
+
+class RegisteredModelAliasDeleted(Event, frozen=True):
+    alias: str
+
+
+class ModelVersionCreated(Event, frozen=True):
+    """A new version of a registered model: from a logged model (``model_id``), a run
+    (``run_id``) or any source URI."""
+
+    version_number: int
+    source: str
+    creation_time: int
+    run_id: str | None = None
+    model_id: str | None = None
+    run_link: str = ""
+    description: str = ""
+    user_id: str = ""
+
+
+class ModelVersionDescribed(Event, frozen=True):
+    version_number: int
+    description: str
+
+
+class ModelVersionStageChanged(Event, frozen=True):
+    """A version moved to a stage (None, Staging, Production, Archived): deprecated in
+    MLflow, still called."""
+
+    version_number: int
+    stage: str
+
+
+class ModelVersionTagSet(Event, frozen=True):
+    version_number: int
+    key: str
+    value: str
+
+
+class ModelVersionTagDeleted(Event, frozen=True):
+    version_number: int
+    key: str
+
+
+class ModelVersionDeleted(Event, frozen=True):
+    version_number: int
+    deleted_time: int

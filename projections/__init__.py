@@ -15,6 +15,7 @@ from projections.latest_metrics import LATEST_METRICS
 from projections.logged_models import LOGGED_MODELS
 from projections.metrics import METRICS
 from projections.params import PARAMS
+from projections.registry import REGISTRY
 from projections.runs import RUNS
 from projections.tags import TAGS
 
@@ -28,4 +29,5 @@ PROJECTIONS: list[ReadModel] = [
     ARTIFACTS,
     LOGGED_MODELS,
     RUN_INPUTS,
+    REGISTRY,
 ]

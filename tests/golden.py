@@ -95,6 +95,20 @@ SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
                         "source": '{"uri": "s3://bucket/data.csv"}', "schema": None,
                         "profile": '{"num_rows": 2}', "tags": {"mlflow.data.context": "training"}}],
                         "models": ["m-7f3a"]},
+    "RegisteredModelCreated": {"name": "churn", "creation_time": T0 + 70, "description": "churn classifier"},
+    "RegisteredModelRenamed": {"name": "churn-v2"},
+    "RegisteredModelDescribed": {"description": "retrained monthly"},
+    "RegisteredModelTagSet": {"key": "team", "value": "ml"},
+    "RegisteredModelTagDeleted": {"key": "team"},
+    "RegisteredModelDeleted": {"deleted_time": T0 + 79},
+    "RegisteredModelAliasSet": {"alias": "champion", "version_number": 2},
+    "RegisteredModelAliasDeleted": {"alias": "champion"},
+    "ModelVersionCreated": {"version_number": 2, "source": "models:/m-7f3a", "creation_time": T0 + 71, "run_id": RUN_A, "model_id": "m-7f3a", "run_link": "", "description": "", "user_id": "alice"},
+    "ModelVersionDescribed": {"version_number": 2, "description": "retrained"},
+    "ModelVersionStageChanged": {"version_number": 2, "stage": "Production"},
+    "ModelVersionTagSet": {"version_number": 2, "key": "validated", "value": "yes"},
+    "ModelVersionTagDeleted": {"version_number": 2, "key": "validated"},
+    "ModelVersionDeleted": {"version_number": 2, "deleted_time": T0 + 78},
 }
 
 EXPECTED: dict[str, Any] = {

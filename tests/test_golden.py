@@ -145,6 +145,20 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
             "profile": '{"num_rows": 2}', "tags": {"mlflow.data.context": "training"}}],
             "models": ["m-7f3a"]}),
     ],
+    "RegisteredModelCreated/v1.json": [("RegisteredModelCreated", {"name": "churn", "creation_time": T0 + 70, "description": "churn classifier"})],
+    "RegisteredModelRenamed/v1.json": [("RegisteredModelRenamed", {"name": "churn-v2"})],
+    "RegisteredModelDescribed/v1.json": [("RegisteredModelDescribed", {"description": "retrained monthly"})],
+    "RegisteredModelTagSet/v1.json": [("RegisteredModelTagSet", {"key": "team", "value": "ml"})],
+    "RegisteredModelTagDeleted/v1.json": [("RegisteredModelTagDeleted", {"key": "team"})],
+    "RegisteredModelDeleted/v1.json": [("RegisteredModelDeleted", {"deleted_time": T0 + 79})],
+    "RegisteredModelAliasSet/v1.json": [("RegisteredModelAliasSet", {"alias": "champion", "version_number": 2})],
+    "RegisteredModelAliasDeleted/v1.json": [("RegisteredModelAliasDeleted", {"alias": "champion"})],
+    "ModelVersionCreated/v1.json": [("ModelVersionCreated", {"version_number": 2, "source": "models:/m-7f3a", "creation_time": T0 + 71, "run_id": RUN_A, "model_id": "m-7f3a", "run_link": "", "description": "", "user_id": "alice"})],
+    "ModelVersionDescribed/v1.json": [("ModelVersionDescribed", {"version_number": 2, "description": "retrained"})],
+    "ModelVersionStageChanged/v1.json": [("ModelVersionStageChanged", {"version_number": 2, "stage": "Production"})],
+    "ModelVersionTagSet/v1.json": [("ModelVersionTagSet", {"version_number": 2, "key": "validated", "value": "yes"})],
+    "ModelVersionTagDeleted/v1.json": [("ModelVersionTagDeleted", {"version_number": 2, "key": "validated"})],
+    "ModelVersionDeleted/v1.json": [("ModelVersionDeleted", {"version_number": 2, "deleted_time": T0 + 78})],
 }  # fmt: skip
 
 

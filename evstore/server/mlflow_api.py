@@ -222,3 +222,4 @@ def match_path(method: str, path: str) -> tuple[str, dict[str, str]] | None:
 
 # The other domains register their endpoints here too (after ``endpoint`` exists).
 from evstore.server import models_api as _models_api  # noqa: F401
+from evstore.server import registry_api as _registry_api  # noqa: F401

@@ -58,14 +58,26 @@ RULES: dict[str, tuple[int, str]] = {
     "logged-models/{model_id}/tags": (UPDATE, "model"),
     "logged-models/{model_id}/tags/{tag_key}": (UPDATE, "model"),
     "logged-models/{model_id}/params": (UPDATE, "model"),
+    # The registry: MLflow 3.17 checks a user's grant on the registered model; evstore holds
+    # no such grants yet, so the server's default permission decides (``None``: no experiment).
+    **{f"registered-models/{p}": (READ, "registry") for p in ("get", "get-latest-versions")},
+    **{f"registered-models/{p}": (UPDATE, "registry") for p in
+       ("rename", "update", "set-tag", "delete-tag", "alias")},
+    "registered-models/delete": (DELETE, "registry"),
+    **{f"model-versions/{p}": (READ, "registry") for p in ("get", "get-download-uri")},
+    **{f"model-versions/{p}": (UPDATE, "registry") for p in
+       ("create", "update", "transition-stage", "set-tag", "delete-tag")},
+    "model-versions/delete": (DELETE, "registry"),
 }
 #: Where one path needs a different permission per method.
 METHOD_RULES: dict[tuple[str, str], tuple[int, str]] = {
     ("PATCH", "logged-models/{model_id}"): (UPDATE, "model"),
     ("DELETE", "logged-models/{model_id}"): (DELETE, "model"),
+    ("GET", "registered-models/alias"): (READ, "registry"),
 }
 #: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
-OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search"})
+OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search",
+                         "registered-models/create", "registered-models/search", "model-versions/search"})
 
 
 def denied() -> HTTPError:
@@ -189,6 +201,8 @@ def _experiment_of(client: Any, req: Any, source: str) -> str | None:
     if source == "name":
         found = client.get_experiment_by_name(req.experiment_name)
         return None if found is None else str(found.experiment_id)
+    if source == "registry":
+        return ""  # no grant names it: the default permission applies
     if source == "model":
         from evstore.tracking.logged_models import load_models
 

@@ -10,6 +10,13 @@ from evstore.tracking.logged_models import STATUS_NAMES, LoggedModel
 from evstore.tracking.wire import number, pairs, served_location_of
 
 
+def served_model_location(model: LoggedModel) -> str:
+    """Where the mlflow client reaches a logged model's files: through the proxy."""
+    return served_location_of(
+        model.artifact_location, f"{model.experiment_id}/models/{model.model_id}/artifacts"
+    )
+
+
 def logged_model_json(model: LoggedModel) -> dict[str, Any]:
     """A logged model as MLflow's JSON."""
     info: dict[str, Any] = {
@@ -18,9 +25,7 @@ def logged_model_json(model: LoggedModel) -> dict[str, Any]:
         "name": model.name,
         "creation_timestamp_ms": model.creation_timestamp,
         "last_updated_timestamp_ms": model.last_updated_timestamp,
-        "artifact_uri": served_location_of(
-            model.artifact_location, f"{model.experiment_id}/models/{model.model_id}/artifacts"
-        ),
+        "artifact_uri": served_model_location(model),
         "status": STATUS_NAMES.get(model.status, model.status),
         "model_type": model.model_type,
         "source_run_id": model.source_run_id or "",

@@ -66,6 +66,7 @@ from evstore.events import (
 from evstore.stores import NO_STREAM, sqlite_path
 from evstore.tracking.inputs import InputsMixin
 from evstore.tracking.logged_models import LoggedModelsMixin
+from evstore.tracking.registry import RegistryMixin
 from evstore.validation import (
     check_artifact_path,
     check_text,
@@ -151,7 +152,7 @@ def _event_ids(key: str | None, count: int, request: Any) -> list[str] | None:
     return [uuid.uuid5(uuid.NAMESPACE_URL, f"evstore:{key}:{digest}:{i}").hex for i in range(count)]
 
 
-class TrackingService(LoggedModelsMixin, InputsMixin):
+class TrackingService(LoggedModelsMixin, InputsMixin, RegistryMixin):
     """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
     def __init__(self, tracking_uri: str, served: bool = False) -> None:
