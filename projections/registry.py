@@ -41,7 +41,7 @@ def described(rec: RecordedEvent, out: Ops) -> None:
 
 def tag_set(rec: RecordedEvent, out: Ops) -> None:
     e: RegisteredModelTagSet = rec.event  # type: ignore[assignment]
-    out.add("tag", (rec.stream_id, e.key, e.value))
+    out.add("tag", (rec.stream_id, e.key, e.value, rec.position))
 
 
 def tag_deleted(rec: RecordedEvent, out: Ops) -> None:
@@ -88,7 +88,7 @@ def stage_changed(rec: RecordedEvent, out: Ops) -> None:
 
 def version_tag_set(rec: RecordedEvent, out: Ops) -> None:
     e: ModelVersionTagSet = rec.event  # type: ignore[assignment]
-    out.add("version_tag", (rec.stream_id, e.version_number, e.key, e.value))
+    out.add("version_tag", (rec.stream_id, e.version_number, e.key, e.value, rec.position))
 
 
 def version_tag_deleted(rec: RecordedEvent, out: Ops) -> None:
@@ -120,7 +120,7 @@ REGISTRY = ReadModel(
         "registered_model_tags": (
             (
                 "CREATE TABLE {registered_model_tags} (model_key TEXT NOT NULL, key TEXT NOT NULL,"
-                " value TEXT, PRIMARY KEY (model_key, key)) WITHOUT ROWID"
+                " value TEXT, position INTEGER NOT NULL, PRIMARY KEY (model_key, key)) WITHOUT ROWID"
             ),
         ),
         "model_versions": (
@@ -134,7 +134,8 @@ REGISTRY = ReadModel(
         "model_version_tags": (
             (
                 "CREATE TABLE {model_version_tags} (model_key TEXT NOT NULL, version INTEGER NOT NULL,"
-                " key TEXT NOT NULL, value TEXT, PRIMARY KEY (model_key, version, key)) WITHOUT ROWID"
+                " key TEXT NOT NULL, value TEXT, position INTEGER NOT NULL,"
+                " PRIMARY KEY (model_key, version, key)) WITHOUT ROWID"
             ),
         ),
         "registered_model_aliases": (
@@ -157,7 +158,11 @@ REGISTRY = ReadModel(
         ),
         "touch": "UPDATE {registered_models} SET last_updated_time = ? WHERE model_key = ?",
         "drop_model": "DELETE FROM {registered_models} WHERE model_key = ?",
-        "tag": "INSERT OR REPLACE INTO {registered_model_tags} VALUES (?, ?, ?)",
+        # a tag set again keeps its place (MLflow lists tags in the order first set)
+        "tag": (
+            "INSERT INTO {registered_model_tags} VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (model_key, key) DO UPDATE SET value = excluded.value"
+        ),
         "untag": "DELETE FROM {registered_model_tags} WHERE model_key = ? AND key = ?",
         "drop_tags": "DELETE FROM {registered_model_tags} WHERE model_key = ?",
         "version": "INSERT INTO {model_versions} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -171,7 +176,10 @@ REGISTRY = ReadModel(
         ),
         "drop_version": "DELETE FROM {model_versions} WHERE model_key = ? AND version = ?",
         "drop_versions": "DELETE FROM {model_versions} WHERE model_key = ?",
-        "version_tag": "INSERT OR REPLACE INTO {model_version_tags} VALUES (?, ?, ?, ?)",
+        "version_tag": (
+            "INSERT INTO {model_version_tags} VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (model_key, version, key) DO UPDATE SET value = excluded.value"
+        ),
         "version_untag": (
             "DELETE FROM {model_version_tags} WHERE model_key = ? AND version = ? AND key = ?"
         ),

@@ -103,7 +103,9 @@ def _alias(alias: Any) -> str:
     alias = check_text("alias", alias)
     if not alias:
         raise InvalidParameterValue("Missing value for required parameter 'alias'.")
-    if alias.lower() == _RESERVED_ALIAS or (alias[:1] in "vV" and alias[1:].isdigit()):
+    if alias.lower() == _RESERVED_ALIAS:
+        raise InvalidParameterValue(f"'{_RESERVED_ALIAS}' alias name (case insensitive) is reserved.")
+    if alias[:1] in "vV" and alias[1:].isdigit():
         raise InvalidParameterValue(f"Version alias name '{alias}' is reserved.")
     return alias
 
@@ -418,7 +420,7 @@ def _load_versions(conn: Any, key: str, name: str, numbers: list[int] | None,
         )
     }  # fmt: skip
     for version, tag, value in conn.execute(
-        f"SELECT version, key, value FROM model_version_tags WHERE model_key = ?{where}", args
+        f"SELECT version, key, value FROM model_version_tags WHERE model_key = ?{where} ORDER BY position", args
     ):
         if version in versions:
             versions[version].tags[tag] = value
@@ -446,7 +448,7 @@ def _load_model(conn: Any, key: str) -> RegisteredModel:
         (key,),
     ).fetchone()
     model = RegisteredModel(name, created, updated, description or "")
-    model.tags = dict(conn.execute("SELECT key, value FROM registered_model_tags WHERE model_key = ?", (key,)).fetchall())
+    model.tags = dict(conn.execute("SELECT key, value FROM registered_model_tags WHERE model_key = ? ORDER BY position", (key,)).fetchall())
     model.aliases = {alias: str(v) for alias, v in conn.execute(
         "SELECT alias, version FROM registered_model_aliases WHERE model_key = ? ORDER BY alias", (key,))}  # fmt: skip
     model.latest_versions = _latest_per_stage(_load_versions(conn, key, name, None, with_aliases=False))

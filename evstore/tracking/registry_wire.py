@@ -9,7 +9,7 @@ from evstore.tracking.wire import pairs
 
 
 def model_version_json(version: ModelVersion, with_aliases: bool = True) -> dict[str, Any]:
-    """A model version as MLflow's JSON (``run_id`` only when it has one)."""
+    """A model version as MLflow's JSON (``run_id`` "" when it has none, as MLflow)."""
     out: dict[str, Any] = {
         "name": version.name,
         "version": version.version,
@@ -21,8 +21,7 @@ def model_version_json(version: ModelVersion, with_aliases: bool = True) -> dict
     }
     if version.user_id:
         out["user_id"] = version.user_id
-    if version.run_id:
-        out["run_id"] = version.run_id
+    out["run_id"] = version.run_id or ""
     out["status"] = version.status
     if version.tags:
         out["tags"] = pairs(version.tags)
