@@ -279,10 +279,17 @@ class LoggedModelDeleted(Event, frozen=True):
     deleted_time: int
 
 
-class RunOutputsLogged(Event, frozen=True):
-    """Logged models a run produced (MLflow's ``runs/outputs``): model id and step."""
+class ModelOutput(msgspec.Struct, frozen=True):
+    """A logged model a run produced, at a step."""
 
-    models: list[tuple[str, int]]
+    model_id: str
+    step: int = 0
+
+
+class RunOutputsLogged(Event, frozen=True):
+    """Logged models a run produced (MLflow's ``runs/outputs``)."""
+
+    models: list[ModelOutput]
 
 
 class DatasetInput(msgspec.Struct, frozen=True):

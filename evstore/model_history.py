@@ -8,6 +8,7 @@ has an answer (``registered_model_as_of``).
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,14 @@ from evstore.stores.base import EventStore
 def model_stream(store: EventStore, name: str) -> str:
     """The stream of the registered model called ``name`` now, or most recently (a
     deleted or renamed one is found by the last event that gave it that name)."""
+    query = getattr(store, "query", None)
+    if query is not None:  # the registry read model names the live models: no scan
+        try:
+            rows = query("SELECT model_key FROM registered_models WHERE name = ?", (name,))
+        except sqlite3.OperationalError:  # no such table yet (an older store): scan instead
+            rows = []
+        if rows:
+            return str(rows[0][0])
     found = None
     for recorded in store.read_all():
         event = recorded.event
@@ -117,8 +126,6 @@ def registered_model_as_of(store: EventStore, name: str, as_of: int | datetime) 
     """The registered model (``RegisteredModel``: tags, aliases, latest versions) as it
     was at a position or a point in time, rebuilt from its stream by the registry's own
     read model in memory. Its versions are ``.versions``."""
-    import sqlite3
-
     from evstore.projection import project
     from evstore.tracking.registry import _load_model, _load_versions
     from projections.registry import REGISTRY

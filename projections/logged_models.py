@@ -72,7 +72,7 @@ def metrics_logged(rec: RecordedEvent, out: Ops) -> None:
 def outputs_logged(rec: RecordedEvent, out: Ops) -> None:
     """The models a run produced."""
     e: RunOutputsLogged = rec.event  # type: ignore[assignment]
-    out.extend("output", [(rec.stream_id, model_id, step) for model_id, step in e.models])
+    out.extend("output", [(rec.stream_id, m.model_id, m.step) for m in e.models])
 
 
 def artifact_recorded(rec: RecordedEvent, out: Ops) -> None:

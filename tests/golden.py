@@ -90,7 +90,7 @@ SAMPLES_OUTSIDE_THE_STORE: dict[str, dict[str, Any]] = {
     "LoggedModelTagDeleted": {"key": "stage"},
     "LoggedModelParamsLogged": {"params": {"C": "1.0"}},
     "LoggedModelDeleted": {"deleted_time": T0 + 61},
-    "RunOutputsLogged": {"models": [["m-7f3a", 0]]},
+    "RunOutputsLogged": {"models": [{"model_id": "m-7f3a", "step": 0}]},
     "RunInputsLogged": {"datasets": [{"name": "train", "digest": "4fb5574f", "source_type": "s3",
                         "source": '{"uri": "s3://bucket/data.csv"}', "schema": None,
                         "profile": '{"num_rows": 2}', "tags": {"mlflow.data.context": "training"}}],

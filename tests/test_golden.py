@@ -138,7 +138,7 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "LoggedModelTagDeleted/v1.json": [("LoggedModelTagDeleted", {"key": "stage"})],
     "LoggedModelParamsLogged/v1.json": [("LoggedModelParamsLogged", {"params": {"C": "1.0"}})],
     "LoggedModelDeleted/v1.json": [("LoggedModelDeleted", {"deleted_time": T0 + 61})],
-    "RunOutputsLogged/v1.json": [("RunOutputsLogged", {"models": [["m-7f3a", 0]]})],
+    "RunOutputsLogged/v1.json": [("RunOutputsLogged", {"models": [{"model_id": "m-7f3a", "step": 0}]})],
     "RunInputsLogged/v1.json": [
         ("RunInputsLogged", {"datasets": [{"name": "train", "digest": "4fb5574f", "source_type": "s3",
             "source": '{"uri": "s3://bucket/data.csv"}', "schema": None,

@@ -197,3 +197,37 @@ def test_refusals_and_rules_as_mlflow(server: ServerProcess) -> None:
         assert renamed["registered_model"]["name"] == "N"
         assert call(http, "DELETE", "/registered-models/delete", {"name": "N"}).json() == {}
         assert call(http, "POST", "/registered-models/create", {"name": "N"}).status_code == 200
+
+
+@pytest.mark.parametrize("default", ["READ", "NO_PERMISSIONS"])
+def test_the_registry_obeys_the_servers_default_permission(tmp_path: Path, default: str) -> None:
+    # evstore holds no grants on registered models yet: the default permission decides.
+    from test_permissions import add
+
+    store = tmp_path / "server.db"
+    admin, bob = add(store, "admin", admin=True), add(store, "bob")
+    server = ServerProcess(tmp_path, "--default-permission", default)
+    try:
+        with httpx.Client(base_url=server.url + API) as http:
+            http.post("/registered-models/create", json={"name": "M"}, headers=admin).raise_for_status()
+            http.post("/model-versions/create", json={"name": "M", "source": "s3://b/m"},
+                      headers=admin).raise_for_status()  # fmt: skip
+            read = http.get("/registered-models/get", params={"name": "M"}, headers=bob)
+            assert read.status_code == (200 if default == "READ" else 403)
+            found = http.get("/registered-models/search", headers=bob).json()
+            assert [m["name"] for m in found.get("registered_models", [])] == (["M"] if default == "READ" else [])
+            for method, path, body in [
+                ("POST", "/registered-models/set-tag", {"name": "M", "key": "a", "value": "b"}),
+                ("POST", "/registered-models/alias", {"name": "M", "alias": "a", "version": "1"}),
+                ("POST", "/model-versions/create", {"name": "M", "source": "s3://b/m"}),
+                ("DELETE", "/registered-models/delete", {"name": "M"}),
+            ]:
+                refused = http.request(method, path, json=body, headers=bob)
+                assert refused.status_code == 403, (path, refused.text)
+            # Creating one needs no grant, as in MLflow.
+            assert http.post("/registered-models/create", json={"name": "bobs"}, headers=bob).status_code == 200
+            model = http.get("/registered-models/get", params={"name": "M"}, headers=admin).json()
+            assert "tags" not in model["registered_model"] and "aliases" not in model["registered_model"]
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)

@@ -144,6 +144,8 @@ class Guard:
                 answer["experiments"] = [e for e in answer.get("experiments", [])
                                          if self.may(user, e["experiment_id"], READ)]  # fmt: skip
                 return answer
+            if path in ("registered-models/search", "model-versions/search") and not self.may(user, "", READ):
+                return EMPTY_OBJECT  # the registry: the default permission (no grants name a model)
             if path in OPEN_TO_ALL:
                 return handler(client, req, key)
             raise denied()  # an endpoint without a rule is for admins

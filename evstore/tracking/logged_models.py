@@ -29,6 +29,7 @@ from evstore.events import (
     LoggedModelParamsLogged,
     LoggedModelTagDeleted,
     LoggedModelTagSet,
+    ModelOutput,
     RunOutputsLogged,
 )
 from evstore.stores import NO_STREAM
@@ -224,7 +225,8 @@ class LoggedModelsMixin:
             for model_id, _step in pairs:
                 self._model_for_write(conn, check_text("model id", model_id))
             if pairs:
-                self._store.append(run_id, [RunOutputsLogged(models=pairs)])
+                outputs = [ModelOutput(model_id=m, step=step) for m, step in pairs]
+                self._store.append(run_id, [RunOutputsLogged(models=outputs)])
 
     def search_logged_models(
         self,
