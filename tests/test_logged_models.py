@@ -190,6 +190,15 @@ def check_refusals(server: ServerProcess, http: httpx.Client) -> None:
     assert listed == {"files": [{"path": "MLmodel", "is_dir": False, "file_size": 12}]}
     refused = httpx.put(f"{artifacts}/0/models/m-missing/artifacts/MLmodel", content=b"x")
     assert refused.status_code == 404
+    # A run's outputs: a retried request (or the same output again) writes nothing.
+    run_id = http.post("/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
+    output = {"run_id": run_id, "models": [{"model_id": model_id, "step": 3}]}
+    assert http.post("/runs/outputs", json=output).json() == {}
+    head = httpx.get(server.url + "/api/evstore/info").json()
+    assert http.post("/runs/outputs", json=output).json() == {}
+    assert httpx.get(server.url + "/api/evstore/info").json() == head
+    outputs = http.get("/runs/get", params={"run_id": run_id}).json()["run"]["outputs"]
+    assert outputs == {"model_outputs": [{"model_id": model_id, "step": 3}]}
     # Deleted: gone from get and search, readable with allow_deleted.
     assert http.delete(f"/logged-models/{model_id}").status_code == 200
     assert http.get(f"/logged-models/{model_id}").status_code == 404

@@ -224,8 +224,10 @@ class LoggedModelsMixin:
             self._active_run(conn, run_id)
             for model_id, _step in pairs:
                 self._model_for_write(conn, check_text("model id", model_id))
-            if pairs:
-                outputs = [ModelOutput(model_id=m, step=step) for m, step in pairs]
+            held = set(outputs_of(conn, run_id))  # one recorded already (a retry) writes nothing
+            fresh = list(dict.fromkeys(pair for pair in pairs if pair not in held))
+            if fresh:
+                outputs = [ModelOutput(model_id=m, step=step) for m, step in fresh]
                 self._store.append(run_id, [RunOutputsLogged(models=outputs)])
 
     def search_logged_models(
@@ -368,18 +370,8 @@ def model_filter(
     filter_string: str | None, datasets: list[dict[str, Any]] | None = None
 ) -> Callable[[LoggedModel], bool]:
     """MLflow's logged-model filter (attributes, metrics., params., tags.) as a test."""
-    import operator
-
-    from evstore.search import (
-        ATTRIBUTE,
-        METRIC,
-        PARAM,
-        TAG,
-        BoolOp,
-        Grammar,
-        like_matcher,
-        parse_filter,
-    )
+    from evstore.search import ATTRIBUTE, METRIC, PARAM, TAG, Grammar, parse_filter
+    from evstore.tracking.filters import comparison, expression_test
 
     grammar = Grammar(
         {"metric": METRIC, "metrics": METRIC, "param": PARAM, "params": PARAM, "tag": TAG,
@@ -388,27 +380,9 @@ def model_filter(
         key_hint="a key such as name, metrics.acc, params.lr or tags.`my tag`",
         entity_hint="attributes., metrics., params. or tags.", attribute_ops={},
     )  # fmt: skip
-    expr = parse_filter(optional_text("filter_string", filter_string), grammar)
-    numbers = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-               ">": operator.gt, ">=": operator.ge}  # fmt: skip
 
-    def compare(op: str, wanted: Any) -> Callable[[Any], bool]:
-        if op in numbers:
-            return lambda found: found is not None and numbers[op](found, wanted)
-        if op in ("IN", "NOT IN"):
-            return lambda found: (found in wanted) == (op == "IN")
-        if op in ("IS NULL", "IS NOT NULL"):
-            return lambda found: (found is None) == (op == "IS NULL")
-        match = like_matcher(wanted, ignore_case=op == "ILIKE")
-        return lambda found: found is not None and match(found)
-
-    def build(node: Any) -> Callable[[LoggedModel], bool]:
-        if isinstance(node, BoolOp):
-            tests = [build(item) for item in node.items]
-            join = all if node.op == "AND" else any
-            return lambda m: join(t(m) for t in tests)
-        test = compare(node.op, node.value)
-        key = node.key
+    def clause_test(node: Any) -> Callable[[LoggedModel], bool]:
+        test, key = comparison(node.op, node.value), node.key
         if node.entity == METRIC:
             return lambda m: test(_latest_metrics(m, datasets).get(key))
         if node.entity in (PARAM, TAG):
@@ -417,7 +391,7 @@ def model_filter(
         value_of = _ATTRIBUTES[key]
         return lambda m: test(value_of(m))
 
-    return (lambda _m: True) if expr is None else build(expr)
+    return expression_test(parse_filter(optional_text("filter_string", filter_string), grammar), clause_test)
 
 
 def _model_order(order_by: list[dict[str, Any]] | None) -> list[tuple[Callable[..., Any], bool]]:

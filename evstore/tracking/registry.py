@@ -8,7 +8,6 @@ an alias in place, the log keeps each change with who made it and when
 
 from __future__ import annotations
 
-import operator
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -489,7 +488,8 @@ def _check_max_results(max_results: Any, limit: int) -> None:
 def _filter(filter_string: str | None, attributes: dict[str, Callable[[Any], Any]],
             numeric: frozenset[str]) -> Callable[[Any], bool]:  # fmt: skip
     """MLflow's registry filter grammar (attributes and ``tags.``) as a test."""
-    from evstore.search import ATTRIBUTE, TAG, BoolOp, Grammar, like_matcher, parse_filter
+    from evstore.search import ATTRIBUTE, TAG, Grammar, parse_filter
+    from evstore.tracking.filters import comparison, expression_test
 
     grammar = Grammar(
         {"tag": TAG, "tags": TAG, "attribute": ATTRIBUTE, "attributes": ATTRIBUTE},
@@ -497,26 +497,9 @@ def _filter(filter_string: str | None, attributes: dict[str, Callable[[Any], Any
         key_hint=f"one of {', '.join(sorted(attributes))} or tags.<key>",
         entity_hint="tags. or an attribute", attribute_ops={},
     )  # fmt: skip
-    expr = parse_filter(optional_text("filter_string", filter_string), grammar)
-    numbers = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-               ">": operator.gt, ">=": operator.ge}  # fmt: skip
 
-    def compare(op: str, wanted: Any) -> Callable[[Any], bool]:
-        if op in numbers:
-            return lambda found: found is not None and numbers[op](found, wanted)
-        if op in ("IN", "NOT IN"):
-            return lambda found: (found in wanted) == (op == "IN")
-        if op in ("IS NULL", "IS NOT NULL"):
-            return lambda found: (found is None) == (op == "IS NULL")
-        match = like_matcher(wanted, ignore_case=op == "ILIKE")
-        return lambda found: found is not None and match(found)
-
-    def build(node: Any) -> Callable[[Any], bool]:
-        if isinstance(node, BoolOp):
-            tests = [build(item) for item in node.items]
-            join = all if node.op == "AND" else any
-            return lambda x: join(t(x) for t in tests)
-        test, key = compare(node.op, node.value), node.key
+    def clause_test(node: Any) -> Callable[[Any], bool]:
+        test, key = comparison(node.op, node.value), node.key
         if node.entity == TAG:
             if node.op == "!=":  # MLflow's registry: a model without the tag differs from it
                 return lambda x: key not in x.tags or test(x.tags[key])
@@ -524,7 +507,7 @@ def _filter(filter_string: str | None, attributes: dict[str, Callable[[Any], Any
         value_of = attributes[key]
         return lambda x: test(value_of(x))
 
-    return (lambda _x: True) if expr is None else build(expr)
+    return expression_test(parse_filter(optional_text("filter_string", filter_string), grammar), clause_test)
 
 
 def _order(order_by: list[str] | None, fields: dict[str, Callable[[Any], Any]],
