@@ -25,7 +25,8 @@ Handler = Callable[[TrackingService, Any, str], Any]
 #: (HTTP method, path under /api/2.0/mlflow/) -> (request schema, handler)
 ENDPOINTS: dict[tuple[str, str], tuple[type, Handler]] = {}
 #: Endpoints whose cost grows with the store: run on the worker thread, off the event loop.
-SLOW_ENDPOINTS = frozenset({"runs/search", "experiments/search", "metrics/get-history"})
+SLOW_ENDPOINTS = frozenset({"runs/search", "experiments/search", "metrics/get-history",
+                            "logged-models/search", "registered-models/search", "model-versions/search"})
 
 def endpoint(method: str, path: str, schema: type) -> Callable[[Handler], Handler]:
     """Register a handler for ``method /api/2.0/mlflow/<path>``."""
