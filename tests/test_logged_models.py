@@ -258,3 +258,21 @@ def test_a_models_permissions_are_its_experiments(tmp_path: Path) -> None:
     finally:
         server.stop()
         close_cached_stores(tmp_path)
+
+
+def test_a_run_whose_id_starts_with_m_keeps_its_artifacts(tmp_path: Path) -> None:
+    # An imported run may have an id like m-1: only the path's models/ segment names a model.
+    from evstore.tracking.service import TrackingService
+
+    service = TrackingService(str(tmp_path / "server.db"))
+    service.ensure_default_experiment()
+    service.create_run("0", run_id="m-1")
+    close_cached_stores(tmp_path)
+    server = ServerProcess(tmp_path)
+    try:
+        url = server.url + "/api/2.0/mlflow-artifacts/artifacts/0/m-1/artifacts/x.txt"
+        assert httpx.put(url, content=b"hello").status_code == 200
+        assert httpx.get(url).content == b"hello"
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
