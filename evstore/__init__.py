@@ -77,6 +77,12 @@ from evstore.fluent import (
     set_tracking_uri,
     start_run,
 )
+from evstore.fluent_models import (
+    register_model,
+    search_logged_models,
+    search_model_versions,
+    search_registered_models,
+)
 from evstore.system_metrics import (
     disable_system_metrics_logging,
     enable_system_metrics_logging,
@@ -98,7 +104,8 @@ __all__ = [
     "get_run", "get_tracking_uri", "last_active_run", "list_artifacts", "load_table",
     "log_artifact", "log_artifacts", "log_dict", "log_figure", "log_image", "log_input",
     "log_metric", "log_metrics", "log_param", "log_params", "log_table", "log_text",
-    "restore_experiment", "restore_run", "search_experiments", "search_runs",
+    "register_model", "restore_experiment", "restore_run", "search_experiments",
+    "search_logged_models", "search_model_versions", "search_registered_models", "search_runs",
     "set_experiment", "set_experiment_tag", "set_experiment_tags",
     "set_system_metrics_samples_before_logging", "set_system_metrics_sampling_interval",
     "set_tag", "set_tags", "set_tracking_uri", "start_run",

@@ -665,20 +665,53 @@ def _parse_as_of(text: str) -> Any:
 
 
 @app.command()
-def history(run_id: str, store: Store = DEFAULT_STORE) -> None:
+def history(
+    run_id: Annotated[str | None, typer.Argument(help="A run id (or a stream: users).")] = None,
+    store: Store = DEFAULT_STORE,
+    model: Annotated[str | None, typer.Option("--model", help="A registered model's name.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="With --model: the model then. " + _AS_OF_HELP)] = None,
+) -> None:
     """A run's audit trail: every event with position, time (ISO 8601, local), type, who, change.
 
     "user" is who made the change: the user a server authenticated (marked "via" the
     client's address), else the OS user of a local write. A user name a client claimed
     for a run is its "claimed user", in the change column. Example: evstore history 3f1c0a...
+    With --model NAME: every change to a registered model, its versions and aliases,
+    before -> after (with --as-of: its aliases and versions at that point).
+    Example: evstore history --model churn --as-of 2026-03-01
     """
     from evstore.history import run_history
 
+    if model is not None:
+        _model_history(store, model, as_of)
+        return
+    if run_id is None:
+        raise InvalidParameterValue("Name a run id, or a registered model with --model NAME")
     rows = run_history(_open_log(store), run_id)
     _table(
         ["position", "time", "type", "user", "change"],
         [[r["position"], _timestamp(r["occurred_at"]), r["type"], _who(r), r["change"]] for r in rows],
     )
+
+
+def _model_history(store: str, name: str, as_of: str | None) -> None:
+    """``history --model``: the model's changes, or the model as of a point."""
+    from evstore.model_history import model_changes, registered_model_as_of
+
+    log = _open_log(store)
+    if as_of is not None:
+        then = registered_model_as_of(log, name, _parse_as_of(as_of))
+        typer.echo(json.dumps({
+            "name": then.name, "description": then.description, "tags": then.tags,
+            "aliases": then.aliases,
+            "versions": [{"version": v.version, "stage": v.current_stage, "source": v.source,
+                          "run_id": v.run_id, "tags": v.tags} for v in then.versions],
+        }, indent=2, ensure_ascii=False))  # fmt: skip
+        return
+    rows = [[r["position"], _timestamp(r["occurred_at"]), _who(r), c["what"],
+             "" if c["before"] is None else c["before"], "" if c["after"] is None else c["after"]]
+            for r in model_changes(log, name) for c in r["changes"]]  # fmt: skip
+    _table(["position", "time", "user", "what", "before", "after"], rows)
 
 
 def _who(row: dict[str, Any]) -> str:

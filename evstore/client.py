@@ -16,6 +16,7 @@ from typing import Any
 from evstore import config
 from evstore.artifact_logging import ArtifactLogging
 from evstore.entities import Experiment, FileInfo, Metric, PagedList, Param, Run, RunTag, ViewType
+from evstore.models_client import ModelsClient
 from evstore.tracking.service import (  # noqa: F401 - the names other modules import from here
     DEFAULT_EXPERIMENT_ID,
     PARENT_RUN_TAG,
@@ -40,7 +41,7 @@ def transport_for(tracking_uri: str) -> Any:
     return service
 
 
-class Client(ArtifactLogging):
+class Client(ArtifactLogging, ModelsClient):
     """A tracking client for one store or server, mirroring ``mlflow.MlflowClient``."""
 
     def __init__(self, tracking_uri: str | None = None) -> None:

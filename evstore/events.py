@@ -240,3 +240,166 @@ class ErasedEvent(msgspec.Struct, frozen=True):
 
     type: str
     version: int
+
+
+# --- logged models (MLflow 3; each model's stream id is its model id, ``m-<hex>``) ----------
+
+
+class LoggedModelCreated(Event, frozen=True):
+    """A logged model began (status PENDING); its initial tags and params are
+    ``LoggedModelTagSet`` and ``LoggedModelParamsLogged`` events appended with it."""
+
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_time: int
+    source_run_id: str | None = None
+    model_type: str = ""
+
+
+class LoggedModelFinalized(Event, frozen=True):
+    """A logged model's upload ended: ``status`` READY or FAILED."""
+
+    status: str
+    status_message: str = ""
+
+
+class LoggedModelTagSet(Event, frozen=True):
+    key: str
+    value: str
+
+
+class LoggedModelTagDeleted(Event, frozen=True):
+    key: str
+
+
+class LoggedModelParamsLogged(Event, frozen=True):
+    params: dict[str, str]
+
+
+class LoggedModelDeleted(Event, frozen=True):
+    deleted_time: int
+
+
+class ModelOutput(msgspec.Struct, frozen=True):
+    """A logged model a run produced, at a step."""
+
+    model_id: str
+    step: int = 0
+
+
+class RunOutputsLogged(Event, frozen=True):
+    """Logged models a run produced (MLflow's ``runs/outputs``)."""
+
+    models: list[ModelOutput]
+
+
+class DatasetInput(msgspec.Struct, frozen=True):
+    """A dataset a run used (MLflow's ``DatasetInput``): the dataset and the input's tags
+    (``mlflow.data.context``: training, eval, ...)."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str | None = None
+    profile: str | None = None
+    tags: dict[str, str] = {}
+
+
+class RunInputsLogged(Event, frozen=True):
+    """Datasets and logged models a run used (MLflow's ``runs/log-inputs``)."""
+
+    datasets: list[DatasetInput] = []
+    models: list[str] = []
+
+
+# --- the model registry (each registered model's stream id is ``registered-model-<hex>``;
+# its name is an attribute, so a rename keeps its history in one stream) -------------------
+
+
+class RegisteredModelCreated(Event, frozen=True):
+    """A registered model; initial tags are ``RegisteredModelTagSet`` events appended with it."""
+
+    name: str
+    creation_time: int
+    description: str = ""
+
+
+class RegisteredModelRenamed(Event, frozen=True):
+    name: str
+
+
+class RegisteredModelDescribed(Event, frozen=True):
+    """A registered model's description set (MLflow's ``registered-models/update``)."""
+
+    description: str
+
+
+class RegisteredModelTagSet(Event, frozen=True):
+    key: str
+    value: str
+
+
+class RegisteredModelTagDeleted(Event, frozen=True):
+    key: str
+
+
+class RegisteredModelDeleted(Event, frozen=True):
+    """A registered model deleted with its versions and aliases; its name is free again."""
+
+    deleted_time: int
+
+
+class RegisteredModelAliasSet(Event, frozen=True):
+    """An alias pointed at a version (moved there if it pointed elsewhere)."""
+
+    alias: str
+    version_number: int
+
+
+class RegisteredModelAliasDeleted(Event, frozen=True):
+    alias: str
+
+
+class ModelVersionCreated(Event, frozen=True):
+    """A new version of a registered model: from a logged model (``model_id``), a run
+    (``run_id``) or any source URI."""
+
+    version_number: int
+    source: str
+    creation_time: int
+    run_id: str | None = None
+    model_id: str | None = None
+    run_link: str = ""
+    description: str = ""
+    user_id: str = ""
+
+
+class ModelVersionDescribed(Event, frozen=True):
+    version_number: int
+    description: str
+
+
+class ModelVersionStageChanged(Event, frozen=True):
+    """A version moved to a stage (None, Staging, Production, Archived): deprecated in
+    MLflow, still called."""
+
+    version_number: int
+    stage: str
+
+
+class ModelVersionTagSet(Event, frozen=True):
+    version_number: int
+    key: str
+    value: str
+
+
+class ModelVersionTagDeleted(Event, frozen=True):
+    version_number: int
+    key: str
+
+
+class ModelVersionDeleted(Event, frozen=True):
+    version_number: int
+    deleted_time: int

@@ -356,11 +356,26 @@ def log_table(data: Any, artifact_file: str, run_id: str | None = None) -> None:
 
 def log_input(dataset: Any = None, context: str | None = None, tags: dict[str, str] | None = None,
               model: Any = None) -> None:  # fmt: skip
-    """Not yet: datasets and run inputs come with a later evstore release."""
-    raise InvalidState(
-        "log_input is not supported yet: evstore does not record datasets or run inputs"
-        " (issue: datasets and log_inputs); the run is unchanged"
-    )
+    """Record a dataset (an mlflow ``Dataset``, or one with name, digest, source_type and
+    source) the active run used, with its context (training, eval, ...); and/or a logged
+    model (``model``: its id or a ``LoggedModelInput``)."""
+    from evstore.tracking.inputs import CONTEXT_TAG
+
+    datasets = []
+    if dataset is not None:
+        entity = getattr(dataset, "_to_mlflow_entity", None)
+        found = entity() if callable(entity) else dataset
+        if not all(hasattr(found, f) for f in ("name", "digest", "source_type", "source")):
+            raise InvalidParameterValue(
+                f"log_input takes a dataset with name, digest, source_type and source (an mlflow"
+                f" Dataset), not {type(dataset).__name__}; the run is unchanged"
+            )
+        input_tags = {**_mapping("tags", tags or {}), **({CONTEXT_TAG: context} if context else {})}
+        datasets.append({"dataset": {f: getattr(found, f, None) for f in
+                                     ("name", "digest", "source_type", "source", "schema", "profile")},
+                         "tags": input_tags})  # fmt: skip
+    models = [model] if model is not None else []
+    _client().log_inputs(_active_id(), datasets, models)
 
 
 def get_artifact_uri(artifact_path: str | None = None) -> str:

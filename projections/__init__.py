@@ -10,10 +10,13 @@ from __future__ import annotations
 from evstore.projection import ReadModel
 from projections.artifacts import ARTIFACTS
 from projections.experiments import EXPERIMENTS
+from projections.inputs import RUN_INPUTS
 from projections.latest_metrics import LATEST_METRICS
+from projections.logged_models import LOGGED_MODELS
 from projections.metrics import METRICS
 from projections.params import PARAMS
 from projections.provenance import PROVENANCE
+from projections.registry import REGISTRY
 from projections.runs import RUNS
 from projections.tags import TAGS
 
@@ -26,4 +29,7 @@ PROJECTIONS: list[ReadModel] = [
     LATEST_METRICS,
     ARTIFACTS,
     PROVENANCE,
+    LOGGED_MODELS,
+    RUN_INPUTS,
+    REGISTRY,
 ]

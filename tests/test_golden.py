@@ -126,6 +126,39 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "ExperimentPermissionRevoked/v1.json": [
         ("ExperimentPermissionRevoked", {"experiment_id": "1", "name": "alice"}),
     ],
+    "LoggedModelCreated/v1.json": [
+        ("LoggedModelCreated", {"experiment_id": "1", "name": "clf",
+            "artifact_location": "mlflow-artifacts:/1/models/m-7f3a/artifacts",
+            "creation_time": T0 + 60, "source_run_id": RUN_A, "model_type": "classifier"}),
+    ],
+    "LoggedModelFinalized/v1.json": [
+        ("LoggedModelFinalized", {"status": "READY", "status_message": ""}),
+    ],
+    "LoggedModelTagSet/v1.json": [("LoggedModelTagSet", {"key": "stage", "value": "candidate"})],
+    "LoggedModelTagDeleted/v1.json": [("LoggedModelTagDeleted", {"key": "stage"})],
+    "LoggedModelParamsLogged/v1.json": [("LoggedModelParamsLogged", {"params": {"C": "1.0"}})],
+    "LoggedModelDeleted/v1.json": [("LoggedModelDeleted", {"deleted_time": T0 + 61})],
+    "RunOutputsLogged/v1.json": [("RunOutputsLogged", {"models": [{"model_id": "m-7f3a", "step": 0}]})],
+    "RunInputsLogged/v1.json": [
+        ("RunInputsLogged", {"datasets": [{"name": "train", "digest": "4fb5574f", "source_type": "s3",
+            "source": '{"uri": "s3://bucket/data.csv"}', "schema": None,
+            "profile": '{"num_rows": 2}', "tags": {"mlflow.data.context": "training"}}],
+            "models": ["m-7f3a"]}),
+    ],
+    "RegisteredModelCreated/v1.json": [("RegisteredModelCreated", {"name": "churn", "creation_time": T0 + 70, "description": "churn classifier"})],
+    "RegisteredModelRenamed/v1.json": [("RegisteredModelRenamed", {"name": "churn-v2"})],
+    "RegisteredModelDescribed/v1.json": [("RegisteredModelDescribed", {"description": "retrained monthly"})],
+    "RegisteredModelTagSet/v1.json": [("RegisteredModelTagSet", {"key": "team", "value": "ml"})],
+    "RegisteredModelTagDeleted/v1.json": [("RegisteredModelTagDeleted", {"key": "team"})],
+    "RegisteredModelDeleted/v1.json": [("RegisteredModelDeleted", {"deleted_time": T0 + 79})],
+    "RegisteredModelAliasSet/v1.json": [("RegisteredModelAliasSet", {"alias": "champion", "version_number": 2})],
+    "RegisteredModelAliasDeleted/v1.json": [("RegisteredModelAliasDeleted", {"alias": "champion"})],
+    "ModelVersionCreated/v1.json": [("ModelVersionCreated", {"version_number": 2, "source": "models:/m-7f3a", "creation_time": T0 + 71, "run_id": RUN_A, "model_id": "m-7f3a", "run_link": "", "description": "", "user_id": "alice"})],
+    "ModelVersionDescribed/v1.json": [("ModelVersionDescribed", {"version_number": 2, "description": "retrained"})],
+    "ModelVersionStageChanged/v1.json": [("ModelVersionStageChanged", {"version_number": 2, "stage": "Production"})],
+    "ModelVersionTagSet/v1.json": [("ModelVersionTagSet", {"version_number": 2, "key": "validated", "value": "yes"})],
+    "ModelVersionTagDeleted/v1.json": [("ModelVersionTagDeleted", {"version_number": 2, "key": "validated"})],
+    "ModelVersionDeleted/v1.json": [("ModelVersionDeleted", {"version_number": 2, "deleted_time": T0 + 78})],
 }  # fmt: skip
 
 

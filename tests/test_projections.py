@@ -433,7 +433,8 @@ def test_events_appended_without_projections_are_refused_by_reads_then_applied_b
     )
     assert rows(runner, "SELECT count(*) FROM params") == [(0,)]
     assert store_info(runner.store)["projections_behind"].startswith(
-        "artifacts by 1, experiments by 1, latest_metrics by 1, metrics by 1, params by 1,"
+        "artifacts by 1, experiments by 1, latest_metrics by 1, logged_models by 1, metrics by 1,"
+        " params by 1,"
     )
     # The next write through evstore applies what they lack, then its own events.
     with open_log(store_uri) as bare:

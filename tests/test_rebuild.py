@@ -353,7 +353,7 @@ def test_evstore_rebuild_names_an_unknown_projection_in_one_line(db_path: Path) 
     assert done.stderr.strip().splitlines() == [
         (
             "error: no projection named nope; known: experiments, runs, params, tags, metrics,"
-            " latest_metrics, artifacts, run_provenance"
+            " latest_metrics, artifacts, run_provenance, logged_models, run_inputs, registry"
         )
     ]
 

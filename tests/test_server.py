@@ -203,9 +203,9 @@ def test_log_batch_and_its_limits(server: ThreadServer, http: httpx.Client) -> N
 
 def test_unimplemented_endpoints_are_404_endpoint_not_found(http: httpx.Client) -> None:
     for method, path in [
-        ("POST", f"{API}/logged-models"),
+        ("POST", f"{API}/logged-models/m-1/artifacts/directories"),
         ("GET", f"{API}/traces/abc"),
-        ("POST", "/api/2.0/mlflow/registered-models/create"),
+        ("POST", "/api/2.0/mlflow/webhooks"),
         ("GET", "/api/3.0/mlflow/traces"),
         ("GET", f"{API}/runs/log-metric"),  # the wrong method for a known path
         ("DELETE", f"{ARTIFACTS}/1/abc/artifacts/x.txt"),

@@ -71,7 +71,7 @@ def create_app(settings: ServerSettings) -> Any:
         response_for,
     )
     from evstore.server.auth import authentication
-    from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS
+    from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS, match_path
     from evstore.server.permissions import Guard, auth_endpoints, ui_permission
     from evstore.server.security import security_middleware
     from evstore.tracking.service import TrackingService, close_tracking_store
@@ -84,7 +84,7 @@ def create_app(settings: ServerSettings) -> Any:
     hidden = hidden_paths(str(getattr(client.store, "path", settings.store)), client.artifact_root)
     directory = Directory(client.store)
     guard = Guard(directory, settings.default_permission)
-    checked = {key: (schema, guard.wrap(key[1], handler)) for key, (schema, handler) in ENDPOINTS.items()}
+    checked = {key: (schema, guard.wrap(key[1], handler, key[0])) for key, (schema, handler) in ENDPOINTS.items()}
     auth_api = auth_endpoints(guard)
     sessions = ui.Sessions(settings.auth_token, directory)
     checkpoints = None
@@ -110,16 +110,24 @@ def create_app(settings: ServerSettings) -> Any:
 
     async def serve_mlflow(request: Request, path: str) -> Response:
         found = checked.get((request.method, path))
+        from_path: dict[str, str] = {}
+        if found is None and (matched := match_path(request.method, path)) is not None:
+            path, from_path = matched  # the template: its rule, its slow/quick lane
+            found = checked[(request.method, path)]
         if found is None:
             raise not_found(request)
         schema, handler = found
         parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
+        for field, value in from_path.items():
+            setattr(parsed, field, value)
         supplied = request.headers.get("idempotency-key") or ""
         # The tracking service derives a keyed write's event ids from the key and the
         # request it carries out (so a header reused for another request stores that
-        # one), hence the key names only what the request does not: the endpoint and the
-        # run (ids are unique across the log, and two runs may log the same point).
-        key = f"mlflow/{path}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
+        # one), hence the key names only what the request does not: the endpoint, the
+        # ids in its path and the run (ids are unique across the log, and two runs may
+        # log the same point).
+        named = "\0".join(f"{k}={v}" for k, v in sorted(from_path.items()))
+        key = f"mlflow/{path}\0{named}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
         run = store.slow if path in SLOW_ENDPOINTS else store.quick
         return json_response(await run(handler, client, parsed, key))
 
@@ -193,7 +201,7 @@ def create_app(settings: ServerSettings) -> Any:
             Route("/version", version),
             Route("/api/2.0/mlflow/users/{action:path}", mlflow_auth_api, methods=["GET", "POST", "PATCH", "DELETE"]),
             Route("/api/3.0/mlflow/users/permissions/{action}", mlflow_auth_api, methods=["GET", "POST"]),
-            Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST"]),
+            Route("/api/2.0/mlflow/{path:path}", mlflow_api, methods=["GET", "POST", "PATCH", "DELETE"]),
             Route(artifacts, artifact_list, methods=["GET"]),
             Route(artifacts + "/{path:path}", artifact_file, methods=["GET", "PUT"]),
             Route("/api/evstore/events", evstore_route(evstore_api.events_page, "admin")),

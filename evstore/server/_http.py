@@ -112,7 +112,8 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> S:
             parsed = msgspec.convert(fields, schema, strict=False)
         else:
             body = await read_body(request, limit)
-            check_json_content_type(request.headers.get("content-type"))
+            if request.method in ("POST", "PUT") or body:  # MLflow's rule: a bodiless
+                check_json_content_type(request.headers.get("content-type"))  # DELETE is fine
             parsed = msgspec.json.decode(body or b"{}", type=schema, strict=False)
     except RecursionError:
         raise HTTPError(

@@ -37,8 +37,19 @@ UPLOAD_PREFIX = "evstore-upload-"
 STALE_INCOMING_SECONDS = 3600
 
 
+MODELS = "models"
+
+
 def split_artifact_path(path: str, *, allow_root: bool = False) -> tuple[str, str, str]:
-    """(experiment_id, run_id, run-relative path) of ``<exp>/<run>/artifacts[/<path>]``."""
+    """(experiment_id, owner, relative path) of ``<exp>/<run>/artifacts[/<path>]``, or of
+    ``<exp>/models/<model_id>/artifacts[/<path>]`` (a logged model's: its owner is
+    ``models/<model_id>``, which no run id can be, since a run id holds no '/')."""
+    if path.split("/", 2)[1:2] == [MODELS]:
+        experiment_id, _models, rest = path.split("/", 2)
+        _, model_id, relative = split_artifact_path(f"{experiment_id}/{rest}", allow_root=allow_root)
+        if not model_id.startswith("m-"):
+            raise InvalidParameterValue(f"Invalid logged model id {model_id!r} in artifact path {path!r}")
+        return experiment_id, f"{MODELS}/{model_id}", relative
     parts = path.split("/", 3)
     if len(parts) < 3 or parts[2] != "artifacts" or not parts[0] or not parts[1]:
         raise InvalidParameterValue(
@@ -52,6 +63,11 @@ def split_artifact_path(path: str, *, allow_root: bool = False) -> tuple[str, st
     return parts[0], parts[1], relative
 
 
+def logged_model_of(owner: str) -> str | None:
+    """The model id of a logged model's owner (``models/<model_id>``); None for a run."""
+    return owner.removeprefix(f"{MODELS}/") if owner.startswith(f"{MODELS}/") else None
+
+
 def _raw_path_checked(request: Request) -> None:
     raw = request.scope.get("raw_path") or b""
     if any(marker in raw.lower() for marker in _ENCODED_SEPARATORS):
@@ -61,6 +77,11 @@ def _raw_path_checked(request: Request) -> None:
 
 
 def _run_for_artifacts(service: TrackingService, experiment_id: str, run_id: str, *, write: bool) -> None:
+    model_id = logged_model_of(run_id)
+    if model_id is not None:
+        if service.get_logged_model(model_id).experiment_id != experiment_id:
+            raise ResourceDoesNotExist(f"Logged model {model_id} is not in experiment {experiment_id}")
+        return
     info = service.get_run(run_id).info
     if info.experiment_id != experiment_id:
         raise ResourceDoesNotExist(f"Run {run_id} is not in experiment {experiment_id}")
@@ -164,7 +185,11 @@ async def upload(request: Request, service: TrackingService, store: StoreGate, l
     spool, sha256 = await _spool(request, limit, service.artifact_root)
     try:
         check_confined(service.artifact_root, sha256)
-        await store.slow(service.record_artifact_bytes, run_id, relative, spool)
+        model_id = logged_model_of(run_id)
+        if model_id is not None:
+            await store.slow(service.record_model_artifact_bytes, model_id, relative, spool)
+        else:
+            await store.slow(service.record_artifact_bytes, run_id, relative, spool)
     finally:
         spool.close()
     return json_response({})
@@ -177,6 +202,8 @@ async def download(request: Request, service: TrackingService, store: StoreGate)
 
     def digest() -> str:
         _run_for_artifacts(service, experiment_id, run_id, write=False)
+        if (model_id := logged_model_of(run_id)) is not None:
+            return service.model_artifact_digest(model_id, relative)[1]
         return service.artifact_digest(run_id, relative)[1]
 
     sha256 = await store.quick(digest)
@@ -208,6 +235,8 @@ async def list_files(request: Request, service: TrackingService, store: StoreGat
 
     def listing() -> list[Any]:
         _run_for_artifacts(service, experiment_id, run_id, write=False)
+        if (model_id := logged_model_of(run_id)) is not None:
+            return service.list_model_artifacts(model_id, relative or None)
         return service.list_artifacts(run_id, relative or None)
 
     files = []

@@ -17,6 +17,7 @@ from evstore.entities import Param, RunTag, ViewType
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.server import schemas as s
 from evstore.server._http import EMPTY_OBJECT
+from evstore.tracking.model_wire import run_inputs_json, run_outputs_json
 from evstore.tracking.service import TrackingService
 from evstore.tracking.wire import experiment_json, metric_json, page_json, run_info_json, run_json
 
@@ -25,7 +26,8 @@ Handler = Callable[[TrackingService, Any, str], Any]
 #: (HTTP method, path under /api/2.0/mlflow/) -> (request schema, handler)
 ENDPOINTS: dict[tuple[str, str], tuple[type, Handler]] = {}
 #: Endpoints whose cost grows with the store: run on the worker thread, off the event loop.
-SLOW_ENDPOINTS = frozenset({"runs/search", "experiments/search", "metrics/get-history"})
+SLOW_ENDPOINTS = frozenset({"runs/search", "experiments/search", "metrics/get-history",
+                            "logged-models/search", "registered-models/search", "model-versions/search"})
 
 def endpoint(method: str, path: str, schema: type) -> Callable[[Handler], Handler]:
     """Register a handler for ``method /api/2.0/mlflow/<path>``."""
@@ -121,7 +123,10 @@ def create_run(client: TrackingService, req: s.CreateRun, _key: str) -> Any:
 
 @endpoint("GET", "runs/get", s.GetRun)
 def get_run(client: TrackingService, req: s.GetRun, _key: str) -> Any:
-    return {"run": run_json(client.get_run(req.run_id))}
+    out = run_json(client.get_run(req.run_id))
+    out["inputs"] = run_inputs_json(*client.run_inputs(req.run_id))
+    out["outputs"] = run_outputs_json(client.run_outputs(req.run_id))
+    return {"run": out}
 
 
 @endpoint("POST", "runs/update", s.UpdateRun)
@@ -194,9 +199,29 @@ def get_metric_history(client: TrackingService, req: s.GetMetricHistory, _key: s
     return page_json("metrics", [metric_json(m) for m in page], page.token)
 
 
-# --- logged models: none until the registry (issue: models) stores them --------------------
+def match_path(method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """The registered ``(method, template)`` path a URL path fills (``logged-models/{model_id}``
+    for ``logged-models/m-1``) and the values of its ``{fields}``; None when none fits."""
+    parts = path.split("/")
+    for registered_method, template in ENDPOINTS:
+        if registered_method != method or "{" not in template:
+            continue
+        pattern = template.split("/")
+        if len(pattern) != len(parts):
+            continue
+        values: dict[str, str] = {}
+        for expected, found in zip(pattern, parts, strict=True):
+            if expected.startswith("{"):
+                if not found:
+                    break
+                values[expected[1:-1]] = found
+            elif expected != found:
+                break
+        else:
+            return template, values
+    return None
 
 
-@endpoint("POST", "logged-models/search", s.SearchLoggedModels)
-def search_logged_models(client: TrackingService, req: s.SearchLoggedModels, _key: str) -> Any:
-    return {"models": []}
+# The other domains register their endpoints here too (after ``endpoint`` exists).
+from evstore.server import models_api as _models_api  # noqa: F401
+from evstore.server import registry_api as _registry_api  # noqa: F401

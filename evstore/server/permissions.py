@@ -50,9 +50,34 @@ RULES: dict[str, tuple[int, str]] = {
     "runs/log-batch": (UPDATE, "run"),
     "runs/delete": (DELETE, "run"),
     "runs/restore": (DELETE, "run"),
+    "runs/outputs": (UPDATE, "run"),
+    "runs/log-inputs": (UPDATE, "run"),
+    # logged models: their experiment's permission, as MLflow 3.17's basic-auth app
+    "logged-models": (UPDATE, "experiment"),
+    "logged-models/{model_id}": (READ, "model"),  # GET; PATCH and DELETE in METHOD_RULES
+    "logged-models/{model_id}/tags": (UPDATE, "model"),
+    "logged-models/{model_id}/tags/{tag_key}": (UPDATE, "model"),
+    "logged-models/{model_id}/params": (UPDATE, "model"),
+    # The registry: MLflow 3.17 checks a user's grant on the registered model; evstore holds
+    # no such grants yet, so the server's default permission decides (``None``: no experiment).
+    **{f"registered-models/{p}": (READ, "registry") for p in ("get", "get-latest-versions")},
+    **{f"registered-models/{p}": (UPDATE, "registry") for p in
+       ("rename", "update", "set-tag", "delete-tag", "alias")},
+    "registered-models/delete": (DELETE, "registry"),
+    **{f"model-versions/{p}": (READ, "registry") for p in ("get", "get-download-uri")},
+    **{f"model-versions/{p}": (UPDATE, "registry") for p in
+       ("create", "update", "transition-stage", "set-tag", "delete-tag")},
+    "model-versions/delete": (DELETE, "registry"),
+}
+#: Where one path needs a different permission per method.
+METHOD_RULES: dict[tuple[str, str], tuple[int, str]] = {
+    ("PATCH", "logged-models/{model_id}"): (UPDATE, "model"),
+    ("DELETE", "logged-models/{model_id}"): (DELETE, "model"),
+    ("GET", "registered-models/alias"): (READ, "registry"),
 }
 #: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
-OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search"})
+OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search",
+                         "registered-models/create", "registered-models/search", "model-versions/search"})
 
 
 def denied() -> HTTPError:
@@ -92,7 +117,7 @@ class Guard:
             return True
         return PERMISSIONS[self.default][READ] and all(PERMISSIONS[p][READ] for p in user.grants.values())
 
-    def wrap(self, path: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, path: str, handler: Callable[..., Any], method: str = "") -> Callable[..., Any]:
         """``handler`` (a tracking endpoint) with the caller's permission checked first,
         its answer filtered (searches), or the creator's grant added (create)."""
 
@@ -100,7 +125,7 @@ class Guard:
             user = self.caller()
             if user is None or user.admin:
                 return handler(client, req, key)
-            rule = RULES.get(path)
+            rule = METHOD_RULES.get((method, path)) or RULES.get(path)
             if rule is not None:
                 needed, source = rule
                 experiment_id = self._experiment_of(client, req, source)
@@ -114,7 +139,7 @@ class Guard:
                     answer = handler(client, req, key)
                     users.grant(client.store, user.name, answer["experiment_id"], "MANAGE")
                 return answer
-            if path == "runs/search":
+            if path in ("runs/search", "logged-models/search"):
                 req.experiment_ids = [e for e in req.experiment_ids if self.may(user, e, READ)]
                 return handler(client, req, key) if req.experiment_ids else EMPTY_OBJECT
             if path == "experiments/search":
@@ -122,6 +147,8 @@ class Guard:
                 answer["experiments"] = [e for e in answer.get("experiments", [])
                                          if self.may(user, e["experiment_id"], READ)]  # fmt: skip
                 return answer
+            if path in ("registered-models/search", "model-versions/search") and not self.may(user, "", READ):
+                return EMPTY_OBJECT  # the registry: the default permission (no grants name a model)
             if path in OPEN_TO_ALL:
                 return handler(client, req, key)
             raise denied()  # an endpoint without a rule is for admins
@@ -153,6 +180,14 @@ class Guard:
         if source == "name":
             found = client.get_experiment_by_name(req.experiment_name)
             return None if found is None else str(found.experiment_id)
+        if source == "registry":
+            return ""  # no grant names a registered model: the default permission applies
+        if source == "model":
+            from evstore.tracking.logged_models import load_models
+
+            with client.reading() as conn:
+                models = load_models(conn, [req.model_id])
+            return models[0].experiment_id if models else None
         known = self._experiment_of_run.get(req.run_id)
         if known is not None:
             return known

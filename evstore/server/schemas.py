@@ -151,14 +151,5 @@ class GetMetricHistory(_RunRequest):
     page_token: str | None = None
 
 
-class SearchLoggedModels(msgspec.Struct):
-    """MLflow 3's logged-model search; its fields are read when logged models are stored."""
-
-    experiment_ids: list[str] = []
-    filter: str | None = None
-    max_results: Int32 | None = None
-    page_token: str | None = None
-
-
 #: Query parameters that repeat (``?order_by=a&order_by=b``) and so decode as lists.
 LIST_QUERY_FIELDS = frozenset({"order_by", "experiment_ids"})

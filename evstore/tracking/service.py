@@ -64,6 +64,9 @@ from evstore.events import (
     TagSet,
 )
 from evstore.stores import NO_STREAM, is_postgres_uri, sqlite_path
+from evstore.tracking.inputs import InputsMixin
+from evstore.tracking.logged_models import LoggedModelsMixin
+from evstore.tracking.registry import RegistryMixin
 from evstore.validation import (
     check_artifact_path,
     check_text,
@@ -177,7 +180,7 @@ def uuid5_hex(name: str) -> str:
     return digest.hex()
 
 
-class TrackingService:
+class TrackingService(LoggedModelsMixin, InputsMixin, RegistryMixin):
     """MlflowClient's methods over one local store: the rules, the reads and the writes."""
 
     def __init__(

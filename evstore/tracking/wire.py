@@ -57,6 +57,11 @@ def served_location(experiment: Experiment) -> str:
     return location if _has_scheme(location) else f"mlflow-artifacts:/{experiment.experiment_id}"
 
 
+def served_location_of(location: str, proxied: str) -> str:
+    """A local location as the proxy serves it (``mlflow-artifacts:/<proxied>``)."""
+    return location if _has_scheme(location) else f"mlflow-artifacts:/{proxied}"
+
+
 def served_artifact_uri(info: RunInfo) -> str:
     """A run's artifacts as the mlflow client should reach them: through the proxy."""
     uri = info.artifact_uri
