@@ -54,26 +54,42 @@ def steps(service: TrackingService, call: tuple[Any, ...], models: list[str]) ->
 @given(calls=st.lists(CALLS, max_size=25))
 def test_refusals_append_nothing_and_rebuild_equals_incremental(tmp_path_factory: Any, calls: list[Any]) -> None:
     directory: Path = tmp_path_factory.mktemp("registry-property")
-    service = TrackingService(str(directory / "evstore.db"))
-    service.ensure_default_experiment()
-    store = service.store
     try:
-        models: list[str] = []
-        for call in calls:
-            for step in steps(service, call, models):
-                head = store.head_position()
-                try:
-                    step()
-                except EvstoreError:
-                    assert store.head_position() == head, call
-        # Every alias points at a version that exists (deleting a version takes its aliases).
-        dangling = store.query(
-            "SELECT count(*) FROM registered_model_aliases a LEFT JOIN model_versions v"
-            " ON v.model_key = a.model_key AND v.version = a.version WHERE v.version IS NULL"
-        )
-        assert dangling == [(0,)]
-        held = snapshot(store)
-        rebuild(store)
-        assert snapshot(store) == held
+        check_calls(str(directory / "evstore.db"), calls)
     finally:
         close_cached_stores(directory)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(CALLS, max_size=25))
+def test_the_same_on_postgresql(postgres_database: Any, calls: list[Any]) -> None:
+    # Fewer examples: each makes a schema; the read models' SQL is what differs there.
+    uri = postgres_database.new_store_uri()
+    try:
+        check_calls(uri, calls)
+    finally:
+        close_cached_stores(uri)
+
+
+def check_calls(uri: str, calls: list[Any]) -> None:
+    """Play ``calls``: refusals append nothing, aliases stay whole, rebuild == incremental."""
+    service = TrackingService(uri)
+    service.ensure_default_experiment()
+    store = service.store
+    models: list[str] = []
+    for call in calls:
+        for step in steps(service, call, models):
+            head = store.head_position()
+            try:
+                step()
+            except EvstoreError:
+                assert store.head_position() == head, call
+    # Every alias points at a version that exists (deleting a version takes its aliases).
+    dangling = store.query(
+        "SELECT count(*) FROM registered_model_aliases a LEFT JOIN model_versions v"
+        " ON v.model_key = a.model_key AND v.version = a.version WHERE v.version IS NULL"
+    )
+    assert dangling == [(0,)]
+    held = snapshot(store)
+    rebuild(store)
+    assert snapshot(store) == held

@@ -16,7 +16,8 @@ PostgreSQL's dialect, and runs it on the psycopg connection underneath. What it 
   ``bytea``, ``WITHOUT ROWID`` goes;
 - ``json_group_object`` is ``json_object_agg`` (as text, ``{}`` for no rows), ``CAST(x AS
   INTEGER)`` of a text keeps digits only (SQLite reads anything else as 0), ``BEGIN
-  IMMEDIATE`` is ``BEGIN``.
+  IMMEDIATE`` is ``BEGIN``, the scalar ``max(a, b)`` and ``min(a, b)`` are ``GREATEST``
+  and ``LEAST`` (which skip a NULL where SQLite's give NULL: the read models pass none).
 
 Values bind as SQLite would store them: a NaN float is NULL (a SQLite ``REAL`` column
 keeps NaN as NULL, and the read models' rules count on it). Search compiles through
@@ -51,6 +52,8 @@ _DO_UPDATE = re.compile(r"\bDO\s+UPDATE\s+SET\b(.*?)(?:\bWHERE\b(.*))?$",
                         re.IGNORECASE | re.DOTALL)  # fmt: skip
 _JSON_GROUP_OBJECT = re.compile(r"json_group_object\(([^()]*)\)", re.IGNORECASE)
 _CAST_INTEGER = re.compile(r"CAST\((\w+) AS INTEGER\)", re.IGNORECASE)
+#: SQLite's scalar max and min of two values (the one-argument forms are aggregates).
+_SCALAR_MAX_MIN = re.compile(r"\b(max|min)\(([^(),]+),([^(),]+)\)", re.IGNORECASE)
 _DDL_TYPES = (
     (re.compile(r"\bINTEGER\b", re.IGNORECASE), "bigint"),
     (re.compile(r"\bREAL\b", re.IGNORECASE), "double precision"),
@@ -93,6 +96,9 @@ def translate(sql: str, columns: Any) -> Statement:
     elif head.startswith("BEGIN IMMED"):
         return Statement("BEGIN")
     text = _JSON_GROUP_OBJECT.sub(r"coalesce(json_object_agg(\1), '{}')::text", text)
+    text = _SCALAR_MAX_MIN.sub(
+        lambda m: f"{'GREATEST' if m[1].lower() == 'max' else 'LEAST'}({m[2]},{m[3]})", text
+    )
     text = _CAST_INTEGER.sub(
         r"CAST(CASE WHEN \1 ~ '^-?[0-9]{1,18}$' THEN \1 END AS bigint)", text
     )
