@@ -7,6 +7,7 @@ SQL once, in SQLite's dialect, and runs it on the connection a store hands out
 PostgreSQL's dialect, and runs it on the psycopg connection underneath. What it rewrites:
 
 - ``?`` placeholders become ``%s`` (a literal ``%`` doubles);
+- ``INSERT OR IGNORE`` becomes ``INSERT ... ON CONFLICT DO NOTHING``;
 - ``INSERT OR REPLACE`` becomes ``INSERT ... ON CONFLICT (<primary key>) DO UPDATE``, the
   key and columns read from the catalog; a bare column in an upsert's ``WHERE`` is
   qualified (PostgreSQL finds it ambiguous with ``excluded``); an upsert of many rows in
@@ -45,6 +46,7 @@ from evstore.errors import SearchTimeout
 from evstore.search import SearchDialect, like_items_escaped
 
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|%")
+_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\s+(\w+)\s+", re.IGNORECASE)
 _OR_REPLACE = re.compile(r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)\s+", re.IGNORECASE)
 _INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s", re.IGNORECASE)
 _ROW = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
@@ -103,6 +105,10 @@ def translate(sql: str, columns: Any) -> Statement:
         r"CAST(CASE WHEN \1 ~ '^-?[0-9]{1,18}$' THEN \1 END AS bigint)", text
     )
     table = None
+    ignored = _OR_IGNORE.match(text)
+    if ignored is not None:
+        table = ignored[1]
+        text = f"INSERT INTO {table} {text[ignored.end():]} ON CONFLICT DO NOTHING"
     replaced = _OR_REPLACE.match(text)
     if replaced is not None:
         table = replaced[1]
