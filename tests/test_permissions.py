@@ -241,3 +241,53 @@ def test_a_server_that_authenticates_no_one_manages_no_users(tmp_path: Path) -> 
     finally:
         server.stop()
         close_cached_stores(tmp_path)
+
+
+def test_the_registry_never_reaches_into_an_experiment_the_caller_may_not_read(tmp_path: Path) -> None:
+    # bob may edit by default, but holds NO_PERMISSIONS on "secret" and its logged model.
+    server, headers = start(tmp_path, "EDIT", ["bob"])
+    admin, bob = headers["admin"], headers["bob"]
+    try:
+        secret = post(server, f"{API}/experiments/create", admin, {"name": "secret"}).json()["experiment_id"]
+        grant(server.store, "bob", secret, "NO_PERMISSIONS")
+        model = post(server, f"{API}/logged-models", admin, {"experiment_id": secret, "name": "m"})
+        model_id = model.json()["model"]["info"]["model_id"]
+        run = post(server, f"{API}/runs/create", admin, {"experiment_id": secret}).json()["run"]["info"]["run_id"]
+        assert post(server, f"{API}/registered-models/create", bob, {"name": "mine"}).status_code == 200
+        mine = post(server, f"{API}/experiments/create", bob, {"name": "mine"}).json()["experiment_id"]
+        own_run = post(server, f"{API}/runs/create", bob, {"experiment_id": mine}).json()["run"]["info"]["run_id"]
+        head = httpx.get(server.url + "/api/evstore/info", headers=admin).json()["head_position"]
+        for path, body in [
+            ("model-versions/create", {"name": "mine", "source": f"models:/{model_id}", "model_id": model_id}),
+            ("model-versions/create", {"name": "mine", "source": f"models:/{model_id}"}),
+            ("model-versions/create", {"name": "mine", "source": "s3://b/m", "run_id": run}),
+            ("runs/log-inputs", {"run_id": own_run, "models": [{"model_id": model_id}]}),
+            ("runs/outputs", {"run_id": own_run, "models": [{"model_id": model_id, "step": 0}]}),
+        ]:
+            refused = post(server, f"{API}/{path}", bob, body)
+            assert (refused.status_code, refused.json()["error_code"]) == (403, "PERMISSION_DENIED"), (path, body)
+        # Nothing was written: not the version, not the secret model's mlflow.modelVersions tag.
+        assert httpx.get(server.url + "/api/evstore/info", headers=admin).json()["head_position"] == head
+        tags = httpx.get(server.url + f"{API}/logged-models/{model_id}", headers=admin).json()["model"]["info"]
+        assert "mlflow.modelVersions" not in {t["key"] for t in tags.get("tags", [])}
+        # A source bob may read is accepted.
+        made = post(server, f"{API}/model-versions/create", bob, {"name": "mine", "source": "s3://b/m", "run_id": own_run})
+        assert made.status_code == 200, made.text
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+
+
+def test_creating_a_registered_model_needs_the_default_to_allow_edits(tmp_path: Path) -> None:
+    # No grant names a registered model yet, so the default permission decides, as for the
+    # model's versions: under READ a user could make a model and never add to it.
+    server, headers = start(tmp_path, "READ", ["bob"])
+    try:
+        head = httpx.get(server.url + "/api/evstore/info", headers=headers["admin"]).json()["head_position"]
+        refused = post(server, f"{API}/registered-models/create", headers["bob"], {"name": "m"})
+        assert (refused.status_code, refused.json()["error_code"]) == (403, "PERMISSION_DENIED")
+        assert httpx.get(server.url + "/api/evstore/info", headers=headers["admin"]).json()["head_position"] == head
+        assert post(server, f"{API}/registered-models/create", headers["admin"], {"name": "m"}).status_code == 200
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)

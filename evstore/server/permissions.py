@@ -63,6 +63,7 @@ RULES: dict[str, tuple[int, str]] = {
     **{f"registered-models/{p}": (READ, "registry") for p in ("get", "get-latest-versions")},
     **{f"registered-models/{p}": (UPDATE, "registry") for p in
        ("rename", "update", "set-tag", "delete-tag", "alias")},
+    "registered-models/create": (UPDATE, "registry"),  # MLflow grants its creator MANAGE
     "registered-models/delete": (DELETE, "registry"),
     **{f"model-versions/{p}": (READ, "registry") for p in ("get", "get-download-uri")},
     **{f"model-versions/{p}": (UPDATE, "registry") for p in
@@ -77,7 +78,22 @@ METHOD_RULES: dict[tuple[str, str], tuple[int, str]] = {
 }
 #: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
 OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search",
-                         "registered-models/create", "registered-models/search", "model-versions/search"})
+                         "registered-models/search", "model-versions/search"})
+
+
+def _referenced(req: Any) -> list[tuple[str, Any]]:
+    """The runs and logged models a request names besides its own subject, which the
+    caller must be able to read: a version's source run and model, a run's input and
+    output models."""
+    named: list[tuple[str, Any]] = []
+    if isinstance(getattr(req, "source", None), str) and req.source.startswith("models:/m-"):
+        named.append(("model", _ModelId(req.source.removeprefix("models:/").split("/")[0])))
+    if getattr(req, "model_id", None) and hasattr(req, "source"):
+        named.append(("model", _ModelId(req.model_id)))
+    if getattr(req, "run_id", None) and hasattr(req, "source"):
+        named.append(("run", _RunId(req.run_id)))
+    named.extend(("model", _ModelId(m.model_id)) for m in getattr(req, "models", ()))
+    return named
 
 
 def denied() -> HTTPError:
@@ -133,6 +149,10 @@ class Guard:
                     return handler(client, req, key)
                 if not self.may(user, experiment_id, needed):
                     raise denied()
+                for source, named in _referenced(req):  # what it points at must be readable
+                    found = self._experiment_of(client, named, source)
+                    if found is not None and not self.may(user, found, READ):
+                        raise denied()
                 return handler(client, req, key)
             if path == "experiments/create":
                 with client.store.transaction():  # the experiment and its creator's grant, at once
@@ -225,6 +245,10 @@ def ui_permission(app: Any, guard: Guard) -> Any:
 
 class _RunId(msgspec.Struct):
     run_id: str
+
+
+class _ModelId(msgspec.Struct):
+    model_id: str
 
 
 # --- MLflow's auth API ------------------------------------------------------------------
