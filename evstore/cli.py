@@ -929,6 +929,11 @@ def server(
         raise InvalidParameterValue("--checkpoint-every, --checkpoint-key and --checkpoint-dir go together")
     if checkpoint_every is not None and not 0 < checkpoint_every <= 525600:
         raise InvalidParameterValue(f"--checkpoint-every must be minutes above 0, not {checkpoint_every}")
+    if checkpoint_every is not None and workers > 1:
+        raise InvalidParameterValue(
+            "--checkpoint-every takes one server process (each worker would write its own):"
+            " run the checkpoints from one process, or `evstore checkpoint` on a schedule"
+        )
     hosts, origins = ([i.strip() for i in (text or "").split(",") if i.strip()]
                       for text in (allowed_hosts, cors_allowed_origins))  # fmt: skip
     settings = ServerSettings(

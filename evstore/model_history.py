@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
+from evstore.errors import InvalidParameterValue, ResourceDoesNotExist, StoreError
 from evstore.events import (
     ModelVersionCreated,
     ModelVersionDeleted,
@@ -40,7 +40,7 @@ def model_stream(store: EventStore, name: str) -> str:
     if query is not None:  # the registry read model names the live models: no scan
         try:
             rows = query("SELECT model_key FROM registered_models WHERE name = ?", (name,))
-        except sqlite3.OperationalError:  # no such table yet (an older store): scan instead
+        except (sqlite3.OperationalError, StoreError):  # no such table yet (an older store): scan
             rows = []
         if rows:
             return str(rows[0][0])
@@ -126,9 +126,10 @@ def registered_model_as_of(store: EventStore, name: str, as_of: int | datetime) 
     """The registered model (``RegisteredModel``: tags, aliases, latest versions) as it
     was at a position or a point in time, rebuilt from its stream by the registry's own
     read model in memory. Its versions are ``.versions``."""
-    from evstore.projection import project
+    from evstore.projection import project, select
     from evstore.tracking.registry import _load_model, _load_versions
-    from projections.registry import REGISTRY
+
+    (registry,) = select(["registry"])  # through the read-model registry, never by module
 
     kind, limit = _cutoff(as_of)
     key = model_stream(store, name)
@@ -136,9 +137,9 @@ def registered_model_as_of(store: EventStore, name: str, as_of: int | datetime) 
         raise InvalidParameterValue(f"as_of position {limit} is past the head of the log ({head})")
     events = [e for e in store.read_stream(key) if (e.position if kind == "position" else e.recorded_at) <= limit]
     with sqlite3.connect(":memory:") as conn:
-        for ddl in REGISTRY.ddl():
+        for ddl in registry.ddl():
             conn.execute(ddl)
-        project(conn, [REGISTRY], events)
+        project(conn, [registry], events)
         row = conn.execute("SELECT name FROM registered_models WHERE model_key = ?", (key,)).fetchone()
         if row is None:
             raise ResourceDoesNotExist(f"Registered Model with name={name} did not exist as of {as_of}")

@@ -312,7 +312,8 @@ class Directory:
 
     def current(self) -> Users:
         """The users as the log says now: one read of the stream's version for any number
-        of lookups (a request authenticates against one version)."""
+        of lookups. Authentication looks a bearer token up in one such read; the permission
+        check reads again on purpose, so a user removed while a request waited is refused."""
         self._refresh()
         return self._users
 

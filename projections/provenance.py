@@ -1,6 +1,7 @@
-"""Who started each run: the principal the server authenticated, else the writing
-process's user (local writes), and the client's address; from the commit's metadata,
-never from what the caller claimed (``user_id`` stays in ``runs``)."""
+"""Who started each run: the principal the server authenticated, else the OS user of the
+process that appended (a local write's user; a server without users or token: the
+server's own account), and the client's address; from the commit's metadata, never from
+what the caller claimed (``user_id`` stays in ``runs``)."""
 
 from __future__ import annotations
 

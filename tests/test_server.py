@@ -215,6 +215,11 @@ def test_unimplemented_endpoints_are_404_endpoint_not_found(http: httpx.Client) 
         assert response.status_code == 404, (method, path)
         assert response.json()["error_code"] == "ENDPOINT_NOT_FOUND"
         assert path in response.json()["message"]
+    # A template's own text is taken as an id like any other, never as the template's key.
+    model = http.post(f"{API}/logged-models", json={"experiment_id": "0", "name": "m"}).json()
+    real = model["model"]["info"]["model_id"]
+    literal = http.get(f"{API}/logged-models/{{model_id}}", params={"model_id": real})
+    assert (literal.status_code, literal.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
 
 
 # --- retries: a request sent twice is stored once -------------------------------------------

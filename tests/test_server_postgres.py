@@ -118,3 +118,14 @@ def test_more_than_one_worker_needs_a_postgresql_store(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "--workers above 1 needs a PostgreSQL store" in str(result.exception or result.output)
+
+
+def test_workers_and_periodic_checkpoints_are_refused_together(tmp_path: Path) -> None:
+    # Each worker process would write checkpoints of its own into one folder.
+    result = CliRunner().invoke(app, [
+        "server", "--store", "postgresql://postgres@127.0.0.1:5432/unused", "--workers", "2",
+        "--checkpoint-every", "5", "--checkpoint-key", str(tmp_path / "k"), "--checkpoint-dir", str(tmp_path),
+    ])  # fmt: skip
+    assert result.exit_code != 0
+    assert "--checkpoint-every takes one server process" in str(result.exception or result.output)
+    assert not list(tmp_path.iterdir())  # refused before anything was opened or written

@@ -109,7 +109,8 @@ def create_app(settings: ServerSettings) -> Any:
         return await serve_mlflow(request, request.path_params["path"])
 
     async def serve_mlflow(request: Request, path: str) -> Response:
-        found = checked.get((request.method, path))
+        # A template's own text ("logged-models/{model_id}") is no path a client sends.
+        found = None if "{" in path else checked.get((request.method, path))
         from_path: dict[str, str] = {}
         if found is None and (matched := match_path(request.method, path)) is not None:
             path, from_path = matched  # the template: its rule, its slow/quick lane
