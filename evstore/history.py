@@ -38,7 +38,8 @@ def local_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone().isoformat(timespec="milliseconds")
 
 
-def _cutoff(as_of: int | datetime) -> tuple[str, int]:
+def as_of_cutoff(as_of: int | datetime) -> tuple[str, int]:
+    """What an ``as_of`` cuts the log at: ("position", N) or ("time", ms since the epoch)."""
     if isinstance(as_of, datetime):
         try:
             return "time", int(as_of.timestamp() * 1000)
@@ -62,7 +63,7 @@ def run_as_of(store: EventStore, run_id: str, as_of: int | datetime) -> Run:
     from evstore import reads
     from evstore.projection import project, registered
 
-    kind, limit = _cutoff(as_of)
+    kind, limit = as_of_cutoff(as_of)
     stream = store.read_stream(run_id)
     if not stream:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
@@ -138,7 +139,7 @@ def _describe_access(event: Any) -> str | None:
     return None
 
 
-def _type_name(event: Any) -> str:
+def type_name(event: Any) -> str:
     """An event's type; an erased one keeps the type it was stored as."""
     return event.type if isinstance(event, ErasedEvent) else type(event).__name__
 
@@ -149,13 +150,13 @@ def run_history(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     if not events:
         raise ResourceDoesNotExist(f"Run with id={run_id} not found")
     return [
-        {**_provenance(recorded, recorded.metadata), "type": _type_name(recorded.event),
+        {**provenance_of(recorded, recorded.metadata), "type": type_name(recorded.event),
          "change": describe(recorded.event)}
         for recorded in events
     ]
 
 
-def _provenance(recorded: Any, meta: dict[str, Any]) -> dict[str, Any]:
+def provenance_of(recorded: Any, meta: dict[str, Any]) -> dict[str, Any]:
     """Where and when an audit row's event comes from, and who wrote it (``meta``: its
     decoded metadata)."""
     return {
@@ -232,12 +233,12 @@ def run_changes(store: EventStore, run_id: str) -> list[dict[str, Any]]:
     rows = []
     for recorded in events:
         meta, event = recorded.metadata, recorded.event
-        type_name = event.type if isinstance(event, UnknownEvent) else type(event).__name__
+        stored_as = event.type if isinstance(event, UnknownEvent) else type(event).__name__
         changes = _changes(event, state)
         rows.append({
-            **_provenance(recorded, meta),
-            "type": type_name,
-            "kind": KINDS.get(type_name, "other"),
+            **provenance_of(recorded, meta),
+            "type": stored_as,
+            "kind": KINDS.get(stored_as, "other"),
             "imported_at": meta.get("imported_at"),
             "changes": changes[:CHANGES_SHOWN],
             "more": max(0, len(changes) - CHANGES_SHOWN),

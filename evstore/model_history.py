@@ -29,7 +29,7 @@ from evstore.events import (
     RegisteredModelTagDeleted,
     RegisteredModelTagSet,
 )
-from evstore.history import _cutoff, _provenance, _type_name, describe
+from evstore.history import as_of_cutoff, describe, provenance_of, type_name
 from evstore.stores.base import EventStore
 
 
@@ -115,8 +115,8 @@ def model_changes(store: EventStore, name: str) -> list[dict[str, Any]]:
     rows = []
     for recorded in store.read_stream(model_stream(store, name)):
         rows.append({
-            **_provenance(recorded, recorded.metadata),
-            "type": _type_name(recorded.event),
+            **provenance_of(recorded, recorded.metadata),
+            "type": type_name(recorded.event),
             "changes": _changes(recorded.event, held),
         })  # fmt: skip
     return rows
@@ -127,11 +127,11 @@ def registered_model_as_of(store: EventStore, name: str, as_of: int | datetime) 
     was at a position or a point in time, rebuilt from its stream by the registry's own
     read model in memory. Its versions are ``.versions``."""
     from evstore.projection import project, select
-    from evstore.tracking.registry import _load_model, _load_versions
+    from evstore.tracking.registry import load_registered_model, load_versions
 
     (registry,) = select(["registry"])  # through the read-model registry, never by module
 
-    kind, limit = _cutoff(as_of)
+    kind, limit = as_of_cutoff(as_of)
     key = model_stream(store, name)
     if kind == "position" and limit > (head := store.head_position()):
         raise InvalidParameterValue(f"as_of position {limit} is past the head of the log ({head})")
@@ -143,7 +143,7 @@ def registered_model_as_of(store: EventStore, name: str, as_of: int | datetime) 
         row = conn.execute("SELECT name FROM registered_models WHERE model_key = ?", (key,)).fetchone()
         if row is None:
             raise ResourceDoesNotExist(f"Registered Model with name={name} did not exist as of {as_of}")
-        model = _load_model(conn, key)
-        model.versions = _load_versions(conn, key, row[0], None)  # type: ignore[attr-defined]
+        model = load_registered_model(conn, key)
+        model.versions = load_versions(conn, key, row[0], None)  # type: ignore[attr-defined]
     conn.close()
     return model

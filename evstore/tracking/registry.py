@@ -136,7 +136,7 @@ class RegistryMixin:
     def get_registered_model(self, name: str) -> RegisteredModel:
         """A registered model with its tags, aliases and latest version per stage."""
         with self.reading() as conn:
-            return _load_model(conn, _found_key(conn, _name(name)))
+            return load_registered_model(conn, _found_key(conn, _name(name)))
 
     def rename_registered_model(self, name: str, new_name: str) -> RegisteredModel:
         """Give a registered model an unused name; its versions and history follow."""
@@ -213,7 +213,7 @@ class RegistryMixin:
                                (key, alias)).fetchone()  # fmt: skip
             if row is None:
                 raise InvalidParameterValue(f"Registered model alias {alias} not found.")
-            return _load_versions(conn, key, name, [row[0]])[0]
+            return load_versions(conn, key, name, [row[0]])[0]
 
     def search_registered_models(
         self, filter_string: str | None = None, max_results: int = 100,
@@ -227,7 +227,7 @@ class RegistryMixin:
         keys = _order(order_by, _MODEL_SORT, ["name ASC"])
         start = parse_page_token(page_token)
         with self.reading() as conn:
-            found = [_load_model(conn, key) for (key,) in conn.execute("SELECT model_key FROM registered_models")]
+            found = [load_registered_model(conn, key) for (key,) in conn.execute("SELECT model_key FROM registered_models")]
         found = [m for m in found if test(m)]
         for sort_key, descending in reversed(keys):
             found.sort(key=sort_key, reverse=descending)
@@ -281,7 +281,7 @@ class RegistryMixin:
         with self.reading() as conn:
             key = _found_key(conn, _name(name))
             _found_version(conn, key, name, number)
-            return _load_versions(conn, key, name, [number])[0]
+            return load_versions(conn, key, name, [number])[0]
 
     def update_model_version(self, name: str, version: Any, description: str | None = None) -> ModelVersion:
         """Set a version's description."""
@@ -344,7 +344,7 @@ class RegistryMixin:
         wanted = {_stage(s) for s in stages} if stages else None
         with self.reading() as conn:
             key = _found_key(conn, _name(name))
-            versions = _load_versions(conn, key, name, None)
+            versions = load_versions(conn, key, name, None)
         return [v for v in _latest_per_stage(versions) if wanted is None or v.current_stage in wanted]
 
     def get_model_version_download_uri(self, name: str, version: Any) -> str:
@@ -376,7 +376,7 @@ class RegistryMixin:
         start = parse_page_token(page_token)
         with self.reading() as conn:
             found = [v for key, name in conn.execute("SELECT model_key, name FROM registered_models")
-                     for v in _load_versions(conn, key, name, None, with_aliases=False)]  # fmt: skip
+                     for v in load_versions(conn, key, name, None, with_aliases=False)]  # fmt: skip
         found = [v for v in found if test(v)]
         for sort_key, descending in reversed(keys):
             found.sort(key=sort_key, reverse=descending)
@@ -400,14 +400,16 @@ def _found_key(conn: Any, name: str) -> str:
 
 
 def _found_version(conn: Any, key: str, name: str, number: int) -> ModelVersion:
-    found = _load_versions(conn, key, name, [number])
+    found = load_versions(conn, key, name, [number])
     if not found:
         raise ResourceDoesNotExist(f"Model Version (name={name}, version={number}) not found")
     return found[0]
 
 
-def _load_versions(conn: Any, key: str, name: str, numbers: list[int] | None,
+def load_versions(conn: Any, key: str, name: str, numbers: list[int] | None,
                    with_aliases: bool = True) -> list[ModelVersion]:  # fmt: skip
+    """The versions of the registered model ``key`` (``numbers``: only those), read from
+    ``conn``, a snapshot of the registry's read model."""
     where, args = ("", [key]) if numbers is None else (
         f" AND version IN ({', '.join('?' * len(numbers))})", [key, *numbers])  # fmt: skip
     versions = {
@@ -441,7 +443,8 @@ def _latest_per_stage(versions: list[ModelVersion]) -> list[ModelVersion]:
     return sorted(latest.values(), key=lambda v: int(v.version))
 
 
-def _load_model(conn: Any, key: str) -> RegisteredModel:
+def load_registered_model(conn: Any, key: str) -> RegisteredModel:
+    """The registered model ``key`` with its tags, aliases and latest versions, from ``conn``."""
     name, created, updated, description = conn.execute(
         "SELECT name, creation_time, last_updated_time, description FROM registered_models WHERE model_key = ?",
         (key,),
@@ -450,7 +453,7 @@ def _load_model(conn: Any, key: str) -> RegisteredModel:
     model.tags = dict(conn.execute("SELECT key, value FROM registered_model_tags WHERE model_key = ? ORDER BY position", (key,)).fetchall())
     model.aliases = {alias: str(v) for alias, v in conn.execute(
         "SELECT alias, version FROM registered_model_aliases WHERE model_key = ? ORDER BY alias", (key,))}  # fmt: skip
-    model.latest_versions = _latest_per_stage(_load_versions(conn, key, name, None, with_aliases=False))
+    model.latest_versions = _latest_per_stage(load_versions(conn, key, name, None, with_aliases=False))
     return model
 
 
