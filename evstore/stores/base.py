@@ -111,6 +111,28 @@ def check_event_ids(events: Sequence[Event], event_ids: Sequence[str] | None) ->
         raise EventIdConflict("an event id appears twice in one batch")
 
 
+def stored_positions(
+    found: dict[Any, int], streams: set[int], stream_key: int, stream_id: str,
+    event_ids: Sequence[Any], stream_names: Callable[[set[int]], list[str]],
+) -> list[int] | None:  # fmt: skip
+    """What a backend found of a batch's ids (``found``: id -> position, ``streams``: the
+    stream keys holding them) says: None for a new batch, the positions of a retry, or
+    ``EventIdConflict`` for ids stored elsewhere or for part of the batch only."""
+    if not found:
+        return None
+    if streams != {stream_key}:
+        raise EventIdConflict(
+            f"event ids of this batch are stored in stream {', '.join(sorted(stream_names(streams)))},"
+            f" not {stream_id}: ids must be unique across the whole log"
+        )
+    if len(found) != len(event_ids):
+        raise EventIdConflict(
+            f"{len(found)} of {len(event_ids)} event ids in this batch are already stored;"
+            " a retried write must resend the whole batch with the same ids"
+        )
+    return [found[event_id] for event_id in event_ids]
+
+
 #: A redaction as stored: the position of its ``Redacted`` event, the position whose
 #: payload it erased, and the digest of the payload that position was appended with.
 Redaction = tuple[int, int, bytes]

@@ -44,6 +44,7 @@ from evstore.stores.base import (
     chain_raw,
     check_event_ids,
     default_metadata,
+    stored_positions,
 )
 
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
@@ -679,20 +680,10 @@ class SQLiteEventStore(EventStore):
             ).fetchall():
                 found[event_id] = position
                 streams.add(stored_stream)
-        if not found:
-            return None
-        if streams != {stream_key}:
-            names = sorted(self._value(conn, self._streams, key) for key in streams)
-            raise EventIdConflict(
-                f"event ids of this batch are stored in stream {', '.join(names)},"
-                f" not {stream_id}: ids must be unique across the whole log"
-            )
-        if len(found) != len(event_ids):
-            raise EventIdConflict(
-                f"{len(found)} of {len(event_ids)} event ids in this batch are already stored;"
-                " a retried write must resend the whole batch with the same ids"
-            )
-        return [found[event_id] for event_id in event_ids]
+        return stored_positions(
+            found, streams, stream_key, stream_id, event_ids,
+            lambda keys: [self._value(conn, self._streams, key) for key in keys],
+        )  # fmt: skip
 
     # --- copies -----------------------------------------------------------------
 
