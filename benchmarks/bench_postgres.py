@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_server import BIN, free_port, start, stop, wait_ready
+from bench_server import BIN, free_port, measure, start, stop, wait_ready
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -77,34 +77,6 @@ def copy_rows(url: str, rows: int) -> float:
             for i in range(rows):
                 copy.write_row(("r" * 32, f"m{i % 10}", float(i), i, i))
         return rows / (time.perf_counter() - started)
-
-
-def logging_rates(url: str, calls: int, batches: int, batch_size: int) -> tuple[float, float]:
-    """(per-call log_metric points/s, log_batch points/s) through a server."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    client = MlflowClient(tracking_uri=url)
-    experiment_id = client.create_experiment(f"logging-{time.time_ns()}")
-    run_id = client.create_run(experiment_id).info.run_id
-    for step in range(20):  # warm the connection and the server's caches
-        client.log_metric(run_id, "warmup", 0.0, step=step)
-    started = time.perf_counter()
-    for step in range(calls):
-        client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
-    per_call = calls / (time.perf_counter() - started)
-    now = int(time.time() * 1000)
-    payloads = [
-        [Metric(f"m{i % 10}", float(i), now, b * batch_size + i) for i in range(batch_size)]
-        for b in range(batches)
-    ]
-    started = time.perf_counter()
-    for metrics in payloads:
-        client.log_batch(run_id, metrics=metrics)
-    batched = batches * batch_size / (time.perf_counter() - started)
-    stored = len(client.get_metric_history(run_id, "loss"))
-    assert stored == calls, f"{url}: {stored} of {calls} points stored"
-    return per_call, batched
 
 
 def seed(client: Any, runs: int, points: int) -> tuple[str, str]:
@@ -216,7 +188,7 @@ def main() -> None:
         seeded = {"mlflow": seed(MlflowClient(tracking_uri=mlflow_db), runs, points),
                   "evstore": seed(EvstoreClient(evstore_db), runs, points)}  # fmt: skip
         close_tracking_stores()
-        logging = {name: logging_rates(urls[name], calls, batches, 1000) for name in ("mlflow", "evstore")}
+        logging = {name: measure(urls[name], calls, batches, 1000, round_no=0) for name in ("mlflow", "evstore")}
         reads = {name: read_times(urls[name], *seeded[name], runs, points, repeat)
                  for name in ("mlflow", "evstore")}  # fmt: skip
     finally:
