@@ -8,7 +8,6 @@ with one line and exit 1.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import shutil
@@ -16,12 +15,13 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from contextlib import closing, redirect_stderr, redirect_stdout
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
+from cli_here import run_here
 from conftest import close_cached_stores
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,7 +41,6 @@ from evstore.checkpoint import (
     take_checkpoint,
     verify_checkpoint,
 )
-from evstore.cli import main
 from evstore.integrity import verify as verify_log
 from evstore.projection import open_store
 from evstore.rebuild import rebuild
@@ -61,18 +60,9 @@ def run_process(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``evstore ARGS`` through its entry point in this process (a process each is slow on a
-    busy machine; ``run_process`` checks the console script itself)."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["evstore", *map(str, args)]
-    try:
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as exited:
-            main()
-    finally:
-        sys.argv = argv
-    code = exited.value.code
-    return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.getvalue(), err.getvalue())
+    """``evstore ARGS`` through its entry point in this process (``cli_here``; a process
+    each is slow on a busy machine; ``run_process`` checks the console script itself)."""
+    return run_here(*args)
 
 
 def refused(done: subprocess.CompletedProcess[str], *words: str) -> str:
