@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import close_cached_stores
+from forked import run_python
 from servers import ServerProcess
 from test_projections import snapshot
 
@@ -119,8 +118,7 @@ def run_mlflow(server: ServerProcess, script: str, cwd: Path) -> dict[str, Any]:
     """Run an mlflow script in a subprocess against the server; returns its RESULT."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=server.url, MLFLOW_DISABLE_TELEMETRY="true")
-    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)  # fmt: skip
+    done = run_python(script, cwd=cwd, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]

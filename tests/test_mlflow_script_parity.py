@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from forked import run_python
 
 pytest.importorskip("mlflow")
 pytest.importorskip("matplotlib")
@@ -157,10 +156,7 @@ def run_script(module: str, uri: str, folder: Path) -> dict[str, Any]:
     env["PYTHONWARNINGS"] = "ignore"
     script = folder / "script.py"
     script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), module, uri], cwd=folder, env=env,
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = run_python(script, module, uri, cwd=folder, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("PARITY-JSON:"))
     return json.loads(line[len("PARITY-JSON:") :])  # type: ignore[no-any-return]

@@ -13,13 +13,13 @@ import base64
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import close_cached_stores
+from forked import run_python
 from servers import EVSTORE, ThreadServer
 
 from evstore import users
@@ -196,8 +196,7 @@ print(json.dumps(out))
 def run_script(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EVSTORE_"))}
     environ.update(MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", **env)
-    return subprocess.run([sys.executable, "-c", script, *args], check=False, capture_output=True,
-                          text=True, env=environ, timeout=120)  # fmt: skip
+    return run_python(script, *args, env=environ, timeout=120)
 
 
 def test_mlflows_basic_auth_client_manages_evstore_users(tmp_path: Path) -> None:

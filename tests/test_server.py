@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from conftest import close_cached_stores
+from forked import run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import ServerProcess, ThreadServer
@@ -659,9 +658,7 @@ with mlflow.start_run() as run:
     mlflow.log_text("hi", "notes/hi.txt")
 print(run.info.run_id)
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
-    )
+    done = run_python(script, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip().splitlines()[-1]
     with httpx.Client(base_url=server.url) as http:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import close_cached_stores
+from forked import run_python
 from test_server import ServerProcess
 
 import evstore
@@ -172,10 +173,7 @@ def mlflow_env(server: ServerProcess) -> dict[str, str]:
 def run_mlflow(server: ServerProcess, script: str, cwd: Path, *args: str) -> str:
     """Run an mlflow script in a subprocess; returns its stdout."""
     (cwd / "model_config.txt").write_bytes(CONFIG_BYTES)
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=cwd, env=mlflow_env(server),
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = run_python(script, *args, cwd=cwd, env=mlflow_env(server), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

@@ -14,7 +14,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import httpx
 import pytest
 from cli_here import run_here
 from conftest import close_cached_stores
+from forked import run_python
 from servers import EVSTORE, ThreadServer
 
 from evstore import users
@@ -64,8 +64,7 @@ def mlflow_as(url: str, cwd: Path, experiment: str, **credentials: str) -> subpr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "EVSTORE_"))}
     env.update(MLFLOW_TRACKING_URI=url, MLFLOW_DISABLE_TELEMETRY="true",
                MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", **credentials)  # fmt: skip
-    return subprocess.run([sys.executable, "-c", SCRIPT, experiment], check=False, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return run_python(SCRIPT, experiment, cwd=cwd, env=env, timeout=120)
 
 
 def principals(store: Path, stream: str) -> list[tuple[str, str | None, str | None]]:

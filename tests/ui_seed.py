@@ -148,15 +148,13 @@ def seed(store: str) -> Seeded:
 def seed_in_child(directory: Path) -> dict[str, object]:
     """Seed ``directory/server.db`` (artifacts under ``directory/artifacts``, where the test
     server keeps them) in a child process, so no store stays open here; the ids as a dict."""
-    import subprocess
-    import sys
+    from forked import run_python
 
     directory.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, EVSTORE_ARTIFACT_ROOT=str(directory / "artifacts"))
     code = ("import dataclasses, json; from ui_seed import seed;"
             f" print(json.dumps(dataclasses.asdict(seed({str(directory / 'server.db')!r}))))")  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    done = run_python(code, cwd=Path(__file__).parent, env=env, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"seeding the UI store failed:\n{done.stderr}")
     seeded: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
