@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
+from servers import ThreadServer
 
 from evstore import Client, fluent
 from evstore.stores import EventStore, open_log
@@ -187,6 +188,18 @@ def client(tmp_path: Path) -> Iterator[Client]:
     yield Client(str(tmp_path / "evstore.db"))
     fluent._state.__dict__.clear()
     close_cached_stores(tmp_path)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ThreadServer]:
+    """``evstore server``'s app on a thread of this process, with a fresh store and artifact
+    root in ``tmp_path``; stopped after the test, and its store closed here too."""
+    running = ThreadServer(tmp_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+        close_cached_stores(tmp_path)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ profile, the context tag), a second log of the same dataset storing nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from conftest import close_cached_stores
-from servers import ServerProcess
+from servers import ThreadServer
 from test_logged_models import run_mlflow
 
 from evstore.projection import open_store
@@ -38,17 +35,7 @@ print("RESULT " + json.dumps({
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    running = ServerProcess(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
-        close_cached_stores(tmp_path)
-
-
-def test_log_input_with_a_pandas_dataset(server: ServerProcess, tmp_path: Path) -> None:
+def test_log_input_with_a_pandas_dataset(server: ThreadServer, tmp_path: Path) -> None:
     out = run_mlflow(server, LOG_INPUT_SCRIPT, tmp_path)
     assert out["inputs"] == [
         ["train", out["digest"], "s3", {"num_rows": 2, "num_elements": 4},
@@ -70,7 +57,7 @@ def test_log_input_with_a_pandas_dataset(server: ServerProcess, tmp_path: Path) 
     assert [[d.name for d in e.datasets] for e in logged] == [["train"], ["eval"]]
 
 
-def test_bad_inputs_are_refused_and_change_nothing(server: ServerProcess) -> None:
+def test_bad_inputs_are_refused_and_change_nothing(server: ThreadServer) -> None:
     with httpx.Client(base_url=server.url + "/api/2.0/mlflow") as http:
         run_id = http.post("/runs/create", json={"experiment_id": "0"}).json()["run"]["info"]["run_id"]
         for body, code in [

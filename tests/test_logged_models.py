@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import close_cached_stores
 from forked import run_python
-from servers import ServerProcess
+from servers import ThreadServer
 from test_projections import snapshot
 
 from evstore.integrity import verify
@@ -106,15 +106,15 @@ print("RESULT " + json.dumps({
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    running = ServerProcess(tmp_path_factory.mktemp("logged-models"))
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    running = ThreadServer(tmp_path_factory.mktemp("logged-models"))
     try:
         yield running
     finally:
         running.stop()
 
 
-def run_mlflow(server: ServerProcess, script: str, cwd: Path) -> dict[str, Any]:
+def run_mlflow(server: ThreadServer, script: str, cwd: Path) -> dict[str, Any]:
     """Run an mlflow script in a subprocess against the server; returns its RESULT."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(MLFLOW_TRACKING_URI=server.url, MLFLOW_DISABLE_TELEMETRY="true")
@@ -124,7 +124,7 @@ def run_mlflow(server: ServerProcess, script: str, cwd: Path) -> dict[str, Any]:
     return json.loads(line.removeprefix("RESULT "))  # type: ignore[no-any-return]
 
 
-def test_log_model_then_load_it_by_id_and_predict(server: ServerProcess, tmp_path: Path) -> None:
+def test_log_model_then_load_it_by_id_and_predict(server: ThreadServer, tmp_path: Path) -> None:
     out = run_mlflow(server, LOG_MODEL_SCRIPT, tmp_path)
     # The model came back from the server's artifacts and predicts as the one logged.
     assert out["predicted"] == [0, 0, 1, 1]
@@ -140,7 +140,7 @@ def test_log_model_then_load_it_by_id_and_predict(server: ServerProcess, tmp_pat
     assert out["deleted"] == "RESOURCE_DOES_NOT_EXIST"
 
 
-def test_sklearn_autolog_keeps_its_metrics_params_and_model(server: ServerProcess, tmp_path: Path) -> None:
+def test_sklearn_autolog_keeps_its_metrics_params_and_model(server: ThreadServer, tmp_path: Path) -> None:
     out = run_mlflow(server, AUTOLOG_SCRIPT, tmp_path)
     assert out["params"]["C"] == "0.5"
     assert out["metrics"]["training_accuracy_score"] == 1.0
@@ -152,12 +152,12 @@ def test_sklearn_autolog_keeps_its_metrics_params_and_model(server: ServerProces
     assert out["inputs"] == [["dataset", {"mlflow.data.context": "train"}]]  # the training data
 
 
-def test_refusals_are_mlflows_and_change_nothing(server: ServerProcess) -> None:
+def test_refusals_are_mlflows_and_change_nothing(server: ThreadServer) -> None:
     with httpx.Client(base_url=server.url + API) as http:
         check_refusals(server, http)
 
 
-def check_refusals(server: ServerProcess, http: httpx.Client) -> None:
+def check_refusals(server: ThreadServer, http: httpx.Client) -> None:
     created = http.post("/logged-models", json={"experiment_id": "0", "name": "m"}).json()["model"]
     model_id = created["info"]["model_id"]
     assert created["info"]["status"] == "LOGGED_MODEL_PENDING"
@@ -204,7 +204,7 @@ def check_refusals(server: ServerProcess, http: httpx.Client) -> None:
     assert kept.status_code == 200
 
 
-def test_the_store_holds_it_all_as_events_and_rebuilds_row_for_row(server: ServerProcess, tmp_path: Path) -> None:
+def test_the_store_holds_it_all_as_events_and_rebuilds_row_for_row(server: ThreadServer, tmp_path: Path) -> None:
     run_mlflow(server, LOG_MODEL_SCRIPT.replace('"log-model"', '"again"'), tmp_path)
     server.stop()
     try:
@@ -228,7 +228,7 @@ def test_a_models_permissions_are_its_experiments(tmp_path: Path) -> None:
 
     store = tmp_path / "server.db"
     admin, bob = add(store, "admin", admin=True), add(store, "bob")
-    server = ServerProcess(tmp_path, "--default-permission", "NO_PERMISSIONS")
+    server = ThreadServer(tmp_path, default_permission="NO_PERMISSIONS")
     try:
         with httpx.Client(base_url=server.url + API) as http:
             seen, hidden = (http.post("/experiments/create", json={"name": n}, headers=admin)
@@ -266,7 +266,7 @@ def test_a_run_whose_id_starts_with_m_keeps_its_artifacts(tmp_path: Path) -> Non
     service.ensure_default_experiment()
     service.create_run("0", run_id="m-1")
     close_cached_stores(tmp_path)
-    server = ServerProcess(tmp_path)
+    server = ThreadServer(tmp_path)
     try:
         url = server.url + "/api/2.0/mlflow-artifacts/artifacts/0/m-1/artifacts/x.txt"
         assert httpx.put(url, content=b"hello").status_code == 200

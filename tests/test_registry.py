@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import close_cached_stores
-from servers import EVSTORE, ServerProcess
+from servers import EVSTORE, ThreadServer
 from test_logged_models import run_mlflow
 
 from evstore.integrity import verify
@@ -65,17 +64,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    running = ServerProcess(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
-        close_cached_stores(tmp_path)
-
-
-def test_register_alias_load_move_and_the_history_of_both_positions(server: ServerProcess, tmp_path: Path) -> None:
+def test_register_alias_load_move_and_the_history_of_both_positions(server: ThreadServer, tmp_path: Path) -> None:
     out = run_mlflow(server, REGISTRY_SCRIPT, tmp_path)
     assert out["predicted"] == [0, 0, 1, 1]  # loaded by alias, from the server's artifacts
     assert out["champion"] == "2"
@@ -136,7 +125,7 @@ def call(http: httpx.Client, method: str, path: str, body: dict[str, Any] | None
     return http.request(method, API + path, json=body)
 
 
-def test_refusals_and_rules_as_mlflow(server: ServerProcess) -> None:
+def test_refusals_and_rules_as_mlflow(server: ThreadServer) -> None:
     with httpx.Client(base_url=server.url) as http:
         assert call(http, "POST", "/registered-models/create", {"name": "M"}).status_code == 200
         source = {"name": "M", "source": "s3://bucket/model"}
@@ -206,7 +195,7 @@ def test_the_registry_obeys_the_servers_default_permission(tmp_path: Path, defau
 
     store = tmp_path / "server.db"
     admin, bob = add(store, "admin", admin=True), add(store, "bob")
-    server = ServerProcess(tmp_path, "--default-permission", default)
+    server = ThreadServer(tmp_path, default_permission=default)
     try:
         with httpx.Client(base_url=server.url + API) as http:
             http.post("/registered-models/create", json={"name": "M"}, headers=admin).raise_for_status()

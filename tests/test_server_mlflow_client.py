@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conftest import close_cached_stores
 from forked import run_python
-from test_server import ServerProcess
+from servers import ThreadServer
 
 import evstore
 from evstore.integrity import verify
@@ -123,16 +123,6 @@ sys.exit("; ".join(failed) or None)
 """
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A running server with a fresh store; stopped after the test."""
-    running = ServerProcess(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 def log_together(groups: list[tuple[Any, list[tuple[str, str]]]], count: int, cwd: Path) -> None:
     """Log ``count`` points to each (run, key) of each group, a thread per key and a process
     per group talking to its server; all start together once every process is ready."""
@@ -162,7 +152,7 @@ def log_together(groups: list[tuple[Any, list[tuple[str, str]]]], count: int, cw
             worker.communicate()
 
 
-def mlflow_env(server: ServerProcess) -> dict[str, str]:
+def mlflow_env(server: ThreadServer) -> dict[str, str]:
     """The environment of an mlflow script: only the tracking URI points at the server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = server.url
@@ -170,7 +160,7 @@ def mlflow_env(server: ServerProcess) -> dict[str, str]:
     return env
 
 
-def run_mlflow(server: ServerProcess, script: str, cwd: Path, *args: str) -> str:
+def run_mlflow(server: ThreadServer, script: str, cwd: Path, *args: str) -> str:
     """Run an mlflow script in a subprocess; returns its stdout."""
     (cwd / "model_config.txt").write_bytes(CONFIG_BYTES)
     done = run_python(script, *args, cwd=cwd, env=mlflow_env(server), timeout=300)
@@ -179,7 +169,7 @@ def run_mlflow(server: ServerProcess, script: str, cwd: Path, *args: str) -> str
 
 
 @pytest.fixture
-def local_client(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def local_client(server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """After the test body: an evstore.Client on the server's store file (server stopped)."""
     opened: list[Any] = []
 
@@ -193,7 +183,7 @@ def local_client(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Iter
     close_cached_stores(server.store.parent)
 
 
-def test_seed_script_unchanged(server: ServerProcess, local_client: Any, tmp_path: Path) -> None:
+def test_seed_script_unchanged(server: ThreadServer, local_client: Any, tmp_path: Path) -> None:
     run_mlflow(server, SEED_SCRIPT, tmp_path)
     client = local_client()
     experiment = client.get_experiment_by_name("v2_migration_demo")
@@ -213,7 +203,7 @@ def test_seed_script_unchanged(server: ServerProcess, local_client: Any, tmp_pat
     assert report.ok and report.head_position == client.store.head_position()
 
 
-def test_capture_calls(server: ServerProcess, local_client: Any, tmp_path: Path) -> None:
+def test_capture_calls(server: ThreadServer, local_client: Any, tmp_path: Path) -> None:
     stdout = run_mlflow(server, CAPTURE_SCRIPT, tmp_path)
     out = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[7:])
     parent_id, child_id, failed_id = out["ids"]
@@ -248,7 +238,7 @@ def test_capture_calls(server: ServerProcess, local_client: Any, tmp_path: Path)
     assert verify(client.store).ok
 
 
-def test_eight_clients_log_concurrently(server: ServerProcess, local_client: Any, tmp_path: Path) -> None:
+def test_eight_clients_log_concurrently(server: ThreadServer, local_client: Any, tmp_path: Path) -> None:
     # Eight clients in two processes: four share one run (two from each process), four log
     # to runs of their own; 8 x 200 log_metric calls, all started together.
     count = 200
