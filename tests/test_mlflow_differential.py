@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import registry_differential
 from differential import (
     BIN,
     Op,
@@ -450,6 +451,11 @@ def write_report(
 
 
 # --- the harness itself: normalizing must not hide a real difference ------------------------
+
+
+def test_the_registry_answers_as_mlflow_server_does(pair: Pair) -> None:
+    """The registry's calls (``registry_differential.CALLS``) on the same two servers."""
+    registry_differential.check(pair.mlflow, pair.evstore)
 
 
 def test_normalize_maps_ids_and_clocks_only(tmp_path: Path) -> None:

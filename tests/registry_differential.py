@@ -1,15 +1,14 @@
 """The registry's REST calls against ``mlflow server`` 3.17.2 and ``evstore server``: the
 same sequence of requests must get the same answers (status, error code and body), once
 the times each server stamps are set aside. Sources are URIs, so no run or model ids
-differ between the two."""
+differ between the two. ``test_mlflow_differential`` plays them on the servers its run
+calls use, so that one ``mlflow server`` starts for both."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from differential import Server
 
 API = "/api/2.0/mlflow"
@@ -72,22 +71,6 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
 CLOCK_FIELDS = frozenset({"creation_timestamp", "last_updated_timestamp"})
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    root = tmp_path_factory.mktemp("registry-differential")
-    mlflow = Server("mlflow", root / "mlflow")
-    try:
-        evstore = Server("evstore", root / "evstore")
-        try:
-            mlflow.wait_ready()
-            evstore.wait_ready()
-            yield mlflow, evstore
-        finally:
-            evstore.stop()
-    finally:
-        mlflow.stop()
-
-
 def normalized(value: Any) -> Any:
     """The answer without server clock times, MLflow's extra error fields, or the page
     token's encoding (its presence is compared). ``latest_versions`` is sorted by version:
@@ -116,8 +99,8 @@ def answer(http: httpx.Client, method: str, path: str, body: dict[str, Any]) -> 
     return response.status_code, found
 
 
-def test_the_registry_answers_as_mlflow_server_does(servers: tuple[Server, Server]) -> None:
-    mlflow, evstore = servers
+def check(mlflow: Server, evstore: Server) -> None:
+    """Play ``CALLS`` on both servers; each answer must equal MLflow's."""
     with httpx.Client(base_url=mlflow.url) as theirs, httpx.Client(base_url=evstore.url) as ours:
         for method, path, body in CALLS:
             expected = answer(theirs, method, path, dict(body))
