@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from evstore.errors import EvstoreError
+from evstore.errors import EvstoreError, StoreFormatError
 from evstore.events import (
     ArtifactRecorded,
     Event,
@@ -167,7 +167,11 @@ class ModelsSync:
         """Append the run's dataset and model inputs and model outputs not imported yet."""
         from evstore.tracking.inputs import dataset_input
 
-        links = self.source.run_links(run)
+        try:
+            links = self.source.run_links(run)
+        except StoreFormatError as e:
+            self.summary.skipped.append((f"run {run.run_id} inputs and outputs", str(e)))
+            return
         datasets = []
         for given in links.datasets:
             if (given.name, given.digest) in state.datasets:
