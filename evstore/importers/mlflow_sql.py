@@ -113,11 +113,13 @@ SELECT_LOGGED_MODEL_TAGS = (
 SELECT_LOGGED_MODEL_PARAMS = (
     "SELECT param_key, param_value FROM logged_model_params WHERE model_id = ? ORDER BY param_key"
 )
+# A LEFT JOIN, so that an input whose dataset row is missing is reported, not dropped.
 SELECT_DATASET_INPUTS = (
-    "SELECT i.input_uuid, d.name, d.digest, d.dataset_source_type, d.dataset_source, "
-    "d.dataset_schema, d.dataset_profile FROM inputs i JOIN datasets d "
+    "SELECT i.input_uuid, i.source_id, d.name, d.digest, d.dataset_source_type, "
+    "d.dataset_source, d.dataset_schema, d.dataset_profile FROM inputs i LEFT JOIN datasets d "
     "ON d.dataset_uuid = i.source_id WHERE i.source_type = 'DATASET' "
-    "AND i.destination_type = 'RUN' AND i.destination_id = ? ORDER BY d.name, d.digest"
+    "AND i.destination_type = 'RUN' AND i.destination_id = ? "
+    "ORDER BY d.name, d.digest, i.source_id"
 )
 SELECT_INPUT_TAGS = "SELECT name, value FROM input_tags WHERE input_uuid = ? ORDER BY name"
 SELECT_MODEL_INPUTS = (
@@ -147,6 +149,12 @@ SELECT_MODEL_VERSION_TAGS = (
 SELECT_ALIASES = (
     "SELECT alias, version FROM registered_model_aliases WHERE name = ?{in_workspace} "
     "ORDER BY alias"
+)
+# A run's point carries one model id: a point MLflow linked to more models keeps the first.
+COUNT_EXTRA_MODEL_LINKS = (
+    "SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT run_id, metric_name, "
+    "metric_timestamp_ms, metric_step, metric_value FROM logged_model_metrics) AS points) "
+    "FROM logged_model_metrics"
 )
 #: MLflow's LoggedModelStatus as the SQL store writes it.
 LOGGED_MODEL_STATUSES = {0: "UNSPECIFIED", 1: "PENDING", 2: "READY", 3: "FAILED"}
@@ -271,11 +279,22 @@ class SqlSource(MlflowSource):
                 params=self._pairs(SELECT_LOGGED_MODEL_PARAMS, model_id),
             )
 
+    def not_imported(self) -> dict[str, int]:
+        """Links of a metric point to a second logged model (evstore keeps one per point)."""
+        if not self.schema.has_logged_model_metrics:
+            return {}
+        (extra,) = next(self._query(self._sql(COUNT_EXTRA_MODEL_LINKS), ()))
+        return {"metric links to a second logged model": int(extra)} if extra else {}
+
     def run_links(self, run: Run) -> RunLinks:
         """The run's dataset inputs (by name, digest), model inputs and outputs."""
         datasets = []
         for row in list(self._query(self._sql(SELECT_DATASET_INPUTS), (run.run_id,))):
-            input_uuid, name, digest, source_type, source, schema, profile = row
+            input_uuid, dataset_id, name, digest, source_type, source, schema, profile = row
+            if name is None:
+                self.skipped.append((f"run {run.run_id} dataset input {dataset_id}",
+                                     f"MLflow's datasets table has no dataset {dataset_id}"))  # fmt: skip
+                continue
             tags = self._pairs(SELECT_INPUT_TAGS, input_uuid)
             datasets.append(DatasetInput(name=name, digest=digest, source_type=source_type,
                                          source=source, schema=schema, profile=profile, tags=tags))  # fmt: skip
