@@ -20,11 +20,14 @@ from typing import Any
 
 import pytest
 from cli_here import run_here
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evstore import Client
 from evstore.errors import ResourceDoesNotExist
 from evstore.importers.mlflow_import import import_mlflow
 from evstore.importers.mlflow_source import model_id_of
+from evstore.importers.mlflow_yaml import NESTED, parse_flat_yaml
 from evstore.integrity import verify
 from evstore.model_history import model_changes
 from evstore.stores import open_log
@@ -390,3 +393,28 @@ def test_unreadable_input_meta_is_reported_and_the_rest_imported(tmp_path: Path)
     run_id = meta.parent.parent.parent.name
     assert "unsupported YAML construct" in dict(summary.skipped)[f"run {run_id} inputs and outputs"]
     assert summary.runs == 2 and summary.registered_models == 1
+
+
+# --- an input's meta.yaml: its tags are a nested mapping ------------------------------------
+
+TAG_KEYS = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,20}", fullmatch=True), st.text(max_size=20))
+TAG_VALUES = st.one_of(st.text(max_size=300), st.text(alphabet="ab \n\t'\"#:-\\\r\x85\u2028é模", max_size=200))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(TAG_KEYS, TAG_VALUES, max_size=4))
+def test_input_tags_read_as_pyyaml_reads_them_or_are_refused(tags: dict[str, str]) -> None:
+    yaml = pytest.importorskip("yaml")  # only the test needs PyYAML; the reader does not
+    # MLflow's file store writes an input's meta.yaml with its tags as a nested mapping.
+    data = {"destination_id": "r", "destination_type": "RUN", "source_id": "d",
+            "source_type": "DATASET", "tags": tags}  # fmt: skip
+    text = yaml.safe_dump(data, default_flow_style=False, allow_unicode=True, sort_keys=True)
+    try:
+        read = parse_flat_yaml(text, nested=True)
+    except ValueError:
+        return  # refused (a block scalar, say): reported by the import, never misread
+    assert {k: v for k, v in read.items() if k != "tags"} == {k: v for k, v in data.items() if k != "tags"}
+    # Read exactly as PyYAML reads it, or not read at all (keys it had to quote).
+    assert read["tags"] == yaml.safe_load(text)["tags"] or read["tags"] is NESTED
+    if all(k.isidentifier() and v.isalnum() for k, v in tags.items()):
+        assert read["tags"] == tags

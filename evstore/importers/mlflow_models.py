@@ -173,9 +173,11 @@ class ModelsSync:
             self.summary.skipped.append((f"run {run.run_id} inputs and outputs", str(e)))
             return
         datasets = []
+        held = set(state.datasets)  # as the live API: a dataset used before writes nothing
         for given in links.datasets:
-            if (given.name, given.digest) in state.datasets:
+            if (given.name, given.digest) in held:
                 continue
+            held.add((given.name, given.digest))
             fields = {f: getattr(given, f) for f in ("name", "digest", "source_type", "source",
                                                      "schema", "profile")}  # fmt: skip
             try:  # the live API's checks
@@ -183,7 +185,7 @@ class ModelsSync:
             except EvstoreError as e:
                 where = f"run {run.run_id} dataset input {given.name} ({given.digest})"
                 self.summary.skipped.append((where, str(e)))
-        models = [m for m in links.model_inputs if m not in state.model_inputs]
+        models = list(dict.fromkeys(m for m in links.model_inputs if m not in state.model_inputs))
         outputs = [o for o in links.outputs if (o.model_id, o.step) not in state.outputs]
         events: list[Event] = []
         if datasets or models:
