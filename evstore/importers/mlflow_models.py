@@ -13,8 +13,9 @@ ones the live API writes:
 - a run's stream: RunInputsLogged (datasets with their tags, logged models used) and
   RunOutputsLogged (models produced), for the ones not imported yet.
 - a registered model's stream (``registered-model-`` + a uuid5 of its name): [created
-  with its description, tags], per version [ModelVersionCreated, its tags], a stage
-  change, a deletion (MLflow keeps a deleted version's row), then the aliases. Later:
+  with its description, tags], per version [ModelVersionCreated, its tags] at its
+  creation time and a stage change or a deletion (MLflow keeps a deleted version's row)
+  at its last update, in time order; then the aliases. Later:
   description, tags, versions, their descriptions, tags and stages, aliases moved.
 
 MLflow keeps only the current state of the registry: the times it records (creation, and
@@ -248,8 +249,16 @@ class ModelsSync:
             changes += [RegisteredModelTagDeleted(key=k) for k in sorted(state.tags) if k not in model.tags]
             if changes:
                 append(stream, key, state, changes, None)
-        for version in model.versions:
-            self._sync_version(stream, key, state, version, where)
+        # In MLflow's order as far as it recorded it: creations at their times, a stage or a
+        # deletion at the version's last update.
+        steps = sorted([(v.creation_time or 0, v.version, 0, v) for v in model.versions]
+                       + [(max(v.last_updated_time or 0, v.creation_time or 0), v.version, 1, v)
+                          for v in model.versions], key=lambda step: step[:3])  # fmt: skip
+        for _, _, phase, version in steps:
+            if phase == 0:
+                self._sync_version(stream, key, state, version, where)
+            else:
+                self._sync_version_stage(stream, key, state, version)
         live = {v.version for v in model.versions if not v.deleted}
         aliases: list[Event] = [RegisteredModelAliasSet(alias=a, version_number=n)
                                 for a, n in model.aliases.items() if state.aliases.get(a) != n and n in live]  # fmt: skip
@@ -290,6 +299,13 @@ class ModelsSync:
             if changes:
                 self._append(stream, key, state, changes, None)
             held.description, held.tags = version.description, dict(version.tags)
+
+    def _sync_version_stage(self, stream: str, key: str, state: RegisteredModelState,
+                            version: ModelVersion) -> None:  # fmt: skip
+        number = version.version
+        held = state.versions.get(number)
+        if held is None or held.deleted:
+            return
         if version.deleted:
             deleted = ModelVersionDeleted(version_number=number, deleted_time=version.last_updated_time or 0)
             self._append(stream, key, state, [deleted], version.last_updated_time)
