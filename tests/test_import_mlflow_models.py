@@ -418,3 +418,18 @@ def test_input_tags_read_as_pyyaml_reads_them_or_are_refused(tags: dict[str, str
     assert read["tags"] == yaml.safe_load(text)["tags"] or read["tags"] is NESTED
     if all(k.isidentifier() and v.isalnum() for k, v in tags.items()):
         assert read["tags"] == tags
+
+
+def test_a_point_linked_to_two_models_keeps_one_link_and_says_so(tmp_path: Path) -> None:
+    root, store = copied(FILES, tmp_path), tmp_path / "evstore.db"
+    models = {m["name"]: m["model_id"] for m in manifest(FILES)["logged_models"]}
+    folder = next((root / FILES / "mlruns").glob(f"*/models/{models['clf']}"))
+    (folder.parent / models["draft"] / "metrics").mkdir(exist_ok=True)
+    shutil.copyfile(folder / "metrics" / "loss", folder.parent / models["draft"] / "metrics" / "loss")
+    summary = imported(FILES, store, root)
+    assert summary.not_imported == {"metric links to a second logged model": 1}
+    kept = min(models["clf"], models["draft"])
+    client = Client(str(store))
+    assert [m.key for m, *_ in client.get_logged_model(kept).metrics].count("loss") == 1
+    other = max(models["clf"], models["draft"])
+    assert "loss" not in [m.key for m, *_ in client.get_logged_model(other).metrics]

@@ -32,6 +32,7 @@ listed in ``skipped``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,17 @@ class FileStoreSource(MlflowSource):
             raise StoreFormatError(
                 f"{self.root} is not an MLflow file store (no <experiment>/{META_FILE}){hint}"
             )
+
+    def not_imported(self) -> dict[str, int]:
+        """Links of a metric point to a second logged model (evstore keeps one per point)."""
+        links: Counter[tuple[str, ...]] = Counter()
+        for experiment in self._experiment_dirs():
+            for model in _subdirs(experiment / "models"):
+                for key, path in _value_files(model / "metrics"):
+                    with open(path, encoding="utf-8") as lines:
+                        links.update((key, *line.split()[:4]) for line in lines if line.strip())
+        extra = sum(count - 1 for count in links.values())
+        return {"metric links to a second logged model": extra} if extra else {}
 
     # --- experiments ----------------------------------------------------------------
 
