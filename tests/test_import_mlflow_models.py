@@ -433,3 +433,31 @@ def test_a_point_linked_to_two_models_keeps_one_link_and_says_so(tmp_path: Path)
     assert [m.key for m, *_ in client.get_logged_model(kept).metrics].count("loss") == 1
     other = max(models["clf"], models["draft"])
     assert "loss" not in [m.key for m, *_ in client.get_logged_model(other).metrics]
+
+
+def test_an_mlflow_2_store_brings_its_registry_and_dataset_inputs(tmp_path: Path) -> None:
+    # MLflow 2.22's schema: no workspaces, no logged models; written here with plain SQL.
+    source = tmp_path / "mlflow.db"
+    shutil.copyfile(FIXTURES.parent / "mlflow" / "mlflow-2.22-sqlite" / "mlflow.db", source)
+    db = sqlite3.connect(source)
+    with db:
+        run_id, experiment_id = db.execute("SELECT run_uuid, experiment_id FROM runs LIMIT 1").fetchone()
+        db.execute("INSERT INTO registered_models VALUES ('old', 10, 30, 'from MLflow 2')")
+        db.execute("INSERT INTO registered_model_tags VALUES ('k', 'v', 'old')")
+        db.execute("INSERT INTO model_versions (name, version, creation_time, last_updated_time, current_stage,"
+                   " source, run_id, status) VALUES ('old', 1, 20, 30, 'Staging', ?, ?, 'READY')",
+                   (f"runs:/{run_id}/model", run_id))  # fmt: skip
+        db.execute("INSERT INTO registered_model_aliases VALUES ('prod', 1, 'old')")
+        db.execute("INSERT INTO datasets VALUES ('d1', ?, 'set', 'abc', 'local', '{}', NULL, NULL)", (experiment_id,))
+        db.execute("INSERT INTO inputs VALUES ('i1', 'DATASET', 'd1', 'RUN', ?)", (run_id,))
+        db.execute("INSERT INTO input_tags VALUES ('i1', 'mlflow.data.context', 'eval')")
+    db.close()
+    summary = import_mlflow(str(tmp_path / "evstore.db"), f"sqlite:///{source}")
+    assert (summary.registered_models, summary.model_versions, summary.model_aliases, summary.dataset_inputs) == (1, 1, 1, 1)
+    client = Client(str(tmp_path / "evstore.db"))
+    model = client.get_registered_model("old")
+    assert (model.creation_timestamp, model.description, model.tags, model.aliases) == (10, "from MLflow 2", {"k": "v"}, {"prod": "1"})
+    version = client.get_model_version("old", "1")
+    assert (version.current_stage, version.run_id, version.creation_timestamp) == ("Staging", run_id, 20)
+    (dataset,), _ = client._transport.run_inputs(run_id)
+    assert (dataset.name, dataset.digest, dataset.tags) == ("set", "abc", {"mlflow.data.context": "eval"})
