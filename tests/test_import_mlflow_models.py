@@ -461,3 +461,15 @@ def test_an_mlflow_2_store_brings_its_registry_and_dataset_inputs(tmp_path: Path
     assert (version.current_stage, version.run_id, version.creation_timestamp) == ("Staging", run_id, 20)
     (dataset,), _ = client._transport.run_inputs(run_id)
     assert (dataset.name, dataset.digest, dataset.tags) == ("set", "abc", {"mlflow.data.context": "eval"})
+
+
+def test_a_model_deleted_in_the_target_is_not_brought_back(tmp_path: Path) -> None:
+    store = tmp_path / "evstore.db"
+    imported(SQLITE, store)
+    Client(str(store)).delete_registered_model(NAME)
+    head = len(stored_events(store))
+    summary = imported(SQLITE, store)
+    assert dict(summary.skipped)[f"registered model {NAME}"] == "it was deleted in the target store after an import"
+    assert len(stored_events(store)) == head
+    with pytest.raises(ResourceDoesNotExist):
+        Client(str(store)).get_registered_model(NAME)

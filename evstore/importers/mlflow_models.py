@@ -232,6 +232,11 @@ class ModelsSync:
         if held is not None and held != stream:
             self.summary.skipped.append((where, "the target store has another registered model with this name"))
             return False
+        if state.created and not self.store.connection.execute(
+            "SELECT 1 FROM registered_models WHERE model_key = ?", (stream,)
+        ).fetchone():
+            self.summary.skipped.append((where, "it was deleted in the target store after an import"))
+            return False
         key = f"registered-model:{stream}"
         append = self._append
         if not state.created:
