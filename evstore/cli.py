@@ -857,8 +857,11 @@ def _import_report(summary: Any, *, artifacts_root_given: bool) -> None:
     typer.echo(
         f"imported from {summary.source} (schema {summary.schema_revision}): "
         f"{summary.experiments} experiments, {summary.runs} runs, {summary.metric_points} metric"
-        f" points, {summary.params} params, {summary.tags} tags, {summary.artifacts} artifacts;"
-        f" {summary.events_appended} new events"
+        f" points, {summary.params} params, {summary.tags} tags, {summary.artifacts} artifacts,"
+        f" {summary.logged_models} logged models, {summary.dataset_inputs} dataset inputs,"
+        f" {summary.model_inputs} model inputs, {summary.model_outputs} model outputs,"
+        f" {summary.registered_models} registered models, {summary.model_versions} model"
+        f" versions, {summary.model_aliases} aliases; {summary.events_appended} new events"
     )
     if summary.runs_without_artifacts:
         hint = "" if artifacts_root_given else "; if some did, pass --artifacts-root"

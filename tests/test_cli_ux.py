@@ -383,7 +383,7 @@ def test_a_missing_artifacts_root_is_an_error_before_anything_is_written(tmp_pat
     assert os.listdir(tmp_path) == []
 
 
-def test_the_import_says_what_it_did_not_import_without_a_line_per_run(tmp_path: Path) -> None:
+def test_the_import_says_what_it_could_not_import_without_a_line_per_run(tmp_path: Path) -> None:
     source = tmp_path / "mlflow.db"
     shutil.copyfile(FIXTURES / "mlflow-3.17-sqlite" / "mlflow.db", source)
     conn = sqlite3.connect(source)
@@ -397,6 +397,10 @@ def test_the_import_says_what_it_did_not_import_without_a_line_per_run(tmp_path:
                        "last_updated_timestamp_ms": 1}.get(c, "x") for c in columns])  # fmt: skip
         conn.execute("INSERT INTO inputs (input_uuid, source_type, source_id, destination_type,"
                      " destination_id) VALUES ('i1', 'DATASET', 'd1', 'RUN', ?)", (run_id,))  # fmt: skip
+        # one point of the run linked to two logged models: evstore keeps one link per point
+        for model_id in ("m-1", "m-2"):
+            conn.execute("INSERT INTO logged_model_metrics VALUES (?, 'loss', 1, 0, 0.5, ?, ?, NULL, NULL, NULL)",
+                         (model_id, experiment_id, run_id))  # fmt: skip
     conn.close()
     done = run_cli("import", "mlflow", f"sqlite:///{source}", "--store", "x.db", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -404,6 +408,8 @@ def test_the_import_says_what_it_did_not_import_without_a_line_per_run(tmp_path:
     assert lines[0].startswith("imported from")
     assert "14 runs have no artifact folder: runs that never logged an artifact; if some did," \
            " pass --artifacts-root" in lines  # fmt: skip
-    assert "not imported (evstore does not track them): 1 logged models, 1 dataset inputs" in lines
+    assert ", 1 logged models, 0 dataset inputs," in lines[0]
+    assert "not imported (evstore does not track them): 1 metric links to a second logged model" in lines
+    assert f"skipped run {run_id} dataset input d1: MLflow's datasets table has no dataset d1" in lines
     assert not [line for line in lines if "artifact location" in line]
-    assert len(lines) == 3
+    assert len(lines) == 4

@@ -48,7 +48,11 @@ EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 SUMMARY = re.compile(
     r"imported from (?P<source>\S+) \(schema (?P<revision>[^)]+)\): (?P<experiments>\d+)"
     r" experiments, (?P<runs>\d+) runs, (?P<metric_points>\d+) metric points, (?P<params>\d+)"
-    r" params, (?P<tags>\d+) tags, (?P<artifacts>\d+) artifacts; (?P<new_events>\d+) new events"
+    r" params, (?P<tags>\d+) tags, (?P<artifacts>\d+) artifacts, (?P<logged_models>\d+) logged"
+    r" models, (?P<dataset_inputs>\d+) dataset inputs, (?P<model_inputs>\d+) model inputs,"
+    r" (?P<model_outputs>\d+) model outputs, (?P<registered_models>\d+) registered models,"
+    r" (?P<model_versions>\d+) model versions, (?P<model_aliases>\d+) aliases;"
+    r" (?P<new_events>\d+) new events"
 )
 MANIFEST_VALUES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 

@@ -240,3 +240,55 @@ def test_passwords_are_never_shown(given: str, shown: str) -> None:
 def test_a_uri_that_is_not_postgres_is_refused() -> None:
     with pytest.raises(InvalidParameterValue, match="not a PostgreSQL URI"):
         postgres_dsn("mysql://u:pw@h/db")
+
+
+def test_mlflow_postgres_models_inputs_and_registry_import_as_mlflow_reads_them(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput
+
+    from evstore.importers.mlflow_import import import_mlflow
+
+    # MLflow's registry looks a models:/ source up through the global tracking URI.
+    uri = "postgresql+psycopg://" + database.split("://", 1)[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = mlflow.create_experiment("pg-models", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    run_id = mlflow.create_run(experiment, run_name="train").info.run_id
+    dataset = Dataset("toy", "d1g3st", "local", '{"uri": "x.csv"}', schema='{"a": 1}')
+    mlflow.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+    model = mlflow.create_logged_model(experiment, name="clf", source_run_id=run_id, params={"C": "1"},
+                                       tags={"owner": "ana"}, model_type="classifier")  # fmt: skip
+    mlflow.finalize_logged_model(model.model_id, "READY")
+    mlflow.log_outputs(run_id, [LoggedModelOutput(model.model_id, 2)])
+    mlflow.create_registered_model("pg-model", tags={"team": "ml"}, description="on postgres")
+    mlflow.create_model_version("pg-model", f"runs:/{run_id}/model", run_id=run_id)
+    mlflow.create_model_version("pg-model", f"models:/{model.model_id}", model_id=model.model_id,
+                                tags={"from": "logged model"})  # fmt: skip
+    mlflow.set_registered_model_alias("pg-model", "champion", "1")
+    mlflow.set_registered_model_alias("pg-model", "champion", "2")
+
+    store = tmp_path / "evstore.db"
+    summary = import_mlflow(str(store), database)
+    assert (summary.logged_models, summary.dataset_inputs, summary.model_outputs) == (1, 1, 1)
+    assert (summary.registered_models, summary.model_versions, summary.model_aliases) == (1, 2, 1)
+    client = Client(str(store))
+    want, got = mlflow.get_logged_model(model.model_id), client.get_logged_model(model.model_id)
+    assert (got.name, got.status, got.params, got.tags, got.model_type, got.source_run_id,
+            got.creation_timestamp) == (want.name, str(want.status), want.params, want.tags,
+                                        want.model_type, want.source_run_id, want.creation_timestamp)  # fmt: skip
+    run = mlflow.get_run(run_id)
+    datasets, _ = client._transport.run_inputs(run_id)
+    assert [(d.name, d.digest, d.source, d.schema, d.tags) for d in datasets] == [
+        (d.dataset.name, d.dataset.digest, d.dataset.source, d.dataset.schema, {t.key: t.value for t in d.tags})
+        for d in run.inputs.dataset_inputs]  # fmt: skip
+    assert client._transport.run_outputs(run_id) == [(o.model_id, o.step) for o in run.outputs.model_outputs]
+    registered, mine = mlflow.get_registered_model("pg-model"), client.get_registered_model("pg-model")
+    assert (mine.description, mine.tags, mine.aliases, mine.creation_timestamp) == (
+        registered.description, registered.tags, {"champion": "2"}, registered.creation_timestamp)
+    for number in ("1", "2"):
+        theirs, ours = mlflow.get_model_version("pg-model", number), client.get_model_version("pg-model", number)
+        assert (ours.source, ours.run_id, ours.tags, ours.aliases, ours.creation_timestamp) == (
+            theirs.source, theirs.run_id, theirs.tags, theirs.aliases, theirs.creation_timestamp)
+    assert import_mlflow(str(store), database).events_appended == 0

@@ -12,8 +12,12 @@ from evstore.importers.mlflow_source import (
     PARENT_RUN_ID_TAG,
     ArtifactFile,
     Experiment,
+    LoggedModel,
     MlflowSource,
+    ModelVersion,
+    RegisteredModel,
     Run,
+    RunLinks,
     open_source,
 )
 from evstore.importers.mlflow_sql import KNOWN_REVISIONS
@@ -24,7 +28,11 @@ __all__ = [
     "PARENT_RUN_ID_TAG",
     "ArtifactFile",
     "Experiment",
+    "LoggedModel",
     "MlflowSource",
+    "ModelVersion",
+    "RegisteredModel",
     "Run",
+    "RunLinks",
     "open_source",
 ]

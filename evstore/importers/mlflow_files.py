@@ -11,6 +11,16 @@ The layout, as MLflow's ``FileStore`` writes it::
                                                   [dataset_name dataset_digest]"
     mlruns/<experiment_id>/<run_id>/artifacts/    the run's artifacts (default location)
     mlruns/.trash/<experiment_id>/...             deleted experiments, moved whole
+    mlruns/<experiment_id>/models/<model_id>/     a logged model: meta.yaml (status an int),
+                                                  params/, tags/, metrics/ (lines "timestamp
+                                                  value step run_id [dataset_name digest]"),
+                                                  artifacts/
+    mlruns/<experiment_id>/datasets/<id>/meta.yaml a dataset
+    mlruns/<experiment_id>/<run_id>/inputs/<id>/meta.yaml  an input: a DATASET or a MODEL,
+                                                  with its tags (a nested mapping)
+    mlruns/<experiment_id>/<run_id>/outputs/<model_id>/meta.yaml  a model the run produced
+    mlruns/models/<name>/meta.yaml                a registered model; tags/, aliases/<alias>
+    mlruns/models/<name>/version-<n>/meta.yaml    a version; tags/
 
 A key with ``/`` is a nested path. Metric values are Python float reprs (``nan``,
 ``inf``, ``-inf`` included), so they read back exactly. A deleted run stays in place with
@@ -22,13 +32,24 @@ listed in ``skipped``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from evstore.errors import StoreFormatError
-from evstore.events import MetricPoint
-from evstore.importers.mlflow_source import FILE_STORE_REVISION, Experiment, MlflowSource, Run
+from evstore.events import DatasetInput, MetricPoint, ModelOutput
+from evstore.importers.mlflow_source import (
+    FILE_STORE_REVISION,
+    Experiment,
+    LoggedModel,
+    MlflowSource,
+    ModelVersion,
+    RegisteredModel,
+    Run,
+    RunLinks,
+    model_id_of,
+)
 from evstore.importers.mlflow_yaml import parse_flat_yaml
 
 TRASH_FOLDER = ".trash"
@@ -37,6 +58,10 @@ META_FILE = "meta.yaml"
 ROOT_RESERVED = {TRASH_FOLDER, "models"}
 #: Folders of an experiment that are not runs.
 EXPERIMENT_RESERVED = {"tags", "datasets", "traces", "models"}
+#: The model registry's folder under the store root.
+REGISTRY_FOLDER = "models"
+#: MLflow's LoggedModelStatus, as the file store writes it.
+LOGGED_MODEL_STATUSES = {0: "UNSPECIFIED", 1: "PENDING", 2: "READY", 3: "FAILED"}
 #: MLflow's RunStatus enum, as the file store writes it.
 RUN_STATUSES = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 
@@ -58,14 +83,15 @@ class FileStoreSource(MlflowSource):
             )
 
     def not_imported(self) -> dict[str, int]:
-        """Logged models (``<experiment>/models/``) and run dataset inputs (``<run>/inputs/``)."""
-        counts = {"logged models": 0, "dataset inputs": 0}
+        """Links of a metric point to a second logged model (evstore keeps one per point)."""
+        links: Counter[tuple[str, ...]] = Counter()
         for experiment in self._experiment_dirs():
-            counts["logged models"] += sum(1 for _ in _subdirs(experiment / "models"))
-            for run in _subdirs(experiment):
-                if run.name not in EXPERIMENT_RESERVED:
-                    counts["dataset inputs"] += sum(1 for _ in _subdirs(run / "inputs"))
-        return {kind: count for kind, count in counts.items() if count}
+            for model in _subdirs(experiment / "models"):
+                for key, path in _value_files(model / "metrics"):
+                    with open(path, encoding="utf-8") as lines:
+                        links.update((key, *line.split()[:4]) for line in lines if line.strip())
+        extra = sum(count - 1 for count in links.values())
+        return {"metric links to a second logged model": extra} if extra else {}
 
     # --- experiments ----------------------------------------------------------------
 
@@ -167,10 +193,168 @@ class FileStoreSource(MlflowSource):
             raise StoreFormatError(f"run {run.run_id} is not in {self.root} any more")
         return directory / run.run_id
 
+    # --- logged models, inputs and outputs ------------------------------------------
+
+    def logged_models(self, experiment: Experiment) -> Iterator[LoggedModel]:
+        """The experiment's logged models (``models/<id>/``) by (creation time, id)."""
+        directory = self._experiment_dir(experiment.experiment_id)
+        found = []
+        for entry in _subdirs(directory / "models") if directory is not None else []:
+            meta = _read_meta(entry / META_FILE) if (entry / META_FILE).is_file() else {}
+            status = meta.get("status")
+            if meta.get("model_id") != entry.name or status not in LOGGED_MODEL_STATUSES:
+                why = f"unknown status {status!r}" if meta else f"no {META_FILE}"
+                if meta and meta.get("model_id") != entry.name:
+                    why = f"its meta.yaml names model {meta.get('model_id')}"
+                self.skipped.append((str(entry), why))
+                continue
+            found.append(LoggedModel(
+                model_id=entry.name,
+                experiment_id=experiment.experiment_id,
+                name=_text(meta.get("name")),
+                artifact_location=_text(meta.get("artifact_location")),
+                creation_time=_time(meta.get("creation_timestamp")) or 0,
+                last_updated_time=_time(meta.get("last_updated_timestamp")),
+                status=LOGGED_MODEL_STATUSES[status],
+                status_message=_text(meta.get("status_message")),
+                model_type=_text(meta.get("model_type")),
+                source_run_id=_text(meta.get("source_run_id")) or None,
+                lifecycle_stage=_text(meta.get("lifecycle_stage")) or "active",
+                tags=_read_values(entry / "tags"),
+                params=_read_values(entry / "params"),
+            ))  # fmt: skip
+        yield from sorted(found, key=lambda m: (m.creation_time, m.model_id))
+
+    def _local_model_dirs(self, model: LoggedModel) -> Iterable[str]:
+        directory = self._experiment_dir(model.experiment_id)
+        if directory is not None:
+            yield str(directory / "models" / model.model_id / "artifacts")
+
+    def run_links(self, run: Run) -> RunLinks:
+        """The run's inputs (``inputs/``: datasets by name and digest, then models) and
+        outputs (``outputs/``)."""
+        directory = self._run_dir(run)
+        datasets, models = [], []
+        for entry in _subdirs(directory / "inputs"):
+            meta = _read_meta(entry / META_FILE, nested=True)
+            kind, source_id = meta.get("source_type"), _text(meta.get("source_id"))
+            if kind == "MODEL":
+                models.append(source_id)
+            elif kind == "DATASET":
+                dataset = self._dataset(run, source_id, meta.get("tags"))
+                if dataset is not None:
+                    datasets.append(dataset)
+            else:
+                self.skipped.append((str(entry), f"an input of unknown type {kind!r}"))
+        outputs = []
+        for entry in _subdirs(directory / "outputs"):
+            meta = _read_meta(entry / META_FILE)
+            outputs.append(ModelOutput(model_id=_text(meta.get("destination_id")) or entry.name,
+                                       step=int(meta.get("step") or 0)))  # fmt: skip
+        datasets.sort(key=lambda d: (d.name, d.digest))
+        return RunLinks(datasets=datasets, model_inputs=sorted(set(models)),
+                        outputs=sorted(set(outputs), key=lambda o: (o.model_id, o.step)))  # fmt: skip
+
+    def _dataset(self, run: Run, dataset_id: str, tags: Any) -> DatasetInput | None:
+        path = self._run_dir(run).parent / "datasets" / dataset_id / META_FILE
+        if not path.is_file() or not isinstance(tags, dict):
+            why = "its tags are not a mapping" if path.is_file() else f"no dataset {dataset_id}"
+            self.skipped.append((f"run {run.run_id} dataset input {dataset_id}", why))
+            return None
+        meta = _read_meta(path)
+        return DatasetInput(
+            name=_text(meta.get("name")), digest=_text(meta.get("digest")),
+            source_type=_text(meta.get("source_type")), source=_text(meta.get("source")),
+            schema=meta.get("schema"), profile=meta.get("profile"),
+            tags={str(k): _text(v) for k, v in tags.items()},
+        )  # fmt: skip
+
+    # --- the model registry -----------------------------------------------------------
+
+    def registered_models(self) -> Iterator[RegisteredModel]:
+        """Every registered model (``models/<name>/``) by name, with its versions."""
+        for entry in _subdirs(self.root / REGISTRY_FOLDER):
+            if not (entry / META_FILE).is_file():
+                self.skipped.append((str(entry), f"no {META_FILE}: not a registered model"))
+                continue
+            meta = _read_meta(entry / META_FILE)
+            versions = []
+            for folder in _subdirs(entry):
+                if folder.name.startswith("version-") and (folder / META_FILE).is_file():
+                    versions.append(self._version(folder))
+            aliases = {}
+            for alias, value in _read_values(entry / "aliases").items():
+                if value.strip().isdigit():
+                    aliases[alias] = int(value.strip())
+                else:
+                    self.skipped.append((f"registered model {entry.name} alias {alias}",
+                                         f"it names no version number ({value!r})"))
+            yield RegisteredModel(
+                name=_text(meta.get("name")) or entry.name,
+                creation_time=_time(meta.get("creation_timestamp")),
+                last_updated_time=_time(meta.get("last_updated_timestamp")),
+                description=_text(meta.get("description")),
+                tags=_read_values(entry / "tags"),
+                aliases=aliases,
+                versions=sorted(versions, key=lambda v: v.version),
+                workspace=None,
+            )
+
+    def _version(self, folder: Path) -> ModelVersion:
+        meta = _read_meta(folder / META_FILE)
+        source = _text(meta.get("source"))
+        try:
+            number = int(meta.get("version") or folder.name.removeprefix("version-"))
+        except ValueError as e:
+            raise StoreFormatError(f"{folder / META_FILE}: no version number") from e
+        return ModelVersion(
+            version=number,
+            creation_time=_time(meta.get("creation_timestamp")),
+            last_updated_time=_time(meta.get("last_updated_timestamp")),
+            description=_text(meta.get("description")),
+            user_id=_text(meta.get("user_id")),
+            current_stage=_text(meta.get("current_stage")) or "None",
+            source=source,
+            run_id=_text(meta.get("run_id")) or None,
+            run_link=_text(meta.get("run_link")),
+            model_id=_text(meta.get("model_id")) or model_id_of(source),
+            status=_text(meta.get("status")) or "READY",
+            tags=_read_values(folder / "tags"),
+        )
+
     # --- metrics --------------------------------------------------------------------
 
     def metric_points(self, run: Run) -> Iterator[MetricPoint]:
-        """The run's metric history: key by key (sorted), each in file (logging) order."""
+        """The run's metric history: key by key (sorted), each in file (logging) order,
+        with the logged model a point is linked to (from ``models/<id>/metrics``)."""
+        context = self._model_metric_context(run)
+        for point in self._run_metric_points(run):
+            found = context.get((point.key, point.timestamp, point.step, point.value)) if context else None
+            if found is not None and point.model_id is None:
+                yield MetricPoint(point.key, point.value, point.step, point.timestamp, *found)
+            else:
+                yield point
+
+    def _model_metric_context(self, run: Run) -> dict[tuple[str, int, int, float], tuple[str, str | None, str | None]]:
+        """(key, timestamp, step, value) -> (model id, dataset name, digest) of the run's
+        points that logged models list; the smallest model id where two share a point."""
+        directory = self._experiment_dir(run.experiment_id)
+        context: dict[tuple[str, int, int, float], tuple[str, str | None, str | None]] = {}
+        for model in reversed(_subdirs(directory / "models") if directory is not None else []):
+            for key, path in _value_files(model / "metrics"):
+                with open(path, encoding="utf-8") as lines:
+                    for line in lines:
+                        fields = line.split()
+                        if len(fields) in (4, 6) and fields[3] == run.run_id:
+                            try:
+                                point = (key, int(fields[0]), int(fields[2]), float(fields[1]))
+                            except ValueError:
+                                continue
+                            name, digest = (fields[4], fields[5]) if len(fields) == 6 else (None, None)
+                            context[point] = (model.name, name, digest)
+        return context
+
+    def _run_metric_points(self, run: Run) -> Iterator[MetricPoint]:
         metrics_dir = self._run_dir(run) / "metrics"
         for key, path in _value_files(metrics_dir):
             with open(path, encoding="utf-8") as lines:
@@ -254,10 +438,10 @@ def _read_values(directory: Path) -> dict[str, str]:
     return values
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def _read_meta(path: Path, *, nested: bool = False) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            return parse_flat_yaml(f.read())
+            return parse_flat_yaml(f.read(), nested=nested)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise StoreFormatError(f"cannot read {path}: {e}") from e
 

@@ -11,10 +11,13 @@ midway and run again ends byte-identical to a clean one.
 
 A run's stream gets, as needed: [RunStarted, TagSet per tag, ParamsLogged] when it is not
 started; else one batch of [TagSet for new or changed values, TagDeleted for imported tags
-no longer in the source, ParamsLogged for new keys]; MetricsLogged batches; one batch of
+no longer in the source, ParamsLogged for new keys]; [RunInputsLogged, RunOutputsLogged]
+for inputs and outputs not imported yet; MetricsLogged batches; one batch of
 ArtifactRecorded; RunStatusChanged; RunDeleted or RunRestored. An experiment's stream
 gets ExperimentCreated (with its tags) or one batch of [ExperimentRenamed, tags set,
-tags deleted]; then ExperimentDeleted or ExperimentRestored.
+tags deleted]; then ExperimentDeleted or ExperimentRestored. An experiment's logged
+models are synced before its runs, and the model registry after all experiments
+(``mlflow_models``).
 
 Metric points. MLflow's histories only grow, and within one key a source lists points in
 the order they were logged (SQL: by timestamp, step, value; file store: line order), so
@@ -77,6 +80,7 @@ from evstore.events import (
     TagDeleted,
     TagSet,
 )
+from evstore.importers.mlflow_models import ModelsSync
 from evstore.importers.mlflow_source import Experiment, MlflowSource, Run, open_source
 from evstore.importers.mlflow_state import (
     ExperimentState,
@@ -108,7 +112,15 @@ class ImportSummary(msgspec.Struct):
     #: Runs whose artifact folder was found nowhere: runs that never logged an artifact
     #: (MLflow makes the folder on the first upload), or whose artifacts moved or are lost.
     runs_without_artifacts: int = 0
-    #: What the source holds that evstore does not import, by kind: {"logged models": 2}.
+    logged_models: int = 0
+    dataset_inputs: int = 0
+    model_inputs: int = 0
+    model_outputs: int = 0
+    registered_models: int = 0
+    #: Versions MLflow has not deleted (a deleted one is imported too, as deleted).
+    model_versions: int = 0
+    model_aliases: int = 0
+    #: What the source holds that evstore does not import, by kind.
     not_imported: dict[str, int] = {}
 
 
@@ -122,7 +134,7 @@ def _what(event: Event) -> str:
     return f"{type(event).__name__}:{digest}"
 
 
-class _Importer:
+class _Importer(ModelsSync):
     def __init__(self, store: Any, source: MlflowSource, artifacts: ArtifactRepository,
                  artifacts_root: str | None, progress: Callable[[str, int], None] | None) -> None:  # fmt: skip
         self.store = store
@@ -133,7 +145,7 @@ class _Importer:
         self.summary = ImportSummary(source.uri, source.schema_revision)
         self.imported_at = codec.now_ms()
 
-    def _append(self, stream: str, key: str, state: RunState | ExperimentState, events: list[Event],
+    def _append(self, stream: str, key: str, state: Any, events: list[Event],
                 occurred_at: int | None, whats: list[str] | None = None) -> None:  # fmt: skip
         """Append one batch at the folded version; ids name where each event lands."""
         metadata: dict[str, Any] = {
@@ -154,11 +166,13 @@ class _Importer:
     def _retrying(self, what: str, sync: Callable[[], bool]) -> bool:
         """Run a fold-and-sync; on a concurrent writer, fold again and retry once."""
         reported, without = len(self.summary.skipped), self.summary.runs_without_artifacts
+        links = (self.summary.dataset_inputs, self.summary.model_inputs, self.summary.model_outputs)
         try:
             return sync()
         except _RETRIED:
             del self.summary.skipped[reported:]  # the retry reports them again
             self.summary.runs_without_artifacts = without
+            self.summary.dataset_inputs, self.summary.model_inputs, self.summary.model_outputs = links
         try:
             return sync()
         except _RETRIED as e:
@@ -290,6 +304,7 @@ class _Importer:
             changes = _run_changes(run, state)
             if changes:
                 self._append(stream, key, state, changes, None)
+        self._sync_run_links(run, state)
         counts[:] = [self._sync_metrics(run, state, key), self._sync_artifacts(run, state, key)]
         # As the runs read model: a status change without an end time keeps the old one.
         new_end = run.end_time is not None and run.end_time != state.end_time
@@ -492,8 +507,12 @@ def import_mlflow(
         )  # fmt: skip
         for experiment in mlflow_store.experiments():
             if importer.experiment(experiment):
+                for model in mlflow_store.logged_models(experiment):
+                    importer.logged_model(model)
                 for run in mlflow_store.runs(experiment):
                     importer.run(run)
+        for registered in mlflow_store.registered_models():
+            importer.registered_model(registered)
         importer.summary.skipped.extend(mlflow_store.skipped)
-        importer.summary.not_imported = mlflow_store.not_imported()
+        importer.summary.not_imported.update(mlflow_store.not_imported())
     return importer.summary

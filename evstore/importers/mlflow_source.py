@@ -4,7 +4,9 @@
         SqlSource          MLflow's SQL store: SQLite, PostgreSQL (MySQL fits later)
         FileStoreSource    MLflow's file store, an ``mlruns/`` directory
 
-A source yields ``Experiment`` and ``Run`` records, a run's metric history as
+A source yields ``Experiment`` and ``Run`` records, an experiment's ``LoggedModel``
+records, a run's ``RunLinks`` (dataset and model inputs, model outputs), the model
+registry as ``RegisteredModel`` records with their ``ModelVersion``s, a run's metric history as
 ``evstore.events.MetricPoint`` values (the neutral shape of a point: key, value, step,
 timestamp and MLflow 3's model/dataset context), and its artifact files as
 ``ArtifactFile`` records. Iteration is deterministic: experiments by id, runs by
@@ -32,7 +34,7 @@ from typing import Self
 import msgspec
 
 from evstore.errors import InvalidParameterValue, StoreFormatError
-from evstore.events import MetricPoint
+from evstore.events import DatasetInput, MetricPoint, ModelOutput
 
 #: The MLflow tag whose value is the parent run's id.
 PARENT_RUN_ID_TAG = "mlflow.parentRunId"
@@ -80,6 +82,83 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     def parent_run_id(self) -> str | None:
         """The parent run's id, from the ``mlflow.parentRunId`` tag."""
         return self.tags.get(PARENT_RUN_ID_TAG)
+
+
+class LoggedModel(msgspec.Struct, frozen=True, kw_only=True):
+    """An MLflow 3 logged model as stored, with its tags and params (its metrics are
+    points of its run's history, with the model's id)."""
+
+    model_id: str
+    experiment_id: str
+    name: str
+    artifact_location: str
+    creation_time: int
+    last_updated_time: int | None
+    #: PENDING, READY, FAILED (or UNSPECIFIED)
+    status: str
+    status_message: str
+    model_type: str
+    source_run_id: str | None
+    lifecycle_stage: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+class RunLinks(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run used and produced: dataset inputs (with their tags), logged models it
+    used, and logged models it produced at a step."""
+
+    datasets: list[DatasetInput] = []
+    model_inputs: list[str] = []
+    outputs: list[ModelOutput] = []
+
+
+class ModelVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A version of a registered model as stored; a deleted one has ``current_stage``
+    ``Deleted_Internal`` (MLflow keeps its row, with the source and description cleared)."""
+
+    version: int
+    creation_time: int | None
+    last_updated_time: int | None
+    description: str
+    user_id: str
+    current_stage: str
+    source: str
+    run_id: str | None
+    run_link: str
+    model_id: str | None
+    status: str
+    tags: dict[str, str]
+
+    @property
+    def deleted(self) -> bool:
+        """Whether MLflow deleted the version (it keeps the row, marked)."""
+        return self.current_stage == DELETED_STAGE
+
+
+class RegisteredModel(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered model as stored: tags, aliases (alias -> version), versions by number."""
+
+    name: str
+    creation_time: int | None
+    last_updated_time: int | None
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    versions: list[ModelVersion]
+    workspace: str | None = None
+
+
+#: The stage MLflow gives a deleted model version.
+DELETED_STAGE = "Deleted_Internal"
+
+
+def model_id_of(source: str) -> str | None:
+    """The logged model a version's source names (``models:/m-<hex>[/...]``), as evstore's
+    registry reads it."""
+    if source.startswith("models:/m-"):
+        return source.removeprefix("models:/").split("/")[0]
+    return None
 
 
 class ArtifactFile(msgspec.Struct, frozen=True):
@@ -158,9 +237,32 @@ class MlflowSource(ABC):
             return  # the run never uploaded an artifact
         yield ArtifactFile("", None, location.not_found_reason(root))
 
+    def logged_models(self, experiment: Experiment) -> Iterator[LoggedModel]:
+        """An experiment's logged models, deleted ones too, by (creation time, id)."""
+        return iter(())
+
+    def run_links(self, run: Run) -> RunLinks:
+        """A run's dataset and model inputs and its model outputs."""
+        return RunLinks()
+
+    def registered_models(self) -> Iterator[RegisteredModel]:
+        """The model registry: every registered model by name, with its versions."""
+        return iter(())
+
+    def model_artifacts(
+        self, model: LoggedModel, artifacts_root: str | os.PathLike[str] | None = None
+    ) -> Iterator[ArtifactFile]:
+        """A logged model's artifact files, found as a run's are (``artifacts``); a model
+        without files (PENDING, or logged with none) yields nothing."""
+        root = os.path.abspath(os.fspath(artifacts_root)) if artifacts_root is not None else None
+        location = _ArtifactLocation(model.artifact_location, model.model_id, self._relative_base())
+        directory = location.find(root, self._local_model_dirs(model))
+        if directory is not None:
+            yield from _walk_artifacts(directory)
+
     def not_imported(self) -> dict[str, int]:
-        """Counts of what the source holds that evstore does not import (logged models,
-        dataset inputs), by kind; kinds the source has none of are left out."""
+        """Counts of what the source holds that evstore does not import, by kind; kinds
+        the source has none of are left out."""
         return {}
 
     def close(self) -> None:  # a source without resources has nothing to do
@@ -189,6 +291,10 @@ class MlflowSource(ABC):
 
     def _local_experiment_dirs(self, run: Run) -> Iterable[str]:
         """Store-specific places of the directory that holds the run's (its experiment's)."""
+        return ()
+
+    def _local_model_dirs(self, model: LoggedModel) -> Iterable[str]:
+        """Store-specific places a logged model's artifacts may be."""
         return ()
 
 

@@ -17,6 +17,14 @@ What the schema says about values (MLflow's ``SqlAlchemyStore``):
   experiment sets its ``lifecycle_stage`` and ``last_update_time`` and deletes its runs.
 - MLflow 3 records a metric's model and dataset context only in
   ``logged_model_metrics``; it is joined back onto the run's points here.
+- A logged model's status is an int (0 UNSPECIFIED, 1 PENDING, 2 READY, 3 FAILED).
+- ``inputs`` links a run to what it used and made: (DATASET -> RUN) a dataset input with
+  ``input_tags``, (RUN_INPUT -> MODEL_INPUT) a logged model it used, (RUN_OUTPUT ->
+  MODEL_OUTPUT) one it produced, at ``step``. Nothing records the order of a run's inputs,
+  so they are read by dataset name and digest.
+- A deleted registered model is gone with its rows; a deleted version keeps its row with
+  ``current_stage = 'Deleted_Internal'``. Model versions have no model id column: it is
+  read from a ``models:/m-<hex>`` source, as evstore's registry does.
 """
 
 from __future__ import annotations
@@ -30,12 +38,17 @@ from typing import Any, NamedTuple
 import msgspec
 
 from evstore.errors import InvalidParameterValue, StoreError, StoreFormatError
-from evstore.events import MetricPoint
+from evstore.events import DatasetInput, MetricPoint, ModelOutput
 from evstore.importers.mlflow_source import (
     Experiment,
+    LoggedModel,
     MlflowSource,
+    ModelVersion,
+    RegisteredModel,
     Run,
+    RunLinks,
     _sqlite_error,
+    model_id_of,
 )
 
 
@@ -88,10 +101,63 @@ SELECT_METRICS = (
     "SELECT {key}, CASE WHEN is_nan THEN NULL ELSE value END, step, timestamp "
     "FROM metrics WHERE run_uuid = ? ORDER BY timestamp, step, {key}, value, is_nan"
 )
-_NOT_IMPORTED = {
-    "logged models": "SELECT count(*) FROM logged_models",
-    "dataset inputs": "SELECT count(*) FROM inputs WHERE source_type = 'DATASET'",
-}
+SELECT_LOGGED_MODELS = (
+    "SELECT model_id, experiment_id, name, artifact_location, creation_timestamp_ms, "
+    "last_updated_timestamp_ms, status, status_message, model_type, source_run_id, "
+    "lifecycle_stage FROM logged_models WHERE experiment_id = ? "
+    "ORDER BY creation_timestamp_ms, model_id"
+)
+SELECT_LOGGED_MODEL_TAGS = (
+    "SELECT tag_key, tag_value FROM logged_model_tags WHERE model_id = ? ORDER BY tag_key"
+)
+SELECT_LOGGED_MODEL_PARAMS = (
+    "SELECT param_key, param_value FROM logged_model_params WHERE model_id = ? ORDER BY param_key"
+)
+# A LEFT JOIN, so that an input whose dataset row is missing is reported, not dropped.
+SELECT_DATASET_INPUTS = (
+    "SELECT i.input_uuid, i.source_id, d.name, d.digest, d.dataset_source_type, "
+    "d.dataset_source, d.dataset_schema, d.dataset_profile FROM inputs i LEFT JOIN datasets d "
+    "ON d.dataset_uuid = i.source_id WHERE i.source_type = 'DATASET' "
+    "AND i.destination_type = 'RUN' AND i.destination_id = ? "
+    "ORDER BY d.name, d.digest, i.source_id"
+)
+SELECT_INPUT_TAGS = "SELECT name, value FROM input_tags WHERE input_uuid = ? ORDER BY name"
+SELECT_MODEL_INPUTS = (
+    "SELECT DISTINCT destination_id FROM inputs WHERE source_type = 'RUN_INPUT' "
+    "AND source_id = ? AND destination_type = 'MODEL_INPUT' ORDER BY destination_id"
+)
+SELECT_MODEL_OUTPUTS = (
+    "SELECT DISTINCT destination_id, step FROM inputs WHERE source_type = 'RUN_OUTPUT' "
+    "AND source_id = ? AND destination_type = 'MODEL_OUTPUT' ORDER BY destination_id, step"
+)
+SELECT_REGISTERED_MODELS = (
+    "SELECT name, creation_time, last_updated_time, description, {workspace} "
+    "FROM registered_models ORDER BY {workspace_order}name"
+)
+SELECT_REGISTERED_MODEL_TAGS = (
+    "SELECT {key}, value FROM registered_model_tags WHERE name = ?{in_workspace} ORDER BY {key}"
+)
+SELECT_MODEL_VERSIONS = (
+    "SELECT version, creation_time, last_updated_time, description, user_id, current_stage, "
+    "source, run_id, run_link, status FROM model_versions WHERE name = ?{in_workspace} "
+    "ORDER BY version"
+)
+SELECT_MODEL_VERSION_TAGS = (
+    "SELECT version, {key}, value FROM model_version_tags WHERE name = ?{in_workspace} "
+    "ORDER BY version, {key}"
+)
+SELECT_ALIASES = (
+    "SELECT alias, version FROM registered_model_aliases WHERE name = ?{in_workspace} "
+    "ORDER BY alias"
+)
+# A run's point carries one model id: a point MLflow linked to more models keeps the first.
+COUNT_EXTRA_MODEL_LINKS = (
+    "SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT run_id, metric_name, "
+    "metric_timestamp_ms, metric_step, metric_value FROM logged_model_metrics) AS points) "
+    "FROM logged_model_metrics"
+)
+#: MLflow's LoggedModelStatus as the SQL store writes it.
+LOGGED_MODEL_STATUSES = {0: "UNSPECIFIED", 1: "PENDING", 2: "READY", 3: "FAILED"}
 SELECT_RUNS_WITH_MODEL_METRICS = "SELECT DISTINCT run_id FROM logged_model_metrics"
 SELECT_MODEL_METRIC_CONTEXT = (
     "SELECT metric_name, metric_timestamp_ms, metric_step, metric_value, model_id, "
@@ -186,16 +252,88 @@ class SqlSource(MlflowSource):
             )
         return revision
 
+    def logged_models(self, experiment: Experiment) -> Iterator[LoggedModel]:
+        """The experiment's logged models by (creation time, id); none before MLflow 3."""
+        if not self.schema.has_logged_model_metrics:
+            return
+        rows = list(self._query(self._sql(SELECT_LOGGED_MODELS), (int(experiment.experiment_id),)))
+        for row in rows:
+            model_id, experiment_id, name, location, created, updated, status = row[:7]
+            message, model_type, source_run_id, stage = row[7:]
+            if status not in LOGGED_MODEL_STATUSES:
+                self.skipped.append((f"logged model {model_id}", f"unknown status {status!r}"))
+                continue
+            yield LoggedModel(
+                model_id=model_id,
+                experiment_id=str(experiment_id),
+                name=name or "",
+                artifact_location=location or "",
+                creation_time=created or 0,
+                last_updated_time=updated,
+                status=LOGGED_MODEL_STATUSES[status],
+                status_message=message or "",
+                model_type=model_type or "",
+                source_run_id=source_run_id or None,
+                lifecycle_stage=stage or "active",
+                tags=self._pairs(SELECT_LOGGED_MODEL_TAGS, model_id),
+                params=self._pairs(SELECT_LOGGED_MODEL_PARAMS, model_id),
+            )
+
     def not_imported(self) -> dict[str, int]:
-        """Logged models and dataset inputs: tables this importer does not read."""
-        counts = {}
-        for kind, sql in _NOT_IMPORTED.items():
-            if kind == "logged models" and not self.schema.has_logged_model_metrics:
-                continue  # MLflow 2 has no logged models table
-            (count,) = next(self._query(self._sql(sql), ()))
-            if count:
-                counts[kind] = int(count)
-        return counts
+        """Links of a metric point to a second logged model (evstore keeps one per point)."""
+        if not self.schema.has_logged_model_metrics:
+            return {}
+        (extra,) = next(self._query(self._sql(COUNT_EXTRA_MODEL_LINKS), ()))
+        return {"metric links to a second logged model": int(extra)} if extra else {}
+
+    def run_links(self, run: Run) -> RunLinks:
+        """The run's dataset inputs (by name, digest), model inputs and outputs."""
+        datasets = []
+        for row in list(self._query(self._sql(SELECT_DATASET_INPUTS), (run.run_id,))):
+            input_uuid, dataset_id, name, digest, source_type, source, schema, profile = row
+            if name is None:
+                self.skipped.append((f"run {run.run_id} dataset input {dataset_id}",
+                                     f"MLflow's datasets table has no dataset {dataset_id}"))  # fmt: skip
+                continue
+            tags = self._pairs(SELECT_INPUT_TAGS, input_uuid)
+            datasets.append(DatasetInput(name=name, digest=digest, source_type=source_type,
+                                         source=source, schema=schema, profile=profile, tags=tags))  # fmt: skip
+        if not self.schema.has_logged_model_metrics:  # MLflow 2: datasets only
+            return RunLinks(datasets=datasets)
+        inputs = [row[0] for row in self._query(self._sql(SELECT_MODEL_INPUTS), (run.run_id,))]
+        outputs = [ModelOutput(model_id=m, step=int(step or 0))
+                   for m, step in self._query(self._sql(SELECT_MODEL_OUTPUTS), (run.run_id,))]  # fmt: skip
+        return RunLinks(datasets=datasets, model_inputs=inputs, outputs=outputs)
+
+    def registered_models(self) -> Iterator[RegisteredModel]:
+        """Every registered model by (workspace, name), with its versions, tags, aliases."""
+        workspaces = self.schema.has_workspaces
+        slots = {"workspace": "workspace" if workspaces else "NULL",
+                 "workspace_order": "workspace, " if workspaces else ""}  # fmt: skip
+        owner = {"in_workspace": " AND workspace = ?" if workspaces else ""}
+        rows = list(self._query(self._sql(SELECT_REGISTERED_MODELS, **slots), ()))
+        for name, created, updated, description, workspace in rows:
+            key: tuple[Any, ...] = (name, workspace) if workspaces else (name,)
+            tags = {k: "" if v is None else v
+                    for k, v in self._query(self._sql(SELECT_REGISTERED_MODEL_TAGS, **owner), key)}  # fmt: skip
+            version_tags: dict[int, dict[str, str]] = {}
+            for version, tag, value in self._query(self._sql(SELECT_MODEL_VERSION_TAGS, **owner), key):
+                version_tags.setdefault(int(version), {})[tag] = "" if value is None else value
+            versions = [
+                ModelVersion(
+                    version=int(row[0]), creation_time=row[1], last_updated_time=row[2],
+                    description=row[3] or "", user_id=row[4] or "", current_stage=row[5] or "None",
+                    source=row[6] or "", run_id=row[7] or None, run_link=row[8] or "",
+                    model_id=model_id_of(row[6] or ""), status=row[9] or "READY",
+                    tags=version_tags.get(int(row[0]), {}),
+                )
+                for row in list(self._query(self._sql(SELECT_MODEL_VERSIONS, **owner), key))
+            ]  # fmt: skip
+            aliases = {alias: int(version)
+                       for alias, version in self._query(self._sql(SELECT_ALIASES, **owner), key)}  # fmt: skip
+            yield RegisteredModel(name=name, creation_time=created, last_updated_time=updated,
+                                  description=description or "", tags=tags, aliases=aliases,
+                                  versions=versions, workspace=workspace)  # fmt: skip
 
     def close(self) -> None:
         """Close the database connection."""

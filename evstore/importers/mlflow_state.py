@@ -32,10 +32,32 @@ from evstore.events import (
     ExperimentRestored,
     ExperimentTagDeleted,
     ExperimentTagSet,
+    LoggedModelCreated,
+    LoggedModelDeleted,
+    LoggedModelFinalized,
+    LoggedModelParamsLogged,
+    LoggedModelTagDeleted,
+    LoggedModelTagSet,
     MetricPoint,
     MetricsLogged,
+    ModelVersionCreated,
+    ModelVersionDeleted,
+    ModelVersionDescribed,
+    ModelVersionStageChanged,
+    ModelVersionTagDeleted,
+    ModelVersionTagSet,
     ParamsLogged,
+    RegisteredModelAliasDeleted,
+    RegisteredModelAliasSet,
+    RegisteredModelCreated,
+    RegisteredModelDeleted,
+    RegisteredModelDescribed,
+    RegisteredModelRenamed,
+    RegisteredModelTagDeleted,
+    RegisteredModelTagSet,
     RunDeleted,
+    RunInputsLogged,
+    RunOutputsLogged,
     RunRestored,
     RunStarted,
     RunStatusChanged,
@@ -102,6 +124,9 @@ class RunState:
     status: str = "RUNNING"
     end_time: int | None = None
     deleted: bool = False
+    datasets: set[tuple[str, str]] = field(default_factory=set)  # (name, digest)
+    model_inputs: set[str] = field(default_factory=set)
+    outputs: set[tuple[str, int]] = field(default_factory=set)  # (model id, step)
 
     @property
     def foreign(self) -> bool:
@@ -147,6 +172,11 @@ def _apply_run(state: RunState, event: Event | UnknownEvent | ErasedEvent) -> No
         state.deleted = True
     elif isinstance(event, RunRestored):
         state.deleted = False
+    elif isinstance(event, RunInputsLogged):
+        state.datasets.update((d.name, d.digest) for d in event.datasets)
+        state.model_inputs.update(event.models)
+    elif isinstance(event, RunOutputsLogged):
+        state.outputs.update((m.model_id, m.step) for m in event.models)
 
 
 def imported_points(store: Any, run_id: str, keys: Iterable[str]) -> Counter[bytes]:
@@ -209,3 +239,120 @@ def _apply_experiment(state: ExperimentState, event: Event | UnknownEvent | Eras
         state.deleted = True
     elif isinstance(event, ExperimentRestored):
         state.deleted = False
+
+
+@dataclass
+class LoggedModelState:
+    """A logged model as earlier imports left it."""
+
+    version: int = 0
+    created: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    status: str = "PENDING"
+    deleted: bool = False
+    artifacts: dict[str, str] = field(default_factory=dict)  # path -> sha256
+
+    @property
+    def foreign(self) -> bool:
+        """The stream exists but no import created it: the target's own model has this id."""
+        return self.version > 0 and not self.created
+
+
+def fold_logged_model(store: Any, model_id: str) -> LoggedModelState:
+    """What earlier imports wrote to a logged model's stream."""
+    state = LoggedModelState()
+    for version, imported, events in stream_events(store, model_id):
+        state.version = version
+        for event in events if imported else ():
+            if isinstance(event, LoggedModelCreated):
+                state.created = True
+            elif isinstance(event, LoggedModelTagSet):
+                state.tags[event.key] = event.value
+            elif isinstance(event, LoggedModelTagDeleted):
+                state.tags.pop(event.key, None)
+            elif isinstance(event, LoggedModelParamsLogged):
+                state.params = {**event.params, **state.params}  # a key's first value stays
+            elif isinstance(event, LoggedModelFinalized):
+                state.status = event.status
+            elif isinstance(event, LoggedModelDeleted):
+                state.deleted = True
+            elif isinstance(event, ArtifactRecorded):
+                state.artifacts[event.path] = event.sha256
+    return state
+
+
+@dataclass
+class VersionState:
+    """One version of a registered model as earlier imports left it."""
+
+    stage: str = "None"
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    deleted: bool = False
+
+
+@dataclass
+class RegisteredModelState:
+    """A registered model as earlier imports left it (its stream holds its versions and
+    aliases too)."""
+
+    version: int = 0
+    created: bool = False
+    name: str = ""
+    description: str = ""
+    deleted: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    versions: dict[int, VersionState] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def foreign(self) -> bool:
+        """The stream exists but no import created it."""
+        return self.version > 0 and not self.created
+
+
+def fold_registered_model(store: Any, stream_id: str) -> RegisteredModelState:
+    """What earlier imports wrote to a registered model's stream."""
+    state = RegisteredModelState()
+    for version, imported, events in stream_events(store, stream_id):
+        state.version = version
+        for event in events if imported else ():
+            _apply_registered(state, event)
+    return state
+
+
+def _apply_registered(state: RegisteredModelState, event: Event | UnknownEvent | ErasedEvent) -> None:
+    if isinstance(event, RegisteredModelCreated):
+        state.created, state.name, state.description = True, event.name, event.description
+    elif isinstance(event, RegisteredModelRenamed):
+        state.name = event.name
+    elif isinstance(event, RegisteredModelDescribed):
+        state.description = event.description
+    elif isinstance(event, RegisteredModelTagSet):
+        state.tags[event.key] = event.value
+    elif isinstance(event, RegisteredModelTagDeleted):
+        state.tags.pop(event.key, None)
+    elif isinstance(event, RegisteredModelDeleted):
+        state.deleted = True
+    elif isinstance(event, RegisteredModelAliasSet):
+        state.aliases[event.alias] = event.version_number
+    elif isinstance(event, RegisteredModelAliasDeleted):
+        state.aliases.pop(event.alias, None)
+    elif isinstance(event, ModelVersionCreated):
+        state.versions[event.version_number] = VersionState(description=event.description)
+    elif isinstance(event, ModelVersionDeleted):
+        _version(state, event.version_number).deleted = True
+        state.aliases = {a: v for a, v in state.aliases.items() if v != event.version_number}
+    elif isinstance(event, ModelVersionDescribed):
+        _version(state, event.version_number).description = event.description
+    elif isinstance(event, ModelVersionStageChanged):
+        _version(state, event.version_number).stage = event.stage
+    elif isinstance(event, ModelVersionTagSet):
+        _version(state, event.version_number).tags[event.key] = event.value
+    elif isinstance(event, ModelVersionTagDeleted):
+        _version(state, event.version_number).tags.pop(event.key, None)
+
+
+def _version(state: RegisteredModelState, number: int) -> VersionState:
+    return state.versions.setdefault(number, VersionState())

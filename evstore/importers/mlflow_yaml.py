@@ -7,7 +7,9 @@ be plain, single- or double-quoted, and long or multi-line ones are folded over 
 indented lines. The scalar scanning below follows PyYAML's scanner rules for exactly
 those forms, so a value reads back as ``yaml.safe_load`` would read it. A nested block
 (a deleted experiment's ``tags:`` mapping) is skipped and read as ``NESTED``; the file
-store keeps the real values elsewhere. Anything else is refused with ``ValueError``.
+store keeps the real values elsewhere. With ``nested=True`` a nested block mapping of
+scalars one level deep (a run input's ``tags:``) is read as a dict instead. Anything else
+is refused with ``ValueError``.
 """
 
 from __future__ import annotations
@@ -41,15 +43,21 @@ _ESCAPES = {
 _ESCAPE_CODES = {"x": 2, "u": 4, "U": 8}
 
 
-def parse_flat_yaml(text: str) -> dict[str, Any]:
-    """The top-level mapping of a ``meta.yaml`` file written by MLflow."""
-    return _Scanner(text.removeprefix("\ufeff")).mapping()
+def parse_flat_yaml(text: str, *, nested: bool = False) -> dict[str, Any]:
+    """The top-level mapping of a ``meta.yaml`` file written by MLflow; with ``nested``,
+    one-level nested mappings of scalars are read too, else they are ``NESTED``."""
+    return _Scanner(text.removeprefix("\ufeff"), nested).mapping()
+
+
+_NESTED_KEY = re.compile(r"( +)([A-Za-z_][A-Za-z0-9_.-]*):(?=[ \t\r\n]|$)")
 
 
 class _Scanner:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, nested: bool = False) -> None:
         self.text = text + "\0"
         self.pos = 0
+        self.nested = nested
+        self.indent = 1  # a plain scalar's continuation lines start at this column or later
 
     def peek(self, ahead: int = 0) -> str:
         index = self.pos + ahead
@@ -87,6 +95,8 @@ class _Scanner:
         ch = self.peek()
         if ch == "#" or ch in _BREAKS or ch == "\0":
             self.end_of_line()
+            if self.nested and self.indent == 1 and _NESTED_KEY.match(self.text, self.pos):
+                return self.nested_mapping()
             self.skip_nested_block()
             return NESTED
         if ch in "'\"":
@@ -99,10 +109,35 @@ class _Scanner:
         elif ch in "{[|>&*!%@`":
             raise self.fail(f"unsupported YAML construct {ch!r}")
         else:
+            start = self.pos
             value = resolve_plain(self.plain())
-            if self.column() != 0:
+            crossed = max(self.text.rfind(ch, start, self.pos) for ch in _BREAKS)
+            if crossed >= start:  # it ended on a later line: back to that line's start
+                self.pos = crossed + 1
+            else:
                 self.end_of_line()
         return value
+
+    def nested_mapping(self) -> dict[str, Any]:
+        """A block mapping of scalars indented under a key, all keys at one column."""
+        result: dict[str, Any] = {}
+        first = _NESTED_KEY.match(self.text, self.pos)
+        assert first is not None
+        column = len(first.group(1))
+        self.indent = column + 1
+        try:
+            while (match := _NESTED_KEY.match(self.text, self.pos)) and len(match.group(1)) == column:
+                self.pos = match.end()
+                value = self.value()
+                if value is NESTED:
+                    raise self.fail("a nested collection two levels deep")
+                result[match.group(2)] = value
+                self.skip_blank_lines()
+        finally:
+            self.indent = 1
+        if self.peek() in " \t":
+            raise self.fail("a nested line at another indentation")
+        return result
 
     def end_of_line(self) -> None:
         while self.peek() in " \t":
@@ -174,7 +209,7 @@ class _Scanner:
             chunks.append(self.text[self.pos : self.pos + length])
             self.pos += length
             spaces = self.plain_spaces()
-            if not spaces or self.peek() == "#" or self.column() < 1:
+            if not spaces or self.peek() == "#" or self.column() < self.indent:
                 break
         return "".join(chunks)
 
