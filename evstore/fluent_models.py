@@ -46,4 +46,14 @@ def search_logged_models(experiment_ids: list[str] | None = None, filter_string:
     from evstore.fluent import _experiment_id
 
     ids = experiment_ids if experiment_ids is not None else [_experiment_id()]
-    return list(_client().search_logged_models(ids, filter_string, None, max_results))
+    client = _client()
+    if max_results is not None:
+        return list(client.search_logged_models(ids, filter_string, None, max_results))
+    found: list[Any] = []
+    token = None
+    while True:  # every page, as MLflow's fluent search does without max_results
+        page = client.search_logged_models(ids, filter_string, None, None, None, token)
+        found += page
+        token = page.token
+        if not token:
+            return found

@@ -66,6 +66,13 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "registered-models/get", {"name": "churn2"}),
     ("DELETE", "registered-models/delete", {"name": "fraud"}),
     ("GET", "registered-models/search", {}),
+    # max_results 0: an empty page of registered models (with a token), a refused version
+    # search, and a logged-model search of MLflow's default page
+    ("GET", "registered-models/search", {"max_results": 0}),
+    ("GET", "registered-models/search", {"max_results": 0, "filter": "name = 'none'"}),
+    ("GET", "model-versions/search", {"max_results": 0}),
+    ("POST", "logged-models/search", {"experiment_ids": ["0"], "max_results": 0}),
+    ("POST", "logged-models/search", {"experiment_ids": ["0"]}),
 ]  # fmt: skip
 
 #: Fields each server stamps with its own clock.
