@@ -22,10 +22,12 @@ def register_model(model_uri: str, name: str, tags: dict[str, Any] | None = None
         client.create_registered_model(name)
     except ResourceAlreadyExists:
         pass
-    run_id = None
+    run_id = model_id = None
     if model_uri.startswith("runs:/"):
         run_id = model_uri.removeprefix("runs:/").split("/")[0]
-    return client.create_model_version(name, model_uri, run_id, tags)
+    elif model_uri.startswith("models:/m-"):  # a logged model, named as MLflow's fluent API names it
+        model_id = model_uri.removeprefix("models:/").split("/")[0]
+    return client.create_model_version(name, model_uri, run_id, tags, model_id=model_id)
 
 
 def search_registered_models(filter_string: str | None = None, max_results: int = 100,

@@ -247,8 +247,6 @@ class RegistryMixin:
         if not source:
             raise InvalidParameterValue("Missing value for required parameter 'source'.")
         optional_text("run id", run_id)
-        if not model_id and source.startswith("models:/m-"):
-            model_id = source.removeprefix("models:/").split("/")[0]
         clean = {validate_key("tag", k): tag_value(k, v) for k, v in (tags or {}).items()}
         if getattr(self, "_served", False):  # what mlflow server checks, and only it
             with self.reading() as conn:

@@ -28,6 +28,8 @@ def model_version_json(version: ModelVersion, with_aliases: bool = True) -> dict
     out["run_link"] = version.run_link
     if with_aliases and version.aliases:
         out["aliases"] = version.aliases
+    if version.model_id:  # a field of MLflow's message its server leaves empty
+        out["model_id"] = version.model_id
     return out
 
 
@@ -57,19 +59,14 @@ def _tags_from(data: dict[str, Any]) -> dict[str, str]:
 
 
 def model_version_from(data: dict[str, Any]) -> ModelVersion:
-    """A model version from MLflow's JSON. MLflow's answer leaves ``model_id`` out; a
-    ``models:/<model id>`` source names it."""
-    source = data.get("source", "")
-    model_id = data.get("model_id") or None
-    if model_id is None and source.startswith("models:/m-"):
-        model_id = source.removeprefix("models:/").split("/")[0]
+    """A model version from MLflow's JSON."""
     return ModelVersion(
         name=data["name"], version=str(data["version"]),
         creation_timestamp=int(data.get("creation_timestamp", 0)),
         last_updated_timestamp=int(data.get("last_updated_timestamp", 0)),
         description=data.get("description", ""), user_id=data.get("user_id", ""),
-        current_stage=data.get("current_stage", "None"), source=source,
-        run_id=data.get("run_id") or None, model_id=model_id, run_link=data.get("run_link", ""),
+        current_stage=data.get("current_stage", "None"), source=data.get("source", ""),
+        run_id=data.get("run_id") or None, model_id=data.get("model_id") or None, run_link=data.get("run_link", ""),
         status=data.get("status", "READY"), tags=_tags_from(data), aliases=list(data.get("aliases", [])),
     )  # fmt: skip
 

@@ -34,8 +34,17 @@ def invalid_source(source: object, id_name: str) -> InvalidParameterValue:
 
 
 def is_local(uri: str) -> bool:
-    """MLflow's ``is_local_uri``: a bare path or a ``file:`` URI (of this host)."""
-    return urllib.parse.urlparse(uri).scheme in ("", "file")
+    """MLflow's ``is_local_uri``: a bare path or a ``file:`` URI. A ``file:`` URI naming
+    another host is refused in MLflow's words (MLflow answers 500, evstore 400: it is the
+    caller's mistake)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file" and parsed.hostname and parsed.hostname != "." and not \
+            parsed.hostname.startswith(("localhost", "127.0.0.1")):  # fmt: skip
+        raise InvalidParameterValue(
+            f"{uri} is not a valid remote uri. For remote access on windows, please consider using"
+            " a different scheme such as SMB (e.g. smb://<hostname>/<path>)."
+        )
+    return parsed.scheme in ("", "file")
 
 
 def _local_path(uri: str) -> str:
