@@ -119,16 +119,77 @@ class RunData(msgspec.Struct, frozen=True):
     latest_metrics: list[Metric] = msgspec.field(default_factory=list)
 
 
+class Dataset(msgspec.Struct, frozen=True):
+    """A dataset a run used, as MLflow's ``Dataset``."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    schema: str | None = None
+    profile: str | None = None
+
+
+class InputTag(msgspec.Struct, frozen=True):
+    """A tag of a dataset input (``mlflow.data.context``: training, eval, ...)."""
+
+    key: str
+    value: str
+
+
+class DatasetInput(msgspec.Struct, frozen=True):
+    """A dataset with the tags of its use by a run, as MLflow's ``DatasetInput``."""
+
+    dataset: Dataset
+    tags: list[InputTag] = msgspec.field(default_factory=list)
+
+
+class LoggedModelInput(msgspec.Struct, frozen=True):
+    """A logged model a run used."""
+
+    model_id: str
+
+
+class LoggedModelOutput(msgspec.Struct, frozen=True):
+    """A logged model a run produced, at a step."""
+
+    model_id: str
+    step: int = 0
+
+
+class RunInputs(msgspec.Struct, frozen=True):
+    """What a run used: datasets (first use first) and logged models."""
+
+    dataset_inputs: list[DatasetInput] = msgspec.field(default_factory=list)
+    model_inputs: list[LoggedModelInput] = msgspec.field(default_factory=list)
+
+
+class RunOutputs(msgspec.Struct, frozen=True):
+    """What a run produced: logged models."""
+
+    model_outputs: list[LoggedModelOutput] = msgspec.field(default_factory=list)
+
+
 class Run(msgspec.Struct, frozen=True):
-    """A run: ``.info`` and ``.data``."""
+    """A run: ``.info``, ``.data``, and MLflow 3's ``.inputs`` and ``.outputs``."""
 
     info: RunInfo
     data: RunData
+    inputs: RunInputs = msgspec.field(default_factory=RunInputs)
+    outputs: RunOutputs = msgspec.field(default_factory=RunOutputs)
 
     def to_dictionary(self) -> dict[str, Any]:
-        """The run as plain data, as MLflow's ``Run.to_dictionary``."""
+        """The run as plain data, as MLflow's ``Run.to_dictionary`` (inputs and outputs
+        only when the run has some)."""
         out: dict[str, Any] = msgspec.to_builtins(self)
         del out["data"]["latest_metrics"]
+        if self.inputs == RunInputs():
+            del out["inputs"]
+        else:
+            for given in out["inputs"]["dataset_inputs"]:
+                given["tags"] = {t["key"]: t["value"] for t in given["tags"]}
+        if self.outputs == RunOutputs():
+            del out["outputs"]
         return out
 
 

@@ -213,6 +213,24 @@ class ExperimentPermissionRevoked(Event, frozen=True):
     name: str
 
 
+class RegisteredModelPermissionGranted(Event, frozen=True):
+    """A user's permission on one registered model (its stream, so it follows a rename and
+    dies with the model): READ, EDIT, MANAGE or NO_PERMISSIONS."""
+
+    model_key: str
+    model_name: str
+    name: str
+    permission: str
+
+
+class RegisteredModelPermissionRevoked(Event, frozen=True):
+    """A user's grant on one registered model removed: the default permission applies again."""
+
+    model_key: str
+    model_name: str
+    name: str
+
+
 # --- erasure -----------------------------------------------------------------------
 
 

@@ -22,10 +22,12 @@ def register_model(model_uri: str, name: str, tags: dict[str, Any] | None = None
         client.create_registered_model(name)
     except ResourceAlreadyExists:
         pass
-    run_id = None
+    run_id = model_id = None
     if model_uri.startswith("runs:/"):
         run_id = model_uri.removeprefix("runs:/").split("/")[0]
-    return client.create_model_version(name, model_uri, run_id, tags)
+    elif model_uri.startswith("models:/m-"):  # a logged model, named as MLflow's fluent API names it
+        model_id = model_uri.removeprefix("models:/").split("/")[0]
+    return client.create_model_version(name, model_uri, run_id, tags, model_id=model_id)
 
 
 def search_registered_models(filter_string: str | None = None, max_results: int = 100,
@@ -46,4 +48,14 @@ def search_logged_models(experiment_ids: list[str] | None = None, filter_string:
     from evstore.fluent import _experiment_id
 
     ids = experiment_ids if experiment_ids is not None else [_experiment_id()]
-    return list(_client().search_logged_models(ids, filter_string, None, max_results))
+    client = _client()
+    if max_results is not None:
+        return list(client.search_logged_models(ids, filter_string, None, max_results))
+    found: list[Any] = []
+    token = None
+    while True:  # every page, as MLflow's fluent search does without max_results
+        page = client.search_logged_models(ids, filter_string, None, None, None, token)
+        found += page
+        token = page.token
+        if not token:
+            return found

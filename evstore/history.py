@@ -15,6 +15,8 @@ from evstore.events import (
     MetricsLogged,
     ParamsLogged,
     Redacted,
+    RegisteredModelPermissionGranted,
+    RegisteredModelPermissionRevoked,
     RunDeleted,
     RunRenamed,
     RunRestored,
@@ -136,6 +138,10 @@ def _describe_access(event: Any) -> str | None:
         return f"granted {name} {event.permission} on experiment {event.experiment_id}"
     if isinstance(event, ExperimentPermissionRevoked):
         return f"revoked {name}'s grant on experiment {event.experiment_id}"
+    if isinstance(event, RegisteredModelPermissionGranted):
+        return f"granted {name} {event.permission} on registered model {event.model_name}"
+    if isinstance(event, RegisteredModelPermissionRevoked):
+        return f"revoked {name}'s grant on registered model {event.model_name}"
     return None
 
 

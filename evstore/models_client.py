@@ -1,8 +1,6 @@
 """``evstore.Client``'s logged-model, input and registry methods: MlflowClient's names,
-forwarded to the transport (the tracking service in process).
-
-Over ``http://`` these calls are not forwarded yet: the HTTP transport does not speak the
-logged-model or registry endpoints (the real mlflow client does, against ``evstore server``).
+forwarded to the transport: the tracking service in process, or ``evstore server`` over
+MLflow's REST paths (``evstore.tracking.http_models``), with the same answers and errors.
 """
 
 from __future__ import annotations
@@ -16,14 +14,7 @@ class ModelsClient:
     _transport: Any
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        method = getattr(self._transport, name, None)
-        if method is None:
-            from evstore.errors import InvalidState
-
-            raise InvalidState(
-                f"{name} needs a local store: over HTTP, use the mlflow client against evstore server"
-            )
-        return method(*args, **kwargs)
+        return getattr(self._transport, name)(*args, **kwargs)
 
     # --- logged models --------------------------------------------------------------------
 

@@ -6,11 +6,13 @@
 
 Every change is an event like any other (``UserAdded``, ``UserTokenRotated``,
 ``UserDisabled``, ``UserDeleted``, ``UserAdminChanged``, ``UserPasswordSet``,
-``ExperimentPermissionGranted``, ``ExperimentPermissionRevoked``), so access changes are
+``ExperimentPermissionGranted``, ``ExperimentPermissionRevoked``,
+``RegisteredModelPermissionGranted``, ``RegisteredModelPermissionRevoked``), so access changes are
 in the audit trail, with who made them. Users made through MLflow's basic-auth API have a
 password instead of (or beside) a token, kept as a salted scrypt hash.
 
-Permissions are MLflow's: READ, EDIT, MANAGE, NO_PERMISSIONS per experiment, a server-wide
+Permissions are MLflow's: READ, EDIT, MANAGE, NO_PERMISSIONS per experiment and per
+registered model, a server-wide
 default (READ unless ``--default-permission`` says otherwise) where a user has no grant,
 and admins may do anything. A token is 32 random bytes (``evs_`` + URL-safe base64); only its sha256
 is stored, which is enough for a secret of that strength (a slow KDF is for passwords,
@@ -42,6 +44,8 @@ from evstore.errors import (
 from evstore.events import (
     ExperimentPermissionGranted,
     ExperimentPermissionRevoked,
+    RegisteredModelPermissionGranted,
+    RegisteredModelPermissionRevoked,
     UserAdded,
     UserAdminChanged,
     UserDeleted,
@@ -90,8 +94,12 @@ class User(NamedTuple):
     #: The order the user was added in, from 1: MLflow's user id.
     id: int = 0
     password_hash: str = ""
-    #: Permission by experiment id.
+    #: Permission by experiment id, and by registered model (its stream, ``registered-model-<hex>``).
     grants: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated in place
+
+    def experiment_grants(self) -> dict[str, str]:
+        """The grants on experiments alone."""
+        return {k: v for k, v in self.grants.items() if not is_model_key(k)}
 
 
 def token_digest(token: str | bytes) -> str:
@@ -144,6 +152,10 @@ def fold(store: EventStore) -> tuple[int, dict[str, User]]:
             found = found._replace(grants={**found.grants, event.experiment_id: event.permission})
         elif isinstance(event, ExperimentPermissionRevoked):
             found = found._replace(grants={k: v for k, v in found.grants.items() if k != event.experiment_id})
+        elif isinstance(event, RegisteredModelPermissionGranted):
+            found = found._replace(grants={**found.grants, event.model_key: event.permission})
+        elif isinstance(event, RegisteredModelPermissionRevoked):
+            found = found._replace(grants={k: v for k, v in found.grants.items() if k != event.model_key})
         elif isinstance(event, UserDeleted):
             del users[event.name]
             continue
@@ -202,6 +214,31 @@ def revoke(store: EventStore, name: str, experiment_id: str) -> bool:
             return False
         _append_checked(store, name, ExperimentPermissionRevoked(experiment_id=str(experiment_id), name=name),
                         allow_disabled=True)  # fmt: skip
+    return True
+
+
+def is_model_key(key: str) -> bool:
+    """Whether a grant's key names a registered model (its stream) rather than an experiment."""
+    return key.startswith("registered-model-")
+
+
+def grant_model(store: EventStore, name: str, model_key: str, model_name: str, permission: str) -> None:
+    """Give a user ``permission`` on one registered model (replacing any earlier grant)."""
+    event = RegisteredModelPermissionGranted(model_key=model_key, model_name=model_name, name=name,
+                                             permission=check_permission(permission))  # fmt: skip
+    _append_checked(store, name, event, allow_disabled=True)
+
+
+def revoke_model(store: EventStore, name: str, model_key: str, model_name: str) -> bool:
+    """Remove a user's grant on one registered model; False if they had none."""
+    with store.transaction():
+        found = fold(store)[1].get(name)
+        if found is None:
+            raise ResourceDoesNotExist(f"User with username={name} not found")
+        if model_key not in found.grants:
+            return False
+        event = RegisteredModelPermissionRevoked(model_key=model_key, model_name=model_name, name=name)
+        _append_checked(store, name, event, allow_disabled=True)
     return True
 
 

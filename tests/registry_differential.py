@@ -65,6 +65,29 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "registered-models/get", {"name": "churn2"}),
     ("DELETE", "registered-models/delete", {"name": "fraud"}),
     ("GET", "registered-models/search", {}),
+    # max_results 0: an empty page of registered models (with a token), a refused version
+    # search, and a logged-model search of MLflow's default page
+    ("GET", "registered-models/search", {"max_results": 0}),
+    ("GET", "registered-models/search", {"max_results": 0, "filter": "name = 'none'"}),
+    ("GET", "model-versions/search", {"max_results": 0}),
+    ("POST", "logged-models/search", {"experiment_ids": ["0"], "max_results": 0}),
+    ("POST", "logged-models/search", {"experiment_ids": ["0"]}),
+    # sources a server refuses: local paths without a run, climbing out, ids that are not
+    # the request's, improper models: URIs, the proxy without a run
+    *[("POST", "model-versions/create", {"name": "churn2", "source": source}) for source in (
+        "/tmp/model", "file:///etc/passwd", "relative/model", "s3://bucket/../other",
+        "s3://bucket/%2e%2e/other", "s3://bucket/a%00b", "runs:/0123456789abcdef/model",
+        "runs://host/0123456789abcdef/model", "models:/m-0123456789abcdef", "models://host/churn2/1",
+        "models:/", "models:/a/b/c", "mlflow-artifacts:/0/abc/artifacts/model",
+        "models:/missing/1", "models:/churn2@nothing",
+    )],
+    ("POST", "model-versions/create", {"name": "churn2", "source": "/tmp/model", "run_id": "f" * 32}),
+    ("POST", "model-versions/create", {"name": "churn2", "source": "s3://b/m", "model_id": "m-missing"}),
+    ("POST", "model-versions/create", {"name": "churn2", "source": "models:/churn2/2", "run_id": "x"}),
+    # a version of a version: the source names the version it copies
+    ("POST", "model-versions/create", {"name": "churn2", "source": "models:/churn2/2"}),
+    ("POST", "model-versions/create", {"name": "churn2", "source": "models:/churn2/latest"}),
+    ("GET", "model-versions/search", {"filter": "name = 'churn2'", "order_by": ["version_number ASC"]}),
 ]  # fmt: skip
 
 #: Fields each server stamps with its own clock.

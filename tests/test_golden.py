@@ -126,6 +126,14 @@ EXPECTED_EVENTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "ExperimentPermissionRevoked/v1.json": [
         ("ExperimentPermissionRevoked", {"experiment_id": "1", "name": "alice"}),
     ],
+    "RegisteredModelPermissionGranted/v1.json": [
+        ("RegisteredModelPermissionGranted", {"model_key": "registered-model-5d1c", "model_name": "churn",
+                                              "name": "alice", "permission": "MANAGE"}),
+    ],
+    "RegisteredModelPermissionRevoked/v1.json": [
+        ("RegisteredModelPermissionRevoked", {"model_key": "registered-model-5d1c", "model_name": "churn",
+                                              "name": "alice"}),
+    ],
     "LoggedModelCreated/v1.json": [
         ("LoggedModelCreated", {"experiment_id": "1", "name": "clf",
             "artifact_location": "mlflow-artifacts:/1/models/m-7f3a/artifacts",

@@ -1,6 +1,7 @@
 """A run's inputs through a real ``evstore server``: the real mlflow client's ``log_input``
 with a pandas dataset, read back on the run as MLflow returns it (digest, source, schema,
-profile, the context tag), a second log of the same dataset storing nothing."""
+profile, the context tag) by ``get_run`` and ``search_runs``, a second log of the same
+dataset storing nothing."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ with mlflow.start_run() as run:
     mlflow.log_input(train, context="training")  # the same dataset again: kept once
     mlflow.log_input(mlflow.data.from_pandas(df.head(1), name="eval"), context="eval")
 got = mlflow.get_run(run.info.run_id).inputs.dataset_inputs
+(searched,) = mlflow.MlflowClient().search_runs([run.info.experiment_id])
+model = mlflow.MlflowClient().create_logged_model(run.info.experiment_id, source_run_id=run.info.run_id)
+mlflow.MlflowClient().log_outputs(run.info.run_id, [mlflow.entities.LoggedModelOutput(model.model_id, 2)])
+(produced,) = mlflow.MlflowClient().search_runs([run.info.experiment_id])
 print("RESULT " + json.dumps({
+    "searched": [[d.dataset.name, d.dataset.digest, {t.key: t.value for t in d.tags}]
+                 for d in searched.inputs.dataset_inputs],
+    "outputs": [[m.model_id == model.model_id, m.step] for m in produced.outputs.model_outputs],
     "run_id": run.info.run_id,
     "digest": train.digest,
     "inputs": [[d.dataset.name, d.dataset.digest, d.dataset.source_type, json.loads(d.dataset.profile),
@@ -43,6 +51,9 @@ def test_log_input_with_a_pandas_dataset(server: ThreadServer, tmp_path: Path) -
         ["eval", out["inputs"][1][1], "code", {"num_rows": 1, "num_elements": 2},
          {"mlflow.data.context": "eval"}],
     ]  # fmt: skip
+    # search_runs answers the same inputs as get_run, and the run's outputs (MLflow 3.17 does)
+    assert out["searched"] == [[name, digest, tags] for name, digest, _type, _profile, tags in out["inputs"]]
+    assert out["outputs"] == [[True, 2]]
     # MLflow's JSON: tags by key before the dataset, source as the client sent it.
     run = httpx.get(server.url + "/api/2.0/mlflow/runs/get", params={"run_id": out["run_id"]}).json()
     first = run["run"]["inputs"]["dataset_inputs"][0]

@@ -277,16 +277,121 @@ def test_the_registry_never_reaches_into_an_experiment_the_caller_may_not_read(t
         close_cached_stores(tmp_path)
 
 
-def test_creating_a_registered_model_needs_the_default_to_allow_edits(tmp_path: Path) -> None:
-    # No grant names a registered model yet, so the default permission decides, as for the
-    # model's versions: under READ a user could make a model and never add to it.
-    server, headers = start(tmp_path, "READ", ["bob"])
+def test_any_user_may_create_a_registered_model_and_its_creator_manages_it(tmp_path: Path) -> None:
+    # MLflow's rule: creating needs no grant; the creator gets MANAGE on the model, in the
+    # same write, so under a READ default bob still manages what he made and alice reads it.
+    server, headers = start(tmp_path, "READ", ["bob", "alice"])
+    bob, alice = headers["bob"], headers["alice"]
     try:
-        head = httpx.get(server.url + "/api/evstore/info", headers=headers["admin"]).json()["head_position"]
-        refused = post(server, f"{API}/registered-models/create", headers["bob"], {"name": "m"})
+        assert post(server, f"{API}/registered-models/create", bob, {"name": "m"}).status_code == 200
+        assert post(server, f"{API}/registered-models/set-tag", bob, {"name": "m", "key": "k", "value": "v"}).status_code == 200
+        assert post(server, f"{API}/model-versions/create", bob, {"name": "m", "source": "s3://b/m"}).status_code == 200
+        refused = post(server, f"{API}/registered-models/set-tag", alice, {"name": "m", "key": "k", "value": "w"})
         assert (refused.status_code, refused.json()["error_code"]) == (403, "PERMISSION_DENIED")
-        assert httpx.get(server.url + "/api/evstore/info", headers=headers["admin"]).json()["head_position"] == head
-        assert post(server, f"{API}/registered-models/create", headers["admin"], {"name": "m"}).status_code == 200
+        found = httpx.get(server.url + f"{API}/registered-models/get", params={"name": "m"}, headers=alice)
+        assert found.json()["registered_model"]["tags"] == [{"key": "k", "value": "v"}]
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+    log = tracked(tmp_path / "server.db")
+    try:
+        granted = [(e.event.name, e.event.model_name, e.event.permission) for e in log.read_stream("users")
+                   if e.type == "RegisteredModelPermissionGranted"]  # fmt: skip
+    finally:
+        log.close()
+    assert granted == [("bob", "m", "MANAGE")]
+
+
+def registry_calls(name: str) -> list[tuple[str, str, dict[str, Any], int]]:
+    """(method, path, body, what it needs: 0 read, 1 update, 2 delete) on a model with version 1,
+    as MLflow 3.17's basic-auth app maps them."""
+    model, version = {"name": name}, {"name": name, "version": "1"}
+    return [
+        ("GET", "registered-models/get", model, 0),
+        ("POST", "registered-models/get-latest-versions", model, 0),
+        ("GET", "model-versions/get", version, 0),
+        ("GET", "model-versions/get-download-uri", version, 0),
+        ("PATCH", "registered-models/update", {**model, "description": "d"}, 1),
+        ("POST", "registered-models/set-tag", {**model, "key": "k", "value": "v"}, 1),
+        ("DELETE", "registered-models/delete-tag", {**model, "key": "k"}, 1),
+        ("POST", "registered-models/alias", {**version, "alias": "a"}, 1),
+        ("GET", "registered-models/alias", {**model, "alias": "a"}, 0),
+        ("POST", "model-versions/set-tag", {**version, "key": "k", "value": "v"}, 1),
+        ("POST", "model-versions/transition-stage", {**version, "stage": "Staging"}, 1),
+        ("POST", "model-versions/create", {**model, "source": "s3://b/m"}, 1),
+        ("DELETE", "model-versions/delete-tag", {**version, "key": "k"}, 2),
+        ("DELETE", "registered-models/alias", {**model, "alias": "a"}, 2),
+        ("DELETE", "model-versions/delete", {"name": name, "version": "2"}, 2),
+        ("DELETE", "registered-models/delete", model, 2),
+    ]
+
+
+def test_every_grant_on_a_registered_model_allows_what_mlflow_allows(tmp_path: Path) -> None:
+    grants = {"no-grant": None, **{f"g-{p.lower()}": p for p in PERMISSIONS}}
+    server, headers = start(tmp_path, "READ", list(grants))
+    admin = headers["admin"]
+    try:
+        for name, permission in grants.items():
+            # one model per user, granted through MLflow's auth API by the admin
+            for path, body in [("registered-models/create", {"name": name}),
+                               ("model-versions/create", {"name": name, "source": "s3://b/m"}),
+                               ("registered-models/alias", {"name": name, "alias": "a", "version": "1"})]:  # fmt: skip
+                post(server, f"{API}/{path}", admin, body).raise_for_status()
+            if permission:
+                post(server, "/api/3.0/mlflow/users/permissions/grant", admin, {
+                    "username": name, "resource_type": "registered_model", "resource_id": name,
+                    "permission": permission}).raise_for_status()  # fmt: skip
+                got = httpx.get(server.url + "/api/3.0/mlflow/users/permissions/get", headers=admin, params={
+                    "username": name, "resource_type": "registered_model", "resource_id": name}).json()  # fmt: skip
+                assert got["permission"] == permission
+            allowed = ALLOWS[permission or "READ"]
+            # searches list only what the caller may read
+            listed = httpx.get(server.url + f"{API}/registered-models/search", headers=headers[name]).json()
+            assert (name in {m["name"] for m in listed.get("registered_models", [])}) == allowed[0], name
+            for method, path, body, needs in registry_calls(name):
+                answer = httpx.request(method, server.url + f"{API}/{path}", headers=headers[name],
+                                       **({"params": body} if method == "GET" else {"json": body}))  # fmt: skip
+                assert answer.status_code == (200 if allowed[needs] else 403), (name, path, answer.text)
+    finally:
+        server.stop()
+        close_cached_stores(tmp_path)
+
+
+def test_a_grant_follows_a_rename_and_dies_with_its_model(tmp_path: Path) -> None:
+    server, headers = start(tmp_path, "READ", ["bob", "carol"])
+    admin, bob, carol = headers["admin"], headers["bob"], headers["carol"]
+    grant_url = "/api/3.0/mlflow/users/permissions/"
+    try:
+        post(server, f"{API}/registered-models/create", admin, {"name": "m"}).raise_for_status()
+        for user, permission in (("bob", "EDIT"), ("carol", "NO_PERMISSIONS")):
+            post(server, grant_url + "grant", admin, {"username": user, "resource_type": "registered_model",
+                                                      "resource_id": "m", "permission": permission}).raise_for_status()
+        # carol may not see it, in a get or a search of models or of versions
+        post(server, f"{API}/model-versions/create", admin, {"name": "m", "source": "s3://b/m"}).raise_for_status()
+        assert httpx.get(server.url + f"{API}/registered-models/get", params={"name": "m"}, headers=carol).status_code == 403
+        for path in ("registered-models/search", "model-versions/search"):
+            assert httpx.get(server.url + f"{API}/{path}", headers=carol).json() == {}, path
+            assert httpx.get(server.url + f"{API}/{path}", headers=bob).json() != {}, path
+        # the grants name the model, not its name: a rename keeps them
+        post(server, f"{API}/registered-models/rename", admin, {"name": "m", "new_name": "m2"}).raise_for_status()
+        assert post(server, f"{API}/registered-models/set-tag", bob, {"name": "m2", "key": "k", "value": "v"}).status_code == 200
+        assert httpx.get(server.url + f"{API}/registered-models/get", params={"name": "m2"}, headers=carol).status_code == 403
+        # a revoked grant leaves the default (READ)
+        post(server, grant_url + "revoke", admin, {"username": "bob", "resource_type": "registered_model",
+                                                   "resource_id": "m2"}).raise_for_status()  # fmt: skip
+        assert post(server, f"{API}/registered-models/set-tag", bob, {"name": "m2", "key": "k", "value": "w"}).status_code == 403
+        # a new model of the same name inherits nothing from the deleted one
+        httpx.request("DELETE", server.url + f"{API}/registered-models/delete", headers=admin,
+                      json={"name": "m2"}).raise_for_status()  # fmt: skip
+        post(server, f"{API}/registered-models/create", admin, {"name": "m2"}).raise_for_status()
+        assert httpx.get(server.url + f"{API}/registered-models/get", params={"name": "m2"}, headers=carol).status_code == 200
+        # only a model's managers may grant on it, and only on a model that exists
+        refused = post(server, grant_url + "grant", bob, {"username": "bob", "resource_type": "registered_model",
+                                                          "resource_id": "m2", "permission": "MANAGE"})
+        assert refused.status_code == 403
+        missing = post(server, grant_url + "grant", admin, {"username": "bob", "resource_type": "registered_model",
+                                                            "resource_id": "nope", "permission": "READ"})
+        assert missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     finally:
         server.stop()
         close_cached_stores(tmp_path)

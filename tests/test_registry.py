@@ -190,7 +190,7 @@ def test_refusals_and_rules_as_mlflow(server: ThreadServer) -> None:
 
 @pytest.mark.parametrize("default", ["READ", "NO_PERMISSIONS"])
 def test_the_registry_obeys_the_servers_default_permission(tmp_path: Path, default: str) -> None:
-    # evstore holds no grants on registered models yet: the default permission decides.
+    # bob holds no grant on M: the default permission decides.
     from test_permissions import add
 
     store = tmp_path / "server.db"
@@ -213,9 +213,10 @@ def test_the_registry_obeys_the_servers_default_permission(tmp_path: Path, defau
             ]:
                 refused = http.request(method, path, json=body, headers=bob)
                 assert refused.status_code == 403, (path, refused.text)
-            # Creating one needs the default to allow edits: MLflow needs no grant but gives
-            # the creator MANAGE on it, and evstore has no grant on a registered model yet.
-            assert http.post("/registered-models/create", json={"name": "bobs"}, headers=bob).status_code == 403
+            # Creating one needs no grant, as MLflow: the creator manages it whatever the default.
+            assert http.post("/registered-models/create", json={"name": "bobs"}, headers=bob).status_code == 200
+            assert http.post("/registered-models/set-tag", json={"name": "bobs", "key": "a", "value": "b"},
+                             headers=bob).status_code == 200  # fmt: skip
             model = http.get("/registered-models/get", params={"name": "M"}, headers=admin).json()
             assert "tags" not in model["registered_model"] and "aliases" not in model["registered_model"]
     finally:

@@ -158,7 +158,7 @@ def test_run_endpoints(http: httpx.Client) -> None:
     found = call(http, "runs/search", {"experiment_ids": [experiment_id], "filter": "params.lr = '0.1'"})
     assert [r["info"]["run_id"] for r in found["runs"]] == [run_id]
     call(http, "runs/delete", {"run_id": run_id})
-    assert call(http, "runs/search", {"experiment_ids": [experiment_id]})["runs"] == []
+    assert "runs" not in call(http, "runs/search", {"experiment_ids": [experiment_id]})  # empty: left out, as MLflow
     call(http, "runs/restore", {"run_id": run_id})
     assert call(http, "runs/get", run_id=run_id)["run"]["info"]["lifecycle_stage"] == "active"
     verified(http)

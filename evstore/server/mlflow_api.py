@@ -17,7 +17,6 @@ from evstore.entities import Param, RunTag, ViewType
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.server import schemas as s
 from evstore.server._http import EMPTY_OBJECT
-from evstore.tracking.model_wire import run_inputs_json, run_outputs_json
 from evstore.tracking.service import TrackingService
 from evstore.tracking.wire import experiment_json, metric_json, page_json, run_info_json, run_json
 
@@ -123,10 +122,7 @@ def create_run(client: TrackingService, req: s.CreateRun, _key: str) -> Any:
 
 @endpoint("GET", "runs/get", s.GetRun)
 def get_run(client: TrackingService, req: s.GetRun, _key: str) -> Any:
-    out = run_json(client.get_run(req.run_id))
-    out["inputs"] = run_inputs_json(*client.run_inputs(req.run_id))
-    out["outputs"] = run_outputs_json(client.run_outputs(req.run_id))
-    return {"run": out}
+    return {"run": run_json(client.get_run(req.run_id))}
 
 
 @endpoint("POST", "runs/update", s.UpdateRun)

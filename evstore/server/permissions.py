@@ -6,14 +6,17 @@ default permission (``--default-permission``, READ unless told otherwise); admin
 the shared ``--auth-token``) may do anything. Reading needs READ, writing (runs, metrics,
 params, tags, renames) EDIT, deleting and restoring MANAGE; creating an experiment needs
 nothing and gives its creator MANAGE on it, in the same transaction. A refusal is ``403
-PERMISSION_DENIED``. Searches return only what the caller may read. Artifacts obey the
-rules of their run's experiment; evstore's whole-log endpoints (events, verify) are for
+PERMISSION_DENIED``. Searches return only what the caller may read. The registry is MLflow's
+too: a grant per registered model (keyed by its stream, so it follows a rename and dies with
+the model), else the default; any user may create a registered model and gets MANAGE on it;
+a version's calls need what its model gives. Artifacts obey the rules of their run's experiment; evstore's whole-log endpoints (events, verify) are for
 admins; the UI's data is for users who may read every experiment.
 
 The auth API is MLflow 3.17's, so ``mlflow.server.get_app_client("basic-auth",
 tracking_uri=...)`` manages evstore's users: ``users/create``, ``get``,
 ``update-password``, ``update-admin``, ``delete`` (``/api/2.0/mlflow/``) and
-``users/permissions/grant``, ``revoke``, ``get`` (``/api/3.0/mlflow/``) on experiments.
+``users/permissions/grant``, ``revoke``, ``get`` (``/api/3.0/mlflow/``) on experiments and
+registered models (``resource_type`` ``experiment`` or ``registered_model``).
 """
 
 from __future__ import annotations
@@ -58,27 +61,27 @@ RULES: dict[str, tuple[int, str]] = {
     "logged-models/{model_id}/tags": (UPDATE, "model"),
     "logged-models/{model_id}/tags/{tag_key}": (UPDATE, "model"),
     "logged-models/{model_id}/params": (UPDATE, "model"),
-    # The registry: MLflow 3.17 checks a user's grant on the registered model; evstore holds
-    # no such grants yet, so the server's default permission decides (``None``: no experiment).
+    # The registry: the caller's grant on the registered model (by name), else the default;
+    # a version's calls need what its registered model gives (MLflow 3.17's basic-auth app)
     **{f"registered-models/{p}": (READ, "registry") for p in ("get", "get-latest-versions")},
     **{f"registered-models/{p}": (UPDATE, "registry") for p in
        ("rename", "update", "set-tag", "delete-tag", "alias")},
-    "registered-models/create": (UPDATE, "registry"),  # MLflow grants its creator MANAGE
     "registered-models/delete": (DELETE, "registry"),
     **{f"model-versions/{p}": (READ, "registry") for p in ("get", "get-download-uri")},
     **{f"model-versions/{p}": (UPDATE, "registry") for p in
-       ("create", "update", "transition-stage", "set-tag", "delete-tag")},
-    "model-versions/delete": (DELETE, "registry"),
+       ("create", "update", "transition-stage", "set-tag")},
+    **{f"model-versions/{p}": (DELETE, "registry") for p in ("delete", "delete-tag")},
 }
 #: Where one path needs a different permission per method.
 METHOD_RULES: dict[tuple[str, str], tuple[int, str]] = {
     ("PATCH", "logged-models/{model_id}"): (UPDATE, "model"),
     ("DELETE", "logged-models/{model_id}"): (DELETE, "model"),
     ("GET", "registered-models/alias"): (READ, "registry"),
+    ("DELETE", "registered-models/alias"): (DELETE, "registry"),
 }
 #: Endpoints any signed-in user may call: what they return is filtered, or holds nothing.
 OPEN_TO_ALL = frozenset({"experiments/create", "experiments/search", "runs/search", "logged-models/search",
-                         "registered-models/search", "model-versions/search"})
+                         "registered-models/create", "registered-models/search", "model-versions/search"})
 
 
 def _referenced(req: Any) -> list[tuple[str, Any]]:
@@ -93,6 +96,11 @@ def _referenced(req: Any) -> list[tuple[str, Any]]:
     if getattr(req, "run_id", None) and hasattr(req, "source"):
         named.append(("run", _RunId(req.run_id)))
     named.extend(("model", _ModelId(m.model_id)) for m in getattr(req, "models", ()))
+    source = getattr(req, "source", None)
+    if isinstance(source, str) and source.startswith("models:/") and not source.startswith("models:/m-"):
+        # a version copied from another registered model's version: that model must be readable
+        path = source.removeprefix("models:/")
+        named.append(("registry", _ModelName(path.split("/")[0] if "/" in path else path.rpartition("@")[0])))
     return named
 
 
@@ -131,7 +139,8 @@ class Guard:
         """Whether ``user`` may read every experiment (so the UI may show them all)."""
         if user is None or user.admin:
             return True
-        return PERMISSIONS[self.default][READ] and all(PERMISSIONS[p][READ] for p in user.grants.values())
+        return PERMISSIONS[self.default][READ] and all(
+            PERMISSIONS[p][READ] for p in user.experiment_grants().values())
 
     def wrap(self, path: str, handler: Callable[..., Any], method: str = "") -> Callable[..., Any]:
         """``handler`` (a tracking endpoint) with the caller's permission checked first,
@@ -154,6 +163,12 @@ class Guard:
                     if found is not None and not self.may(user, found, READ):
                         raise denied()
                 return handler(client, req, key)
+            if path == "registered-models/create":
+                with client.store.transaction():  # the model and its creator's grant, at once
+                    answer = handler(client, req, key)
+                    model_key = self._model_key(client, req.name)
+                    users.grant_model(client.store, user.name, model_key, req.name, "MANAGE")  # type: ignore[arg-type]
+                return answer
             if path == "experiments/create":
                 with client.store.transaction():  # the experiment and its creator's grant, at once
                     answer = handler(client, req, key)
@@ -167,8 +182,13 @@ class Guard:
                 answer["experiments"] = [e for e in answer.get("experiments", [])
                                          if self.may(user, e["experiment_id"], READ)]  # fmt: skip
                 return answer
-            if path in ("registered-models/search", "model-versions/search") and not self.may(user, "", READ):
-                return EMPTY_OBJECT  # the registry: the default permission (no grants name a model)
+            if path in ("registered-models/search", "model-versions/search"):
+                field = "registered_models" if path.startswith("registered") else "model_versions"
+                answer = handler(client, req, key)
+                readable = [m for m in answer.get(field, [])
+                            if self.may(user, self._model_key(client, m["name"]), READ)]  # fmt: skip
+                answer = {k: v for k, v in answer.items() if k != field}
+                return {field: readable, **answer} if readable else answer
             if path in OPEN_TO_ALL:
                 return handler(client, req, key)
             raise denied()  # an endpoint without a rule is for admins
@@ -201,7 +221,7 @@ class Guard:
             found = client.get_experiment_by_name(req.experiment_name)
             return None if found is None else str(found.experiment_id)
         if source == "registry":
-            return ""  # no grant names a registered model: the default permission applies
+            return self._model_key(client, req.name)
         if source == "model":
             from evstore.tracking.logged_models import load_models
 
@@ -219,6 +239,16 @@ class Guard:
             self._experiment_of_run.clear()
         self._experiment_of_run[req.run_id] = experiment_id = str(state[0])
         return experiment_id
+
+    @staticmethod
+    def _model_key(client: Any, name: Any) -> str | None:
+        """The stream of the registered model named ``name`` (None: no such model)."""
+        from evstore.tracking.registry import _key_of
+
+        if not isinstance(name, str) or not name:
+            return None
+        with client.reading() as conn:
+            return _key_of(conn, name)
 
     def check_admin(self) -> None:
         """Whole-store endpoints (the event log, verify) are for admins."""
@@ -251,6 +281,10 @@ class _ModelId(msgspec.Struct):
     model_id: str
 
 
+class _ModelName(msgspec.Struct):
+    name: str
+
+
 # --- MLflow's auth API ------------------------------------------------------------------
 
 
@@ -272,12 +306,19 @@ def _user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "username": user.name, "is_admin": user.admin}
 
 
-def _experiment_resource(req: PermissionRequest) -> str:
-    if req.resource_type != "experiment":
-        raise InvalidParameterValue(
-            f"resource_type {req.resource_type!r} is not supported: evstore grants permissions on experiments"
-        )
-    return req.resource_id
+def _resource(client: Any, req: PermissionRequest) -> tuple[str, str | None]:
+    """(the grant's key, the model's name): an experiment id, or a registered model's stream."""
+    if req.resource_type == "experiment":
+        return req.resource_id, None
+    if req.resource_type == "registered_model":
+        key = Guard._model_key(client, req.resource_id)
+        if key is None:
+            raise ResourceDoesNotExist(f"Registered Model with name={req.resource_id} not found")
+        return key, req.resource_id
+    raise InvalidParameterValue(
+        f"resource_type {req.resource_type!r} is not supported: evstore grants permissions on"
+        " experiments and registered models (experiment, registered_model)"
+    )
 
 
 def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[..., Any]]]:
@@ -339,32 +380,38 @@ def auth_endpoints(guard: Guard) -> dict[tuple[str, str], tuple[type, Callable[.
         users.delete_user(client.store, req.username)
         return EMPTY_OBJECT
 
-    def may_manage(experiment_id: str) -> None:
+    def may_manage(resource: str) -> None:
         if acting() is None:
             admin()
-        if not guard.may(guard.caller(), experiment_id, users.MANAGE):
+        if not guard.may(guard.caller(), resource, users.MANAGE):
             raise denied()
 
     def grant(client: Any, req: PermissionRequest) -> Any:
-        experiment_id = _experiment_resource(req)
-        may_manage(experiment_id)
-        client.get_experiment(experiment_id)  # 404 for an experiment that does not exist
-        users.grant(client.store, req.username, experiment_id, req.permission)
+        resource, model_name = _resource(client, req)
+        may_manage(resource)
+        if model_name is not None:
+            users.grant_model(client.store, req.username, resource, model_name, req.permission)
+            return EMPTY_OBJECT
+        client.get_experiment(resource)  # 404 for an experiment that does not exist
+        users.grant(client.store, req.username, resource, req.permission)
         return EMPTY_OBJECT
 
     def revoke(client: Any, req: PermissionRequest) -> Any:
-        experiment_id = _experiment_resource(req)
-        may_manage(experiment_id)
-        users.revoke(client.store, req.username, experiment_id)
+        resource, model_name = _resource(client, req)
+        may_manage(resource)
+        if model_name is not None:
+            users.revoke_model(client.store, req.username, resource, model_name)
+        else:
+            users.revoke(client.store, req.username, resource)
         return EMPTY_OBJECT
 
     def get_permission(client: Any, req: PermissionRequest) -> Any:
-        experiment_id = _experiment_resource(req)
+        resource, _model_name = _resource(client, req)
         caller = guard.caller()
         if caller is not None and not caller.admin and caller.name != req.username:
-            may_manage(experiment_id)
+            may_manage(resource)
         user = found(req.username)
-        permission = "MANAGE" if user.admin else user.grants.get(experiment_id, guard.default)
+        permission = "MANAGE" if user.admin else user.grants.get(resource, guard.default)
         return {"allowed": PERMISSIONS[permission][UPDATE], "permission": permission}
 
     return {

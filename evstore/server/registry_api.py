@@ -90,8 +90,8 @@ ENDPOINTS[("GET", RM + "get-latest-versions")] = (s.GetLatestVersions, get_lates
 @endpoint("POST", MV + "create", s.CreateModelVersion)
 def create_model_version(client: TrackingService, req: s.CreateModelVersion, _key: str) -> Any:
     version = client.create_model_version(
-        req.name, req.source, req.run_id or None, {t.key: t.value for t in req.tags},
-        req.run_link, req.description, req.model_id or None,
+        req.name, req.source, req.run_id, {t.key: t.value for t in req.tags},
+        req.run_link, req.description, req.model_id,
     )  # fmt: skip
     return {"model_version": model_version_json(version)}
 

@@ -2,7 +2,8 @@
 
 ``evstore.Client`` uses it for an ``http(s)://`` tracking URI. It holds no rules: each call
 is encoded as MLflow's REST request, the server's tracking service decides, and the answer
-is decoded by ``evstore.tracking.wire`` (stdlib ``http.client``, one keep-alive connection
+is decoded by ``evstore.tracking.wire`` (logged models, inputs and the registry:
+``evstore.tracking.http_models``; stdlib ``http.client``, one keep-alive connection
 per thread). A server error comes back as the matching ``EvstoreError``. Bearer token:
 ``EVSTORE_SERVER_TOKEN`` or ``MLFLOW_TRACKING_TOKEN``.
 """
@@ -40,6 +41,7 @@ from evstore.errors import (
 )  # fmt: skip
 from evstore.inspect import json_number
 from evstore.tracking import wire
+from evstore.tracking.http_models import HttpModelsMixin
 from evstore.validation import check_int64, validate_metric
 
 _API = "/api/2.0/mlflow/"
@@ -70,7 +72,7 @@ class ServerLog:
         return int(info["head_position"])
 
 
-class HttpTransport:
+class HttpTransport(HttpModelsMixin):
     """The tracking service of a server at ``http(s)://host:port``, over HTTP."""
 
     def __init__(self, tracking_uri: str, token: str | None = None) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from evstore import entities
+from evstore.entities import RunInputs
 from evstore.errors import InvalidParameterValue
 from evstore.events import DatasetInput, RunInputsLogged
 from evstore.validation import check_text, optional_text, shown, tag_value, validate_key
@@ -78,15 +80,31 @@ class InputsMixin:
     def run_inputs(self, run_id: str) -> tuple[list[DatasetInput], list[str]]:
         """The datasets a run used (first use first) and the logged models."""
         with self.reading() as conn:
-            rows = conn.execute(
-                "SELECT name, digest, source_type, source, schema, profile, tags"
-                " FROM run_dataset_inputs WHERE run_id = ? ORDER BY position, item",
-                (check_text("run id", run_id),),
-            ).fetchall()
-            models = [m for (m,) in conn.execute(
-                "SELECT model_id FROM run_model_inputs WHERE run_id = ? ORDER BY position, model_id",
-                (run_id,))]  # fmt: skip
-        fields = ("name", "digest", "source_type", "source", "schema", "profile")
-        datasets = [DatasetInput(**dict(zip(fields, row[:6], strict=True)), tags=msgspec.json.decode(row[6]))
-                    for row in rows]  # fmt: skip
-        return datasets, models
+            found = inputs_of(conn, [check_text("run id", run_id)]).get(run_id, RunInputs())
+        datasets = [
+            DatasetInput(**msgspec.structs.asdict(d.dataset), tags={t.key: t.value for t in d.tags})
+            for d in found.dataset_inputs
+        ]
+        return datasets, [m.model_id for m in found.model_inputs]
+
+
+def inputs_of(conn: Any, run_ids: list[str]) -> dict[str, RunInputs]:
+    """What each of these runs used (runs that used nothing are left out), from ``conn``."""
+    if not run_ids:
+        return {}
+    marks = ", ".join("?" * len(run_ids))
+    datasets: dict[str, list[entities.DatasetInput]] = {}
+    for run_id, *fields, tags in conn.execute(
+        "SELECT run_id, name, digest, source_type, source, schema, profile, tags"
+        f" FROM run_dataset_inputs WHERE run_id IN ({marks}) ORDER BY run_id, position, item", run_ids,
+    ).fetchall():  # fmt: skip
+        held = sorted(msgspec.json.decode(tags).items())
+        datasets.setdefault(run_id, []).append(entities.DatasetInput(
+            entities.Dataset(*fields), [entities.InputTag(k, v) for k, v in held]))  # fmt: skip
+    models: dict[str, list[entities.LoggedModelInput]] = {}
+    for run_id, model_id in conn.execute(
+        f"SELECT run_id, model_id FROM run_model_inputs WHERE run_id IN ({marks})"
+        " ORDER BY run_id, position, model_id", run_ids,
+    ).fetchall():  # fmt: skip
+        models.setdefault(run_id, []).append(entities.LoggedModelInput(model_id))
+    return {r: RunInputs(datasets.get(r, []), models.get(r, [])) for r in {*datasets, *models}}

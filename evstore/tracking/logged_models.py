@@ -18,7 +18,14 @@ from typing import Any
 
 from evstore import codec
 from evstore.artifacts import logical_path
-from evstore.entities import FileInfo, LifecycleStage, Metric, PagedList
+from evstore.entities import (
+    FileInfo,
+    LifecycleStage,
+    LoggedModelOutput,
+    Metric,
+    PagedList,
+    RunOutputs,
+)
 from evstore.errors import InvalidParameterValue, ResourceDoesNotExist
 from evstore.events import (
     ArtifactRecorded,
@@ -47,6 +54,8 @@ from evstore.validation import (
 STATUS_NAMES = {"PENDING": "LOGGED_MODEL_PENDING", "READY": "LOGGED_MODEL_READY",
                 "FAILED": "LOGGED_MODEL_UPLOAD_FAILED"}  # fmt: skip
 FINAL_STATUSES = ("READY", "FAILED")
+#: MLflow's page size of a logged-model search that names none.
+SEARCH_PAGE_DEFAULT = 100
 
 
 @dataclass
@@ -239,9 +248,11 @@ class LoggedModelsMixin:
         order_by: list[dict[str, Any]] | None = None,
         page_token: str | None = None,
     ) -> PagedList:
-        """Active models of the experiments matching a filter, ordered, paged (newest first)."""
+        """Active models of the experiments matching a filter, ordered, paged (newest first;
+        ``max_results`` None or 0 is MLflow's page of 100)."""
         from evstore.search import create_page_token, parse_page_token, validate_max_results
 
+        max_results = max_results or SEARCH_PAGE_DEFAULT
         validate_max_results(max_results)
         matches = model_filter(filter_string, datasets)
         keys = _model_order(order_by)
@@ -256,7 +267,7 @@ class LoggedModelsMixin:
         found.sort(key=lambda m: m.model_id)
         for sort_key, descending in reversed(keys):
             found.sort(key=sort_key, reverse=descending)
-        end = len(found) if not max_results else start + max_results
+        end = start + max_results
         token = create_page_token(end) if end < len(found) else None
         return PagedList(found[start:end], token)
 
@@ -334,6 +345,19 @@ def outputs_of(conn: Any, run_id: str) -> list[tuple[str, int]]:
     return [tuple(r) for r in conn.execute(
         "SELECT model_id, step FROM run_outputs WHERE run_id = ? ORDER BY model_id", (run_id,)
     )]  # fmt: skip
+
+
+def outputs_for(conn: Any, run_ids: list[str]) -> dict[str, RunOutputs]:
+    """What each of these runs produced (runs that produced nothing are left out)."""
+    if not run_ids:
+        return {}
+    found: dict[str, list[LoggedModelOutput]] = {}
+    for run_id, model_id, step in conn.execute(
+        f"SELECT run_id, model_id, step FROM run_outputs WHERE run_id IN ({', '.join('?' * len(run_ids))})"
+        " ORDER BY run_id, model_id", run_ids,
+    ).fetchall():  # fmt: skip
+        found.setdefault(run_id, []).append(LoggedModelOutput(model_id, step))
+    return {run_id: RunOutputs(models) for run_id, models in found.items()}
 
 
 # --- search ------------------------------------------------------------------------------

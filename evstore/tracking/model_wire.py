@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from evstore.events import DatasetInput
 from evstore.tracking.logged_models import STATUS_NAMES, LoggedModel
 from evstore.tracking.wire import number, pairs, served_location_of
 
@@ -56,31 +55,23 @@ def _linked_metric_json(
     return out
 
 
-def run_outputs_json(outputs: list[tuple[str, int]]) -> dict[str, Any]:
-    """A run's ``outputs``: the models it produced."""
-    if not outputs:
-        return {}
-    return {"model_outputs": [{"model_id": m, "step": step} for m, step in outputs]}
+def logged_model_from(data: dict[str, Any]) -> LoggedModel:
+    """A logged model from MLflow's JSON (its location as the server's proxy serves it)."""
+    from evstore.tracking.wire import metric_from
 
-
-def run_inputs_json(datasets: list[DatasetInput], models: list[str]) -> dict[str, Any]:
-    """A run's ``inputs``: the datasets it used (tags by key) and the logged models."""
-    out: dict[str, Any] = {}
-    if datasets:
-        out["dataset_inputs"] = [_dataset_input_json(d) for d in datasets]
-    if models:
-        out["model_inputs"] = [{"model_id": m} for m in models]
-    return out
-
-
-def _dataset_input_json(given: DatasetInput) -> dict[str, Any]:
-    dataset = {"name": given.name, "digest": given.digest, "source_type": given.source_type,
-               "source": given.source}  # fmt: skip
-    if given.schema is not None:
-        dataset["schema"] = given.schema
-    if given.profile is not None:
-        dataset["profile"] = given.profile
-    out: dict[str, Any] = {"dataset": dataset}
-    if given.tags:
-        out = {"tags": pairs(dict(sorted(given.tags.items()))), **out}
-    return out
+    info, body = data["info"], data.get("data", {})
+    status = {v: k for k, v in STATUS_NAMES.items()}.get(info.get("status", ""), info.get("status", ""))
+    return LoggedModel(
+        model_id=info["model_id"], experiment_id=info["experiment_id"], name=info.get("name", ""),
+        artifact_location=info.get("artifact_uri", ""),
+        creation_timestamp=int(info.get("creation_timestamp_ms", 0)),
+        last_updated_timestamp=int(info.get("last_updated_timestamp_ms", 0)), status=status,
+        status_message=info.get("status_message", ""), model_type=info.get("model_type", ""),
+        source_run_id=info.get("source_run_id") or None,
+        tags={t["key"]: t.get("value", "") for t in info.get("tags", [])},
+        params={p["key"]: p.get("value", "") for p in body.get("params", [])},
+        metrics=[
+            (metric_from(m), m.get("run_id", ""), m.get("dataset_name", ""), m.get("dataset_digest", ""))
+            for m in body.get("metrics", [])
+        ],
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from evstore import codec
 from evstore.entities import PagedList
@@ -222,7 +223,7 @@ class RegistryMixin:
         """Registered models matching a filter (name, tags), ordered (name by default), paged."""
         from evstore.search import create_page_token, parse_page_token
 
-        _check_max_results(max_results, 1000)
+        _check_max_results(max_results, 1000, 0)
         test = _filter(filter_string, _MODEL_ATTRIBUTES, frozenset())
         keys = _order(order_by, _MODEL_SORT, ["name ASC"])
         start = parse_page_token(page_token)
@@ -246,9 +247,11 @@ class RegistryMixin:
         if not source:
             raise InvalidParameterValue("Missing value for required parameter 'source'.")
         optional_text("run id", run_id)
-        if model_id is None and source.startswith("models:/m-"):
-            model_id = source.removeprefix("models:/").split("/")[0]
         clean = {validate_key("tag", k): tag_value(k, v) for k, v in (tags or {}).items()}
+        if getattr(self, "_served", False):  # what mlflow server checks, and only it
+            with self.reading() as conn:
+                _found_key(conn, _name(name))
+            source, run_id, model_id = self._served_version_source(source, run_id, model_id)
         with self._store.transaction() as conn:
             key = _found_key(conn, _name(name))
             logged = None
@@ -274,6 +277,70 @@ class RegistryMixin:
                 listed.append({"name": name, "version": number})
                 self._store.append(model_id, [LoggedModelTagSet(key=MODEL_VERSIONS_TAG, value=json.dumps(listed))])
         return self.get_model_version(name, number)
+
+    def _served_version_source(
+        self, source: str, run_id: str | None, model_id: str | None
+    ) -> tuple[str, str | None, str | None]:
+        """The source, run and model of a version a server creates, checked as mlflow
+        server checks them; ``models:/<name>/<version>`` takes that version's run and model."""
+        from evstore.tracking import version_sources as vs
+        from evstore.tracking.model_wire import served_model_location
+        from evstore.tracking.wire import served_artifact_uri
+
+        def run_roots(run_id: str) -> tuple[str, ...]:
+            info = self.get_run(run_id).info  # type: ignore[attr-defined]
+            return info.artifact_uri, served_artifact_uri(info)
+
+        def model_roots(model_id: str) -> tuple[str, ...]:
+            model = self.get_logged_model(model_id)  # type: ignore[attr-defined]
+            return model.artifact_location, served_model_location(model)
+
+        if urlsplit(source).scheme == "models":
+            source, run_id, model_id = self._lineage_of(source, run_id, model_id)
+        if model_id:
+            vs.check_source_of_model(source, model_id, model_roots)
+        else:
+            vs.check_source_of_run(source, run_id, run_roots)
+        return source, run_id, model_id
+
+    def _lineage_of(self, source: str, run_id: str | None, model_id: str | None
+                    ) -> tuple[str, str | None, str | None]:  # fmt: skip
+        """A ``models:/<name>/...`` source as the version it names (MLflow's lineage rule)."""
+        from evstore.tracking import version_sources as vs
+
+        parsed = urlsplit(source)
+        if parsed.netloc:
+            raise InvalidParameterValue(
+                f"Invalid model version source: '{source}'. Registered model sources must use the "
+                "active model registry."
+            )
+        if vs.models_uri_model_id(source) is not None:
+            return source, run_id, model_id
+        found = self._version_named_by(source)
+        if (run_id is not None and run_id != (found.run_id or "")) or (
+            model_id is not None and model_id != (found.model_id or "")
+        ):
+            raise InvalidParameterValue(
+                f"Invalid model version source: '{source}'. The run_id and model_id request "
+                "parameters must match the referenced model version."
+            )
+        return (f"models:/{found.name}/{found.version}",
+                found.run_id if run_id is None else run_id, found.model_id if model_id is None else model_id)  # fmt: skip
+
+    def _version_named_by(self, source: str) -> ModelVersion:
+        """The version ``models:/<name>/<version|stage|latest>`` or ``models:/<name>@<alias>`` names."""
+        path = urlsplit(source).path.lstrip("/")
+        if "/" in path:
+            name, suffix = path.split("/", 1)
+            if suffix.isdigit():
+                return self.get_model_version(name, suffix)
+            stages = None if suffix.lower() == "latest" else [suffix]
+            latest = self.get_latest_versions(name, stages)
+            if not latest:
+                raise InvalidParameterValue(f"No versions of model with name '{name}' and stage '{suffix}' found")
+            return max(latest, key=lambda v: int(v.version))
+        name, _, alias = path.rpartition("@")
+        return self.get_model_version_by_alias(name, alias)
 
     def get_model_version(self, name: str, version: Any) -> ModelVersion:
         """One version, with its tags and aliases."""
@@ -370,7 +437,7 @@ class RegistryMixin:
         ordered (last updated first by default), paged."""
         from evstore.search import create_page_token, parse_page_token
 
-        _check_max_results(max_results, 200_000)
+        _check_max_results(max_results, 200_000, 1)
         test = _filter(filter_string, _VERSION_ATTRIBUTES, frozenset({"version_number"}))
         keys = _order(order_by, _VERSION_SORT, ["last_updated_timestamp DESC", "name ASC", "version_number DESC"])
         start = parse_page_token(page_token)
@@ -481,10 +548,18 @@ _VERSION_SORT: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _check_max_results(max_results: Any, limit: int) -> None:
-    if not isinstance(max_results, int) or isinstance(max_results, bool) or not 1 <= max_results <= limit:
+def _check_max_results(max_results: Any, limit: int, smallest: int) -> None:
+    """MLflow's bounds: registered models take 0 (an empty page), versions start at 1."""
+    if not isinstance(max_results, int) or isinstance(max_results, bool):
+        raise InvalidParameterValue(f"Invalid value for max_results: it must be an integer, not {shown(max_results)}")
+    if max_results < smallest:  # MLflow's own words for a version search
         raise InvalidParameterValue(
-            f"Invalid value for max_results: it must be an integer from 1 to {limit}, not {shown(max_results)}"
+            f"Invalid value for max_results. It must be a positive integer, but got {max_results}"
+        )
+    if max_results > limit:
+        raise InvalidParameterValue(
+            f"Invalid value for request parameter max_results. It must be at most {limit},"
+            f" but got value {max_results}"
         )
 
 

@@ -28,6 +28,8 @@ def model_version_json(version: ModelVersion, with_aliases: bool = True) -> dict
     out["run_link"] = version.run_link
     if with_aliases and version.aliases:
         out["aliases"] = version.aliases
+    if version.model_id:  # a field of MLflow's message its server leaves empty
+        out["model_id"] = version.model_id
     return out
 
 
@@ -47,3 +49,34 @@ def registered_model_json(model: RegisteredModel) -> dict[str, Any]:
     if model.aliases:
         out["aliases"] = [{"alias": a, "version": v} for a, v in model.aliases.items()]
     return out
+
+
+# --- in: MLflow's JSON as the registry's entities --------------------------------------------
+
+
+def _tags_from(data: dict[str, Any]) -> dict[str, str]:
+    return {t["key"]: t.get("value", "") for t in data.get("tags", [])}
+
+
+def model_version_from(data: dict[str, Any]) -> ModelVersion:
+    """A model version from MLflow's JSON."""
+    return ModelVersion(
+        name=data["name"], version=str(data["version"]),
+        creation_timestamp=int(data.get("creation_timestamp", 0)),
+        last_updated_timestamp=int(data.get("last_updated_timestamp", 0)),
+        description=data.get("description", ""), user_id=data.get("user_id", ""),
+        current_stage=data.get("current_stage", "None"), source=data.get("source", ""),
+        run_id=data.get("run_id") or None, model_id=data.get("model_id") or None, run_link=data.get("run_link", ""),
+        status=data.get("status", "READY"), tags=_tags_from(data), aliases=list(data.get("aliases", [])),
+    )  # fmt: skip
+
+
+def registered_model_from(data: dict[str, Any]) -> RegisteredModel:
+    """A registered model from MLflow's JSON."""
+    return RegisteredModel(
+        name=data["name"], creation_timestamp=int(data.get("creation_timestamp", 0)),
+        last_updated_timestamp=int(data.get("last_updated_timestamp", 0)),
+        description=data.get("description", ""), tags=_tags_from(data),
+        aliases={a["alias"]: str(a["version"]) for a in data.get("aliases", [])},
+        latest_versions=[model_version_from(v) for v in data.get("latest_versions", [])],
+    )  # fmt: skip

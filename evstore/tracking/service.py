@@ -427,7 +427,7 @@ class TrackingService(LoggedModelsMixin, InputsMixin, RegistryMixin):
 
             return run_as_of(self._store, run_id, as_of)
         with self.reading() as conn:
-            found = reads.load_runs(conn, [run_id])
+            found = _with_inputs_and_outputs(conn, reads.load_runs(conn, [run_id]))
         if not found:
             raise ResourceDoesNotExist(f"Run with id={run_id} not found")
         return found[0]
@@ -792,7 +792,23 @@ class TrackingService(LoggedModelsMixin, InputsMixin, RegistryMixin):
             )
             # The page's ids first, then its rows: a run's params and tags are built for
             # the page alone, not for every run the sort or the offset passes over.
-            return PagedList(reads.load_runs(conn, run_ids), token)
+            return PagedList(_with_inputs_and_outputs(conn, reads.load_runs(conn, run_ids)), token)
+
+
+def _with_inputs_and_outputs(conn: Any, runs: list[Run]) -> list[Run]:
+    """The runs with what each used and produced (MLflow 3's ``inputs`` and ``outputs``)."""
+    from evstore.tracking.inputs import inputs_of
+    from evstore.tracking.logged_models import outputs_for
+
+    run_ids = [run.info.run_id for run in runs]
+    inputs, outputs = inputs_of(conn, run_ids), outputs_for(conn, run_ids)
+    if not inputs and not outputs:
+        return runs
+    return [
+        msgspec.structs.replace(run, inputs=inputs.get(run.info.run_id, run.inputs),
+                                outputs=outputs.get(run.info.run_id, run.outputs))
+        for run in runs
+    ]  # fmt: skip
 
 
 def _join(prefix: str | None, name: str) -> str:

@@ -15,7 +15,20 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from evstore.entities import Experiment, Metric, Run, RunData, RunInfo
+from evstore.entities import (
+    Dataset,
+    DatasetInput,
+    Experiment,
+    InputTag,
+    LoggedModelInput,
+    LoggedModelOutput,
+    Metric,
+    Run,
+    RunData,
+    RunInfo,
+    RunInputs,
+    RunOutputs,
+)
 from evstore.errors import (
     EvstoreError,
     InvalidParameterValue,
@@ -132,7 +145,33 @@ def run_json(run: Run) -> dict[str, Any]:
         data["params"] = pairs(run.data.params)
     if run.data.tags:
         data["tags"] = pairs(run.data.tags)
-    return {"info": run_info_json(run.info), "data": data, "inputs": {}, "outputs": {}}
+    return {"info": run_info_json(run.info), "data": data, "inputs": run_inputs_json(run.inputs),
+            "outputs": run_outputs_json(run.outputs)}  # fmt: skip
+
+
+def run_inputs_json(inputs: RunInputs) -> dict[str, Any]:
+    """A run's ``inputs``: the datasets it used (tags by key) and the logged models."""
+    out: dict[str, Any] = {}
+    if inputs.dataset_inputs:
+        out["dataset_inputs"] = [_dataset_input_json(d) for d in inputs.dataset_inputs]
+    if inputs.model_inputs:
+        out["model_inputs"] = [{"model_id": m.model_id} for m in inputs.model_inputs]
+    return out
+
+
+def _dataset_input_json(given: DatasetInput) -> dict[str, Any]:
+    dataset = {k: v for k, v in msgspec.structs.asdict(given.dataset).items() if v is not None}
+    out: dict[str, Any] = {"dataset": dataset}
+    if given.tags:
+        out = {"tags": pairs(given.tags), **out}
+    return out
+
+
+def run_outputs_json(outputs: RunOutputs) -> dict[str, Any]:
+    """A run's ``outputs``: the models it produced."""
+    if not outputs.model_outputs:
+        return {}
+    return {"model_outputs": [{"model_id": m.model_id, "step": m.step} for m in outputs.model_outputs]}
 
 
 def _by_key(metric: Metric) -> str:
@@ -140,8 +179,9 @@ def _by_key(metric: Metric) -> str:
 
 
 def page_json(name: str, items: list[Any], token: str | None) -> dict[str, Any]:
-    """A page of results under ``name``, with ``next_page_token`` when there is more."""
-    out: dict[str, Any] = {name: items}
+    """A page of results under ``name``, with ``next_page_token`` when there is more (an
+    empty page leaves ``name`` out, as protobuf's JSON leaves out an empty list)."""
+    out: dict[str, Any] = {name: items} if items else {}
     if token:
         out["next_page_token"] = token
     return out
@@ -194,7 +234,28 @@ def run_from(data: dict[str, Any]) -> Run:
             tags={t["key"]: t.get("value", "") for t in body.get("tags", [])},
             latest_metrics=latest,
         ),
+        run_inputs_from(data.get("inputs") or {}),
+        run_outputs_from(data.get("outputs") or {}),
     )
+
+
+def run_inputs_from(data: dict[str, Any]) -> RunInputs:
+    """A run's inputs from MLflow's JSON."""
+    return RunInputs(
+        [DatasetInput(Dataset(**{k: d["dataset"].get(k) for k in _DATASET_FIELDS}),  # type: ignore[arg-type]
+                      [InputTag(t["key"], t.get("value", "")) for t in d.get("tags", [])])
+         for d in data.get("dataset_inputs", [])],
+        [LoggedModelInput(m["model_id"]) for m in data.get("model_inputs", [])],
+    )  # fmt: skip
+
+
+_DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
+
+
+def run_outputs_from(data: dict[str, Any]) -> RunOutputs:
+    """A run's outputs from MLflow's JSON."""
+    return RunOutputs([LoggedModelOutput(m["model_id"], int(m.get("step", 0)))
+                       for m in data.get("model_outputs", [])])  # fmt: skip
 
 
 def error_from(status: int, data: bytes) -> EvstoreError:
