@@ -6,6 +6,8 @@ import { runPage } from "./pages/run.js";
 import { historyPage } from "./pages/history.js";
 import { comparePage } from "./pages/compare.js";
 import { storePage } from "./pages/store.js";
+import { modelsPage } from "./pages/models.js";
+import { modelPage } from "./pages/model.js";
 
 const ROUTES = [
   [/^\/experiments\/?$/, experimentsPage],
@@ -14,6 +16,8 @@ const ROUTES = [
   [/^\/runs\/([^/]+)\/?$/, runPage],
   [/^\/compare\/?$/, comparePage],
   [/^\/store\/?$/, storePage],
+  [/^\/models\/?$/, modelsPage],
+  [/^\/models\/(.+?)\/?$/, modelPage],
 ];
 
 // MLflow's links put the page in the hash: /#/experiments/1/runs/<id>, /#/compare-runs?runs=[...].
