@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -384,6 +385,10 @@ def test_mlflow_links_land_on_the_same_pages(page: Watched, seeded: dict[str, An
     assert p.inner_text("h1").startswith("renamed")
     p = page.open(f"/#/experiments/{seeded['experiment_id']}")
     p.wait_for_url(re.compile(rf"/experiments/{seeded['experiment_id']}$"))
+    p = page.open("/#/models/" + quote(HOSTILE_MODEL, safe="") + "/versions/1")
+    p.wait_for_url(re.compile(r"/models/[^/]+\?version=1$"))
+    p.wait_for_selector("main[data-ready] #versions tr.focus[data-version='1']")
+    assert p.inner_text("h1") == HOSTILE_MODEL
 
 
 def test_sign_in_once_with_the_token(browser: Any, seeded: dict[str, Any]) -> None:

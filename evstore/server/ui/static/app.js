@@ -1,5 +1,5 @@
 // The router: one shell, one page module per address.
-import { errorBox, fill } from "./dom.js";
+import { errorBox, fill, modelHref } from "./dom.js";
 import { experimentsPage } from "./pages/experiments.js";
 import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
@@ -20,10 +20,16 @@ const ROUTES = [
   [/^\/models\/(.+?)\/?$/, modelPage],
 ];
 
-// MLflow's links put the page in the hash: /#/experiments/1/runs/<id>, /#/compare-runs?runs=[...].
+// MLflow's links put the page in the hash: /#/experiments/1/runs/<id>, /#/compare-runs?runs=[...],
+// /#/models/<name>/versions/<n>.
 export function fromMlflowHash(hash) {
-  const path = decodeURIComponent(hash.replace(/^#/, ""));
-  let m = path.match(/^\/experiments\/([^/?]+)\/runs\/([^/?]+)/);
+  const raw = hash.replace(/^#/, "");
+  // a model's name may hold a slash, encoded: its segments are decoded one by one
+  let m = raw.match(/^\/models\/([^/?]+)(?:\/versions\/([^/?]+))?/);
+  if (m) return modelHref(decodeURIComponent(m[1]), { version: m[2] && decodeURIComponent(m[2]) });
+  if (/^\/models\/?$/.test(raw)) return "/models";
+  const path = decodeURIComponent(raw);
+  m = path.match(/^\/experiments\/([^/?]+)\/runs\/([^/?]+)/);
   if (m) return `/runs/${encodeURIComponent(m[2])}`;
   m = path.match(/^\/experiments\/([^/?]+)/);
   if (m) return `/experiments/${encodeURIComponent(m[1])}`;

@@ -86,6 +86,10 @@ function modelsPanel(runId, asOf, titled) {
       el("td", { class: "mono" }, m.model_id), el("td", {}, badge(m.status)),
       withStep ? el("td", { class: "num" }, m.step === null ? "" : m.step) : null)), { class: "grid", id });
   api(`/runs/${encodeURIComponent(runId)}/models`, { as_of: asOf }).then((found) => {
+    if (!found.datasets.length && !found.produced.length && !found.used.length && !found.versions.length) {
+      fill(into, el("p", { class: "muted" }, "No dataset inputs, logged models or registered versions."));
+      return;
+    }
     const parts = [];
     parts.push(el("h3", {}, "Dataset inputs"), found.datasets.length
       ? table(["Dataset", "Digest", "Context", "Source"], found.datasets.map((d) => el("tr", { "data-dataset": d.name },
