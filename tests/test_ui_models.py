@@ -25,11 +25,12 @@ from starlette.requests import Request
 from evstore import Client, users
 from evstore.identity import acting_as
 from evstore.model_history import model_changes
+from evstore.server import permissions
 from evstore.server._http import HTTPError
 from evstore.server.permissions import Guard
 from evstore.server.ui import models
 from evstore.tracking.service import TrackingService
-from evstore.users import Directory
+from evstore.users import DELETE, Directory
 
 API = "/api/2.0/mlflow"
 HOSTILE_NAME = "<script>alert(1)</script>"
@@ -43,7 +44,7 @@ class Registry:
         self.directory = directory
         store = directory / "server.db"
         self.admin = self.add(store, "admin", admin=True)
-        self.add(store, "reader")
+        self.reader = self.add(store, "reader")
         self.server = ThreadServer(directory)
         self.http = httpx.Client(base_url=self.server.url, headers=self.admin, timeout=30)  # one pool: fast
         self.client = Client(str(store))  # a training script beside the server
@@ -119,6 +120,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
              {"name": "churn", "version": "2", "stage": "Production", "archive_existing_versions": False})  # fmt: skip
     reg.call("POST", "/registered-models/create", {"name": HOSTILE_NAME, "description": HOSTILE_TEXT,
                                                    "tags": [{"key": "note", "value": HOSTILE_TEXT}]})  # fmt: skip
+    reg.call("POST", "/registered-models/create", {"name": "old-name"})
+    reg.call("POST", "/model-versions/create", {"name": "old-name", "source": str(reg.directory / "model")})
+    reg.call("POST", "/model-versions/create", {"name": "old-name", "source": str(reg.directory / "model")})
+    reg.call("DELETE", "/model-versions/delete", {"name": "old-name", "version": "2"})  # "before" names it
+    reg.call("POST", "/registered-models/rename", {"name": "old-name", "new_name": "new-name"})
     reg.call("POST", "/registered-models/create", {"name": "gone"})
     reg.call("DELETE", "/registered-models/delete", {"name": "gone"})
     for i in range(30):  # enough for pages
@@ -145,9 +151,9 @@ def test_the_models_list_shows_latest_version_aliases_tags_and_description(regis
 def test_the_models_list_pages_sorts_filters_and_points_at_a_bad_filter(registry: Registry) -> None:
     first = registry.ui("/models", size=25)
     names = [m["name"] for m in first["models"]]
-    assert first["total"] == 32 and first["has_next"] and names == sorted(names) and len(names) == 25
+    assert first["total"] == 33 and first["has_next"] and names == sorted(names) and len(names) == 25
     second = registry.ui("/models", size=25, page=1)
-    assert len(second["models"]) == 7 and not second["has_next"]
+    assert len(second["models"]) == 8 and not second["has_next"]
     assert set(names).isdisjoint(m["name"] for m in second["models"])
     assert "gone" not in names + [m["name"] for m in second["models"]]  # deleted: not listed
     newest = registry.ui("/models", order="last_updated_timestamp DESC", size=1)["models"]
@@ -178,7 +184,7 @@ def test_a_model_page_has_its_versions_with_their_sources_and_who_made_them(regi
 
 def test_the_history_is_what_history_model_prints_with_both_alias_positions(registry: Registry) -> None:
     history = registry.ui("/models/churn")["history"]
-    assert history == json.loads(json.dumps(model_changes(registry.client.store, "churn")))
+    assert history == json.loads(json.dumps(model_changes(registry.client.store, "churn")))  # no path in it
     moves = [(e["position"], c) for e in history for c in e["changes"] if c["what"] == "alias champion"]
     assert moves == [
         (registry.positions["champion_1"], {"what": "alias champion", "before": None, "after": "version 1"}),
@@ -210,6 +216,16 @@ def test_a_deleted_model_keeps_its_page_and_history(registry: Registry) -> None:
     assert gone["history"][-1]["changes"] == [{"what": "model", "before": None, "after": "deleted"}]
     missing = registry.http.get("/ui/api/models/never")
     assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_a_renamed_model_is_found_by_either_name_and_no_path_on_the_server_is_shown(registry: Registry) -> None:
+    old = registry.ui("/models/old-name")
+    assert old["model"] is None and old["absent"] == "old-name was renamed to new-name." and old["current_name"] == "new-name"
+    new = registry.ui("/models/new-name")
+    assert new["history"] == old["history"]
+    assert {"what": "name", "before": "old-name", "after": "new-name"} in [c for e in new["history"] for c in e["changes"]]
+    (version,) = new["model"]["versions"]
+    assert version["source"].endswith("/model") and str(registry.directory) not in json.dumps(new)
 
 
 def test_a_hostile_model_name_and_description_come_back_as_data(registry: Registry) -> None:
@@ -265,11 +281,27 @@ def test_a_model_the_caller_may_not_read_is_nowhere_in_the_ui(registry: Registry
         return view(service, request, may_read, *([] if view is models.models_page else [()]))()
 
     listed = ask(models.models_page, "/ui/api/models", {}, "size=500")
-    assert "churn" not in [m["name"] for m in listed["models"]] and listed["total"] == 31
+    assert "churn" not in [m["name"] for m in listed["models"]] and listed["total"] == 32
     assert ask(models.run_models, "", {"run_id": registry.run_id})["versions"] == []
     with pytest.raises(HTTPError) as refused:
         ask(models.model_page, "", {"name": "churn"})
     assert refused.value.status == 403
+
+
+def test_the_ui_and_the_api_refuse_a_model_by_the_same_rule(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a registered model made to need MANAGE (as a per-model grant could): a
+    READ user sees no model in the UI, and is refused the page as the API refuses it."""
+    assert registry.http.get("/ui/api/models", headers=registry.reader).json()["total"] == 33
+    monkeypatch.setitem(permissions.RULES, "registered-models/get", (DELETE, "registry"))
+    listed = registry.http.get("/ui/api/models", headers=registry.reader).json()
+    assert listed["models"] == [] and listed["total"] == 0
+    assert registry.http.get(f"/ui/api/runs/{registry.run_id}/models", headers=registry.reader).json()["versions"] == []
+    page = registry.http.get("/ui/api/models/churn", headers=registry.reader)
+    api = registry.http.get(API + "/registered-models/get", params={"name": "churn"}, headers=registry.reader)
+    assert page.status_code == api.status_code == 403 and "champion" not in page.text
+    assert registry.ui("/models")["total"] == 33  # the admin still sees every one
 
 
 def test_with_users_a_reader_sees_the_models_and_a_refused_user_sees_no_ui(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from evstore.tracking.service import TrackingService
 MayRead = Callable[[TrackingService, str], bool]
 #: The models searched at once while a page is gathered (the registry's own page limit).
 _BATCH = 1000
+#: How ``model_history`` words a new version's origin (a run, a logged model or a source).
+_CREATED_FROM = "created from "
 _ORDERS = ("name ASC", "name DESC", "last_updated_timestamp DESC", "last_updated_timestamp ASC",
            "creation_timestamp DESC", "creation_timestamp ASC")  # fmt: skip
 
@@ -141,6 +143,9 @@ def model_page(service: TrackingService, request: Request, may_read: MayRead, hi
         for row in history:
             if row["source"]:
                 row["source"] = shown_uri(str(row["source"]), hidden)
+            for change in row["changes"]:
+                change["before"] = _shown_origin(change["before"], hidden)
+                change["after"] = _shown_origin(change["after"], hidden)
         created = {e.event.version_number: provenance_of(e, e.metadata) for e in recorded
                    if isinstance(e.event, ModelVersionCreated)}  # fmt: skip
         return {
@@ -157,6 +162,14 @@ def model_page(service: TrackingService, request: Request, may_read: MayRead, hi
         }  # fmt: skip
 
     return answer
+
+
+def _shown_origin(value: str | None, hidden: Any) -> str | None:
+    """A version's "created from <source>" with no path on the server in it (a version
+    registered from a local folder names that folder)."""
+    if value is None or not value.startswith(_CREATED_FROM):
+        return value
+    return _CREATED_FROM + shown_uri(value[len(_CREATED_FROM) :], hidden)
 
 
 def _model_json(service: TrackingService, model: Any, created: dict[int, Any], hidden: Any) -> dict[str, Any]:
