@@ -127,6 +127,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg.call("POST", "/registered-models/rename", {"name": "old-name", "new_name": "new-name"})
     reg.call("POST", "/registered-models/create", {"name": "gone"})
     reg.call("DELETE", "/registered-models/delete", {"name": "gone"})
+    # A run that evaluated the logged model: it used it, and made no version.
+    reg.evaluator = client.create_run(experiment, run_name="evaluator").info.run_id
+    client.log_inputs(reg.evaluator, models=[logged.model_id])
     for i in range(30):  # enough for pages
         reg.call("POST", "/registered-models/create", {"name": f"zz-{i:02d}"})
     yield reg
@@ -246,6 +249,11 @@ def test_a_run_lists_its_dataset_its_logged_model_and_the_versions_made_from_it(
     assert dataset["source"].endswith("/customers.csv") and str(registry.directory) not in dataset["source"]
     assert [(m["model_id"], m["name"], m["status"]) for m in found["produced"]] == [(registry.model_id, "clf", "READY")]
     assert [(v["name"], v["version"]) for v in found["versions"]] == [("churn", "1"), ("churn", "2")]
+    assert [v["from_run"] for v in found["versions"]] == [True, True]
+    used = registry.ui(f"/runs/{registry.evaluator}/models")
+    assert [(m["model_id"], m["source_run_id"]) for m in used["used"]] == [(registry.model_id, registry.run_id)]
+    assert [(v["name"], v["version"], v["from_run"]) for v in used["versions"]] == [("churn", "2", False)]
+    assert used["produced"] == [] and used["datasets"] == []
     then = registry.ui(f"/runs/{registry.run_id}/models", as_of=registry.positions["run_started"])
     assert then == {"datasets": [], "produced": [], "used": [], "versions": []}
     assert registry.http.get("/ui/api/runs/nope/models").status_code == 404

@@ -197,7 +197,8 @@ def _model_json(service: TrackingService, model: Any, created: dict[int, Any], h
 
 def run_models(service: TrackingService, request: Request, may_read: MayRead, hidden: Any) -> View:
     """A run's dataset inputs, the logged models it used and produced, and the registered
-    versions made from it or its models (those the caller may read), as of a point."""
+    versions of those models or made from the run (those the caller may read; ``from_run``
+    marks the ones the run made), as of a point."""
     run_id = request.path_params["run_id"]
     as_of = parse_as_of(request.query_params.get("as_of"))
 
@@ -222,7 +223,7 @@ def _run_models(service: TrackingService, run_id: str, position: int | None, may
         produced = {m: outputs.get(m) for m in produced if m in outputs or begun.get(m, position + 1) <= position}
     with service.reading() as conn:
         logged = {m.model_id: m for m in _load_models(conn, [*produced, *used])}
-        versions = queries.versions_from(conn, run_id, list(produced))
+        versions = queries.versions_from(conn, run_id, [*produced, *used])
     if position is not None:
         versions = [v for v in versions if queries.version_position(store, v) <= position]
     return {
@@ -232,7 +233,8 @@ def _run_models(service: TrackingService, run_id: str, position: int | None, may
             "tags": d.tags} for d in datasets],
         "produced": [_logged_json(logged, m, step) for m, step in produced.items() if m in logged],
         "used": [_logged_json(logged, m, None) for m in used if m in logged],
-        "versions": [{"name": v["name"], "version": str(v["version"]), "model_id": v["model_id"]}
+        "versions": [{"name": v["name"], "version": str(v["version"]), "model_id": v["model_id"],
+                      "from_run": v["run_id"] == run_id or v["model_id"] in produced}
                      for v in versions if may_read(service, v["name"])],
     }  # fmt: skip
 

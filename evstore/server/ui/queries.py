@@ -159,12 +159,12 @@ def models_from_run(conn: Any, run_id: str) -> list[str]:
 
 def versions_from(conn: Any, run_id: str, model_ids: Sequence[str]) -> list[dict[str, Any]]:
     """The registered versions made from a run or from any of ``model_ids``."""
-    sql = ("SELECT m.name, v.version, v.model_id, v.model_key FROM model_versions v"
+    sql = ("SELECT m.name, v.version, v.model_id, v.model_key, v.run_id FROM model_versions v"
            " JOIN registered_models m ON m.model_key = v.model_key"
            f" WHERE v.run_id = ? OR v.model_id IN ({_marks(model_ids) or 'NULL'})"
            " ORDER BY m.name, v.version")  # fmt: skip
-    return [{"name": n, "version": v, "model_id": m, "model_key": k}
-            for n, v, m, k in conn.execute(sql, [run_id, *model_ids])]  # fmt: skip
+    return [{"name": n, "version": v, "model_id": m, "model_key": k, "run_id": r}
+            for n, v, m, k, r in conn.execute(sql, [run_id, *model_ids])]  # fmt: skip
 
 
 def version_position(store: Any, version: dict[str, Any]) -> int:

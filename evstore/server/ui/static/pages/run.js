@@ -81,12 +81,18 @@ function metricsPanel(answer, titled) {
 // versions made from it: fetched beside the page, as the artifacts are.
 function modelsPanel(runId, asOf, titled) {
   const into = el("div", { id: "run-models" }, el("p", { class: "muted" }, "Loading…"));
-  const logged = (models, id, withStep) => table(["Logged model", "ID", "Status", ...(withStep ? ["Step"] : [])],
+  // withStep: the run's own outputs (their step); else models it used (their source run).
+  const logged = (models, versions, id, withStep) => table(
+    ["Logged model", "ID", "Status", withStep ? "Step" : "Source run", "Registered as"],
     models.map((m) => el("tr", { "data-model": m.model_id }, el("td", {}, m.name, m.lifecycle_stage === "deleted" ? badge("deleted") : null),
       el("td", { class: "mono" }, m.model_id), el("td", {}, badge(m.status)),
-      withStep ? el("td", { class: "num" }, m.step === null ? "" : m.step) : null)), { class: "grid", id });
+      withStep ? el("td", { class: "num" }, m.step === null ? "" : m.step)
+        : el("td", {}, m.source_run_id ? el("a", { href: runHref(m.source_run_id) }, m.source_run_id) : ""),
+      el("td", {}, versions.filter((v) => v.model_id === m.model_id).map((v) =>
+        el("a", { class: "chip", href: modelHref(v.name, { version: v.version }) }, `${v.name} v${v.version}`))))),
+    { class: "grid", id });
   api(`/runs/${encodeURIComponent(runId)}/models`, { as_of: asOf }).then((found) => {
-    if (!found.datasets.length && !found.produced.length && !found.used.length && !found.versions.length) {
+    if (!found.datasets.length && !found.produced.length && !found.used.length && !found.versions.some((v) => v.from_run)) {
       fill(into, el("p", { class: "muted" }, "No dataset inputs, logged models or registered versions."));
       return;
     }
@@ -96,11 +102,12 @@ function modelsPanel(runId, asOf, titled) {
         el("td", {}, d.name), el("td", { class: "mono" }, d.digest), el("td", {}, d.context || ""),
         el("td", {}, el("span", { class: "muted" }, `${d.source_type} `), el("span", { class: "mono" }, d.source)))), { class: "grid", id: "run-datasets" })
       : el("p", { class: "muted" }, "No dataset inputs."));
-    parts.push(el("h3", {}, "Models logged"), found.produced.length ? logged(found.produced, "run-logged-models", true)
+    parts.push(el("h3", {}, "Models logged"), found.produced.length ? logged(found.produced, found.versions, "run-logged-models", true)
       : el("p", { class: "muted" }, "No logged models."));
-    if (found.used.length) parts.push(el("h3", {}, "Model inputs"), logged(found.used, "run-model-inputs", false));
-    parts.push(el("h3", {}, "Registered versions"), found.versions.length
-      ? el("ul", { id: "run-versions" }, found.versions.map((v) => el("li", {},
+    if (found.used.length) parts.push(el("h3", {}, "Model inputs"), logged(found.used, found.versions, "run-model-inputs", false));
+    const made = found.versions.filter((v) => v.from_run);
+    parts.push(el("h3", {}, "Registered versions"), made.length
+      ? el("ul", { id: "run-versions" }, made.map((v) => el("li", {},
         el("a", { href: modelHref(v.name, { version: v.version }) }, `${v.name} v${v.version}`),
         v.model_id ? el("span", { class: "muted" }, ` from ${v.model_id}`) : null)))
       : el("p", { class: "muted" }, "No registered versions come from this run."));
