@@ -956,8 +956,9 @@ def ui(
 ) -> None:
     """Open the web UI: serves the store on 127.0.0.1 and prints the address to open.
 
-    Runs, charts, the audit trail and the store's health, as `evstore server` serves them
-    at / (with the MLflow API beside). Stop it with Ctrl-C.
+    Runs, charts, the audit trail, registered models with their history, and the store's
+    health, as `evstore server` serves them at / (with the MLflow API beside). Stop it
+    with Ctrl-C.
 
     Example: evstore ui --store runs.db --port 5000   (then open http://127.0.0.1:5000/)
     """

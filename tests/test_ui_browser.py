@@ -14,10 +14,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from servers import ServerProcess
-from ui_seed import HOSTILE, seed_in_child
+from ui_seed import HOSTILE, HOSTILE_MODEL, seed_in_child
 
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
 TOKEN = "browser-token"
@@ -302,6 +304,73 @@ def test_a_hostile_name_param_tag_and_artifact_are_shown_as_text(page: Watched, 
     p.wait_for_timeout(200)  # a dialog, were one to open, is collected by the fixture
 
 
+# --- models ---------------------------------------------------------------------------------
+
+
+def test_register_a_model_move_its_alias_and_see_both_positions(
+    page: Watched, server: ServerProcess, seeded: dict[str, Any]
+) -> None:
+    # Register a model with two versions of a run, point champion at 1, then move it to 2,
+    # through MLflow's REST API as the mlflow client sends it.
+    http = httpx.Client(base_url=f"{server.url}/api/2.0/mlflow/", timeout=30)
+
+    def call(path: str, body: dict[str, Any]) -> None:
+        response = http.post(path, json=body)
+        assert response.status_code == 200, response.text
+
+    name, run_id = "churn", seeded["edited"]
+    call("registered-models/create", {"name": name, "description": "predicts churn"})
+    for _ in range(2):
+        call("model-versions/create", {"name": name, "source": f"runs:/{run_id}/model", "run_id": run_id})
+    call("registered-models/alias", {"name": name, "alias": "champion", "version": "1"})
+    call("registered-models/alias", {"name": name, "alias": "champion", "version": "2"})
+    http.close()
+    # The list shows where champion points now; the model page's history shows both moves.
+    p = page.open("/models")
+    assert p.inner_text("#models tr[data-model='churn'] .alias") == "@champion → v2"
+    p.click("#models tr[data-model='churn'] td.name a")
+    p.wait_for_url(re.compile(r"/models/churn$"))
+    p.wait_for_selector("#model-history")
+    assert p.inner_text("#aliases tr[data-alias=champion] td") == "version 2"
+    trail = p.inner_text("#model-history")
+    assert "alias champion: ∅ → version 1" in trail and "alias champion: version 1 → version 2" in trail
+    p.select_option("#model-history-kind", "aliases")
+    assert p.inner_text("#history-count") == "2 shown"
+    # The first move's position leads to the model as it was then: champion at version 1.
+    first = p.locator("#model-history tbody tr", has_text="∅ → version 1").first
+    position = first.get_attribute("data-position")
+    first.locator("td a").first.click()
+    p.wait_for_url(re.compile(rf"as_of={position}$"))
+    p.wait_for_selector("#as-of-banner")
+    assert p.inner_text("#as-of-aliases li[data-alias=champion]").startswith("@champion pointed to version 1 on ")
+    assert p.inner_text("#aliases tr[data-alias=champion] td") == "version 1"
+    assert p.locator("#model-history tbody tr.later").count() >= 1  # the second move, greyed
+    p.click("#as-of-clear")
+    p.wait_for_url(re.compile(r"/models/churn$"))
+    p.wait_for_selector("main[data-ready] #model-history")
+    assert p.inner_text("#aliases tr[data-alias=champion] td") == "version 2"
+    # The run names the versions made from it, linking back to the model.
+    p = page.open(f"/runs/{run_id}")
+    p.wait_for_selector("#run-versions")
+    p.click("#run-versions a >> text='churn v2'")
+    p.wait_for_url(re.compile(r"/models/churn\?version=2$"))
+    p.wait_for_selector("#versions tr.focus[data-version='2']")
+
+
+def test_a_hostile_model_name_and_description_are_shown_as_text(page: Watched) -> None:
+    p = page.open("/models")
+    row = p.locator("#models tbody tr").filter(has_text="alert('model')")
+    assert row.locator("td.name").inner_text() == HOSTILE_MODEL
+    assert row.locator("td.description").inner_text() == HOSTILE
+    row.locator("td.name a").click()
+    p.wait_for_selector("main[data-ready] #versions")
+    assert p.inner_text("h1") == HOSTILE_MODEL
+    assert p.inner_text("#model-overview").count(HOSTILE) == 1
+    assert p.inner_text("#model-tags td") == HOSTILE and HOSTILE in p.inner_text("#versions")
+    assert p.locator("main script").count() == 0 and p.locator("img[src='x']").count() == 0
+    p.wait_for_timeout(200)  # a dialog, were one to open, is collected by the fixture
+
+
 def test_the_store_page_shows_verify_and_the_head(page: Watched) -> None:
     p = page.open("/store")
     assert p.inner_text("#verify").startswith("✓ The hash chain holds")
@@ -316,6 +385,10 @@ def test_mlflow_links_land_on_the_same_pages(page: Watched, seeded: dict[str, An
     assert p.inner_text("h1").startswith("renamed")
     p = page.open(f"/#/experiments/{seeded['experiment_id']}")
     p.wait_for_url(re.compile(rf"/experiments/{seeded['experiment_id']}$"))
+    p = page.open("/#/models/" + quote(HOSTILE_MODEL, safe="") + "/versions/1")
+    p.wait_for_url(re.compile(r"/models/[^/]+\?version=1$"))
+    p.wait_for_selector("main[data-ready] #versions tr.focus[data-version='1']")
+    assert p.inner_text("h1") == HOSTILE_MODEL
 
 
 def test_sign_in_once_with_the_token(browser: Any, seeded: dict[str, Any]) -> None:

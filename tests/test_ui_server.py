@@ -51,7 +51,7 @@ def get(server: ServerProcess, route: str, **params: Any) -> Any:
 
 
 @pytest.mark.parametrize("path", ["/", "/experiments", "/experiments/1", "/runs/abc", "/runs/abc/history",
-                                  "/compare?runs=a,b", "/store"])  # fmt: skip
+                                  "/compare?runs=a,b", "/store", "/models", "/models/a%2Fb"])  # fmt: skip
 def test_every_page_is_the_shell_under_a_strict_content_security_policy(server: ServerProcess, path: str) -> None:
     response = httpx.get(server.url + path, timeout=10)
     assert response.status_code == 200

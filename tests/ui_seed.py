@@ -1,4 +1,5 @@
-"""A store for the UI's browser tests and screenshots: nested, deleted, imported and hostile runs.
+"""A store for the UI's browser tests and screenshots: nested, deleted, imported and hostile
+runs, and a registered model whose name and description are markup.
 
 Written through the public Client, as a user's training script would; the imported runs
 come from a copy of a real MLflow 3.17 SQLite store (tests/fixtures/mlflow/).
@@ -21,6 +22,8 @@ from evstore import Client
 from evstore.entities import Metric, Param, RunTag
 
 HOSTILE = "<img src=x onerror=alert(1)>"
+#: A registered model's name: markup, and a slash its address must carry.
+HOSTILE_MODEL = "<script>alert('model')</script>"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mlflow" / "mlflow-3.17-sqlite"
 STEPS = 300
 
@@ -94,6 +97,10 @@ def seed(store: str) -> Seeded:
     hostile = client.create_run(out.experiment_id, run_name=HOSTILE, tags={"note": HOSTILE})
     out.hostile = hostile.info.run_id
     client.log_batch(out.hostile, params=[Param("comment", HOSTILE)])
+    client.create_registered_model(HOSTILE_MODEL, tags={"note": HOSTILE}, description=HOSTILE)
+    client.create_model_version(HOSTILE_MODEL, f"runs:/{out.hostile}/model", run_id=out.hostile,
+                                tags={"note": HOSTILE})  # fmt: skip
+    client.set_registered_model_alias(HOSTILE_MODEL, "champion", 1)
     client.log_metric(out.hostile, "loss", 1.0, step=0)
     with tempfile.TemporaryDirectory() as tmp:
         hostile_file = os.path.join(tmp, HOSTILE)

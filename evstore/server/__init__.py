@@ -74,6 +74,7 @@ def create_app(settings: ServerSettings) -> Any:
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS, match_path
     from evstore.server.permissions import Guard, auth_endpoints, ui_permission
     from evstore.server.security import security_middleware
+    from evstore.server.ui import models as ui_models
     from evstore.tracking.service import TrackingService, close_tracking_store
     from evstore.users import Directory
 
@@ -209,7 +210,8 @@ def create_app(settings: ServerSettings) -> Any:
             Route("/api/evstore/runs/{run_id}/history", evstore_route(evstore_api.run_history, "run")),
             Route("/api/evstore/verify", evstore_route(evstore_api.verify, "admin")),
             Route("/api/evstore/info", evstore_route(evstore_api.info)),
-            *ui.routes(client, store, settings.auth_token, hidden, guarded, sessions, lambda: auth_required()),
+            *ui.routes(client, store, settings.auth_token, hidden, guarded, sessions, lambda: auth_required(),
+                       ui_models.reader(guard)),
             Route("/{path:path}", fallback, methods=_ALL_METHODS),
         ],
         lifespan=lifespan,

@@ -35,8 +35,8 @@ SIGNIN_PATH = "/ui/signin"
 COOKIE_NAME = "evstore_session"
 #: The pages people paste into a chat: each answers the same shell.
 PAGE_ROUTES = ("/", "/experiments", "/experiments/{experiment_id}", "/runs/{run_id}",
-               "/runs/{run_id}/history", "/compare", "/store")  # fmt: skip
-_PAGE_PREFIXES = ("/experiments", "/runs/", "/compare", "/store")
+               "/runs/{run_id}/history", "/compare", "/store", "/models", "/models/{name:path}")  # fmt: skip
+_PAGE_PREFIXES = ("/experiments", "/runs/", "/compare", "/store", "/models")
 _PAGE_NAMES = frozenset(p.rstrip("/") for p in _PAGE_PREFIXES)  # "/runs" as well as "/runs/..."
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:;"
@@ -195,15 +195,18 @@ _SIGNIN_PAGE = """<!doctype html>
 
 def routes(service: Any, gate: Any, token: str | None, hidden: Any,
            guarded: Callable[[Any], Any], sessions: Sessions | None = None,
-           auth_required: Callable[[], bool] = lambda: False) -> list[Any]:  # fmt: skip
-    """The UI's Starlette routes: pages, ``/ui/api``, static assets, sign-in."""
+           auth_required: Callable[[], bool] = lambda: False,
+           may_read_model: Callable[[Any, str], bool] | None = None) -> list[Any]:  # fmt: skip
+    """The UI's Starlette routes: pages, ``/ui/api``, static assets, sign-in.
+    ``may_read_model(service, name)`` says whether the caller may see a registered model
+    (``models.reader`` of the server's permission check; everyone without one)."""
     from starlette.requests import Request
     from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     from evstore.server._http import json_response
-    from evstore.server.ui import api, artifacts
+    from evstore.server.ui import api, artifacts, models
     from evstore.server.ui.series import SeriesCache
 
     cache = SeriesCache()
@@ -245,6 +248,11 @@ def routes(service: Any, gate: Any, token: str | None, hidden: Any,
     def plain(view: Any) -> Callable[[Request], Any]:
         return lambda request: view(service, request)
 
+    may_read = may_read_model or models.everyone
+
+    def registry(view: Any, *more: Any) -> Callable[[Request], Any]:
+        return lambda request: view(service, request, may_read, *more)
+
     async def artifact(request: Request) -> Response:
         return await artifacts.serve(request, service, gate)
 
@@ -259,6 +267,9 @@ def routes(service: Any, gate: Any, token: str | None, hidden: Any,
         Route(run + "/history", json_view(with_hidden(api.run_history))),
         Route(run + "/artifacts", json_view(plain(api.artifacts))),
         Route(run + "/artifact", guarded(artifact)),
+        Route(run + "/models", json_view(registry(models.run_models, hidden))),
+        Route(API_PREFIX + "/models", json_view(registry(models.models_page))),
+        Route(API_PREFIX + "/models/{name:path}", json_view(registry(models.model_page, hidden))),
         Route(API_PREFIX + "/series", json_view(lambda request: api.series(service, request, cache))),
         Route(API_PREFIX + "/compare", json_view(with_hidden(api.compare))),
         Route(API_PREFIX + "/store", json_view(plain(api.store_health))),

@@ -70,14 +70,15 @@ def parse_as_of(text: str | None) -> int | datetime | None:
     return moment if moment.tzinfo else moment.astimezone()
 
 
-def as_of_position(service: TrackingService, run_id: str, as_of: int | datetime | None) -> int | None:
-    """The log position ``as_of`` stands for in one run's stream (the last event at or before it)."""
+def as_of_position(service: TrackingService, stream_id: str, as_of: int | datetime | None) -> int | None:
+    """The log position ``as_of`` stands for in one stream, a run's or a registered model's
+    (the last event at or before it)."""
     if as_of is None:
         return None
     if isinstance(as_of, int):
         return as_of
     limit = int(as_of.timestamp() * 1000)
-    found = [p for p, recorded_at in service.store.stream_positions(run_id) if recorded_at <= limit]
+    found = [p for p, recorded_at in service.store.stream_positions(stream_id) if recorded_at <= limit]
     return found[-1] if found else 0
 
 

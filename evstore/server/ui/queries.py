@@ -1,4 +1,5 @@
-"""The read-model queries only the UI asks: key lists, run counts, a run's family."""
+"""The read-model queries only the UI asks: key lists, run counts, a run's family, the
+registry's names and what a run logged and used."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from evstore.events import ArtifactRecorded
+from evstore.events import ArtifactRecorded, ModelVersionCreated, RunInputsLogged, RunOutputsLogged
 
 #: Shown as columns when none are chosen: the keys most runs of the page hold.
 DEFAULT_COLUMNS_PER_KIND = 5
@@ -121,3 +122,73 @@ def read_models(conn: Any, head: int) -> list[dict[str, Any]]:
 def is_redaction(type_and_version: str) -> bool:
     """Whether an event type records a redaction (an erasure of what a law says must go)."""
     return any(word in type_and_version for word in _REDACTION_WORDS)
+
+
+# --- the registry and a run's models ---------------------------------------------------------
+
+
+def model_name(conn: Any, model_key: str) -> str | None:
+    """The name a registered model's stream goes by now (None: deleted)."""
+    row = conn.execute("SELECT name FROM registered_models WHERE model_key = ?", (model_key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def run_names(conn: Any, run_ids: Sequence[str]) -> dict[str, str]:
+    """Each run's name."""
+    run_ids = list(dict.fromkeys(run_ids))
+    if not run_ids:
+        return {}
+    sql = f"SELECT run_id, run_name FROM runs WHERE run_id IN ({_marks(run_ids)})"
+    return dict(conn.execute(sql, run_ids))
+
+
+def logged_model_names(conn: Any, model_ids: Sequence[str]) -> dict[str, str]:
+    """Each logged model's name."""
+    model_ids = list(dict.fromkeys(model_ids))
+    if not model_ids:
+        return {}
+    sql = f"SELECT model_id, name FROM logged_models WHERE model_id IN ({_marks(model_ids)})"
+    return dict(conn.execute(sql, model_ids))
+
+
+def models_from_run(conn: Any, run_id: str) -> list[str]:
+    """The logged models that name ``run_id`` as their source run, oldest first."""
+    sql = "SELECT model_id FROM logged_models WHERE source_run_id = ? ORDER BY creation_time, model_id"
+    return [m for (m,) in conn.execute(sql, (run_id,))]
+
+
+def versions_from(conn: Any, run_id: str, model_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The registered versions made from a run or from any of ``model_ids``."""
+    sql = ("SELECT m.name, v.version, v.model_id, v.model_key, v.run_id FROM model_versions v"
+           " JOIN registered_models m ON m.model_key = v.model_key"
+           f" WHERE v.run_id = ? OR v.model_id IN ({_marks(model_ids) or 'NULL'})"
+           " ORDER BY m.name, v.version")  # fmt: skip
+    return [{"name": n, "version": v, "model_id": m, "model_key": k, "run_id": r}
+            for n, v, m, k, r in conn.execute(sql, [run_id, *model_ids])]  # fmt: skip
+
+
+def version_position(store: Any, version: dict[str, Any]) -> int:
+    """The log position a registered version was created at (from its model's stream)."""
+    for recorded in store.read_stream(version["model_key"]):
+        event = recorded.event
+        if isinstance(event, ModelVersionCreated) and event.version_number == version["version"]:
+            return int(recorded.position)
+    return 0
+
+
+def inputs_as_of(store: Any, run_id: str, position: int) -> tuple[list[Any], list[str], dict[str, int]]:
+    """A run's dataset inputs, model inputs and model outputs (id -> step) up to a position."""
+    datasets: dict[tuple[str, str], Any] = {}
+    used: dict[str, None] = {}
+    outputs: dict[str, int] = {}
+    for recorded in store.read_stream(run_id):
+        if recorded.position > position:
+            break
+        event = recorded.event
+        if isinstance(event, RunInputsLogged):
+            for d in event.datasets:
+                datasets.setdefault((d.name, d.digest), d)
+            used.update(dict.fromkeys(event.models))
+        elif isinstance(event, RunOutputsLogged):
+            outputs.update({m.model_id: m.step for m in event.models})
+    return list(datasets.values()), list(used), outputs

@@ -1,11 +1,13 @@
 // The router: one shell, one page module per address.
-import { errorBox, fill } from "./dom.js";
+import { errorBox, fill, modelHref } from "./dom.js";
 import { experimentsPage } from "./pages/experiments.js";
 import { runsPage } from "./pages/runs.js";
 import { runPage } from "./pages/run.js";
 import { historyPage } from "./pages/history.js";
 import { comparePage } from "./pages/compare.js";
 import { storePage } from "./pages/store.js";
+import { modelsPage } from "./pages/models.js";
+import { modelPage } from "./pages/model.js";
 
 const ROUTES = [
   [/^\/experiments\/?$/, experimentsPage],
@@ -14,12 +16,20 @@ const ROUTES = [
   [/^\/runs\/([^/]+)\/?$/, runPage],
   [/^\/compare\/?$/, comparePage],
   [/^\/store\/?$/, storePage],
+  [/^\/models\/?$/, modelsPage],
+  [/^\/models\/(.+?)\/?$/, modelPage],
 ];
 
-// MLflow's links put the page in the hash: /#/experiments/1/runs/<id>, /#/compare-runs?runs=[...].
+// MLflow's links put the page in the hash: /#/experiments/1/runs/<id>, /#/compare-runs?runs=[...],
+// /#/models/<name>/versions/<n>.
 export function fromMlflowHash(hash) {
-  const path = decodeURIComponent(hash.replace(/^#/, ""));
-  let m = path.match(/^\/experiments\/([^/?]+)\/runs\/([^/?]+)/);
+  const raw = hash.replace(/^#/, "");
+  // a model's name may hold a slash, encoded: its segments are decoded one by one
+  let m = raw.match(/^\/models\/([^/?]+)(?:\/versions\/([^/?]+))?/);
+  if (m) return modelHref(decodeURIComponent(m[1]), { version: m[2] && decodeURIComponent(m[2]) });
+  if (/^\/models\/?$/.test(raw)) return "/models";
+  const path = decodeURIComponent(raw);
+  m = path.match(/^\/experiments\/([^/?]+)\/runs\/([^/?]+)/);
   if (m) return `/runs/${encodeURIComponent(m[2])}`;
   m = path.match(/^\/experiments\/([^/?]+)/);
   if (m) return `/experiments/${encodeURIComponent(m[1])}`;

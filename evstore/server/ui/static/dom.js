@@ -66,6 +66,7 @@ export function href(path, params) {
 
 export const runHref = (id, params) => href(`/runs/${encodeURIComponent(id)}`, params);
 export const experimentHref = (id) => `/experiments/${encodeURIComponent(id)}`;
+export const modelHref = (name, params) => href(`/models/${encodeURIComponent(name)}`, params);
 
 function pad(n, width = 2) {
   return String(n).padStart(width, "0");

@@ -1,8 +1,9 @@
 // One run: info, params, latest metrics, tags, family, artifacts and charts, "as of" any point.
 import { fill,
-  api, badge, clear, duration, el, experimentHref, href, number, panel, runHref, setTitle, table, time,
+  api, badge, clear, duration, el, experimentHref, href, modelHref, number, panel, runHref, setTitle, table, time,
 } from "../dom.js";
 import { ChartSettings, chartCard } from "../chart.js";
+import { timeControl } from "../timecontrol.js";
 
 export async function runPage(main, runId) {
   const asOf = new URLSearchParams(window.location.search).get("as_of") || "";
@@ -18,44 +19,15 @@ export async function runPage(main, runId) {
     el("div", { class: "toolbar" },
       el("a", { class: "button", href: `/runs/${encodeURIComponent(runId)}/history`, id: "history-link" }, "Audit trail"),
       answer.parent ? el("a", { class: "button", href: `/compare?runs=${encodeURIComponent(answer.parent.run_id)},${encodeURIComponent(runId)}` }, "Compare with parent") : null),
-    timeControl(runId, answer),
+    timeControl(answer, (params) => runHref(runId, params), "run"),
     el("div", { class: "columns" },
       el("div", {}, overview(answer, titled), family(answer, titled)),
       el("div", {}, keyValues("Params", answer.params, titled, "params"), metricsPanel(answer, titled),
         keyValues("Tags", answer.tags, titled, "tags"))),
+    modelsPanel(runId, asOf, titled),
     artifactsPanel(runId, asOf, titled),
     chartsPanel(runId, answer, asOf, titled),
   );
-}
-
-function timeControl(runId, answer) {
-  const events = answer.events;
-  const first = events.length ? events[0][0] : 0;
-  const last = events.length ? events[events.length - 1][0] : 0;
-  const current = answer.as_of ? answer.as_of.position : last;
-  const label = el("output", { id: "as-of-label" });
-  const describe = (position) => {
-    const at = [...events].reverse().find(([p]) => p <= position);
-    label.textContent = `position ${position}${at ? ` · ${time(at[1])}` : ""}`;
-  };
-  const slider = el("input", { type: "range", id: "as-of-slider", min: first, max: last, value: current, step: 1,
-    "aria-label": "As of log position", oninput: (e) => describe(Number(e.target.value)) });
-  const list = el("datalist", { id: "as-of-stops" }, events.map(([p]) => el("option", { value: p })));
-  slider.setAttribute("list", "as-of-stops");
-  describe(current);
-  const when = el("input", { type: "datetime-local", step: 1, id: "as-of-time", "aria-label": "As of time" });
-  const goTo = (value) => window.location.assign(runHref(runId, { as_of: value }));
-  const node = el("section", { class: `panel time-control${answer.as_of ? " set" : ""}`, id: "time-control" },
-    el("h2", {}, "Time travel"),
-    answer.as_of
-      ? el("p", { class: "as-of-banner", id: "as-of-banner" }, `Showing this run as it was at log position ${answer.as_of.position}`,
-        answer.as_of.time ? ` (${time(Date.parse(answer.as_of.time))})` : "", ". ",
-        el("a", { href: runHref(runId), id: "as-of-clear" }, "Back to now"))
-      : el("p", { class: "muted" }, `${events.length} events, positions ${first} to ${last}. Move the slider or pick a time to see the run as it was then.`),
-    el("div", { class: "toolbar" }, slider, list, label,
-      el("button", { type: "button", id: "as-of-apply", onclick: () => goTo(slider.value) }, "Show as of position"),
-      when, el("button", { type: "button", id: "as-of-time-apply", onclick: () => when.value && goTo(new Date(when.value).toISOString()) }, "Show as of time")));
-  return node;
 }
 
 function overview(answer, titled) {
@@ -103,6 +75,45 @@ function metricsPanel(answer, titled) {
   return panel(titled("Metrics"), el("div", { class: "scroll short" }, table(["Key", "Latest", "Step", "Time"],
     metrics.map((m) => el("tr", { "data-key": m.key }, el("th", {}, m.key), el("td", { class: "num" }, number(m.value)),
       el("td", { class: "num" }, m.step), el("td", {}, time(m.timestamp)))), { class: "grid", id: "metrics" })));
+}
+
+// The datasets the run used, the logged models it used and produced, the registered
+// versions made from it: fetched beside the page, as the artifacts are.
+function modelsPanel(runId, asOf, titled) {
+  const into = el("div", { id: "run-models" }, el("p", { class: "muted" }, "Loading…"));
+  // withStep: the run's own outputs (their step); else models it used (their source run).
+  const logged = (models, versions, id, withStep) => table(
+    ["Logged model", "ID", "Status", withStep ? "Step" : "Source run", "Registered as"],
+    models.map((m) => el("tr", { "data-model": m.model_id }, el("td", {}, m.name, m.lifecycle_stage === "deleted" ? badge("deleted") : null),
+      el("td", { class: "mono" }, m.model_id), el("td", {}, badge(m.status)),
+      withStep ? el("td", { class: "num" }, m.step === null ? "" : m.step)
+        : el("td", {}, m.source_run_id ? el("a", { href: runHref(m.source_run_id) }, m.source_run_id) : ""),
+      el("td", {}, versions.filter((v) => v.model_id === m.model_id).map((v) =>
+        el("a", { class: "chip", href: modelHref(v.name, { version: v.version }) }, `${v.name} v${v.version}`))))),
+    { class: "grid", id });
+  api(`/runs/${encodeURIComponent(runId)}/models`, { as_of: asOf }).then((found) => {
+    if (!found.datasets.length && !found.produced.length && !found.used.length && !found.versions.some((v) => v.from_run)) {
+      fill(into, el("p", { class: "muted" }, "No dataset inputs, logged models or registered versions."));
+      return;
+    }
+    const parts = [];
+    parts.push(el("h3", {}, "Dataset inputs"), found.datasets.length
+      ? table(["Dataset", "Digest", "Context", "Source"], found.datasets.map((d) => el("tr", { "data-dataset": d.name },
+        el("td", {}, d.name), el("td", { class: "mono" }, d.digest), el("td", {}, d.context || ""),
+        el("td", {}, el("span", { class: "muted" }, `${d.source_type} `), el("span", { class: "mono" }, d.source)))), { class: "grid", id: "run-datasets" })
+      : el("p", { class: "muted" }, "No dataset inputs."));
+    parts.push(el("h3", {}, "Models logged"), found.produced.length ? logged(found.produced, found.versions, "run-logged-models", true)
+      : el("p", { class: "muted" }, "No logged models."));
+    if (found.used.length) parts.push(el("h3", {}, "Model inputs"), logged(found.used, found.versions, "run-model-inputs", false));
+    const made = found.versions.filter((v) => v.from_run);
+    parts.push(el("h3", {}, "Registered versions"), made.length
+      ? el("ul", { id: "run-versions" }, made.map((v) => el("li", {},
+        el("a", { href: modelHref(v.name, { version: v.version }) }, `${v.name} v${v.version}`),
+        v.model_id ? el("span", { class: "muted" }, ` from ${v.model_id}`) : null)))
+      : el("p", { class: "muted" }, "No registered versions come from this run."));
+    fill(into, ...parts);
+  }).catch((error) => fill(into, el("p", { class: "error" }, error.message)));
+  return panel(titled("Datasets and models"), into);
 }
 
 function artifactsPanel(runId, asOf, titled) {
