@@ -31,7 +31,7 @@ def created(rec: RecordedEvent, out: Ops) -> None:
 def finalized(rec: RecordedEvent, out: Ops) -> None:
     """READY or FAILED, with the time it was recorded as the model's last update."""
     e: LoggedModelFinalized = rec.event  # type: ignore[assignment]
-    out.add("set_status", (e.status, e.status_message, rec.recorded_at, rec.stream_id))
+    out.add("set_status", (e.status, e.status_message, rec.occurred_at, rec.stream_id))
 
 
 def tag_set(rec: RecordedEvent, out: Ops) -> None:
@@ -78,7 +78,7 @@ def outputs_logged(rec: RecordedEvent, out: Ops) -> None:
 def artifact_recorded(rec: RecordedEvent, out: Ops) -> None:
     """A file uploaded under a model's artifacts moves its last update."""
     if rec.stream_id.startswith("m-"):
-        out.add("touch", (rec.recorded_at, rec.stream_id))
+        out.add("touch", (rec.occurred_at, rec.stream_id))
 
 
 LOGGED_MODELS = ReadModel(

@@ -31,12 +31,12 @@ def created(rec: RecordedEvent, out: Ops) -> None:
 
 def renamed(rec: RecordedEvent, out: Ops) -> None:
     e: RegisteredModelRenamed = rec.event  # type: ignore[assignment]
-    out.add("rename", (e.name, rec.recorded_at, rec.stream_id))
+    out.add("rename", (e.name, rec.occurred_at, rec.stream_id))
 
 
 def described(rec: RecordedEvent, out: Ops) -> None:
     e: RegisteredModelDescribed = rec.event  # type: ignore[assignment]
-    out.add("describe", (e.description, rec.recorded_at, rec.stream_id))
+    out.add("describe", (e.description, rec.occurred_at, rec.stream_id))
 
 
 def tag_set(rec: RecordedEvent, out: Ops) -> None:
@@ -77,13 +77,13 @@ def version_created(rec: RecordedEvent, out: Ops) -> None:
 
 def version_described(rec: RecordedEvent, out: Ops) -> None:
     e: ModelVersionDescribed = rec.event  # type: ignore[assignment]
-    out.add("describe_version", (e.description, rec.recorded_at, rec.stream_id, e.version_number))
+    out.add("describe_version", (e.description, rec.occurred_at, rec.stream_id, e.version_number))
 
 
 def stage_changed(rec: RecordedEvent, out: Ops) -> None:
     e: ModelVersionStageChanged = rec.event  # type: ignore[assignment]
-    out.add("stage", (e.stage, rec.recorded_at, rec.stream_id, e.version_number))
-    out.add("touch", (rec.recorded_at, rec.stream_id))
+    out.add("stage", (e.stage, rec.occurred_at, rec.stream_id, e.version_number))
+    out.add("touch", (rec.occurred_at, rec.stream_id))
 
 
 def version_tag_set(rec: RecordedEvent, out: Ops) -> None:

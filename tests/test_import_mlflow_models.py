@@ -94,7 +94,8 @@ def mismatches(client: Client, folder: str) -> list[str]:
         where = f"logged model {want['model_id']}"
         got = client.get_logged_model(want["model_id"])
         for field in ("experiment_id", "name", "artifact_location", "model_type", "source_run_id",
-                      "tags", "params", "status_message", "creation_timestamp"):  # fmt: skip
+                      "tags", "params", "status_message", "creation_timestamp",
+                      "last_updated_timestamp"):  # fmt: skip
             check(where, field, want[field], getattr(got, field))
         check(where, "status", want["status"], got.status)
         metrics = sorted([m.key, m.value, m.step, m.timestamp, run, name or "", digest or ""]
@@ -114,7 +115,7 @@ def mismatches(client: Client, folder: str) -> list[str]:
     for want in expected["registered_models"]:
         where = f"registered model {want['name']}"
         got = client.get_registered_model(want["name"])
-        for field in ("description", "tags", "aliases", "creation_timestamp"):
+        for field in ("description", "tags", "aliases", "creation_timestamp", "last_updated_timestamp"):
             check(where, field, want[field], getattr(got, field))
         versions = client.search_model_versions(f"name = '{want['name']}'")
         check(where, "versions", [v["version"] for v in want["versions"]], sorted((v.version for v in versions), key=int))
@@ -127,7 +128,9 @@ def mismatches(client: Client, folder: str) -> list[str]:
             # MLflow's SQL store keeps no model id on a version; evstore reads it from the
             # models:/ source, as its own registry does for a version registered live.
             check(at, "model_id", version["model_id"] or model_id_of(version["source"]), mv.model_id)
-            if version["current_stage"] == "None" and not version["description"]:
+            # MLflow's last update of a version is its stage change, if any: imported with
+            # that time. A description's change has no time of its own in MLflow's tables.
+            if not version["description"]:
                 check(at, "last_updated_timestamp", version["last_updated_timestamp"], mv.last_updated_timestamp)
     return out
 

@@ -46,6 +46,13 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
         """The event's metadata: user, host, evstore version, correlation ids."""
         return codec.decode_metadata(self.metadata_bytes)
 
+    @property
+    def occurred_at(self) -> int:
+        """When it happened: the ``occurred_at`` an importer recorded (MLflow's own time),
+        else when it was recorded. Read models that keep a "last updated" use this."""
+        when = self.metadata.get("occurred_at")
+        return self.recorded_at if when is None else int(when)
+
 
 class RawEvent(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """A stored row as it is on disk, for verification and export."""
