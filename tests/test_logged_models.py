@@ -117,7 +117,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
 def run_mlflow(server: ThreadServer, script: str, cwd: Path) -> dict[str, Any]:
     """Run an mlflow script in a subprocess against the server; returns its RESULT."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=server.url, MLFLOW_DISABLE_TELEMETRY="true")
+    # No retries: a failing request fails the script at once, with the server's answer.
+    env.update(MLFLOW_TRACKING_URI=server.url, MLFLOW_DISABLE_TELEMETRY="true",
+               MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")  # fmt: skip
     done = run_python(script, cwd=cwd, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]

@@ -157,6 +157,7 @@ def mlflow_env(server: ThreadServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = server.url
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # a failing request fails the script at once
     return env
 
 
