@@ -327,6 +327,9 @@ class _Plan:
                 raise
             for ops in self.ops:
                 ops.clear()
+            if getattr(conn, "cannot_hold", _never)(e):
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise InvalidParameterValue(f"the store cannot hold this value: {first}") from e
             raise _FlushFailed(f"{type(e).__name__}: {e}") from e
 
 

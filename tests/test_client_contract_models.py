@@ -148,7 +148,7 @@ def test_search_model_versions_filters_orders_and_pages(client: Client) -> None:
     assert [(v.name, v.version) for v in rest] == [("second", "2")] and rest.token is None
 
 
-# No NUL: a PostgreSQL store cannot hold one in the registry's read model (its own issue).
+# No NUL: a PostgreSQL store refuses it as the caller's error (test_postgres_read_side).
 TEXT = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40)
 
 

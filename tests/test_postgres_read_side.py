@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from evstore import Client
 from evstore.cli import app
-from evstore.errors import ProjectionError
+from evstore.errors import InvalidParameterValue
 from evstore.projection import open_store
 from evstore.stores.postgres_readmodels import translate
 
@@ -70,12 +70,32 @@ def test_a_nul_character_postgresql_cannot_hold_refuses_the_append_whole(
     try:
         store = runner.store
         store.append("r" * 32, [RunStarted(experiment_id="1", run_name="r", user_id="u", start_time=1)])
-        with pytest.raises(ProjectionError, match="NUL"):
+        # The caller's value, refused as such (a 400 on the server), not a failed projection.
+        with pytest.raises(InvalidParameterValue, match="NUL"):
             store.append("r" * 32, [TagSet(key="k", value="a\x00b")])
         assert store.head_position() == 1
         runner.check_fresh()
     finally:
         runner.store.close()
+
+
+def test_a_nul_in_a_registered_models_text_is_the_callers_error_and_stores_nothing(
+    postgres_database: PostgresDatabase,
+) -> None:
+    uri = postgres_database.new_store_uri()
+    client = Client(uri)
+    try:
+        client.create_registered_model("M")
+        before = client.store.head_position()
+        for write in (lambda: client.update_registered_model("M", description="a\x00b"),
+                      lambda: client.set_registered_model_tag("M", "k", "a\x00b"),
+                      lambda: client.create_registered_model("N\x00")):  # fmt: skip
+            with pytest.raises(InvalidParameterValue, match="NUL"):
+                write()
+        assert client.store.head_position() == before
+        assert client.get_registered_model("M").description in (None, "")
+    finally:
+        close_cached_stores(uri)
 
 
 @pytest.mark.parametrize(

@@ -252,6 +252,12 @@ class ReadSideConnection:
             error, (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
         )
 
+    @staticmethod
+    def cannot_hold(error: BaseException) -> bool:
+        """Whether ``error`` is a value PostgreSQL cannot store (a NUL in a text): the
+        caller's input, refused as such, as the log's own writes refuse it."""
+        return isinstance(error, psycopg.DataError)
+
 
 class _PostgresSearch(SearchDialect):
     """Search in PostgreSQL's dialect: LIKE as it is, long lists bound as one JSON array,
