@@ -254,9 +254,10 @@ class ReadSideConnection:
 
     @staticmethod
     def cannot_hold(error: BaseException) -> bool:
-        """Whether ``error`` is a value PostgreSQL cannot store (a NUL in a text): the
-        caller's input, refused as such, as the log's own writes refuse it."""
-        return isinstance(error, psycopg.DataError)
+        """Whether ``error`` is a text PostgreSQL cannot store (one holding a NUL, which
+        psycopg refuses before sending it): the caller's input, refused as such. Numbers
+        beyond a column's range stay a failed projection, as on SQLite."""
+        return isinstance(error, psycopg.DataError) and "NUL" in str(error)
 
 
 class _PostgresSearch(SearchDialect):
