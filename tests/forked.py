@@ -31,14 +31,18 @@ PRELOAD = ("mlflow", "mlflow.sklearn", "mlflow.data", "pandas", "sklearn.linear_
 #: child's pid, then with its exit status once it has ended.
 PARENT = r"""
 import importlib, json, os, sys
+# The answers go on a descriptor of their own: what an import prints goes to stderr.
+answers = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
 for name in sys.argv[1:]:
     importlib.import_module(name)
-print(json.dumps({"ready": True}), flush=True)
+print(json.dumps({"ready": True}), file=answers, flush=True)
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
         sys.stdin.close()
+        answers.close()
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         code = 1
         try:
@@ -79,9 +83,9 @@ for line in sys.stdin:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
-    print(json.dumps({"pid": pid}), flush=True)
+    print(json.dumps({"pid": pid}), file=answers, flush=True)
     _, status = os.waitpid(pid, 0)
-    print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+    print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), file=answers, flush=True)
 """
 
 
