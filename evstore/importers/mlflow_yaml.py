@@ -49,7 +49,9 @@ def parse_flat_yaml(text: str, *, nested: bool = False) -> dict[str, Any]:
     return _Scanner(text.removeprefix("\ufeff"), nested).mapping()
 
 
-_NESTED_KEY = re.compile(r"( +)([A-Za-z_][A-Za-z0-9_.-]*):(?=[ \t\r\n]|$)")
+# A tag's key: a plain scalar of letters (any script), digits, '_', '.' and '-', as
+# PyYAML writes one unquoted with ``allow_unicode`` (MLflow's file store does).
+_NESTED_KEY = re.compile(r"( +)([^\W\d][\w.-]*):(?=[ \t\r\n]|$)")
 
 
 class _Scanner:
