@@ -135,20 +135,20 @@ def model_name(conn: Any, model_key: str) -> str | None:
 
 def run_names(conn: Any, run_ids: Sequence[str]) -> dict[str, str]:
     """Each run's name."""
-    run_ids = list(dict.fromkeys(run_ids))
-    if not run_ids:
-        return {}
-    sql = f"SELECT run_id, run_name FROM runs WHERE run_id IN ({_marks(run_ids)})"
-    return dict(conn.execute(sql, run_ids))
+    return _names(conn, "SELECT run_id, run_name FROM runs WHERE run_id", run_ids)
 
 
 def logged_model_names(conn: Any, model_ids: Sequence[str]) -> dict[str, str]:
     """Each logged model's name."""
-    model_ids = list(dict.fromkeys(model_ids))
-    if not model_ids:
+    return _names(conn, "SELECT model_id, name FROM logged_models WHERE model_id", model_ids)
+
+
+def _names(conn: Any, select_where: str, ids: Sequence[str]) -> dict[str, str]:
+    """{id: name} of ``select_where`` (a query ending in its id column) for ``ids``."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
         return {}
-    sql = f"SELECT model_id, name FROM logged_models WHERE model_id IN ({_marks(model_ids)})"
-    return dict(conn.execute(sql, model_ids))
+    return dict(conn.execute(f"{select_where} IN ({_marks(ids)})", ids))
 
 
 def models_from_run(conn: Any, run_id: str) -> list[str]:
