@@ -70,12 +70,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def store_uri(backend: str, request: pytest.FixtureRequest, db_path: Path) -> str:
     """The URI ``open_log`` takes for a new, empty store of ``backend``, also from another
     process: SQLite's temp file, or a fresh schema of the run's PostgreSQL database."""
-    if backend == "sqlite":
-        return str(db_path)
-    if backend == "postgres":
-        database: PostgresDatabase = request.getfixturevalue("postgres_database")
-        return database.new_store_uri()
-    raise ValueError(f"no such backend in the test suite: {backend}")
+    return new_uri_of(backend, request, db_path)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from waiting import PATIENCE, Lines
@@ -149,10 +150,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.delenv("EVSTORE_TRACKING_URI", raising=False)
     monkeypatch.delenv("EVSTORE_ARTIFACT_ROOT", raising=False)
     yield
-    for cached in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(cached)
-        runner.detach()
-        runner.store.close()
+    close_cached_stores(tmp_path)
 
 
 # --- comparing a store with a manifest ---------------------------------------------------

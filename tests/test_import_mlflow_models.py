@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cli_here import run_here
+from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -60,10 +61,7 @@ def _clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.delenv("EVSTORE_TRACKING_URI", raising=False)
     monkeypatch.delenv("EVSTORE_ARTIFACT_ROOT", raising=False)
     yield
-    for cached in [p for p in client_module._stores if p.startswith(str(tmp_path))]:
-        runner = client_module._stores.pop(cached)
-        runner.detach()
-        runner.store.close()
+    close_cached_stores(tmp_path)
 
 
 def stored_events(store_path: Path) -> list[tuple[Any, ...]]:
