@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,13 @@ from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
+
+# This process and every Python process the suite starts (servers, the CLI, scripts) keep
+# their compiled modules, even where the environment asks not to (PYTHONDONTWRITEBYTECODE):
+# otherwise each of those processes compiles evstore from its source again.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 from servers import ThreadServer
 
 from evstore import Client, fluent
