@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import POSTGRES_URL, postgres_unavailable
+from conftest import POSTGRES_URL, drop_database_later, postgres_unavailable
 
 from evstore import Client
 from evstore.entities import ViewType
@@ -61,8 +61,8 @@ def database() -> Iterator[str]:
     try:
         yield SERVER.rsplit("/", 1)[0] + "/" + name
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+        drop_database_later(name)
 
 
 @pytest.fixture(autouse=True)
