@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 from hypothesis import settings
 
@@ -42,6 +43,22 @@ from evstore.tracking import service as client_module
 # any test module, so each test's own @settings inherits it.
 settings.register_profile("evstore", deadline=None)
 settings.load_profile("evstore")
+
+# Every httpx.Client (and so every httpx.get or httpx.post) builds an SSL context from
+# certifi's bundle: 20 to 50 ms of CPU, for servers the tests reach over plain HTTP, hundreds
+# of times a run (a third of the time of the permission and user tests). They share one.
+_httpx_ssl_context = httpx.create_ssl_context()
+_httpx_transports: Any = httpx._transports.default  # where HTTPTransport looks the function up
+_make_ssl_context = _httpx_transports.create_ssl_context
+
+
+def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    if verify is True and cert is None and trust_env:
+        return _httpx_ssl_context
+    return _make_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+_httpx_transports.create_ssl_context = _shared_ssl_context
 
 # psycopg_pool draws its reconnection jitter from the global ``random`` in the pool's own
 # worker threads, so a connection made in the background can land in the middle of a
