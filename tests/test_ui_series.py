@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from drawn import filler, floats, rising
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,18 +16,13 @@ from evstore.entities import Metric
 from evstore.server.ui.series import Series, SeriesCache, downsample, series_as_of
 from evstore.tracking.service import TrackingService
 
-values = st.floats(allow_nan=True, allow_infinity=True, width=64)
-
-
-def sorted_series(draw: st.DrawFn, size: int) -> tuple[array, array]:
-    steps = sorted(draw(st.lists(st.integers(-10**6, 10**6), min_size=size, max_size=size)))
-    ys = draw(st.lists(values, min_size=size, max_size=size))
-    return array("q", steps), array("d", ys)
-
 
 @st.composite
 def series(draw: st.DrawFn) -> tuple[array, array]:
-    return sorted_series(draw, draw(st.integers(0, 400)))
+    size = draw(st.integers(0, 400))
+    span = draw(st.sampled_from([0, 50, 10**6]))
+    rng, special = draw(filler())
+    return array("q", rising(rng, size, -span, span)), array("d", floats(rng, size, special))
 
 
 @given(series(), st.integers(4, 200))
