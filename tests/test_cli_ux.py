@@ -25,30 +25,19 @@ from evstore.integrity import verify
 from evstore.stores import open_log
 from evstore.tracking import service as client_module
 
-EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 FIXTURES = Path(__file__).parent / "fixtures" / "mlflow"
-
-
-FAKE_READ_ONLY = (
-    "import sys, evstore.stores.sqlite as s; s._writable = lambda path: False;"
-    " sys.argv[0] = 'evstore'; from evstore.cli import main; main()"
-)
 
 
 def run_cli(*args: str, cwd: Path | None = None, columns: int = 250,
             read_only: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """``evstore ARGS``: in this process (``cli_here``), or with ``read_only`` as its own
-    process where every store file reads as not writable (as a chmod 444 file would for
-    a user who is not root)."""
-    if not read_only:
+    """``evstore ARGS`` in this process (``cli_here``); with ``read_only``, every store file
+    reads as not writable (as a chmod 444 file would for a user who is not root)."""
+    from evstore.stores import sqlite as sqlite_store
+
+    with pytest.MonkeyPatch.context() as patch:
+        if read_only:
+            patch.setattr(sqlite_store, "_writable", lambda path: False)
         return run_here(*args, cwd=cwd, columns=columns)
-    env = {k: v for k, v in os.environ.items() if k != "EVSTORE_TRACKING_URI"}
-    env["COLUMNS"] = str(columns)
-    command = [EVSTORE, *args]
-    if read_only:
-        command = [sys.executable, "-c", FAKE_READ_ONLY, *args]
-    return subprocess.run(command, check=False, capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)  # fmt: skip
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> str:
