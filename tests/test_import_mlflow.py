@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from cli_here import run_here
 from conftest import close_cached_stores
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,6 @@ from evstore.tracking import service as client_module
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "mlflow"
 FOLDERS = ["mlflow-3.17-sqlite", "mlflow-3.17-file", "mlflow-2.22-sqlite"]
-EVSTORE = os.path.join(os.path.dirname(sys.executable), "evstore")
 SUMMARY = re.compile(
     r"imported from (?P<source>\S+) \(schema (?P<revision>[^)]+)\): (?P<experiments>\d+)"
     r" experiments, (?P<runs>\d+) runs, (?P<metric_points>\d+) metric points, (?P<params>\d+)"
@@ -89,11 +89,11 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``evstore ARGS`` as its own process."""
-    return subprocess.run(
-        [EVSTORE, *args], capture_output=True, text=True, env=cli_env(), cwd=cwd, timeout=300,
-        check=False,
-    )
+    """``evstore ARGS`` through its entry point in this process (``cli_here``), with no
+    artifact root from outside (the killed-import test runs its own process)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("EVSTORE_ARTIFACT_ROOT", raising=False)
+        return run_here(*args, cwd=cwd)
 
 
 def import_cli(source: str, store: Path, artifacts_root: Path | None, cwd: Path) -> dict[str, Any]:
