@@ -9,14 +9,13 @@ to do instead.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from cli_here import run_here
 
 from evstore import codec
 from evstore.events import EVENT_TYPES, Event, MetricPoint, MetricsLogged, RunStarted
@@ -175,12 +174,11 @@ def test_every_older_version_has_a_step_to_the_next() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the evstore CLI in a fresh interpreter, wide enough that tables never wrap."""
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "evstore.cli", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    """``evstore ARGS`` through its entry point in this process (``cli_here``), without
+    colour, on a terminal wide enough that tables never wrap."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NO_COLOR", "1")
+        return run_here(*args, columns=200)
 
 
 def test_schema_json_lists_every_type_version_and_chain() -> None:

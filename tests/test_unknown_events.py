@@ -9,14 +9,13 @@ counts them, and ``evstore info`` / ``evstore verify`` say a newer evstore wrote
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from cli_here import run_here
 from conftest import history_points
 
 from evstore import codec
@@ -118,13 +117,11 @@ def test_decode_treats_impossible_versions_as_unknown() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the evstore CLI in a fresh interpreter."""
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("EVSTORE_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "evstore.cli", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    """``evstore ARGS`` through its entry point in this process (``cli_here``), without
+    colour, on a terminal wide enough that tables never wrap."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NO_COLOR", "1")
+        return run_here(*args, columns=200)
 
 
 def test_cli_info_says_a_newer_evstore_wrote_them(future_store: Path) -> None:
