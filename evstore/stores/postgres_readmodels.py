@@ -162,6 +162,9 @@ def _stored(params: Any) -> Any:
     return params
 
 
+_IN_WRITE = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.ACTIVE)
+
+
 class ReadSideConnection:
     """A psycopg connection that runs the read side's SQLite-dialect SQL (``translate``);
     everything else is the psycopg connection's own."""
@@ -210,6 +213,13 @@ class ReadSideConnection:
         with self.raw.cursor() as cursor:
             cursor.executemany(text, rows)
 
+    def sync(self) -> None:
+        """Wait for every statement sent so far (in a pipelined write), raising a failed
+        one's error; outside a pipeline each statement was waited for already."""
+        pipeline = self.raw._pipeline
+        if pipeline is not None:
+            pipeline.sync()
+
     def has_table(self, name: str) -> bool:
         """Whether the store's schema holds a table of that name."""
         row = self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
@@ -241,7 +251,7 @@ class ReadSideConnection:
             status = self.raw.info.transaction_status
             if not local:
                 self.raw.execute("SET statement_timeout = 0")
-            elif status == psycopg.pq.TransactionStatus.INTRANS:  # the rest of a write
+            elif status in _IN_WRITE:  # the rest of a write (ACTIVE: a pipelined one)
                 self.raw.execute("SET LOCAL statement_timeout = 0")
 
     @staticmethod
