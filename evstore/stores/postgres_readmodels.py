@@ -76,6 +76,21 @@ class Statement(NamedTuple):
     text: str
     row: str | None = None
     width: int = 0
+    #: The text with ``$1``-numbered placeholders, for a statement of more parameters
+    #: than psycopg keeps its parsing of (a projection's many-row INSERT): run through a
+    #: ``RawCursor``, which parses nothing, rather than split again on every call.
+    numbered: str | None = None
+
+
+#: psycopg caches how it parses a query of at most this many parameters.
+_PARSED_PARAMS_CACHED = 50
+_MARKS = re.compile(r"%%|%s")
+
+
+def _numbered(text: str) -> str:
+    """``text`` (psycopg's ``%s`` placeholders) with ``$1``, ``$2``... instead."""
+    numbers = iter(range(1, text.count("%s") + 1))
+    return _MARKS.sub(lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", text)
 
 
 def _placeholders(sql: str) -> str:
@@ -181,7 +196,10 @@ class ReadSideConnection:
     def _statement(self, sql: str) -> Statement:
         found = self._cache.get(sql)
         if found is None:
-            found = self._cache[sql] = translate(sql, self._columns)
+            found = translate(sql, self._columns)
+            if found.row is None and found.text.count("%s") > _PARSED_PARAMS_CACHED:
+                found = found._replace(numbered=_numbered(found.text))
+            self._cache[sql] = found
         return found
 
     def _columns(self, table: str) -> list[tuple[str, bool]]:
@@ -195,6 +213,9 @@ class ReadSideConnection:
             return self.raw.cursor()
         if not params:
             return self.raw.execute(statement.text)
+        if statement.numbered is not None:
+            cursor = psycopg.RawCursor(self.raw)
+            return cursor.execute(statement.numbered, _stored(params))  # type: ignore[return-value]
         return self.raw.execute(statement.text, _stored(params))
 
     def executemany(self, sql: str, rows: Sequence[Any]) -> None:
@@ -207,6 +228,10 @@ class ReadSideConnection:
         else:
             text = statement.text
         rows = [_stored(row) for row in rows]
+        if statement.numbered is not None:
+            with psycopg.RawCursor(self.raw) as raw_cursor:
+                raw_cursor.executemany(statement.numbered, rows)
+            return
         if len(rows) == 1:
             self.raw.execute(text, rows[0])
             return
