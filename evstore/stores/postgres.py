@@ -303,6 +303,8 @@ class PostgresEventStore(EventStore):
         self._returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         #: The read side's statements in PostgreSQL's dialect, by their SQLite text.
         self._statements: dict[str, Any] = {}
+        #: Statements the append hooks run first, sent ahead with the append's own read.
+        self._ahead: tuple[str, ...] = ()
         with self._boundary("cannot open the store"):
             # a server that does not answer is an error within 30 s, unless the URI says
             wait: dict[str, Any] = (
@@ -483,10 +485,12 @@ class PostgresEventStore(EventStore):
         with self._writing() as conn:
             yield self._read_side(conn)
 
-    def _read_side(self, conn: psycopg.Connection[Any]) -> Any:
+    def _read_side(
+        self, conn: psycopg.Connection[Any], ahead: dict[str, Any] | None = None
+    ) -> Any:
         from evstore.stores.postgres_readmodels import ReadSideConnection
 
-        return ReadSideConnection(conn, self._statements)
+        return ReadSideConnection(conn, self._statements, ahead)
 
     @contextmanager
     def _read_side_connection(self) -> Iterator[Any]:
@@ -514,6 +518,11 @@ class PostgresEventStore(EventStore):
         with self.transaction() as conn:
             if not conn.has_table("projection_state"):  # (a role that may not create)
                 conn.execute(ddl)
+        # The runner's first statement in every append, from now on sent with the
+        # append's own read of the head (one round trip for both).
+        from evstore.projection import _VERSIONS_AND_CHECKPOINTS
+
+        self._ahead = (_VERSIONS_AND_CHECKPOINTS,)
 
     def rebuild_support(self) -> Any:
         """What a blue/green rebuild needs of this backend."""
@@ -624,6 +633,9 @@ class PostgresEventStore(EventStore):
             stored = self._stored_positions(conn, stream_key, stream_id, event_ids)
             if stored is not None:
                 return stored
+        ahead = None
+        if self.append_hooks and self._ahead:  # pipelined: their results come with the next
+            ahead = {sql: conn.execute(sql) for sql in self._ahead}
         version, head, previous = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()  # type: ignore[misc]
         version = version or 0
         if expected_version is not None and expected_version != version:
@@ -669,7 +681,7 @@ class PostgresEventStore(EventStore):
                               recorded_at, meta, ev)
                 for pos, row, event_id, ev in zip(positions, rows, ids, events)
             ]  # fmt: skip
-            hooked = self._read_side(conn)
+            hooked = self._read_side(conn, ahead)
             for hook in self.append_hooks:
                 hook(hooked, recorded)
         return positions

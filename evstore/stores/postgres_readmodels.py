@@ -186,9 +186,18 @@ class ReadSideConnection:
 
     search_dialect: SearchDialect
 
-    def __init__(self, raw: psycopg.Connection[Any], cache: dict[str, Statement]) -> None:
+    def __init__(
+        self,
+        raw: psycopg.Connection[Any],
+        cache: dict[str, Statement],
+        ahead: dict[str, psycopg.Cursor[Any]] | None = None,
+    ) -> None:
         self.raw = raw
         self._cache = cache
+        #: Statements already sent, by their text: the first ``execute`` of one takes
+        #: its cursor instead of running it again (the store read them ahead, in the
+        #: same transaction, under the append lock, with nothing written to them since).
+        self._ahead = ahead
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
@@ -207,6 +216,8 @@ class ReadSideConnection:
 
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         """Run one statement (SQLite's dialect, ``?`` placeholders)."""
+        if self._ahead and not params and (sent := self._ahead.pop(sql, None)) is not None:
+            return sent
         statement = self._statement(sql)
         if statement.row is not None:
             self.executemany(sql, [params])
