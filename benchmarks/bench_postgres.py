@@ -11,7 +11,10 @@ same PostgreSQL server, in the same run, and measures with the real ``MlflowClie
 
 The search and history data are written straight into each store first (MLflow's own
 SQL store in process, ``evstore.Client`` in process), so only the reads go through the
-servers. Two floors measured on the same PostgreSQL: single-row commits/s (one INSERT a
+servers. Then, with the servers stopped, the same four workloads in process on the same
+databases: ``MlflowClient(tracking_uri="postgresql+psycopg://...")`` (MLflow's SQLAlchemy
+store in this process) against ``evstore.Client("postgresql://...")``, with no HTTP
+between (the issue's reference figures for MLflow are of this kind). Two floors measured on the same PostgreSQL: single-row commits/s (one INSERT a
 transaction, ``synchronous_commit = local``, evstore's ``normal``) and ``COPY`` rows/s of
 metric-shaped rows. Each database is made for the run and dropped at its end.
 
@@ -112,12 +115,37 @@ def timed(call: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(seconds), result
 
 
-def read_times(url: str, experiment_id: str, history_run: str, runs: int, points: int,
+def log_rates(client: Any, calls: int, batches: int, batch_size: int) -> tuple[float, float]:
+    """(per-call log_metric points/s, log_batch points/s) through ``client`` in process
+    (an ``MlflowClient`` or an ``evstore.Client``: the same calls), as ``measure`` does
+    through a server."""
+    from mlflow.entities import Metric
+
+    experiment_id = client.create_experiment(f"in-process-{time.time_ns()}")
+    run_id = client.create_run(experiment_id).info.run_id
+    for step in range(20):  # warm the pool and the caches
+        client.log_metric(run_id, "warmup", 0.0, step=step)
+    started = time.perf_counter()
+    for step in range(calls):
+        client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
+    per_call = calls / (time.perf_counter() - started)
+    now = int(time.time() * 1000)
+    payloads = [
+        [Metric(f"m{i % 10}", float(i), now, b * batch_size + i) for i in range(batch_size)]
+        for b in range(batches)
+    ]
+    started = time.perf_counter()
+    for metrics in payloads:
+        client.log_batch(run_id, metrics=metrics)
+    batched = batches * batch_size / (time.perf_counter() - started)
+    history = client.get_metric_history(run_id, "loss")
+    assert len(history) == calls, f"{len(history)} of {calls} points stored"
+    return per_call, batched
+
+
+def read_times(client: Any, experiment_id: str, history_run: str, runs: int, points: int,
                repeat: int) -> tuple[float, float]:  # fmt: skip
     """(seconds of the search returning every run, seconds of the whole history)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=url)
 
     def search() -> list[Any]:
         found: list[Any] = []
@@ -133,10 +161,41 @@ def read_times(url: str, experiment_id: str, history_run: str, runs: int, points
                 return found
 
     search_seconds, found = timed(search, repeat)
-    assert len(found) == runs, f"{url}: the search found {len(found)} of {runs} runs"
+    assert len(found) == runs, f"the search found {len(found)} of {runs} runs"
     history_seconds, history = timed(lambda: client.get_metric_history(history_run, "curve"), repeat)
-    assert len(history) == points, f"{url}: {len(history)} of {points} points"
+    assert len(history) == points, f"{len(history)} of {points} points"
     return search_seconds, history_seconds
+
+
+def report(
+    labels: dict[str, str],
+    logging: dict[str, tuple[float, float]],
+    reads: dict[str, tuple[float, float]],
+    floors: tuple[float, float],
+) -> None:
+    """One table (mlflow and evstore, then the floors) and the ratios against the targets."""
+    header = f"{'':<32}{'log_metric pts/s':>17}{'log_batch pts/s':>17}{'search ms':>11}{'history ms':>12}"
+    print(header)
+    for name in ("mlflow", "evstore"):
+        (per_call, batched), (search, history) = logging[name], reads[name]
+        print(f"{labels[name]:<32}{per_call:>17,.0f}{batched:>17,.0f}{search * 1000:>11,.0f}{history * 1000:>12,.0f}")
+    print(f"{'PostgreSQL: single-row commits/s':<32}{floors[0]:>17,.0f}")
+    print(f"{'PostgreSQL: COPY rows/s':<32}{'':>17}{floors[1]:>17,.0f}")
+    (m_call, m_batch), (e_call, e_batch) = logging["mlflow"], logging["evstore"]
+    (m_search, m_history), (e_search, e_history) = reads["mlflow"], reads["evstore"]
+    rows = [
+        ("per call: evstore / mlflow", e_call / m_call, 5, "x"),
+        ("per call: evstore / single-row commits", e_call / floors[0], 0.5, "%"),
+        ("log_batch: evstore / mlflow", e_batch / m_batch, 20, "x"),
+        ("log_batch: evstore / COPY rows", e_batch / floors[1], 0.3, "%"),
+        ("search: mlflow time / evstore time", m_search / e_search, 10, "x"),
+        ("history: mlflow time / evstore time", m_history / e_history, 20, "x"),
+    ]
+    for label, value, target, unit in rows:
+        shown = f"{value:.0%}" if unit == "%" else f"{value:.1f}x"
+        goal = f">= {target:.0%}" if unit == "%" else f">= {target}x"
+        verdict = "met" if value >= target else "NOT met"
+        print(f"{label:<42}{shown:>10}   target {goal:<7} {verdict}")
 
 
 def main() -> None:
@@ -188,9 +247,20 @@ def main() -> None:
         seeded = {"mlflow": seed(MlflowClient(tracking_uri=mlflow_db), runs, points),
                   "evstore": seed(EvstoreClient(evstore_db), runs, points)}  # fmt: skip
         close_tracking_stores()
+        served = {name: MlflowClient(tracking_uri=urls[name]) for name in ("mlflow", "evstore")}
         logging = {name: measure(urls[name], calls, batches, 1000, round_no=0) for name in ("mlflow", "evstore")}
-        reads = {name: read_times(urls[name], *seeded[name], runs, points, repeat)
+        reads = {name: read_times(served[name], *seeded[name], runs, points, repeat)
                  for name in ("mlflow", "evstore")}  # fmt: skip
+        for process in servers.values():
+            stop(process)
+        servers.clear()
+        # In process, on the same databases: MLflow's SQLAlchemy store and evstore's
+        # PostgreSQL store, each in this process, with no server between.
+        local = {"mlflow": MlflowClient(tracking_uri=mlflow_db), "evstore": EvstoreClient(evstore_db)}
+        logging_local = {name: log_rates(local[name], calls, batches, 1000) for name in ("mlflow", "evstore")}
+        reads_local = {name: read_times(local[name], *seeded[name], runs, points, repeat)
+                       for name in ("mlflow", "evstore")}  # fmt: skip
+        close_tracking_stores()
     finally:
         for process in servers.values():
             stop(process)
@@ -206,28 +276,11 @@ def main() -> None:
           f"{' (--quick: small sizes)' if args.quick else ''}")  # fmt: skip
     print(f"{calls} log_metric calls, {batches} x log_batch(1000), search of {runs} runs,"
           f" history of {points:,} points")  # fmt: skip
-    header = f"{'server':<32}{'log_metric pts/s':>17}{'log_batch pts/s':>17}{'search ms':>11}{'history ms':>12}"
-    print(header)
-    for name, label in (("mlflow", "mlflow server (1 worker)"), ("evstore", "evstore server")):
-        (per_call, batched), (search, history) = logging[name], reads[name]
-        print(f"{label:<32}{per_call:>17,.0f}{batched:>17,.0f}{search * 1000:>11,.0f}{history * 1000:>12,.0f}")
-    print(f"{'PostgreSQL: single-row commits/s':<32}{floors[0]:>17,.0f}")
-    print(f"{'PostgreSQL: COPY rows/s':<32}{'':>17}{floors[1]:>17,.0f}")
-    (m_call, m_batch), (e_call, e_batch) = logging["mlflow"], logging["evstore"]
-    (m_search, m_history), (e_search, e_history) = reads["mlflow"], reads["evstore"]
-    rows = [
-        ("per call: evstore / mlflow", e_call / m_call, 5, "x"),
-        ("per call: evstore / single-row commits", e_call / floors[0], 0.5, "%"),
-        ("log_batch: evstore / mlflow", e_batch / m_batch, 20, "x"),
-        ("log_batch: evstore / COPY rows", e_batch / floors[1], 0.3, "%"),
-        ("search: mlflow time / evstore time", m_search / e_search, 10, "x"),
-        ("history: mlflow time / evstore time", m_history / e_history, 20, "x"),
-    ]
-    for label, value, target, unit in rows:
-        shown = f"{value:.0%}" if unit == "%" else f"{value:.1f}x"
-        goal = f">= {target:.0%}" if unit == "%" else f">= {target}x"
-        verdict = "met" if value >= target else "NOT met"
-        print(f"{label:<42}{shown:>10}   target {goal:<7} {verdict}")
+    print("\nThrough servers (the real MlflowClient over HTTP):")
+    report({"mlflow": "mlflow server (1 worker)", "evstore": "evstore server"}, logging, reads, floors)
+    print("\nIn process (MlflowClient on postgresql+psycopg://, evstore.Client on postgresql://):")
+    report({"mlflow": "mlflow SQLAlchemy store", "evstore": "evstore.Client"},
+           logging_local, reads_local, floors)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -318,6 +318,9 @@ class _Plan:
             for ops in self.ops:
                 if any(ops.lists):  # no call for a model the events did not touch
                     ops.flush(conn)
+            # a connection that sends statements ahead of their results (PostgreSQL's
+            # pipeline) reports a failed one here, where it is known as the projection's
+            getattr(conn, "sync", _nothing)()
         except Exception as e:
             # OverflowError: an int beyond 64 bits; a backend's connection says which of
             # its driver's errors a bad row causes (rather than a failed connection).
@@ -335,6 +338,10 @@ class _Plan:
 
 def _never(_: BaseException) -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass
 
 
 def _apply_range(

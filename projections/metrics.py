@@ -64,6 +64,16 @@ _SQL = {
         "SELECT points FROM {metric_chunks} WHERE series_id = ? AND max_timestamp >= ?"
         " AND min_timestamp <= ? AND max_step >= ? AND min_step <= ?"
     ),
+    # A batch of several series reads their tails, and the chunks around their spans,
+    # in one statement each (a round trip per statement on a server's database).
+    "tails_of": (
+        "SELECT series_id, step, timestamp, value FROM {metric_tail}"
+        " WHERE series_id IN ({marks}) ORDER BY series_id, slot"
+    ),
+    "chunks_around_one": (
+        "SELECT series_id, points FROM {metric_chunks} WHERE series_id = ? AND"
+        " max_timestamp >= ? AND min_timestamp <= ? AND max_step >= ? AND min_step <= ?"
+    ),
 }
 #: Tail rows to an INSERT statement (``add_tails``): fewer statements cost less.
 _TAILS_PER_INSERT = 50
@@ -75,7 +85,7 @@ def history_writer(tables: dict[str, str]) -> Write:
     shapes: dict[tuple[str, int], str] = {}
 
     def lookup(
-        conn: sqlite3.Connection, name: str, lead: tuple[str, ...], names: list[str]
+        conn: sqlite3.Connection, name: str, lead: tuple[str, ...], names: list[Any]
     ) -> list[Any]:
         """Rows of a series query over ``names``, in IN lists of a few sizes (all cached)."""
         rows: list[Any] = []
@@ -101,6 +111,34 @@ def history_writer(tables: dict[str, str]) -> Write:
             return False
         conn.execute(sql["add_tail"], (series_id, slot, point.step, point.timestamp, point.value))
         return True
+
+    def preload(conn: sqlite3.Connection, placed: list[tuple[_Series, list[MetricPoint]]]) -> None:
+        """Read what placing the points will read, for every series at once: the tails
+        in one statement, the chunks a repeat could be in in another."""
+        tails: list[_Series] = []
+        around: list[tuple[_Series, tuple[int, int, int, int, int]]] = []
+        for series, points in placed:
+            wants_tail, spans = series.wants(points)
+            if wants_tail:
+                series.held = []
+                tails.append(series)
+            if spans is not None:
+                series.around = []
+                around.append((series, spans))
+        if tails:
+            by_id = {series.id: series for series in tails}
+            for series_id, step, stamp, value in lookup(conn, "tails_of", (), list(by_id)):
+                by_id[series_id].held.append((step, stamp, NAN if value is None else value))  # type: ignore[union-attr]
+        for start in range(0, len(around), 64):
+            part = around[start : start + 64]
+            size = 1 << (len(part) - 1).bit_length()
+            text = shapes.get(("around", size))
+            if text is None:
+                text = shapes["around", size] = " UNION ALL ".join([sql["chunks_around_one"]] * size)
+            every = [*(spans for _, spans in part), *[part[-1][1]] * (size - len(part))]
+            by_id = {series.id: series for series, _ in part}
+            for series_id, blob in conn.execute(text, tuple(chain.from_iterable(every))):
+                by_id[series_id].around.append(blob)  # type: ignore[union-attr]
 
     def write(conn: sqlite3.Connection, logged: list[RecordedEvent]) -> None:
         if len(logged) == 1:
@@ -134,6 +172,7 @@ def history_writer(tables: dict[str, str]) -> Write:
         cleared: list[Any] = []
         chunks: list[Any] = []
         tails: list[Any] = []
+        placed: list[tuple[str, str, _Series, list[MetricPoint], Any]] = []
         for run_id, key in order:
             points = runs[run_id][key]
             found = stored.get((run_id, key))
@@ -146,6 +185,10 @@ def history_writer(tables: dict[str, str]) -> Write:
                 series_id, packed, low, high, tail_slot, tail_last = found
                 bounds = [low, high] if packed else None
                 series = _Series(series_id, packed, bounds, tail_slot, tail_last)
+            placed.append((run_id, key, series, points, found))
+        if len(placed) > 1:
+            preload(conn, [(series, points) for _, _, series, points, _ in placed])
+        for run_id, key, series, points, found in placed:
             series.add(conn, sql, points, chunks, tails)
             if found is None:
                 added.append((series.id, run_id, key, series.chunks, *series.bounds_or_none()))
@@ -179,7 +222,7 @@ def history_writer(tables: dict[str, str]) -> Write:
 class _Series:
     """One series while a batch of its points is placed: kept once, then packed or tailed."""
 
-    __slots__ = ("bounds", "chunks", "emptied", "id", "tail_count", "tail_last")
+    __slots__ = ("around", "bounds", "chunks", "emptied", "held", "id", "tail_count", "tail_last")
 
     def __init__(
         self, series_id: int, chunks: int, bounds: list[int] | None, tail_slot: int | None,
@@ -189,6 +232,23 @@ class _Series:
         self.tail_count = 0 if tail_slot is None else tail_slot + 1  # slots count from 0
         self.tail_last = tail_last
         self.emptied = False
+        #: The tail, and the packed chunks a repeat could be in, when read ahead.
+        self.held: list[tuple[int, int, float]] | None = None
+        self.around: list[bytes] | None = None
+
+    def wants(
+        self, points: list[MetricPoint]
+    ) -> tuple[bool, tuple[int, int, int, int, int] | None]:
+        """What ``add`` will read for these points: (the tail?, the spans of the chunks
+        a repeat could be in, or None)."""
+        stamps = [p.timestamp for p in points]
+        new = self._surely_new(stamps)
+        tail = self.tail_count > 0 and (not new or self.tail_count + len(points) >= CHUNK)
+        low, high = min(stamps), max(stamps)
+        if new or self.bounds is None or low > self.bounds[1] or high < self.bounds[0]:
+            return tail, None
+        steps = [p.step for p in points]
+        return tail, (self.id, low, high, min(steps), max(steps))
 
     def bounds_or_none(self) -> Sequence[int | None]:
         """(least, greatest timestamp) of the packed points."""
@@ -251,6 +311,8 @@ class _Series:
     def _tail(self, conn: sqlite3.Connection, sql: dict[str, str]) -> list[tuple[int, int, float]]:
         if not self.tail_count:
             return []
+        if self.held is not None:
+            return self.held
         rows = conn.execute(sql["tail"], (self.id,)).fetchall()
         return [(s, t, NAN if v is None else v) for s, t, v in rows]
 
@@ -263,7 +325,10 @@ class _Series:
         low, high = min(stamps), max(stamps)
         if self.bounds is not None and low <= self.bounds[1] and high >= self.bounds[0]:
             spans = (self.id, low, high, min(steps), max(steps))
-            for (blob,) in conn.execute(sql["chunks_around"], spans):
+            blobs = self.around
+            if blobs is None:
+                blobs = [blob for (blob,) in conn.execute(sql["chunks_around"], spans)]
+            for blob in blobs:
                 chunk_steps, chunk_stamps, chunk_values = unpack(blob)
                 seen.update(
                     zip(chunk_steps, chunk_stamps, [None if isnan(v) else v for v in chunk_values])

@@ -61,8 +61,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -103,6 +105,8 @@ DURABILITY = {"normal": "local", "full": "on"}
 #: The high half of the advisory lock key every append takes; the low half is the
 #: ``events`` table's oid, so two stores in one database (two schemas) do not share it.
 _LOCK_CLASS = 0x65767374  # "evst"
+#: Seconds a pooled connection may sit idle and be handed out without a check.
+_RECHECK_AFTER = 1.0
 #: The log's tables: each refuses UPDATE, DELETE and TRUNCATE.
 LOG_TABLES = ("events", "commits", "streams", "event_types", "event_metadata", "redactions")
 
@@ -295,8 +299,12 @@ class PostgresEventStore(EventStore):
             "event_metadata": {},
         }
         self._pool: ConnectionPool | None = None
+        #: When each pooled connection last came back, for ``_check``.
+        self._returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         #: The read side's statements in PostgreSQL's dialect, by their SQLite text.
         self._statements: dict[str, Any] = {}
+        #: Statements the append hooks run first, sent ahead with the append's own read.
+        self._ahead: tuple[str, ...] = ()
         with self._boundary("cannot open the store"):
             # a server that does not answer is an error within 30 s, unless the URI says
             wait: dict[str, Any] = (
@@ -314,7 +322,8 @@ class PostgresEventStore(EventStore):
                 max_size=max_connections,
                 kwargs={"autocommit": True},
                 configure=self._configure,
-                check=ConnectionPool.check_connection,
+                check=self._check,
+                reset=self._returned,
                 open=True,
                 name="evstore",
             )
@@ -400,6 +409,19 @@ class PostgresEventStore(EventStore):
             (DURABILITY[self.durability], "on" if self.read_only else "off"),
         )
 
+    def _returned(self, conn: psycopg.Connection[Any]) -> None:
+        """A connection back in the pool (idle, its transaction ended): note when."""
+        self._returned_at[conn] = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """Before a pooled connection is handed out: one that sat idle a while is asked
+        whether the server still answers (an empty query: a round trip), so a server
+        restart or an idle timeout costs no caller an error; one back within the last
+        second is handed out as it is (a write on it that finds it gone is a StoreError,
+        rolled back, and the pool drops it)."""
+        if time.monotonic() - self._returned_at.get(conn, -_RECHECK_AFTER) >= _RECHECK_AFTER:
+            ConnectionPool.check_connection(conn)
+
     def format_version(self) -> int:
         """The storage layout version recorded in the store."""
         return int(self.meta()["format"])
@@ -463,10 +485,12 @@ class PostgresEventStore(EventStore):
         with self._writing() as conn:
             yield self._read_side(conn)
 
-    def _read_side(self, conn: psycopg.Connection[Any]) -> Any:
+    def _read_side(
+        self, conn: psycopg.Connection[Any], ahead: dict[str, Any] | None = None
+    ) -> Any:
         from evstore.stores.postgres_readmodels import ReadSideConnection
 
-        return ReadSideConnection(conn, self._statements)
+        return ReadSideConnection(conn, self._statements, ahead)
 
     @contextmanager
     def _read_side_connection(self) -> Iterator[Any]:
@@ -494,6 +518,11 @@ class PostgresEventStore(EventStore):
         with self.transaction() as conn:
             if not conn.has_table("projection_state"):  # (a role that may not create)
                 conn.execute(ddl)
+        # The runner's first statement in every append, from now on sent with the
+        # append's own read of the head (one round trip for both).
+        from evstore.projection import _VERSIONS_AND_CHECKPOINTS
+
+        self._ahead = (_VERSIONS_AND_CHECKPOINTS,)
 
     def rebuild_support(self) -> Any:
         """What a blue/green rebuild needs of this backend."""
@@ -502,8 +531,9 @@ class PostgresEventStore(EventStore):
         return PostgresRebuild(self)
 
     @contextmanager
-    def _writing(self) -> Iterator[psycopg.Connection[Any]]:
-        """The write transaction on the psycopg connection itself."""
+    def _writing(self, pipelined: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """The write transaction on the psycopg connection itself, in pipeline mode
+        unless ``pipelined`` is False (COPY needs it off)."""
         local = self._local
         if getattr(local, "conn", None) is not None:
             yield local.conn
@@ -518,13 +548,26 @@ class PostgresEventStore(EventStore):
         ):
             local.pending = []
             try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                    local.conn = conn
+                with conn.pipeline() if pipelined else nullcontext():
+                    # In pipeline mode a statement whose result nobody reads (BEGIN, the
+                    # lock, the INSERTs, COMMIT) costs no round trip of its own: it goes
+                    # with the next one that is read, or with the pipeline's last sync.
+                    # (BEGIN and COMMIT by hand: psycopg's transaction() syncs on entry.)
+                    conn.execute("BEGIN")
                     try:
-                        yield conn
-                    finally:
-                        local.conn = None
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                        local.conn = conn
+                        try:
+                            yield conn
+                        finally:
+                            local.conn = None
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        _roll_back(conn)
+                        raise
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    _roll_back(conn)  # a statement the pipeline's last sync found failing
+                    raise StoreError(f"{self.where}: the write failed and was rolled back")
                 for table, value, key in local.pending:  # committed: keep them
                     self._keys[table][value] = key
             finally:
@@ -590,6 +633,9 @@ class PostgresEventStore(EventStore):
             stored = self._stored_positions(conn, stream_key, stream_id, event_ids)
             if stored is not None:
                 return stored
+        ahead = None
+        if self.append_hooks and self._ahead:  # pipelined: their results come with the next
+            ahead = {sql: conn.execute(sql) for sql in self._ahead}
         version, head, previous = conn.execute(_APPEND_STATE, (stream_key,)).fetchone()  # type: ignore[misc]
         version = version or 0
         if expected_version is not None and expected_version != version:
@@ -635,7 +681,7 @@ class PostgresEventStore(EventStore):
                               recorded_at, meta, ev)
                 for pos, row, event_id, ev in zip(positions, rows, ids, events)
             ]  # fmt: skip
-            hooked = self._read_side(conn)
+            hooked = self._read_side(conn, ahead)
             for hook in self.append_hooks:
                 hook(hooked, recorded)
         return positions
@@ -719,7 +765,8 @@ class PostgresEventStore(EventStore):
         against this log's chain first (``chain_raw``); no append hook runs."""
         if not rows:
             return
-        with self.transaction() as conn, self._boundary("copy rows in"):
+        with self._writing(pipelined=False) as raw, self._boundary("copy rows in"):
+            conn = self._read_side(raw)
             _, head, previous = conn.execute(_APPEND_STATE, (None,)).fetchone()  # type: ignore[misc]
             commits = chain_raw(
                 rows, head or 0, previous or codec.GENESIS_HASH,
@@ -743,8 +790,13 @@ class PostgresEventStore(EventStore):
                     )  # fmt: skip
             with conn.cursor() as cursor:
                 # COPY inserts too (the triggers refuse UPDATE, DELETE and TRUNCATE only),
-                # one round trip a table: several times executemany's rows/s
+                # one round trip a table: several times executemany's rows/s; inside a
+                # pipelined write (no COPY there), executemany, pipelined too
                 for table, values in (("commits", commit_rows), ("events", events)):
+                    if raw._pipeline is not None:
+                        marks = ", ".join(["%s"] * (4 if table == "commits" else 9))
+                        cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+                        continue
                     with cursor.copy(f"COPY {table} FROM STDIN") as copy:
                         for value in values:
                             copy.write_row(value)
@@ -948,6 +1000,18 @@ _INTERNED = {
     "event_metadata": ("metadata_key", "sha256(bytes) = sha256(%(v)s) AND bytes = %(v)s"),
 }
 _VALUE = {"event_types": "name", "event_metadata": "bytes"}
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End a failed write's transaction (a pipeline's aborted state first); a connection
+    that is gone needs none (the server rolled it back) and leaves the pool."""
+    try:
+        if conn._pipeline is not None:
+            conn._pipeline.sync()
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+    except psycopg.Error:
+        pass
 
 
 def _first_line(e: BaseException) -> str:

@@ -76,6 +76,21 @@ class Statement(NamedTuple):
     text: str
     row: str | None = None
     width: int = 0
+    #: The text with ``$1``-numbered placeholders, for a statement of more parameters
+    #: than psycopg keeps its parsing of (a projection's many-row INSERT): run through a
+    #: ``RawCursor``, which parses nothing, rather than split again on every call.
+    numbered: str | None = None
+
+
+#: psycopg caches how it parses a query of at most this many parameters.
+_PARSED_PARAMS_CACHED = 50
+_MARKS = re.compile(r"%%|%s")
+
+
+def _numbered(text: str) -> str:
+    """``text`` (psycopg's ``%s`` placeholders) with ``$1``, ``$2``... instead."""
+    numbers = iter(range(1, text.count("%s") + 1))
+    return _MARKS.sub(lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", text)
 
 
 def _placeholders(sql: str) -> str:
@@ -162,15 +177,27 @@ def _stored(params: Any) -> Any:
     return params
 
 
+_IN_WRITE = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.ACTIVE)
+
+
 class ReadSideConnection:
     """A psycopg connection that runs the read side's SQLite-dialect SQL (``translate``);
     everything else is the psycopg connection's own."""
 
     search_dialect: SearchDialect
 
-    def __init__(self, raw: psycopg.Connection[Any], cache: dict[str, Statement]) -> None:
+    def __init__(
+        self,
+        raw: psycopg.Connection[Any],
+        cache: dict[str, Statement],
+        ahead: dict[str, psycopg.Cursor[Any]] | None = None,
+    ) -> None:
         self.raw = raw
         self._cache = cache
+        #: Statements already sent, by their text: the first ``execute`` of one takes
+        #: its cursor instead of running it again (the store read them ahead, in the
+        #: same transaction, under the append lock, with nothing written to them since).
+        self._ahead = ahead
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
@@ -178,7 +205,10 @@ class ReadSideConnection:
     def _statement(self, sql: str) -> Statement:
         found = self._cache.get(sql)
         if found is None:
-            found = self._cache[sql] = translate(sql, self._columns)
+            found = translate(sql, self._columns)
+            if found.row is None and found.text.count("%s") > _PARSED_PARAMS_CACHED:
+                found = found._replace(numbered=_numbered(found.text))
+            self._cache[sql] = found
         return found
 
     def _columns(self, table: str) -> list[tuple[str, bool]]:
@@ -186,12 +216,17 @@ class ReadSideConnection:
 
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         """Run one statement (SQLite's dialect, ``?`` placeholders)."""
+        if self._ahead and not params and (sent := self._ahead.pop(sql, None)) is not None:
+            return sent
         statement = self._statement(sql)
         if statement.row is not None:
             self.executemany(sql, [params])
             return self.raw.cursor()
         if not params:
             return self.raw.execute(statement.text)
+        if statement.numbered is not None:
+            cursor = psycopg.RawCursor(self.raw)
+            return cursor.execute(statement.numbered, _stored(params))  # type: ignore[return-value]
         return self.raw.execute(statement.text, _stored(params))
 
     def executemany(self, sql: str, rows: Sequence[Any]) -> None:
@@ -204,11 +239,22 @@ class ReadSideConnection:
         else:
             text = statement.text
         rows = [_stored(row) for row in rows]
+        if statement.numbered is not None:
+            with psycopg.RawCursor(self.raw) as raw_cursor:
+                raw_cursor.executemany(statement.numbered, rows)
+            return
         if len(rows) == 1:
             self.raw.execute(text, rows[0])
             return
         with self.raw.cursor() as cursor:
             cursor.executemany(text, rows)
+
+    def sync(self) -> None:
+        """Wait for every statement sent so far (in a pipelined write), raising a failed
+        one's error; outside a pipeline each statement was waited for already."""
+        pipeline = self.raw._pipeline
+        if pipeline is not None:
+            pipeline.sync()
 
     def has_table(self, name: str) -> bool:
         """Whether the store's schema holds a table of that name."""
@@ -241,7 +287,7 @@ class ReadSideConnection:
             status = self.raw.info.transaction_status
             if not local:
                 self.raw.execute("SET statement_timeout = 0")
-            elif status == psycopg.pq.TransactionStatus.INTRANS:  # the rest of a write
+            elif status in _IN_WRITE:  # the rest of a write (ACTIVE: a pipelined one)
                 self.raw.execute("SET LOCAL statement_timeout = 0")
 
     @staticmethod
