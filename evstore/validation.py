@@ -5,7 +5,6 @@ from __future__ import annotations
 import numbers
 import posixpath
 import re
-from operator import attrgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -196,16 +195,6 @@ def metric_points(metrics: Any) -> list[MetricPoint]:
         ) from None
     for key in keys:
         validate_key("metric", key)
-    if type(metrics) is list and metrics and set(map(type, metrics)) == {Metric}:
-        # The server's batches: every check a column at a time, in C, then the points.
-        values, stamps, steps = map(list, zip(*map(_VALUE_STAMP_STEP, metrics)))
-        if (
-            set(map(type, values)) == _FLOAT and set(map(type, stamps)) == _INT
-            and set(map(type, steps)) == _INT and set(map(_CONTEXT, metrics)) == {_NO_CONTEXT}
-            and min(stamps) >= 0 and max(stamps) <= INT64_MAX
-            and min(steps) >= INT64_MIN and max(steps) <= INT64_MAX
-        ):  # fmt: skip
-            return list(map(MetricPoint, map(_METRIC_KEY, metrics), values, steps, stamps))
     points: list[MetricPoint] = []
     append = points.append
     for m in metrics:
@@ -229,11 +218,6 @@ def metric_points(metrics: Any) -> list[MetricPoint]:
 
 
 _NO_CONTEXT = (None, None, None)
-_METRIC_KEY = attrgetter("key")
-_VALUE_STAMP_STEP = attrgetter("value", "timestamp", "step")
-_CONTEXT = attrgetter("model_id", "dataset_name", "dataset_digest")
-_FLOAT = {float}
-_INT = {int}
 
 
 def param_value(value: Any) -> str:

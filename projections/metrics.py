@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from itertools import chain, count, groupby, islice, repeat
+from itertools import chain, count, islice, repeat
 from math import isnan
-from operator import attrgetter, lt
+from operator import lt
 from typing import Any
 
 from evstore.events import MetricPoint, MetricsLogged
@@ -65,10 +65,6 @@ _SQL = {
         " AND min_timestamp <= ? AND max_step >= ? AND min_step <= ?"
     ),
 }
-_KEY = attrgetter("key")
-_STEP = attrgetter("step")
-_STAMP = attrgetter("timestamp")
-_VALUE = attrgetter("value")
 #: Tail rows to an INSERT statement (``add_tails``): fewer statements cost less.
 _TAILS_PER_INSERT = 50
 
@@ -119,19 +115,13 @@ def history_writer(tables: dict[str, str]) -> Write:
             keys = runs.get(rec.stream_id)
             if keys is None:
                 keys = runs[rec.stream_id] = {}
-            points = rec.event.points  # type: ignore[union-attr]
-            named = dict.fromkeys(map(_KEY, points))  # in the order first named
-            if len(named) == 1:
-                groups = {points[0].key: points}
-            else:  # a stable sort keeps each key's points in log order
-                groups = {k: list(g) for k, g in groupby(sorted(points, key=_KEY), _KEY)}
-            for key in named:
-                found = keys.get(key)
+            for point in rec.event.points:  # type: ignore[union-attr]
+                found = keys.get(point.key)
                 if found is None:
-                    keys[key] = list(groups[key])
-                    order.append((rec.stream_id, key))
+                    keys[point.key] = [point]
+                    order.append((rec.stream_id, point.key))
                 else:
-                    found += groups[key]
+                    found.append(point)
         if len(runs) == 1:
             ((run_id, keys),) = runs.items()
             series_rows = lookup(conn, "series_of_keys", (run_id,), list(keys))
@@ -210,9 +200,9 @@ class _Series:
     ) -> None:  # fmt: skip
         """Place new points: rows for ``chunks``, values of rows for ``tails`` (laid end to
         end); the series' state moves."""
-        steps = list(map(_STEP, points))
-        stamps = list(map(_STAMP, points))
-        values = list(map(_VALUE, points))
+        steps = [p.step for p in points]
+        stamps = [p.timestamp for p in points]
+        values = [p.value for p in points]
         held: list[tuple[int, int, float]] | None = None
         if not self._surely_new(stamps):
             held = self._tail(conn, sql)
