@@ -247,12 +247,12 @@ def create_app(settings: ServerSettings) -> Any:
         # messages: no Request, no header object, no Response (a fifth of a log_metric).
         try:
             declared = content_type = supplied = None
-            for name, value in scope["headers"]:
-                if name == b"content-length":
+            for name, value in scope["headers"]:  # the first of a repeated one, as Headers.get
+                if name == b"content-length" and declared is None:
                     declared = value
-                elif name == b"content-type":
+                elif name == b"content-type" and content_type is None:
                     content_type = value
-                elif name == b"idempotency-key":
+                elif name == b"idempotency-key" and supplied is None:
                     supplied = value
             body = await receive_body(receive, declared, settings.max_json_bytes)
             check_json_content_type(None if content_type is None else content_type.decode("latin-1"))
