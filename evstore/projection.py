@@ -218,6 +218,9 @@ class Ops:
                 rest = range(done, len(values), width)
                 conn.executemany(self._sql[statement], [values[i : i + width] for i in rest])
             return
+        if len(rows) == 1:  # a per-call write's one row
+            conn.execute(self._sql[statement], rows[0])
+            return
         done = 0 if many is None else len(rows) - len(rows) % step
         if many is not None and done:
             flat = chain.from_iterable
@@ -277,6 +280,13 @@ class _Plan:
             event_type: (tuple(appends.get(event_type, ())), tuple(dispatch.get(event_type, ())))
             for event_type in appends.keys() | dispatch.keys()
         }
+        #: The models (their Ops, in order) an event type can queue rows for: an append of
+        #: one event flushes those alone, not every model.
+        self.touched = {
+            event_type: tuple(ops for model, ops in zip(self.models, self.ops)
+                              if event_type in model.collect or event_type in model.handlers)
+            for event_type in self.dispatch
+        }  # fmt: skip
         self.events = 0
         self.unknown = 0
 
@@ -312,10 +322,11 @@ class _Plan:
             self.unknown += unknown
         return 0 if rec is None else rec.position
 
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Run every queued row; raises ``_FlushFailed`` on a database error."""
+    def flush(self, conn: sqlite3.Connection, only: Sequence[Ops] | None = None) -> None:
+        """Run every queued row (of the ``only`` models, when the caller knows that no
+        other model has any); raises ``_FlushFailed`` on a database error."""
         try:
-            for ops in self.ops:
+            for ops in self.ops if only is None else only:
                 if any(ops.lists):  # no call for a model the events did not touch
                     ops.flush(conn)
             # a connection that sends statements ahead of their results (PostgreSQL's
@@ -615,7 +626,8 @@ class ProjectionRunner:
     ) -> None:
         plan.feed(events)
         try:
-            plan.flush(conn)
+            # One event (a per-call write) can have queued rows only for the models of its type.
+            plan.flush(conn, plan.touched.get(events[0].event.__class__, ()) if len(events) == 1 else None)
         except _FlushFailed as e:
             kinds = ", ".join(sorted({rec.type for rec in events}))
             where = f"position {first}" if first == last else f"positions {first}..{last}"

@@ -65,10 +65,14 @@ def create_app(settings: ServerSettings) -> Any:
     from evstore.server._http import (
         HTTPError,
         StoreGate,
+        check_json_content_type,
+        decode_body,
         hidden_paths,
         json_response,
         parse_request,
+        receive_body,
         response_for,
+        send_json,
     )
     from evstore.server.auth import authentication
     from evstore.server.mlflow_api import ENDPOINTS, SLOW_ENDPOINTS, match_path
@@ -225,14 +229,44 @@ def create_app(settings: ServerSettings) -> Any:
             and not path.startswith(_MLFLOW_USERS_PREFIX)
             and scope["method"] in ("GET", "POST")
         ):
+            endpoint = path[len(_MLFLOW_PREFIX) :]
+            if scope["method"] == "POST" and ("POST", endpoint) in checked:
+                await serve_post(scope, receive, send, endpoint)
+                return
             request = Request(scope, receive)
             try:
-                response = await serve_mlflow(request, path[len(_MLFLOW_PREFIX) :])
+                response = await serve_mlflow(request, endpoint)
             except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
                 response = response_for(e, hidden)
             await response(scope, receive, send)
             return
         await app(scope, receive, send)
+
+    async def serve_post(scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        # serve_mlflow for a POST to a fixed path (every logging call), on the raw ASGI
+        # messages: no Request, no header object, no Response (a fifth of a log_metric).
+        try:
+            declared = content_type = supplied = None
+            for name, value in scope["headers"]:  # the first of a repeated one, as Headers.get
+                if name == b"content-length" and declared is None:
+                    declared = value
+                elif name == b"content-type" and content_type is None:
+                    content_type = value
+                elif name == b"idempotency-key" and supplied is None:
+                    supplied = value
+            body = await receive_body(receive, declared, settings.max_json_bytes)
+            check_json_content_type(None if content_type is None else content_type.decode("latin-1"))
+            schema, handler = checked[("POST", path)]
+            parsed: Any = decode_body(body, schema, scope["path"])
+            # As serve_mlflow's key (no ids in a fixed path).
+            sent = "" if supplied is None else supplied.decode("latin-1")
+            key = f"mlflow/{path}\0\0{getattr(parsed, 'run_id', '')}\0{sent}"
+            run = store.slow if path in SLOW_ENDPOINTS else store.quick
+            answer = await run(handler, client, parsed, key)
+        except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
+            await response_for(e, hidden)(scope, receive, send)
+            return
+        await send_json(send, answer)
 
     guarded_app, auth_required = authentication(
         ui_permission(tracking_first, guard), directory, settings.auth_token

@@ -114,16 +114,64 @@ async def parse_request(request: Request, schema: type[S], limit: int) -> S:
             body = await read_body(request, limit)
             if request.method in ("POST", "PUT") or body:  # MLflow's rule: a bodiless
                 check_json_content_type(request.headers.get("content-type"))  # DELETE is fine
-            parsed = msgspec.json.decode(body or b"{}", type=schema, strict=False)
+            return decode_body(body, schema, request.url.path)
     except RecursionError:
         raise HTTPError(
             400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: JSON nested too deeply."
         ) from None
     except msgspec.ValidationError as e:
         raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {_said(e)}") from e
-    except msgspec.DecodeError as e:
-        raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {request.url.path}: {e}") from e
     return parsed
+
+
+_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def decode_body(body: bytes, schema: type[S], path: str) -> S:
+    """A JSON request body as ``schema`` (an empty body is ``{}``); 400 when it is not one."""
+    decoder = _decoders.get(schema)
+    if decoder is None:
+        decoder = _decoders[schema] = msgspec.json.Decoder(schema, strict=False)
+    try:
+        return decoder.decode(body or b"{}")  # type: ignore[no-any-return]
+    except RecursionError:
+        raise HTTPError(
+            400, "INVALID_PARAMETER_VALUE", f"Invalid request to {path}: JSON nested too deeply."
+        ) from None
+    except msgspec.ValidationError as e:
+        raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {path}: {_said(e)}") from e
+    except msgspec.DecodeError as e:
+        raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {path}: {e}") from e
+
+
+async def receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes:
+    """The whole body of a raw ASGI request, as :func:`read_body` (413 over ``limit``)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            from starlette.requests import ClientDisconnect
+
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_json(send: Any, data: Any, status: int = 200) -> None:
+    """Send a JSON response over raw ASGI: what :func:`json_response` sends, with no
+    Response object (``data`` may already be encoded bytes)."""
+    body = data if isinstance(data, bytes) else _encode(data)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def check_json_content_type(content_type: str | None) -> None:
