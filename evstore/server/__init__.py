@@ -113,6 +113,15 @@ def create_app(settings: ServerSettings) -> Any:
     async def mlflow_api(request: Request) -> Response:
         return await serve_mlflow(request, request.path_params["path"])
 
+    def write_key(path: str, from_path: dict[str, str], parsed: Any, supplied: str) -> str:
+        # The tracking service derives a keyed write's event ids from the key and the
+        # request it carries out (so a header reused for another request stores that
+        # one), hence the key names only what the request does not: the endpoint, the
+        # ids in its path and the run (ids are unique across the log, and two runs may
+        # log the same point).
+        named = "\0".join(f"{k}={v}" for k, v in sorted(from_path.items()))
+        return f"mlflow/{path}\0{named}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
+
     async def serve_mlflow(request: Request, path: str) -> Response:
         # A template's own text ("logged-models/{model_id}") is no path a client sends.
         found = None if "{" in path else checked.get((request.method, path))
@@ -126,14 +135,7 @@ def create_app(settings: ServerSettings) -> Any:
         parsed: Any = await parse_request(request, schema, settings.max_json_bytes)
         for field, value in from_path.items():
             setattr(parsed, field, value)
-        supplied = request.headers.get("idempotency-key") or ""
-        # The tracking service derives a keyed write's event ids from the key and the
-        # request it carries out (so a header reused for another request stores that
-        # one), hence the key names only what the request does not: the endpoint, the
-        # ids in its path and the run (ids are unique across the log, and two runs may
-        # log the same point).
-        named = "\0".join(f"{k}={v}" for k, v in sorted(from_path.items()))
-        key = f"mlflow/{path}\0{named}\0{getattr(parsed, 'run_id', '')}\0{supplied}"
+        key = write_key(path, from_path, parsed, request.headers.get("idempotency-key") or "")
         run = store.slow if path in SLOW_ENDPOINTS else store.quick
         return json_response(await run(handler, client, parsed, key))
 
@@ -258,9 +260,7 @@ def create_app(settings: ServerSettings) -> Any:
             check_json_content_type(None if content_type is None else content_type.decode("latin-1"))
             schema, handler = checked[("POST", path)]
             parsed: Any = decode_body(body, schema, scope["path"])
-            # As serve_mlflow's key (no ids in a fixed path).
-            sent = "" if supplied is None else supplied.decode("latin-1")
-            key = f"mlflow/{path}\0\0{getattr(parsed, 'run_id', '')}\0{sent}"
+            key = write_key(path, {}, parsed, "" if supplied is None else supplied.decode("latin-1"))
             run = store.slow if path in SLOW_ENDPOINTS else store.quick
             answer = await run(handler, client, parsed, key)
         except Exception as e:  # noqa: BLE001 - every failure becomes MLflow's error shape
