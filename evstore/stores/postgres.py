@@ -490,7 +490,10 @@ class PostgresEventStore(EventStore):
     ) -> Any:
         from evstore.stores.postgres_readmodels import ReadSideConnection
 
-        return ReadSideConnection(conn, self._statements, ahead)
+        # this thread's write, if it is on that connection: its pipeline, if any
+        local = self._local
+        pipeline = getattr(local, "pipeline", None) if getattr(local, "conn", None) is conn else None
+        return ReadSideConnection(conn, self._statements, ahead, pipeline)
 
     @contextmanager
     def _read_side_connection(self) -> Iterator[Any]:
@@ -548,7 +551,7 @@ class PostgresEventStore(EventStore):
         ):
             local.pending = []
             try:
-                with conn.pipeline() if pipelined else nullcontext():
+                with conn.pipeline() if pipelined else nullcontext() as pipeline:
                     # In pipeline mode a statement whose result nobody reads (BEGIN, the
                     # lock, the INSERTs, COMMIT) costs no round trip of its own: it goes
                     # with the next one that is read, or with the pipeline's last sync.
@@ -556,14 +559,14 @@ class PostgresEventStore(EventStore):
                     conn.execute("BEGIN")
                     try:
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
-                        local.conn = conn
+                        local.conn, local.pipeline = conn, pipeline
                         try:
                             yield conn
                         finally:
-                            local.conn = None
+                            local.conn = local.pipeline = None
                         conn.execute("COMMIT")
                     except BaseException:
-                        _roll_back(conn)
+                        _roll_back(conn, pipeline)
                         raise
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     _roll_back(conn)  # a statement the pipeline's last sync found failing
@@ -793,7 +796,7 @@ class PostgresEventStore(EventStore):
                 # one round trip a table: several times executemany's rows/s; inside a
                 # pipelined write (no COPY there), executemany, pipelined too
                 for table, values in (("commits", commit_rows), ("events", events)):
-                    if raw._pipeline is not None:
+                    if conn.pipeline is not None:
                         marks = ", ".join(["%s"] * (4 if table == "commits" else 9))
                         cursor.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
                         continue
@@ -1002,12 +1005,12 @@ _INTERNED = {
 _VALUE = {"event_types": "name", "event_metadata": "bytes"}
 
 
-def _roll_back(conn: psycopg.Connection[Any]) -> None:
+def _roll_back(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None) -> None:
     """End a failed write's transaction (a pipeline's aborted state first); a connection
     that is gone needs none (the server rolled it back) and leaves the pool."""
     try:
-        if conn._pipeline is not None:
-            conn._pipeline.sync()
+        if pipeline is not None:
+            pipeline.sync()
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
     except psycopg.Error:

@@ -191,8 +191,11 @@ class ReadSideConnection:
         raw: psycopg.Connection[Any],
         cache: dict[str, Statement],
         ahead: dict[str, psycopg.Cursor[Any]] | None = None,
+        pipeline: psycopg.Pipeline | None = None,
     ) -> None:
         self.raw = raw
+        #: The pipeline of the write this connection is in, if it sends statements ahead.
+        self.pipeline = pipeline
         self._cache = cache
         #: Statements already sent, by their text: the first ``execute`` of one takes
         #: its cursor instead of running it again (the store read them ahead, in the
@@ -252,9 +255,8 @@ class ReadSideConnection:
     def sync(self) -> None:
         """Wait for every statement sent so far (in a pipelined write), raising a failed
         one's error; outside a pipeline each statement was waited for already."""
-        pipeline = self.raw._pipeline
-        if pipeline is not None:
-            pipeline.sync()
+        if self.pipeline is not None:
+            self.pipeline.sync()
 
     def has_table(self, name: str) -> bool:
         """Whether the store's schema holds a table of that name."""
