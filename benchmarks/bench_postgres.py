@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_server import BIN, free_port, measure, start, stop, wait_ready
+from bench_server import BIN, free_port, log_rates, measure, start, stop, wait_ready
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -113,34 +113,6 @@ def timed(call: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = call()
         seconds.append(time.perf_counter() - started)
     return statistics.median(seconds), result
-
-
-def log_rates(client: Any, calls: int, batches: int, batch_size: int) -> tuple[float, float]:
-    """(per-call log_metric points/s, log_batch points/s) through ``client`` in process
-    (an ``MlflowClient`` or an ``evstore.Client``: the same calls), as ``measure`` does
-    through a server."""
-    from mlflow.entities import Metric
-
-    experiment_id = client.create_experiment(f"in-process-{time.time_ns()}")
-    run_id = client.create_run(experiment_id).info.run_id
-    for step in range(20):  # warm the pool and the caches
-        client.log_metric(run_id, "warmup", 0.0, step=step)
-    started = time.perf_counter()
-    for step in range(calls):
-        client.log_metric(run_id, "loss", 1.0 / (step + 1), step=step)
-    per_call = calls / (time.perf_counter() - started)
-    now = int(time.time() * 1000)
-    payloads = [
-        [Metric(f"m{i % 10}", float(i), now, b * batch_size + i) for i in range(batch_size)]
-        for b in range(batches)
-    ]
-    started = time.perf_counter()
-    for metrics in payloads:
-        client.log_batch(run_id, metrics=metrics)
-    batched = batches * batch_size / (time.perf_counter() - started)
-    history = client.get_metric_history(run_id, "loss")
-    assert len(history) == calls, f"{len(history)} of {calls} points stored"
-    return per_call, batched
 
 
 def read_times(client: Any, experiment_id: str, history_run: str, runs: int, points: int,
@@ -257,7 +229,7 @@ def main() -> None:
         # In process, on the same databases: MLflow's SQLAlchemy store and evstore's
         # PostgreSQL store, each in this process, with no server between.
         local = {"mlflow": MlflowClient(tracking_uri=mlflow_db), "evstore": EvstoreClient(evstore_db)}
-        logging_local = {name: log_rates(local[name], calls, batches, 1000) for name in ("mlflow", "evstore")}
+        logging_local = {name: log_rates(local[name], calls, batches, 1000, "in-process") for name in ("mlflow", "evstore")}
         reads_local = {name: read_times(local[name], *seeded[name], runs, points, repeat)
                        for name in ("mlflow", "evstore")}  # fmt: skip
         close_tracking_stores()

@@ -141,12 +141,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def measure(url: str, calls: int, batches: int, batch_size: int, round_no: int, check: bool = True) -> tuple[float, float]:
     """(per-call log_metric points/s, log_batch points/s) with the real MlflowClient."""
     from mlflow import MlflowClient
-    from mlflow.entities import Metric
 
     client = MlflowClient(tracking_uri=url)
-    experiment_id = client.create_experiment(f"bench-{round_no}-{time.time_ns()}")
+    return log_rates(client, calls, batches, batch_size, f"bench-{round_no}", check)
+
+
+def log_rates(client: Any, calls: int, batches: int, batch_size: int, name: str = "bench",
+              check: bool = True) -> tuple[float, float]:  # fmt: skip
+    """(per-call log_metric points/s, log_batch points/s) through ``client``: an
+    ``MlflowClient`` (over a server, or on a store in process) or an ``evstore.Client``,
+    which take the same calls; ``check`` reads the history back."""
+    from mlflow.entities import Metric
+
+    experiment_id = client.create_experiment(f"{name}-{time.time_ns()}")
     run_id = client.create_run(experiment_id).info.run_id
-    for step in range(20):  # warm the connection and both processes' caches
+    for step in range(20):  # warm the connection, the pool and the processes' caches
         client.log_metric(run_id, "warmup", 0.0, step=step)
     started = time.perf_counter()
     for step in range(calls):
@@ -163,7 +172,7 @@ def measure(url: str, calls: int, batches: int, batch_size: int, round_no: int, 
     batched = batches * batch_size / (time.perf_counter() - started)
     if check:
         history = client.get_metric_history(run_id, "loss")
-        assert len(history) == calls, f"{url}: {len(history)} of {calls} points stored"
+        assert len(history) == calls, f"{name}: {len(history)} of {calls} points stored"
     return per_call, batched
 
 

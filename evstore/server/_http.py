@@ -102,26 +102,17 @@ def too_large(size: int, limit: int) -> HTTPError:
 
 async def parse_request(request: Request, schema: type[S], limit: int) -> S:
     """The request as ``schema`` (GET: query string; else JSON body)."""
+    if request.method != "GET":
+        body = await read_body(request, limit)
+        if request.method in ("POST", "PUT") or body:  # MLflow's rule: a bodiless
+            check_json_content_type(request.headers.get("content-type"))  # DELETE is fine
+        return decode_body(body, schema, request.url.path)
+    query = request.query_params
+    fields = {key: query.getlist(key) if key in LIST_QUERY_FIELDS else query[key] for key in query}
     try:
-        if request.method == "GET":
-            query = request.query_params
-            fields = {
-                key: query.getlist(key) if key in LIST_QUERY_FIELDS else query[key]
-                for key in query
-            }
-            parsed = msgspec.convert(fields, schema, strict=False)
-        else:
-            body = await read_body(request, limit)
-            if request.method in ("POST", "PUT") or body:  # MLflow's rule: a bodiless
-                check_json_content_type(request.headers.get("content-type"))  # DELETE is fine
-            return decode_body(body, schema, request.url.path)
-    except RecursionError:
-        raise HTTPError(
-            400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: JSON nested too deeply."
-        ) from None
+        return msgspec.convert(fields, schema, strict=False)
     except msgspec.ValidationError as e:
         raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {request.url.path}: {_said(e)}") from e
-    return parsed
 
 
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
