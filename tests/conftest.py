@@ -187,8 +187,9 @@ def postgres_database(worker_id: str) -> Iterator[PostgresDatabase]:
 
 #: Drops database argv[2] of server argv[1]; run by ``drop_database_later``.
 _DROP = """
-import sys, psycopg
+import os, sys, psycopg
 from psycopg import sql
+os.setsid()  # a session of its own: the end of the test run's session does not end it
 with psycopg.connect(sys.argv[1], autocommit=True, connect_timeout=10) as server:
     server.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(sys.argv[2])))
 """
@@ -200,7 +201,7 @@ def drop_database_later(name: str) -> None:
     of a run, while the other worker's drop waits for it); nothing after needs it gone."""
     # sh starts it in the background and ends at once: no child of ours is left running.
     subprocess.run(
-        ["sh", "-c", 'setsid "$0" -c "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &',
+        ["sh", "-c", '"$0" -c "$1" "$2" "$3" </dev/null >/dev/null 2>&1 &',
          sys.executable, _DROP, POSTGRES_URL, name],
         check=True,
     )  # fmt: skip
