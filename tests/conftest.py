@@ -47,18 +47,21 @@ settings.load_profile("evstore")
 # Every httpx.Client (and so every httpx.get or httpx.post) builds an SSL context from
 # certifi's bundle: 20 to 50 ms of CPU, for servers the tests reach over plain HTTP, hundreds
 # of times a run (a third of the time of the permission and user tests). They share one.
+# (Where HTTPTransport looks the function up is httpx's own module: an httpx that moved it
+# is left as it is, and the tests only run slower.)
 _httpx_ssl_context = httpx.create_ssl_context()
-_httpx_transports: Any = httpx._transports.default  # where HTTPTransport looks the function up
-_make_ssl_context = _httpx_transports.create_ssl_context
+_httpx_transports: Any = getattr(getattr(httpx, "_transports", None), "default", None)
+_make_ssl_context = getattr(_httpx_transports, "create_ssl_context", None)
 
 
 def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
     if verify is True and cert is None and trust_env:
         return _httpx_ssl_context
-    return _make_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+    return _make_ssl_context(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[misc]
 
 
-_httpx_transports.create_ssl_context = _shared_ssl_context
+if _make_ssl_context is not None:
+    _httpx_transports.create_ssl_context = _shared_ssl_context
 
 # psycopg_pool draws its reconnection jitter from the global ``random`` in the pool's own
 # worker threads, so a connection made in the background can land in the middle of a
