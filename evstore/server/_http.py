@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from evstore.errors import EvstoreError
@@ -79,17 +80,37 @@ def hidden_paths(store: str, artifact_root: str) -> tuple[tuple[str, str], ...]:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole request body, refusing (413) anything over ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    return await _whole_body(request.stream(), request.headers.get("content-length"), limit)
+
+
+async def receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes:
+    """The whole body of a raw ASGI request, as :func:`read_body` (413 over ``limit``)."""
+    return await _whole_body(_raw_chunks(receive), None if declared is None else declared.decode("latin-1"), limit)
+
+
+async def _raw_chunks(receive: Any) -> AsyncIterator[bytes]:
+    """The body chunks of raw ASGI messages, as ``Request.stream`` gives them."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+async def _whole_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The chunks joined, refusing (413) a declared length or a body over ``limit`` bytes."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared), limit)
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def too_large(size: int, limit: int) -> HTTPError:
@@ -133,27 +154,6 @@ def decode_body(body: bytes, schema: type[S], path: str) -> S:
         raise HTTPError(400, "INVALID_PARAMETER_VALUE", f"Invalid request to {path}: {_said(e)}") from e
     except msgspec.DecodeError as e:
         raise HTTPError(400, "BAD_REQUEST", f"Malformed JSON in request to {path}: {e}") from e
-
-
-async def receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes:
-    """The whole body of a raw ASGI request, as :func:`read_body` (413 over ``limit``)."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            from starlette.requests import ClientDisconnect
-
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large(size, limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def send_json(send: Any, data: Any, status: int = 200) -> None:
