@@ -133,6 +133,16 @@ def _within_local_root(source: str, roots: tuple[str, ...]) -> bool:
     return any(is_local(root) and _resolved(root) in (path, *path.parents) for root in roots)
 
 
+def _local_path_refused(shown: str, id_name: str) -> InvalidParameterValue:
+    """MLflow's refusal of a local source outside the artifacts of the run or model named
+    by ``id_name`` (its text says "run" for both)."""
+    return InvalidParameterValue(
+        f"Invalid model version source: '{shown}'. To use a local path as a model version "
+        f"source, the {id_name} request parameter has to be specified and the local path has to "
+        f"be contained within the artifact directory of the run specified by the {id_name}."
+    )
+
+
 def check_source_of_run(source: str, run_id: str | None, run_roots: Roots) -> None:
     """A version from a run: the source must lie in that run's artifacts."""
     if is_local(source):
@@ -141,11 +151,7 @@ def check_source_of_run(source: str, run_id: str | None, run_roots: Roots) -> No
             if _within_local_root(source, roots):
                 return
             source = str(_resolved(source))  # MLflow names the resolved path
-        raise InvalidParameterValue(
-            f"Invalid model version source: '{source}'. To use a local path as a model version "
-            "source, the run_id request parameter has to be specified and the local path has to be "
-            "contained within the artifact directory of the run specified by the run_id."
-        )
+        raise _local_path_refused(source, "run_id")
     check_no_relative_parts(source)
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "runs":
@@ -167,11 +173,7 @@ def check_source_of_model(source: str, model_id: str, model_roots: Roots) -> Non
         roots = _roots(model_roots, model_id, source, "model_id")
         if _within_local_root(source, roots):
             return
-        raise InvalidParameterValue(
-            f"Invalid model version source: '{_resolved(source)}'. To use a local path as a model "
-            "version source, the model_id request parameter has to be specified and the local path "
-            "has to be contained within the artifact directory of the run specified by the model_id."
-        )
+        raise _local_path_refused(str(_resolved(source)), "model_id")
     check_no_relative_parts(source)
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "models":
