@@ -392,8 +392,8 @@ class PostgresRebuild:
         return 0
 
     @contextmanager
-    def quiet_deletes(self, conn: Any) -> Iterator[None]:
-        """Nothing to turn off."""
+    def swapping(self, conn: Any) -> Iterator[None]:
+        """Nothing to set for the swap."""
         yield
 
     def prepare_shadow(self, conn: Any) -> None:
