@@ -24,6 +24,8 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
+import typer.main
+import typer.testing
 from hypothesis import settings
 
 # This process and every Python process the suite starts (servers, the CLI, scripts) keep
@@ -34,7 +36,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 from servers import ThreadServer
 
-from evstore import Client, fluent
+from evstore import Client, cli, fluent
 from evstore.stores import EventStore, open_log
 from evstore.tracking import service as client_module
 
@@ -62,6 +64,24 @@ def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = 
 
 if _make_ssl_context is not None:
     _httpx_transports.create_ssl_context = _shared_ssl_context
+
+# Typer builds the click command of ``evstore`` again on every call, reading the signature
+# of every command (3% of the suite's CPU, for the hundreds of in-process CLI runs): the
+# tests build it once. (A typer that no longer looks it up there is left as it is.)
+_build_command: Any = getattr(typer.main, "get_command", None)
+_evstore_command: list[Any] = []
+
+
+def _command_built_once(typer_instance: Any) -> Any:
+    if typer_instance is not cli.app:
+        return _build_command(typer_instance)
+    if not _evstore_command:
+        _evstore_command.append(_build_command(typer_instance))
+    return _evstore_command[0]
+
+
+if _build_command is not None and getattr(typer.testing, "_get_command", None) is _build_command:
+    typer.main.get_command = typer.testing._get_command = _command_built_once  # type: ignore[attr-defined]
 
 # psycopg_pool draws its reconnection jitter from the global ``random`` in the pool's own
 # worker threads, so a connection made in the background can land in the middle of a
