@@ -352,6 +352,14 @@ def redact(
     position: Annotated[
         int | None, typer.Option("--position", help="Erase the whole event at this position.")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Seconds to wait for a read begun before the erasure (another process's) to end"
+                 " before the purge of the WAL gives up.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Erase a run's param or tag value, or a whole event, from the file; the log still verifies.
 
@@ -365,8 +373,10 @@ def redact(
 
     if position is not None:
         _check_range("--position", position, 1, INT64_MAX)
+    _check_range("--wait", wait, 0, 3600)
     runner = attach(_open_log(store))
-    report = erase(runner.store, reason=reason, run_id=run, param=param, tag=tag, position=position)
+    report = erase(runner.store, reason=reason, run_id=run, param=param, tag=tag,
+                   position=position, purge_wait=wait)  # fmt: skip
     what = "the event" if report.target == "event" else f"{report.target} {report.key!r}"
     where = f"run {report.stream_id}" if report.target != "event" else f"stream {report.stream_id}"
     if report.erased:
@@ -638,8 +648,8 @@ def show(
     typer.echo(json.dumps(json_safe(run.to_dictionary()), indent=2, ensure_ascii=False))
 
 
-def _check_range(option: str, value: int, low: int, high: int) -> None:
-    """Refuse an option's number outside [low, high] with one clear line."""
+def _check_range(option: str, value: float, low: int, high: int) -> None:
+    """Refuse an option's number outside [low, high] (or NaN) with one clear line."""
     if not low <= value <= high:
         raise InvalidParameterValue(f"{option} must be between {low} and {high}, not {value}")
 

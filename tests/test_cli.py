@@ -86,6 +86,8 @@ def test_every_command_has_help_with_an_example(name: str) -> None:
         (["runs", "--experiment", "nope"], "nope"),
         (["runs", "--max", "0"], "max_results"),
         (["export", "params", "out.parquet"], "export runs or metrics"),
+        (["redact", "--position", "1", "--reason", "r", "--wait", "nan"], "--wait must be between 0 and 3600, not nan"),
+        (["redact", "--position", "1", "--reason", "r", "--wait", "-1"], "--wait must be between 0 and 3600"),
     ],
 )
 def test_user_errors_are_one_line(

@@ -407,7 +407,7 @@ def test_a_reader_holding_an_old_snapshot_delays_the_purge_and_a_second_run_fini
         reader.execute("SELECT count(*) FROM events").fetchone()  # a snapshot from before
         done = subprocess.run(
             [EVSTORE, "redact", "--store", str(store), "--run", run, "--param", "notes",
-             "--reason", "r"], capture_output=True, text=True, timeout=120, check=False,
+             "--reason", "r", "--wait", "0.3"], capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert done.returncode == 1, done.stdout
         assert "redacted param 'notes'" in done.stdout
